@@ -1,0 +1,67 @@
+# tfmesh: one entry point for set-up, code generation, tests and the local stack.
+# Every target installs what it needs on a fresh machine (venv, pinned deps,
+# generated protos, Debian packages), so `make demo` and `make test` work from
+# a clean clone with nothing but Python 3.11.
+
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+GEN := gen
+PROTOS := $(shell find protos -name '*.proto')
+export TFMESH_HOME ?= $(CURDIR)/.tfmesh
+
+.PHONY: setup proto test lint up down demo bench lock clean debs
+
+setup: $(VENV)/.installed $(GEN)/.built debs
+
+$(VENV)/.installed: requirements.lock
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q -r requirements.lock
+	# The repo root and the generated package are importable from the venv.
+	echo "$(CURDIR)" > $$($(PY) -c 'import sysconfig; print(sysconfig.get_path("purelib"))')/tfmesh-repo.pth
+	echo "$(CURDIR)/$(GEN)" >> $$($(PY) -c 'import sysconfig; print(sysconfig.get_path("purelib"))')/tfmesh-repo.pth
+	touch $@
+
+# The one generated Python package (with .pyi stubs); never edited by hand.
+proto: $(GEN)/.built
+$(GEN)/.built: $(PROTOS) $(VENV)/.installed
+	rm -rf $(GEN) && mkdir -p $(GEN)
+	$(PY) -m grpc_tools.protoc -I protos --python_out=$(GEN) --grpc_python_out=$(GEN) \
+		--plugin=protoc-gen-mypy=$(VENV)/bin/protoc-gen-mypy --mypy_out=$(GEN) \
+		--plugin=protoc-gen-mypy_grpc=$(VENV)/bin/protoc-gen-mypy_grpc --mypy_grpc_out=$(GEN) \
+		$(PROTOS)
+	touch $@
+
+# PostgreSQL for the store tests (a real server started by the test fixture).
+debs:
+	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || { \
+		echo "installing Debian package postgresql"; \
+		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+		$$SUDO apt-get update -q && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -q postgresql; }
+
+test: setup
+	$(PY) -m pytest
+
+lint: setup
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
+	$(PY) -m mypy
+
+up: setup
+	$(PY) -m shared.localstack up
+
+down: setup
+	$(PY) -m shared.localstack down
+
+demo: setup
+	$(PY) -m shared.localstack demo
+
+lock:
+	rm -rf /tmp/tfmesh-lock && $(PYTHON) -m venv /tmp/tfmesh-lock
+	/tmp/tfmesh-lock/bin/pip install -q -r requirements-dev.txt
+	{ echo "# Every package, resolved and pinned: make setup installs exactly this set."; \
+	  echo "# Regenerate with 'make lock' after changing requirements*.txt."; \
+	  /tmp/tfmesh-lock/bin/pip freeze; } > requirements.lock
+
+clean:
+	rm -rf $(VENV) $(GEN)

@@ -1,0 +1,1 @@
+"""tfmesh's gRPC services, one package each."""

@@ -1,0 +1,119 @@
+"""Start-up and shutdown shared by every gRPC service.
+
+`start_server` builds a `grpc.aio` server with the error/metrics interceptor and the
+tracing interceptor, the standard `grpc.health.v1` service, server reflection, the
+configured message-size limit, optional TLS or mTLS, and a Prometheus /metrics port.
+`serve_until_signalled` runs it until SIGTERM/SIGINT, then stops accepting calls, lets
+in-flight ones finish within the grace period, and returns so the process exits 0."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1._async import HealthServicer
+from grpc_reflection.v1alpha import reflection
+from prometheus_client import start_http_server
+
+from shared.interceptors import ErrorAndMetricsInterceptor
+from shared.settings import ServiceSettings
+from shared.telemetry import Telemetry
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class RunningServer:
+    server: grpc.aio.Server
+    port: int
+    health: HealthServicer
+    service_names: list[str]
+    metrics_port: int | None = None
+    _on_stop: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def on_stop(self, callback: Callable[[], Awaitable[None]]) -> None:
+        """Run `callback` after in-flight calls have drained (close stores, stop workers)."""
+        self._on_stop.append(callback)
+
+    async def stop(self, grace_s: float) -> None:
+        await self.health.enter_graceful_shutdown()
+        await self.server.stop(grace_s)
+        for callback in reversed(self._on_stop):
+            await callback()
+
+
+def _credentials(settings: ServiceSettings) -> grpc.ServerCredentials | None:
+    if settings.tls_cert_file is None or settings.tls_key_file is None:
+        return None
+    key = settings.tls_key_file.read_bytes()
+    cert = settings.tls_cert_file.read_bytes()
+    client_ca = settings.tls_client_ca_file.read_bytes() if settings.tls_client_ca_file else None
+    return grpc.ssl_server_credentials(
+        [(key, cert)], root_certificates=client_ca, require_client_auth=client_ca is not None
+    )
+
+
+async def start_server(
+    settings: ServiceSettings,
+    telemetry: Telemetry,
+    register: Callable[[grpc.aio.Server], None],
+    service_names: list[str],
+) -> RunningServer:
+    """Build, bind and start a server; `register` adds the service's servicers."""
+    options = [
+        ("grpc.max_receive_message_length", settings.max_message_bytes),
+        ("grpc.max_send_message_length", settings.max_message_bytes),
+        ("grpc.so_reuseport", 0),
+    ]
+    server = grpc.aio.server(
+        interceptors=[telemetry.server_interceptor(), ErrorAndMetricsInterceptor()],
+        options=options,
+    )
+    register(server)
+    health = HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health, server)
+    reflection.enable_server_reflection(
+        [*service_names, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+         reflection.SERVICE_NAME],
+        server,
+    )
+    address = f"{settings.host}:{settings.port}"
+    credentials = _credentials(settings)
+    if credentials is None:
+        port = server.add_insecure_port(address)
+    else:
+        port = server.add_secure_port(address, credentials)
+    await server.start()
+    for name in ["", *service_names]:
+        await health.set(name, health_pb2.HealthCheckResponse.SERVING)
+    metrics_port = None
+    if settings.metrics_port >= 0:
+        httpd, _ = start_http_server(settings.metrics_port, addr=settings.host)
+        metrics_port = httpd.server_port
+    log.info(
+        "serving",
+        extra={"address": f"{settings.host}:{port}", "metrics_port": metrics_port,
+               "services": service_names, "tls": credentials is not None},
+    )
+    return RunningServer(server, port, health, service_names, metrics_port)
+
+
+async def serve_until_signalled(running: RunningServer, grace_s: float) -> None:
+    """Block until SIGTERM or SIGINT, then shut down gracefully."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    await stop.wait()
+    log.info("shutting down", extra={"grace_s": grace_s})
+    await running.stop(grace_s)
+    log.info("stopped")

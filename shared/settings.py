@@ -1,0 +1,69 @@
+"""Typed settings from environment variables, one class per service (12-factor).
+
+Every service subclasses `ServiceSettings` with its own `env_prefix`. Nothing is read at
+import time: `load_settings` builds the object at start-up, and a missing or bad value
+fails fast with `SettingsError` naming the environment variable."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import TypeVar
+
+from pydantic import Field, ValidationError, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+def default_home() -> Path:
+    return Path(os.environ.get("TFMESH_HOME", ".tfmesh")).resolve()
+
+
+class SettingsError(Exception):
+    """A setting is missing or invalid; the message names the variable."""
+
+
+class ServiceSettings(BaseSettings):
+    """What every gRPC service is configured with."""
+
+    model_config = SettingsConfigDict(env_prefix="TFMESH_", extra="ignore", frozen=True)
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=0, ge=0, le=65535)
+    # Prometheus /metrics HTTP port; 0 picks a free one, -1 turns it off.
+    metrics_port: int = Field(default=-1, ge=-1, le=65535)
+    home: Path = Field(default_factory=default_home)
+    max_message_bytes: int = Field(default=64 * 1024 * 1024, ge=1024)
+    # Seconds in-flight calls get to finish after SIGTERM.
+    shutdown_grace_s: float = Field(default=10.0, ge=0)
+    # TLS: a server certificate and key turn TLS on; a client CA turns on mTLS.
+    tls_cert_file: Path | None = None
+    tls_key_file: Path | None = None
+    tls_client_ca_file: Path | None = None
+
+    @model_validator(mode="after")
+    def _tls_pair(self) -> ServiceSettings:
+        if (self.tls_cert_file is None) != (self.tls_key_file is None):
+            raise ValueError("tls_cert_file and tls_key_file must be set together")
+        if self.tls_client_ca_file is not None and self.tls_cert_file is None:
+            raise ValueError("tls_client_ca_file needs tls_cert_file and tls_key_file")
+        for path in (self.tls_cert_file, self.tls_key_file, self.tls_client_ca_file):
+            if path is not None and not path.is_file():
+                raise ValueError(f"{path} is not a readable file")
+        return self
+
+
+S = TypeVar("S", bound=BaseSettings)
+
+
+def load_settings(cls: type[S], **overrides: object) -> S:
+    """Build `cls` from the environment (and explicit overrides), naming bad variables."""
+    try:
+        return cls(**overrides)
+    except ValidationError as error:
+        prefix = str(cls.model_config.get("env_prefix", ""))
+        problems = []
+        for item in error.errors():
+            field = ".".join(str(part) for part in item["loc"])
+            variable = f"{prefix}{field}".upper() if field else f"{prefix}*"
+            problems.append(f"{variable}: {item['msg']}")
+        raise SettingsError("invalid settings: " + "; ".join(problems)) from None
