@@ -71,10 +71,15 @@ def invalid(field: str, description: str) -> InvalidArgument:
 
 
 class _ResourceError(DomainError):
-    def __init__(self, resource_type: str, resource_name: str, message: str) -> None:
+    """An error about one named resource; `field` names the request field that named it."""
+
+    def __init__(
+        self, resource_type: str, resource_name: str, message: str, field: str | None
+    ) -> None:
         super().__init__(message)
         self.resource_type = resource_type
         self.resource_name = resource_name
+        self.field = field
 
     def details(self) -> list[any_pb2.Any]:
         info = error_details_pb2.ResourceInfo(
@@ -82,23 +87,29 @@ class _ResourceError(DomainError):
             resource_name=self.resource_name,
             description=self.message,
         )
-        return [_pack(info)]
+        details = [_pack(info)]
+        if self.field is not None:
+            violation = error_details_pb2.BadRequest.FieldViolation(
+                field=self.field, description=self.message
+            )
+            details.append(_pack(error_details_pb2.BadRequest(field_violations=[violation])))
+        return details
 
 
 class NotFound(_ResourceError):
     code = grpc.StatusCode.NOT_FOUND
 
-    def __init__(self, resource_type: str, resource_name: str) -> None:
-        super().__init__(resource_type, resource_name, f"{resource_type} {resource_name!r} not found")
+    def __init__(self, resource_type: str, resource_name: str, field: str | None = None) -> None:
+        message = f"{resource_type} {resource_name!r} not found"
+        super().__init__(resource_type, resource_name, message, field)
 
 
 class AlreadyExists(_ResourceError):
     code = grpc.StatusCode.ALREADY_EXISTS
 
-    def __init__(self, resource_type: str, resource_name: str) -> None:
-        super().__init__(
-            resource_type, resource_name, f"{resource_type} {resource_name!r} already exists"
-        )
+    def __init__(self, resource_type: str, resource_name: str, field: str | None = None) -> None:
+        message = f"{resource_type} {resource_name!r} already exists"
+        super().__init__(resource_type, resource_name, message, field)
 
 
 class FailedPrecondition(DomainError):
@@ -142,4 +153,3 @@ class DeadlineExceeded(DomainError):
 
 class Cancelled(DomainError):
     code = grpc.StatusCode.CANCELLED
-

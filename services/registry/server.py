@@ -1,0 +1,74 @@
+"""Start-up of the registry service: `python -m services.registry.server`."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from services.registry import entities as e
+from services.registry.core import Registry
+from services.registry.servicer import RegistryServicer
+from services.registry.settings import RegistrySettings
+from services.registry.watch import ChangeSignal
+from shared.blobstore import BlobStore
+from shared.db import make_engine, sqlite_url
+from shared.discovery import ConsulDiscovery
+from shared.server import RunningServer, serve_until_signalled, start_server
+from shared.settings import load_settings
+from shared.telemetry import Telemetry, setup_telemetry
+from tfmesh.registry.v1 import registry_pb2, registry_pb2_grpc
+
+SERVICE_NAME = registry_pb2.DESCRIPTOR.services_by_name["RegistryService"].full_name
+log = logging.getLogger(__name__)
+
+
+async def start_registry(settings: RegistrySettings, telemetry: Telemetry) -> RunningServer:
+    """Build the registry on its store and serve it; used by `main` and by tests."""
+    home = settings.home / "registry"
+    engine = make_engine(settings.database_url or sqlite_url(home / "registry.db"))
+    blobs = BlobStore(home / "blobs")
+    swept = blobs.sweep_temp()
+    if swept:
+        log.info("removed unfinished uploads", extra={"count": swept})
+    signal = ChangeSignal(asyncio.get_running_loop())
+    registry = Registry(
+        engine,
+        blobs,
+        default_rule=e.PromotionRule(
+            settings.default_promotion_metric,
+            settings.default_min_improvement,
+            settings.default_higher_is_better,
+        ),
+        max_artifact_bytes=settings.max_artifact_bytes,
+        default_page_size=settings.default_page_size,
+        on_change=signal.notify,
+    )
+    servicer = RegistryServicer(registry, signal, settings.watch_poll_interval_s)
+    running = await start_server(
+        settings,
+        telemetry,
+        lambda server: registry_pb2_grpc.add_RegistryServiceServicer_to_server(servicer, server),
+        [SERVICE_NAME],
+    )
+
+    async def dispose() -> None:
+        engine.dispose()
+
+    running.on_stop(dispose)
+    return running
+
+
+async def main() -> None:
+    settings = load_settings(RegistrySettings)
+    telemetry = setup_telemetry("registry")
+    running = await start_registry(settings, telemetry)
+    consul = ConsulDiscovery.from_env()
+    if consul is not None:
+        await consul.register("registry", settings.host, running.port)
+        running.on_stop(consul.deregister_all)
+    await serve_until_signalled(running, settings.shutdown_grace_s)
+    telemetry.shutdown()
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
