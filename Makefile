@@ -10,7 +10,7 @@ GEN := gen
 PROTOS := $(shell find protos -name '*.proto')
 export TFMESH_HOME ?= $(CURDIR)/.tfmesh
 
-.PHONY: setup proto test lint up down demo bench lock clean debs
+.PHONY: setup proto test lint up down status demo bench lock clean debs
 
 setup: $(VENV)/.installed $(GEN)/.built debs
 
@@ -48,13 +48,16 @@ lint: setup
 	$(PY) -m mypy
 
 up: setup
-	$(PY) -m shared.localstack up
+	$(PY) -m services.stack up
 
 down: setup
-	$(PY) -m shared.localstack down
+	$(PY) -m services.stack down
+
+status: setup
+	$(PY) -m services.stack status
 
 demo: setup
-	$(PY) -m shared.localstack demo
+	$(PY) -m services.demo
 
 lock:
 	rm -rf /tmp/tfmesh-lock && $(PYTHON) -m venv /tmp/tfmesh-lock

@@ -1,0 +1,172 @@
+"""The local stack: every built service as a process on loopback, under `TFMESH_HOME`.
+
+`python -m services.stack up` starts each service (skipping ones already healthy), waits
+for its gRPC health to be SERVING and prints the endpoints; `down` stops them with SIGTERM
+(SIGKILL after a grace period); `status` reports health. Pid files live in
+`$TFMESH_HOME/run`, logs in `$TFMESH_HOME/logs`."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from shared.settings import default_home
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@dataclass(frozen=True)
+class ServiceSpec:
+    name: str
+    module: str
+    env_prefix: str
+    port: int
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def is_built(self) -> bool:
+        return (REPO / self.module.replace(".", "/")).with_suffix(".py").is_file()
+
+
+# Start order: dependencies first.
+SERVICES = [
+    ServiceSpec("registry", "services.registry.server", "TFMESH_REGISTRY_", 50053),
+    ServiceSpec("data", "services.data.server", "TFMESH_DATA_", 50051),
+    ServiceSpec("training", "services.training.server", "TFMESH_TRAINING_", 50052),
+    ServiceSpec("inference", "services.inference.server", "TFMESH_INFERENCE_", 50054),
+]
+
+
+def built_services() -> list[ServiceSpec]:
+    """The services whose code exists, each on `<PREFIX>PORT` when that is set."""
+    return [
+        ServiceSpec(
+            s.name, s.module, s.env_prefix, int(os.environ.get(f"{s.env_prefix}PORT", s.port))
+        )
+        for s in SERVICES
+        if s.is_built()
+    ]
+
+
+def peer_environment(services: list[ServiceSpec]) -> dict[str, str]:
+    """Each service learns its peers' addresses (`TFMESH_<SVC>_REGISTRY_ADDR`, ...)."""
+    env = {}
+    for spec in services:
+        for peer in services:
+            if peer is not spec:
+                env[f"{spec.env_prefix}{peer.name.upper()}_ADDR"] = peer.address
+    return env
+
+
+def health(address: str, timeout_s: float = 1.0) -> str:
+    try:
+        with grpc.insecure_channel(address) as channel:
+            reply = health_pb2_grpc.HealthStub(channel).Check(
+                health_pb2.HealthCheckRequest(), timeout=timeout_s
+            )
+        return health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status)
+    except grpc.RpcError:
+        return "DOWN"
+
+
+class LocalStack:
+    def __init__(self, home: Path) -> None:
+        self.home = home
+        self.run_dir = home / "run"
+        self.log_dir = home / "logs"
+
+    def _pid_file(self, spec: ServiceSpec) -> Path:
+        return self.run_dir / f"{spec.name}.pid"
+
+    def up(self, timeout_s: float = 120.0) -> list[ServiceSpec]:
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        services = built_services()
+        env = {**os.environ, "TFMESH_HOME": str(self.home), "TF_CPP_MIN_LOG_LEVEL": "2"}
+        env.update(peer_environment(services))
+        for spec in services:
+            if health(spec.address) == "SERVING":
+                print(f"{spec.name:<10} already serving on {spec.address}")
+                continue
+            with (self.log_dir / f"{spec.name}.log").open("ab") as log:
+                process = subprocess.Popen(
+                    [sys.executable, "-m", spec.module],
+                    env={**env, f"{spec.env_prefix}PORT": str(spec.port)},
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,
+                )
+            self._pid_file(spec).write_text(str(process.pid))
+            self._wait_serving(spec, process, timeout_s)
+            print(f"{spec.name:<10} serving on {spec.address}  (pid {process.pid})")
+        return services
+
+    def _wait_serving(self, spec: ServiceSpec, process: subprocess.Popen, timeout_s: float) -> None:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if process.poll() is not None:
+                log = self.log_dir / f"{spec.name}.log"
+                raise SystemExit(f"{spec.name} exited with {process.returncode}; see {log}")
+            if health(spec.address) == "SERVING":
+                return
+            time.sleep(0.2)
+        raise SystemExit(f"{spec.name} was not SERVING on {spec.address} within {timeout_s} s")
+
+    def down(self, grace_s: float = 20.0) -> None:
+        for spec in reversed(built_services()):
+            pid_file = self._pid_file(spec)
+            if not pid_file.exists():
+                continue
+            pid = int(pid_file.read_text())
+            try:
+                os.kill(pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pid_file.unlink()
+                continue
+            deadline = time.monotonic() + grace_s
+            while time.monotonic() < deadline and _alive(pid):
+                time.sleep(0.1)
+            if _alive(pid):
+                os.kill(pid, signal.SIGKILL)
+            pid_file.unlink()
+            print(f"{spec.name:<10} stopped")
+
+    def status(self) -> None:
+        for spec in built_services():
+            print(f"{spec.name:<10} {spec.address:<18} {health(spec.address)}")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # A child of ours that exited stays a zombie until reaped; reap it if it is ours.
+    try:
+        finished, _ = os.waitpid(pid, os.WNOHANG)
+        return finished == 0
+    except ChildProcessError:
+        return True
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m services.stack", description=__doc__)
+    parser.add_argument("command", choices=["up", "down", "status"])
+    args = parser.parse_args(argv)
+    stack = LocalStack(default_home())
+    {"up": stack.up, "down": stack.down, "status": stack.status}[args.command]()
+
+
+if __name__ == "__main__":
+    main()
