@@ -1,4 +1,4 @@
-"""Fixtures for the registry: settings -> core, and settings -> real grpc.aio server -> stub."""
+"""Fixtures for the registry: settings -> real grpc.aio server -> stub, and upload helpers."""
 
 from __future__ import annotations
 
@@ -7,13 +7,9 @@ import hashlib
 import pytest
 
 from services.registry import entities as e
-from services.registry.core import Registry
-from services.registry.server import start_registry
 from services.registry.settings import RegistrySettings
-from shared.blobstore import BlobStore
 from shared.channels import open_channel
-from shared.db import make_engine
-from shared.telemetry import setup_telemetry
+from tests.support.registry import registry_settings, running_registry
 from tfmesh.registry.v1 import registry_pb2 as pb
 from tfmesh.registry.v1 import registry_pb2_grpc
 
@@ -21,33 +17,14 @@ ACCURACY_RULE = e.PromotionRule("accuracy", 0.01, True)
 
 
 @pytest.fixture
-def registry(tmp_path) -> Registry:
-    """A core on SQLite, for tests that need no second database."""
-    return Registry(
-        make_engine(f"sqlite+pysqlite:///{tmp_path / 'registry.db'}"),
-        BlobStore(tmp_path / "blobs"),
-        default_rule=ACCURACY_RULE,
-        max_artifact_bytes=10 * 1024 * 1024,
-    )
-
-
-@pytest.fixture
 def settings(tmp_path) -> RegistrySettings:
-    return RegistrySettings(
-        home=tmp_path,
-        port=0,
-        max_artifact_bytes=10 * 1024 * 1024,
-        default_min_improvement=0.01,
-        watch_poll_interval_s=0.2,
-    )
+    return registry_settings(tmp_path)
 
 
 @pytest.fixture
 async def server(settings):
-    telemetry = setup_telemetry("registry-test", configure_logging=False)
-    running = await start_registry(settings, telemetry)
-    yield running
-    await running.stop(0)
+    async with running_registry(settings) as running:
+        yield running
 
 
 @pytest.fixture

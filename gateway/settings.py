@@ -1,0 +1,23 @@
+"""Settings of the gateway, from `TFMESH_GATEWAY_*` environment variables."""
+
+from __future__ import annotations
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class GatewaySettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="TFMESH_GATEWAY_", extra="ignore", frozen=True)
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=8080, ge=0, le=65535)
+    registry_addr: str = "127.0.0.1:50053"
+    data_addr: str = "127.0.0.1:50051"
+    training_addr: str = "127.0.0.1:50052"
+    inference_addr: str = "127.0.0.1:50054"
+    # When set, every route but health and the OpenAPI document needs
+    # `Authorization: Bearer <token>`.
+    api_token: str = ""
+    max_body_bytes: int = Field(default=16 * 1024 * 1024, ge=1024)
+    # Deadline of each gRPC call made for a request, retries included.
+    deadline_s: float = Field(default=30.0, gt=0)
