@@ -165,7 +165,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("command", choices=["up", "down", "status"])
     args = parser.parse_args(argv)
     stack = LocalStack(default_home())
-    {"up": stack.up, "down": stack.down, "status": stack.status}[args.command]()
+    if args.command == "up":
+        stack.up()
+    elif args.command == "down":
+        stack.down()
+    else:
+        stack.status()
 
 
 if __name__ == "__main__":
