@@ -44,7 +44,7 @@ class BlobWriter:
         self._hash = hashlib.sha256()
         self.size = 0
 
-    def write(self, data: bytes) -> None:
+    def write(self, data: bytes | memoryview) -> None:
         self._file.write(data)
         self._hash.update(data)
         self.size += len(data)
@@ -94,6 +94,12 @@ class BlobStore:
         except BaseException:
             writer.abort()
             raise
+
+    def digests(self) -> Iterator[str]:
+        """Every stored blob's digest (for collecting blobs that no metadata names)."""
+        for path in (self.root / "sha256").glob("*/*"):
+            if is_sha256_hex(path.name):
+                yield path.name
 
     def exists(self, digest: str) -> bool:
         return self.path_for(digest).is_file()

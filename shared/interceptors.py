@@ -6,6 +6,7 @@ code and typed details, any other exception becomes INTERNAL with its message lo
 
 from __future__ import annotations
 
+import inspect
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -108,8 +109,14 @@ def _wrap_stream_response(inner: Callable[..., Any], method: str) -> Callable[..
     async def call(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
         started = time.perf_counter()
         try:
-            async for response in inner(request, context):
-                yield response
+            responses = inner(request, context)
+            if inspect.isawaitable(responses):
+                # A handler that streams with `context.write` (e.g. health Watch) is a
+                # coroutine, not an async iterator: await it; its writes go out directly.
+                await responses
+            else:
+                async for response in responses:
+                    yield response
         except Exception as error:  # noqa: BLE001 - mapped to a status, never re-raised
             if _is_abort(error):
                 raise

@@ -23,7 +23,7 @@ def name_problem(name: str) -> str | None:
         return "must not contain path separators"
     if ".." in name:
         return "must not contain '..'"
-    if not _NAME.match(name):
+    if not _NAME.fullmatch(name):
         return "must start with a letter or digit and use only letters, digits, '_', '-', '.'"
     return None
 

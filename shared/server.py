@@ -33,12 +33,15 @@ class RunningServer:
     port: int
     health: HealthServicer
     service_names: list[str]
+    host: str = "127.0.0.1"
     metrics_port: int | None = None
     _on_stop: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
 
     @property
     def address(self) -> str:
-        return f"127.0.0.1:{self.port}"
+        """Where a client on this machine reaches the server."""
+        host = "127.0.0.1" if self.host in ("0.0.0.0", "::", "") else self.host
+        return f"[{host}]:{self.port}" if ":" in host else f"{host}:{self.port}"
 
     def on_stop(self, callback: Callable[[], Awaitable[None]]) -> None:
         """Run `callback` after in-flight calls have drained (close stores, stop workers)."""
@@ -82,8 +85,11 @@ async def start_server(
     health = HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health, server)
     reflection.enable_server_reflection(
-        [*service_names, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
-         reflection.SERVICE_NAME],
+        [
+            *service_names,
+            health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+            reflection.SERVICE_NAME,
+        ],
         server,
     )
     address = f"{settings.host}:{settings.port}"
@@ -95,16 +101,21 @@ async def start_server(
     await server.start()
     for name in ["", *service_names]:
         await health.set(name, health_pb2.HealthCheckResponse.SERVING)
-    metrics_port = None
+    running = RunningServer(server, port, health, service_names, settings.host)
     if settings.metrics_port >= 0:
         httpd, _ = start_http_server(settings.metrics_port, addr=settings.host)
-        metrics_port = httpd.server_port
+        running.metrics_port = httpd.server_port
+        running.on_stop(lambda: asyncio.to_thread(httpd.shutdown))
     log.info(
         "serving",
-        extra={"address": f"{settings.host}:{port}", "metrics_port": metrics_port,
-               "services": service_names, "tls": credentials is not None},
+        extra={
+            "address": f"{settings.host}:{port}",
+            "metrics_port": running.metrics_port,
+            "services": service_names,
+            "tls": credentials is not None,
+        },
     )
-    return RunningServer(server, port, health, service_names, metrics_port)
+    return running
 
 
 async def serve_until_signalled(running: RunningServer, grace_s: float) -> None:

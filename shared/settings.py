@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from pydantic import Field, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -42,20 +42,31 @@ class ServiceSettings(BaseSettings):
 
     @model_validator(mode="after")
     def _tls_pair(self) -> ServiceSettings:
+        # A cross-field error has no single field location, so its message names the
+        # environment variables itself.
+        prefix = str(self.model_config.get("env_prefix", "")).upper()
+        cert, key, client_ca = (
+            f"{prefix}{name.upper()}"
+            for name in ("tls_cert_file", "tls_key_file", "tls_client_ca_file")
+        )
         if (self.tls_cert_file is None) != (self.tls_key_file is None):
-            raise ValueError("tls_cert_file and tls_key_file must be set together")
+            raise ValueError(f"{cert} and {key} must be set together")
         if self.tls_client_ca_file is not None and self.tls_cert_file is None:
-            raise ValueError("tls_client_ca_file needs tls_cert_file and tls_key_file")
-        for path in (self.tls_cert_file, self.tls_key_file, self.tls_client_ca_file):
+            raise ValueError(f"{client_ca} needs {cert} and {key}")
+        for variable, path in (
+            (cert, self.tls_cert_file),
+            (key, self.tls_key_file),
+            (client_ca, self.tls_client_ca_file),
+        ):
             if path is not None and not path.is_file():
-                raise ValueError(f"{path} is not a readable file")
+                raise ValueError(f"{variable}: {path} is not a readable file")
         return self
 
 
 S = TypeVar("S", bound=BaseSettings)
 
 
-def load_settings(cls: type[S], **overrides: object) -> S:
+def load_settings(cls: type[S], **overrides: Any) -> S:
     """Build `cls` from the environment (and explicit overrides), naming bad variables."""
     try:
         return cls(**overrides)

@@ -6,12 +6,14 @@ never a crash."""
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from shared.errors import invalid
 from tfmesh.common.v1 import common_pb2
 
-_BY_ENUM: dict[int, np.dtype] = {
+_BY_ENUM: dict[common_pb2.DType.ValueType, np.dtype] = {
     common_pb2.DTYPE_FLOAT32: np.dtype("<f4"),
     common_pb2.DTYPE_FLOAT64: np.dtype("<f8"),
     common_pb2.DTYPE_FLOAT16: np.dtype("<f2"),
@@ -26,7 +28,7 @@ _BY_ENUM: dict[int, np.dtype] = {
 _BY_KIND = {dtype.str.lstrip("<|"): enum for enum, dtype in _BY_ENUM.items()}
 
 
-def dtype_enum(dtype: np.dtype) -> int:
+def dtype_enum(dtype: np.dtype) -> common_pb2.DType.ValueType:
     if dtype.kind in "USO":
         return common_pb2.DTYPE_STRING
     key = dtype.newbyteorder("<").str.lstrip("<|")
@@ -36,7 +38,7 @@ def dtype_enum(dtype: np.dtype) -> int:
         raise ValueError(f"unsupported dtype {dtype}") from None
 
 
-def numpy_dtype(enum: int) -> np.dtype:
+def numpy_dtype(enum: common_pb2.DType.ValueType) -> np.dtype:
     return _BY_ENUM[enum]
 
 
@@ -55,12 +57,13 @@ def from_tensor(tensor: common_pb2.Tensor, field: str = "tensor") -> np.ndarray:
     shape = tuple(tensor.shape)
     if any(dim < 0 for dim in shape):
         raise invalid(f"{field}.shape", f"dimensions must be >= 0, got {list(shape)}")
-    count = int(np.prod(shape, dtype=np.int64)) if shape else 1
+    # Python ints: an int64 product of huge dims would wrap around and pass the length check.
+    count = math.prod(shape)
     if tensor.dtype == common_pb2.DTYPE_STRING:
         if len(tensor.string_val) != count:
             raise invalid(
-                f"{field}.string_val", f"shape {list(shape)} needs {count} values, got "
-                f"{len(tensor.string_val)}"
+                f"{field}.string_val",
+                f"shape {list(shape)} needs {count} values, got {len(tensor.string_val)}",
             )
         return np.array(list(tensor.string_val), dtype=object).reshape(shape)
     if tensor.dtype not in _BY_ENUM:
@@ -70,6 +73,7 @@ def from_tensor(tensor: common_pb2.Tensor, field: str = "tensor") -> np.ndarray:
     if len(tensor.content) != expected:
         raise invalid(
             f"{field}.content",
-            f"shape {list(shape)} of {dtype.name} needs {expected} bytes, got {len(tensor.content)}",
+            f"shape {list(shape)} of {dtype.name} needs {expected} bytes, "
+            f"got {len(tensor.content)}",
         )
     return np.frombuffer(tensor.content, dtype=dtype).reshape(shape)
