@@ -1,0 +1,1 @@
+"""Tests of the shared library, one module per part of `shared/`."""

@@ -1,0 +1,126 @@
+"""`shared.discovery`: static addresses, and Consul registration and resolution through real
+py-consul against the fake agent, with real gRPC health checks deciding what is passing."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import consul
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from shared.channels import open_channel
+from shared.discovery import ConsulDiscovery, StaticResolver
+from shared.errors import Unavailable
+from tests.shared.conftest import StartServer
+from tests.support.fake_consul import FakeConsul
+from tests.support.probe import PROBE_SERVICE, register_probe
+
+NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
+SERVING = health_pb2.HealthCheckResponse.SERVING
+
+
+@pytest.fixture
+def fake_consul() -> Iterator[FakeConsul]:
+    agent = FakeConsul()
+    agent.start()
+    yield agent
+    agent.stop()
+
+
+def discovery_for(agent: FakeConsul) -> ConsulDiscovery:
+    return ConsulDiscovery(consul.Consul(host="127.0.0.1", port=agent.port))
+
+
+async def test_static_resolver_returns_configured_addresses() -> None:
+    resolver = StaticResolver({"registry": "10.0.0.7:50053"})
+    assert await resolver.resolve("registry") == "10.0.0.7:50053"
+    with pytest.raises(Unavailable, match="inference"):
+        await resolver.resolve("inference")
+
+
+async def test_registered_service_resolves_to_a_working_address(
+    serve: StartServer, fake_consul: FakeConsul
+) -> None:
+    running = await serve(register_probe(), [PROBE_SERVICE])
+    own = discovery_for(fake_consul)
+    service_id = await own.register("registry", "127.0.0.1", running.port, interval="1s")
+
+    registered = fake_consul.services[service_id]
+    assert (registered.name, registered.port) == ("registry", running.port)
+    assert registered.grpc_target == f"127.0.0.1:{running.port}"
+
+    peer = discovery_for(fake_consul)
+    address = await peer.resolve("registry")
+    assert address == f"127.0.0.1:{running.port}"
+    async with open_channel(address) as channel:
+        answer = await health_pb2_grpc.HealthStub(channel).Check(
+            health_pb2.HealthCheckRequest(service=PROBE_SERVICE), timeout=5
+        )
+    assert answer.status == SERVING
+
+    await own.deregister_all()
+    assert fake_consul.services == {}
+    with pytest.raises(Unavailable, match="registry"):
+        await peer.resolve("registry")
+
+
+async def test_instance_that_is_not_serving_is_not_resolved(
+    serve: StartServer, fake_consul: FakeConsul
+) -> None:
+    running = await serve(register_probe(), [PROBE_SERVICE])
+    await discovery_for(fake_consul).register("data", "127.0.0.1", running.port)
+    peer = discovery_for(fake_consul)
+
+    await running.health.set("", NOT_SERVING)
+    with pytest.raises(Unavailable):
+        await peer.resolve("data")
+
+    await running.health.set("", SERVING)
+    assert await peer.resolve("data") == f"127.0.0.1:{running.port}"
+
+
+async def test_stopped_server_no_longer_resolves(
+    serve: StartServer, fake_consul: FakeConsul
+) -> None:
+    running = await serve(register_probe(), [PROBE_SERVICE])
+    await discovery_for(fake_consul).register("training", "127.0.0.1", running.port)
+    peer = discovery_for(fake_consul)
+    assert await peer.resolve("training") == f"127.0.0.1:{running.port}"
+
+    await running.stop(0)
+    # Still registered (no deregistration on a crash), but its health check now fails.
+    assert len(fake_consul.services) == 1
+    with pytest.raises(Unavailable):
+        await peer.resolve("training")
+
+
+async def test_resolution_spreads_over_passing_instances_only(
+    serve: StartServer, fake_consul: FakeConsul
+) -> None:
+    first = await serve(register_probe(), [PROBE_SERVICE])
+    second = await serve(register_probe(), [PROBE_SERVICE])
+    third = await serve(register_probe(), [PROBE_SERVICE])
+    own = discovery_for(fake_consul)
+    for running in (first, second, third):
+        await own.register("inference", "127.0.0.1", running.port)
+    await third.health.set("", NOT_SERVING)
+
+    peer = discovery_for(fake_consul)
+    seen = {await peer.resolve("inference") for _ in range(24)}
+    assert seen == {first.address, second.address}
+
+
+async def test_from_env_uses_consul_http_addr(
+    monkeypatch: pytest.MonkeyPatch, serve: StartServer, fake_consul: FakeConsul
+) -> None:
+    monkeypatch.delenv("CONSUL_HTTP_ADDR", raising=False)
+    assert ConsulDiscovery.from_env() is None
+
+    monkeypatch.setenv("CONSUL_HTTP_ADDR", fake_consul.address)
+    discovery = ConsulDiscovery.from_env()
+    assert discovery is not None
+    running = await serve(register_probe(), [PROBE_SERVICE])
+    await discovery.register("gateway", "127.0.0.1", running.port)
+    assert [s.name for s in fake_consul.services.values()] == ["gateway"]
+    assert await discovery.resolve("gateway") == running.address

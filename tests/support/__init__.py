@@ -1,0 +1,1 @@
+"""Test helpers shared by the suite, as importable modules (servers, fakes, fixtures' code)."""
