@@ -19,6 +19,8 @@ $(VENV)/.installed: requirements.lock
 	$(PY) -m pip install -q -r requirements.lock
 	# TF Serving's client stubs; --no-deps, or pip swaps tensorflow-cpu for the CUDA build.
 	$(PY) -m pip install -q --no-deps tensorflow-serving-api==2.21.0
+	# The `tfmesh` command (an editable install of this repo, nothing else).
+	$(PY) -m pip install -q --no-deps --no-build-isolation -e .
 	# The repo root and the generated package are importable from the venv.
 	echo "$(CURDIR)" > $$($(PY) -c 'import sysconfig; print(sysconfig.get_path("purelib"))')/tfmesh-repo.pth
 	echo "$(CURDIR)/$(GEN)" >> $$($(PY) -c 'import sysconfig; print(sysconfig.get_path("purelib"))')/tfmesh-repo.pth

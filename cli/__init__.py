@@ -1,0 +1,1 @@
+"""`tfmesh`, the command line of the platform (Typer + rich)."""

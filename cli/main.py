@@ -1,0 +1,239 @@
+"""The `tfmesh` command: the local stack and the registry from a shell.
+
+Each group talks gRPC to its service (addresses from `TFMESH_<SERVICE>_ADDR`, defaulting to
+the local stack's ports). A failed call prints its status code and message and exits 1;
+`--json` switches any listing to machine-readable output."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import Awaitable, Callable
+from typing import Annotated, TypeVar
+
+import grpc
+import typer
+
+from cli.output import errors, print_json, table
+from services.stack import SERVICES, LocalStack
+from shared.channels import open_channel
+from shared.settings import default_home
+from tfmesh.registry.v1 import registry_pb2 as pb
+from tfmesh.registry.v1 import registry_pb2_grpc
+
+T = TypeVar("T")
+
+app = typer.Typer(
+    help="tfmesh: data, training, registry and inference from one command.", no_args_is_help=True
+)
+models = typer.Typer(
+    help="Models, versions, aliases and promotion in the registry.", no_args_is_help=True
+)
+app.add_typer(models, name="models")
+
+JsonFlag = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
+
+
+def address(service: str) -> str:
+    spec = next(s for s in SERVICES if s.name == service)
+    return os.environ.get(f"TFMESH_{service.upper()}_ADDR", spec.address)
+
+
+def run_rpc(service: str, call: Callable[[grpc.aio.Channel], Awaitable[T]]) -> T:
+    """Run one async gRPC interaction; a failure becomes a message and exit code 1."""
+
+    async def go() -> T:
+        async with open_channel(address(service)) as channel:
+            return await call(channel)
+
+    try:
+        return asyncio.run(go())
+    except grpc.aio.AioRpcError as error:
+        errors.print(f"[red]{error.code().name}[/red]: {error.details()}")
+        raise typer.Exit(1) from None
+
+
+def registry(channel: grpc.aio.Channel) -> registry_pb2_grpc.RegistryServiceStub:
+    return registry_pb2_grpc.RegistryServiceStub(channel)
+
+
+@app.command()
+def up() -> None:
+    """Start every built service on loopback and wait until each is SERVING."""
+    LocalStack(default_home()).up()
+
+
+@app.command()
+def down() -> None:
+    """Stop the local stack (SIGTERM, then SIGKILL after a grace period)."""
+    LocalStack(default_home()).down()
+
+
+@app.command()
+def status() -> None:
+    """Health of each service of the local stack."""
+    LocalStack(default_home()).status()
+
+
+@models.command("list")
+def models_list(as_json: JsonFlag = False) -> None:
+    """List registered models."""
+    reply = run_rpc(
+        "registry", lambda ch: registry(ch).ListModels(pb.ListModelsRequest(page_size=1000))
+    )
+    if as_json:
+        print_json(list(reply.models))
+        return
+    table(
+        "models",
+        ["name", "latest", "promotion rule", "created"],
+        [
+            [
+                m.name,
+                m.latest_version,
+                f"{m.promotion_rule.metric} "
+                f"{'+' if m.promotion_rule.higher_is_better else '-'}"
+                f"{m.promotion_rule.min_improvement:g}",
+                m.create_time.ToDatetime().strftime("%Y-%m-%d %H:%M:%S"),
+            ]
+            for m in reply.models
+        ],
+    )
+
+
+@models.command("show")
+def models_show(model: str, as_json: JsonFlag = False) -> None:
+    """A model's versions with their metrics, lineage and aliases."""
+
+    async def fetch(channel: grpc.aio.Channel) -> pb.ListVersionsResponse:
+        return await registry(channel).ListVersions(
+            pb.ListVersionsRequest(model=model, page_size=1000)
+        )
+
+    reply = run_rpc("registry", fetch)
+    if as_json:
+        print_json(list(reply.versions))
+        return
+    table(
+        f"model {model}",
+        ["version", "aliases", "metrics", "dataset", "job", "artifacts"],
+        [
+            [
+                v.version,
+                ", ".join(v.aliases),
+                " ".join(f"{k}={val:.4g}" for k, val in sorted(v.metrics.items())),
+                v.lineage.dataset_version,
+                v.lineage.training_job,
+                ", ".join(a.name for a in v.artifacts),
+            ]
+            for v in reply.versions
+        ],
+    )
+
+
+def _set_alias(request: pb.SetAliasRequest, as_json: bool) -> None:
+    reply = run_rpc("registry", lambda ch: registry(ch).SetAlias(request))
+    if as_json:
+        print_json(reply)
+        return
+    weight = f" at {reply.alias.traffic_weight}%" if reply.alias.name == "canary" else ""
+    note = " (gate overridden)" if reply.change.overridden else ""
+    typer.echo(f"{request.model}@{reply.alias.name} -> v{reply.alias.version}{weight}{note}")
+
+
+Actor = Annotated[str, typer.Option(envvar="USER", help="Who asks; recorded in the audit log.")]
+Reason = Annotated[str, typer.Option(help="Why; recorded in the audit log.")]
+
+
+@models.command("promote")
+def models_promote(
+    model: str,
+    version: int,
+    actor: Actor = "",
+    reason: Reason = "",
+    override: Annotated[
+        bool, typer.Option(help="Bypass the promotion gate (needs --reason).")
+    ] = False,
+    as_json: JsonFlag = False,
+) -> None:
+    """Move `production` to a version; the registry's gate decides."""
+    _set_alias(
+        pb.SetAliasRequest(
+            model=model,
+            alias="production",
+            version=version,
+            actor=actor,
+            reason=reason,
+            override_gate=override,
+        ),
+        as_json,
+    )
+
+
+@models.command("alias")
+def models_alias(
+    model: str,
+    alias: str,
+    version: int,
+    actor: Actor = "",
+    reason: Reason = "",
+    as_json: JsonFlag = False,
+) -> None:
+    """Point any alias at a version."""
+    _set_alias(
+        pb.SetAliasRequest(model=model, alias=alias, version=version, actor=actor, reason=reason),
+        as_json,
+    )
+
+
+@models.command("canary")
+def models_canary(
+    model: str,
+    version: int,
+    weight: Annotated[int, typer.Option(min=0, max=100, help="Percent of unpinned traffic.")],
+    actor: Actor = "",
+    reason: Reason = "",
+    as_json: JsonFlag = False,
+) -> None:
+    """Put a version on `canary` with a traffic weight."""
+    _set_alias(
+        pb.SetAliasRequest(
+            model=model,
+            alias="canary",
+            version=version,
+            traffic_weight=weight,
+            actor=actor,
+            reason=reason,
+        ),
+        as_json,
+    )
+
+
+@models.command("history")
+def models_history(model: str, as_json: JsonFlag = False) -> None:
+    """The audit log of a model's alias changes."""
+    reply = run_rpc(
+        "registry",
+        lambda ch: registry(ch).ListAliasHistory(
+            pb.ListAliasHistoryRequest(model=model, page_size=1000)
+        ),
+    )
+    if as_json:
+        print_json(list(reply.changes))
+        return
+    table(
+        f"alias history of {model}",
+        ["rev", "alias", "from", "to", "weight", "actor", "reason"],
+        [
+            [
+                c.revision,
+                c.alias,
+                c.old_version,
+                c.new_version,
+                c.new_traffic_weight,
+                c.actor,
+                c.reason + (" (override)" if c.overridden else ""),
+            ]
+            for c in reply.changes
+        ],
+    )
