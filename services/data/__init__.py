@@ -1,0 +1,1 @@
+"""The data service: dataset upload, validation, statistics, splits, versions and reads."""

@@ -1,0 +1,89 @@
+"""Start-up of the data service: `python -m services.data.server`."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from services.data.core import CoreConfig, DataCore
+from services.data.ingest import IngestLimits
+from services.data.lineage import RegistryLineage
+from services.data.servicer import DataServicer
+from services.data.settings import DataSettings
+from services.data.store import MetadataStore
+from shared.blobstore import BlobStore
+from shared.channels import open_channel
+from shared.db import make_engine, sqlite_url
+from shared.discovery import ConsulDiscovery
+from shared.server import RunningServer, serve_until_signalled, start_server
+from shared.settings import load_settings
+from shared.telemetry import Telemetry, setup_telemetry
+from tfmesh.data.v1 import data_pb2, data_pb2_grpc
+
+SERVICE_NAME = data_pb2.DESCRIPTOR.services_by_name["DataService"].full_name
+log = logging.getLogger(__name__)
+
+
+def core_config(settings: DataSettings) -> CoreConfig:
+    return CoreConfig(
+        ingest=IngestLimits(
+            parse_block_bytes=settings.parse_block_bytes,
+            shard_bytes=settings.shard_bytes,
+            max_categories=settings.max_categories,
+            histogram_bins=settings.histogram_bins,
+            max_anomaly_examples=settings.max_anomaly_examples,
+        ),
+        default_max_bad_row_fraction=settings.default_max_bad_row_fraction,
+        max_upload_bytes=settings.max_upload_bytes,
+        default_batch_size=settings.default_batch_size,
+        max_batch_size=settings.max_batch_size,
+        max_message_bytes=settings.max_message_bytes,
+        default_page_size=settings.default_page_size,
+    )
+
+
+async def start_data(settings: DataSettings, telemetry: Telemetry) -> RunningServer:
+    """Build the data core on its store and serve it; used by `main` and by tests."""
+    home = settings.home / "data"
+    engine = make_engine(settings.database_url or sqlite_url(home / "data.db"))
+    blobs = BlobStore(home / "blobs")
+    swept = blobs.sweep_temp()
+    registry = open_channel(settings.registry_addr, telemetry) if settings.registry_addr else None
+    lineage = RegistryLineage(registry, settings.registry_deadline_s) if registry else None
+    core = DataCore(MetadataStore(engine), blobs, core_config(settings), lineage)
+    collected = await asyncio.to_thread(core.collect_garbage)
+    if swept or collected:
+        log.info(
+            "removed what unfinished uploads left",
+            extra={"temp_files": swept, "unnamed_blobs": collected},
+        )
+    running = await start_server(
+        settings,
+        telemetry,
+        lambda server: data_pb2_grpc.add_DataServiceServicer_to_server(DataServicer(core), server),
+        [SERVICE_NAME],
+    )
+
+    async def dispose() -> None:
+        if registry is not None:
+            await registry.close()
+        engine.dispose()
+
+    running.on_stop(dispose)
+    return running
+
+
+async def main() -> None:
+    settings = load_settings(DataSettings)
+    telemetry = setup_telemetry("data")
+    running = await start_data(settings, telemetry)
+    consul = ConsulDiscovery.from_env()
+    if consul is not None:
+        await consul.register("data", settings.host, running.port)
+        running.on_stop(consul.deregister_all)
+    await serve_until_signalled(running, settings.shutdown_grace_s)
+    telemetry.shutdown()
+
+
+if __name__ == "__main__":
+    asyncio.run(main())

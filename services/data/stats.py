@@ -1,0 +1,70 @@
+"""Streaming statistics over batches of rows, in bounded memory.
+
+`Moments` keeps count, mean, variance, min and max per feature and merges each batch
+with Chan, Golub and LeVeque's parallel update, so the result matches numpy over the
+whole data to rounding. `Histograms` counts values into fixed bins whose edges are
+numpy's for the same range, so they equal `numpy.histogram` over the whole data. Both
+skip values that are not finite (NaN marks a missing or invalid value)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+class Moments:
+    """Per-feature count, mean, population std, min and max of finite values."""
+
+    def __init__(self, features: int) -> None:
+        self.count = np.zeros(features, dtype=np.int64)
+        self.mean = np.zeros(features)
+        self._m2 = np.zeros(features)
+        self.min = np.full(features, np.inf)
+        self.max = np.full(features, -np.inf)
+
+    def add(self, values: np.ndarray) -> None:
+        """Merge a (rows, features) batch."""
+        valid = np.isfinite(values)
+        batch_count = valid.sum(axis=0)
+        if not batch_count.any():
+            return
+        present = np.where(valid, values, 0.0)
+        batch_mean = np.divide(
+            present.sum(axis=0), batch_count, out=np.zeros_like(self.mean), where=batch_count > 0
+        )
+        deviations = np.where(valid, values - batch_mean, 0.0)
+        batch_m2 = (deviations * deviations).sum(axis=0)
+        total = self.count + batch_count
+        delta = batch_mean - self.mean
+        weight = np.divide(batch_count, total, out=np.zeros_like(self.mean), where=total > 0)
+        self._m2 += batch_m2 + delta * delta * self.count * weight
+        self.mean += delta * weight
+        self.count = total
+        self.min = np.minimum(self.min, np.where(valid, values, np.inf).min(axis=0))
+        self.max = np.maximum(self.max, np.where(valid, values, -np.inf).max(axis=0))
+
+    @property
+    def std(self) -> np.ndarray:
+        variance = np.divide(
+            self._m2, self.count, out=np.zeros_like(self._m2), where=self.count > 0
+        )
+        return np.sqrt(variance)
+
+
+class Histograms:
+    """Equal-width histograms, one per feature with a known finite range."""
+
+    def __init__(self, ranges: list[tuple[float, float] | None], bins: int) -> None:
+        self.edges = [
+            None if bounds is None else np.histogram_bin_edges(np.empty(0), bins, range=bounds)
+            for bounds in ranges
+        ]
+        self.counts = [np.zeros(bins, dtype=np.int64) for _ in ranges]
+
+    def add(self, values: np.ndarray) -> None:
+        """Count a (rows, features) batch."""
+        for column, edges in enumerate(self.edges):
+            if edges is None:
+                continue
+            present = values[:, column]
+            present = present[np.isfinite(present)]
+            self.counts[column] += np.histogram(present, bins=edges)[0]
