@@ -1,0 +1,151 @@
+"""Training throughput through the training service against plain `model.fit`.
+
+The same model (the digits MLP template with its normalization layer), data (scikit-learn
+digits), batch size and epochs are trained twice in this process, after a warm-up fit:
+
+- plain: `build_model(...)` then `model.fit` on the arrays, with the validation split;
+- service: a real gRPC server on loopback (SQLite job store, worker pool, per-epoch
+  checkpoints, event rows, export of the SavedModel and .keras), driven by SubmitJob and
+  WatchJob as a client would.
+
+It reports samples/s (train rows x epochs / seconds) for plain fit, for the service's
+training phase (from its RUNNING event to its last epoch event: model build, tf.data,
+callbacks, checkpoints and database writes included) and for the whole job (submit to
+SUCCEEDED: data load, evaluation and export included), and the ratios to plain fit.
+Results go to bench/results/training.json.
+
+    .venv/bin/python -m bench.training_bench [--epochs 20] [--batch-size 32]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import tempfile
+import time
+from pathlib import Path
+
+from services.training.datasource import ArrayDataSource, TrainingData, digits_data
+from services.training.server import start_training
+from services.training.settings import TrainingSettings
+from services.training.spec import MlpTemplate, TrialParams
+from shared.channels import open_channel
+from shared.telemetry import setup_telemetry
+from tfmesh.training.v1 import training_pb2 as pb
+from tfmesh.training.v1 import training_pb2_grpc
+
+RESULTS = Path(__file__).resolve().parent / "results" / "training.json"
+HIDDEN_UNITS = (128, 64)
+LEARNING_RATE = 1e-3
+
+
+def plain_fit(data: TrainingData, epochs: int, batch_size: int) -> tuple[float, float]:
+    """Seconds of `model.fit` and the test accuracy, for the same model the service builds."""
+    import keras
+
+    from services.training.models import build_model
+
+    keras.utils.set_random_seed(0)
+    params = TrialParams("adam", LEARNING_RATE, batch_size, 0.0, HIDDEN_UNITS)
+    model = build_model(MlpTemplate(HIDDEN_UNITS), params, data.info, data.mean, data.std)
+    started = time.perf_counter()
+    model.fit(
+        data.x_train,
+        data.y_train,
+        batch_size=batch_size,
+        epochs=epochs,
+        validation_data=(data.x_val, data.y_val),
+        verbose=0,
+    )
+    seconds = time.perf_counter() - started
+    accuracy = model.evaluate(data.x_test, data.y_test, verbose=0, return_dict=True)["accuracy"]
+    return seconds, float(accuracy)
+
+
+async def service_fit(data: TrainingData, epochs: int, batch_size: int) -> dict[str, float]:
+    with tempfile.TemporaryDirectory() as home:
+        settings = TrainingSettings(home=Path(home), port=0, idle_poll_s=0.1, watch_poll_s=0.02)
+        telemetry = setup_telemetry("training-bench", configure_logging=False)
+        source = ArrayDataSource({data.info.version: data})
+        running = await start_training(settings, telemetry, source, registrar=None)
+        try:
+            async with open_channel(running.address) as channel:
+                stub = training_pb2_grpc.TrainingServiceStub(channel)
+                spec = pb.JobSpec(
+                    dataset_version=data.info.version,
+                    model=pb.ModelSpec(mlp=pb.MlpTemplate(hidden_units=HIDDEN_UNITS)),
+                    hyperparameters=pb.Hyperparameters(
+                        epochs=epochs, batch_size=batch_size, learning_rate=LEARNING_RATE
+                    ),
+                )
+                submitted = time.perf_counter()
+                job = (await stub.SubmitJob(pb.SubmitJobRequest(spec=spec))).job
+                running_at = last_epoch_at = 0.0
+                async for event in stub.WatchJob(pb.WatchJobRequest(name=job.name)):
+                    kind = event.WhichOneof("event")
+                    if kind == "state_change" and event.state_change.state == pb.JOB_STATE_RUNNING:
+                        running_at = event.event_time.ToNanoseconds() / 1e9
+                    elif kind == "epoch":
+                        last_epoch_at = event.event_time.ToNanoseconds() / 1e9
+                finished = time.perf_counter()
+                done = (await stub.GetJob(pb.GetJobRequest(name=job.name))).job
+        finally:
+            await running.stop(0)
+    if done.state != pb.JOB_STATE_SUCCEEDED:
+        raise SystemExit(f"the benchmark job did not succeed: {done.error}")
+    return {
+        "train_seconds": last_epoch_at - running_at,
+        "job_seconds": finished - submitted,
+        "test_accuracy": done.metrics["accuracy"],
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description="training service throughput vs model.fit")
+    parser.add_argument("--epochs", type=int, default=20)
+    parser.add_argument("--batch-size", type=int, default=32)
+    args = parser.parse_args()
+    # Before TensorFlow's first (lazy) import, in plain_fit.
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    data = digits_data("digits@bench")
+    plain_fit(data, 1, args.batch_size)  # warm-up: TensorFlow start-up paid by neither side
+    plain_seconds, plain_accuracy = plain_fit(data, args.epochs, args.batch_size)
+    service = asyncio.run(service_fit(data, args.epochs, args.batch_size))
+    samples = len(data.x_train) * args.epochs
+    plain_rate = samples / plain_seconds
+    train_rate = samples / service["train_seconds"]
+    job_rate = samples / service["job_seconds"]
+    results = {
+        "benchmark": "training throughput: service vs plain model.fit",
+        "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
+        "model": f"mlp {list(HIDDEN_UNITS)} + normalization, digits 64 features, 10 classes",
+        "train_rows": len(data.x_train),
+        "epochs": args.epochs,
+        "batch_size": args.batch_size,
+        "plain_fit": {
+            "seconds": round(plain_seconds, 3),
+            "samples_per_s": round(plain_rate, 1),
+            "test_accuracy": round(plain_accuracy, 4),
+        },
+        "service_training_phase": {
+            "seconds": round(service["train_seconds"], 3),
+            "samples_per_s": round(train_rate, 1),
+            "ratio_to_plain": round(train_rate / plain_rate, 3),
+        },
+        "service_whole_job": {
+            "seconds": round(service["job_seconds"], 3),
+            "samples_per_s": round(job_rate, 1),
+            "ratio_to_plain": round(job_rate / plain_rate, 3),
+            "test_accuracy": round(service["test_accuracy"], 4),
+        },
+    }
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text(json.dumps(results, indent=2) + "\n")
+    print(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,143 @@
+"""Per-epoch checkpoints of a job's final training, written so that a SIGKILL never leaves a
+half-written one behind.
+
+A checkpoint is a folder `epoch-<n>` under the job's checkpoint directory holding the
+whole compiled model (`model.keras`: weights and optimizer state), the weights of the
+best epoch so far (for early stopping) and `state.json` (epochs done, early-stopping
+counters, the hyperparameters in use). It is written into a temp folder, fsynced and
+renamed into place; then the `LATEST` pointer file is replaced atomically. A restart
+reads `LATEST`, so it sees the previous checkpoint or the new one, never a mixture."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import keras
+
+MODEL_FILE = "model.keras"
+BEST_WEIGHTS_FILE = "best.weights.h5"
+STATE_FILE = "state.json"
+LATEST_FILE = "LATEST"
+
+
+@dataclass
+class StoppingState:
+    """Early-stopping counters, kept across restarts."""
+
+    best: float | None = None
+    best_epoch: int = 0
+    wait: int = 0
+
+    def update(self, value: float, epoch: int, higher_is_better: bool, min_delta: float) -> bool:
+        """Record the monitored value of `epoch`; True when it improved on the best."""
+        if self.best is None:
+            improved = True
+        elif higher_is_better:
+            improved = value > self.best + min_delta
+        else:
+            improved = value < self.best - min_delta
+        if improved:
+            self.best, self.best_epoch, self.wait = value, epoch, 0
+        else:
+            self.wait += 1
+        return improved
+
+
+@dataclass
+class CheckpointState:
+    epochs_completed: int
+    # The hyperparameters the final model trains with (the best trial's, after a search).
+    params: dict[str, Any]
+    stopping: StoppingState
+    # True once training is over (all epochs, or early stopping fired).
+    finished: bool = False
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self))
+
+    @classmethod
+    def from_json(cls, text: str) -> CheckpointState:
+        data = json.loads(text)
+        return cls(
+            epochs_completed=data["epochs_completed"],
+            params=data["params"],
+            stopping=StoppingState(**data["stopping"]),
+            finished=data["finished"],
+        )
+
+
+@dataclass
+class Checkpoint:
+    path: Path
+    state: CheckpointState
+
+    def load_model(self) -> keras.Model:
+        return keras.models.load_model(self.path / MODEL_FILE)
+
+    def load_best_weights(self, model: keras.Model) -> None:
+        model.load_weights(self.path / BEST_WEIGHTS_FILE)
+
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class CheckpointDir:
+    """The checkpoints of one job; only the latest is kept."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    def latest(self) -> Checkpoint | None:
+        pointer = self.root / LATEST_FILE
+        if not pointer.is_file():
+            return None
+        path = self.root / pointer.read_text().strip()
+        return Checkpoint(path, CheckpointState.from_json((path / STATE_FILE).read_text()))
+
+    def save(
+        self, model: keras.Model, best_weights: list[Any] | None, state: CheckpointState
+    ) -> Checkpoint:
+        self.root.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(dir=self.root, prefix=".staging-"))
+        try:
+            model.save(staging / MODEL_FILE)
+            if best_weights is not None:
+                current = model.get_weights()
+                model.set_weights(best_weights)
+                model.save_weights(staging / BEST_WEIGHTS_FILE)
+                model.set_weights(current)
+            (staging / STATE_FILE).write_text(state.to_json())
+            for written in staging.iterdir():
+                _fsync(written)
+            _fsync(staging)
+            final = self.root / f"epoch-{state.epochs_completed:05d}"
+            shutil.rmtree(final, ignore_errors=True)
+            os.replace(staging, final)
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+        self._point_at(final.name)
+        for stale in self.root.iterdir():
+            if stale.is_dir() and stale.name != final.name:
+                shutil.rmtree(stale, ignore_errors=True)
+        return Checkpoint(final, state)
+
+    def _point_at(self, name: str) -> None:
+        fd, temp = tempfile.mkstemp(dir=self.root, prefix=".latest-")
+        with os.fdopen(fd, "w") as handle:
+            handle.write(name)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temp, self.root / LATEST_FILE)
+        _fsync(self.root)

@@ -1,0 +1,104 @@
+"""The data service as a `DataSource`: a version's shape and classes, its train-split
+normalization statistics, and its splits streamed with ReadBatches.
+
+Each split arrives as a server stream of float32 feature / int64 label tensors (decoded
+with `numpy.frombuffer`, no copies), read again from the start on a transient error
+within the deadline. The arrays then feed Keras through `tf.data` in the trainer. A
+version the data service does not know is NOT_FOUND on `spec.dataset_version`."""
+
+from __future__ import annotations
+
+import grpc
+import numpy as np
+
+from services.training.datasource import (
+    DatasetInfo,
+    TrainingData,
+    check_dataset_version,
+    split_validation,
+)
+from shared.errors import NotFound, invalid
+from shared.retries import retry_idempotent
+from shared.tensors import from_tensor
+from tfmesh.data.v1 import data_pb2 as pb
+from tfmesh.data.v1 import data_pb2_grpc
+
+FIELD = "spec.dataset_version"
+READ_BATCH_ROWS = 4096
+
+
+class DataServiceSource:
+    def __init__(self, channel: grpc.aio.Channel, deadline_s: float = 120.0) -> None:
+        self._stub = data_pb2_grpc.DataServiceStub(channel)
+        self._deadline_s = deadline_s
+
+    async def _version(self, dataset_version: str) -> pb.DatasetVersion:
+        check_dataset_version(dataset_version, FIELD)
+        request = pb.GetDatasetVersionRequest(version=dataset_version)
+        try:
+            response = await retry_idempotent(
+                lambda timeout_s: self._stub.GetDatasetVersion(request, timeout=timeout_s),
+                deadline_s=self._deadline_s,
+            )
+        except grpc.aio.AioRpcError as error:
+            if error.code() == grpc.StatusCode.NOT_FOUND:
+                raise NotFound("dataset version", dataset_version, FIELD) from None
+            if error.code() == grpc.StatusCode.INVALID_ARGUMENT:
+                raise invalid(FIELD, error.details() or "refused by the data service") from None
+            raise
+        return response.version
+
+    async def describe(self, dataset_version: str) -> DatasetInfo:
+        version = await self._version(dataset_version)
+        schema = version.schema
+        return DatasetInfo(
+            version=version.name,
+            feature_shape=tuple(int(dim) for dim in schema.feature_shape),
+            num_classes=len(schema.label_vocabulary),
+            train_rows=version.rows.train,
+        )
+
+    async def _read_split(
+        self, dataset_version: str, split: pb.Split.ValueType, feature_shape: tuple[int, ...]
+    ) -> tuple[np.ndarray, np.ndarray]:
+        request = pb.ReadBatchesRequest(
+            version=dataset_version, split=split, batch_size=READ_BATCH_ROWS
+        )
+
+        async def attempt(timeout_s: float) -> tuple[np.ndarray, np.ndarray]:
+            features, labels = [], []
+            async for batch in self._stub.ReadBatches(request, timeout=timeout_s):
+                features.append(from_tensor(batch.features, "features"))
+                labels.append(from_tensor(batch.labels, "labels"))
+            if not features:
+                return np.zeros((0, *feature_shape), np.float32), np.zeros((0,), np.int64)
+            return np.concatenate(features), np.concatenate(labels)
+
+        return await retry_idempotent(attempt, deadline_s=self._deadline_s)
+
+    async def load(self, dataset_version: str) -> TrainingData:
+        info = await self.describe(dataset_version)
+        statistics = await retry_idempotent(
+            lambda timeout_s: self._stub.GetStatistics(
+                pb.GetStatisticsRequest(version=dataset_version), timeout=timeout_s
+            ),
+            deadline_s=self._deadline_s,
+        )
+        shape = info.feature_shape
+        x_train, y_train = await self._read_split(dataset_version, pb.SPLIT_TRAIN, shape)
+        x_val, y_val = await self._read_split(dataset_version, pb.SPLIT_VALIDATION, shape)
+        x_test, y_test = await self._read_split(dataset_version, pb.SPLIT_TEST, shape)
+        if len(x_val) == 0:
+            x_train, y_train, x_val, y_val = split_validation(x_train, y_train)
+        normalization = statistics.normalization
+        return TrainingData(
+            info=DatasetInfo(info.version, shape, info.num_classes, len(x_train)),
+            x_train=x_train,
+            y_train=y_train,
+            x_val=x_val,
+            y_val=y_val,
+            x_test=x_test,
+            y_test=y_test,
+            mean=np.asarray(normalization.mean, np.float32),
+            std=np.asarray(normalization.std, np.float32),
+        )

@@ -1,0 +1,112 @@
+"""One worker of a multi-worker training: `python -m services.training.distributed`.
+
+Run as many of these as `TF_CONFIG` lists workers (on Kubernetes, one Job pod each; in
+the tests, processes on loopback). `tf.distribute.MultiWorkerMirroredStrategy` reads the
+cluster and this worker's index from `TF_CONFIG`, mirrors the model on every worker and
+all-reduces gradients; each worker reads its shard of the data through `tf.data`. The
+chief (worker 0) evaluates on the test split and exports the artifacts, with the
+normalization baked in, to `--output`; the others only train. The job spec is the JSON the
+job store keeps (`services.training.spec.spec_to_dict`); the data is a version from the
+data service (`--data-addr`) or an .npz file (`--data-file`, see `datasource.save_npz`)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from services.training.datasource import TrainingData, load_npz
+from services.training.spec import JobSpec, base_params, spec_from_dict
+
+
+def _load_data(args: argparse.Namespace, spec: JobSpec) -> TrainingData:
+    if args.data_file is not None:
+        return load_npz(args.data_file)
+    from services.training.data_client import DataServiceSource
+    from shared.channels import open_channel
+
+    async def fetch() -> TrainingData:
+        async with open_channel(args.data_addr) as channel:
+            return await DataServiceSource(channel).load(spec.dataset_version)
+
+    return asyncio.run(fetch())
+
+
+def train_worker(spec: JobSpec, data: TrainingData, output: Path) -> dict[str, float]:
+    """Train `spec` on this worker; the chief exports and returns its test metrics.
+
+    A custom loop under `strategy.run` (Keras 3's `fit` cannot build a model on
+    multi-worker batches of (features, labels) pairs): each replica computes the loss on
+    its share of the global batch, scaled by the global batch size, and the optimizer
+    applies the all-reduced gradients."""
+    import keras
+    import tensorflow as tf
+
+    from services.training.export import export_model
+    from services.training.models import build_model
+    from services.training.trainer import make_dataset
+
+    strategy = tf.distribute.MultiWorkerMirroredStrategy()
+    resolver = strategy.cluster_resolver
+    is_chief = resolver is None or resolver.task_id == 0
+    params = base_params(spec)
+    global_batch = params.batch_size
+    keras.utils.set_random_seed(spec.seed)
+    with strategy.scope():
+        model = build_model(spec.model, params, data.info, data.mean, data.std)
+    options = tf.data.Options()
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+    train = make_dataset(data.x_train, data.y_train, global_batch, spec.seed)
+    batches = strategy.experimental_distribute_dataset(train.with_options(options))
+
+    def replica_step(x: tf.Tensor, y: tf.Tensor) -> tf.Tensor:
+        with tf.GradientTape() as tape:
+            probabilities = model(x, training=True)
+            per_example = keras.losses.sparse_categorical_crossentropy(y, probabilities)
+            loss = tf.nn.compute_average_loss(per_example, global_batch_size=global_batch)
+        gradients = tape.gradient(loss, model.trainable_variables)
+        model.optimizer.apply_gradients(zip(gradients, model.trainable_variables, strict=True))
+        return loss
+
+    @tf.function
+    def train_step(x: tf.Tensor, y: tf.Tensor) -> tf.Tensor:
+        losses = strategy.run(replica_step, args=(x, y))
+        return strategy.reduce(tf.distribute.ReduceOp.SUM, losses, axis=None)
+
+    for _ in range(spec.hyperparameters.epochs):
+        for x, y in batches:
+            train_step(x, y)
+    if not is_chief:
+        return {}
+    # Plain calls in the cross-replica context read the mirrored variables locally, with
+    # no collectives, so the chief evaluates and exports alone.
+    probabilities = np.asarray(model(data.x_test, training=False))
+    accuracy = float(np.mean(np.argmax(probabilities, axis=1) == data.y_test))
+    export_model(model, output, spec.export_tflite)
+    metrics = {"accuracy": accuracy}
+    (output / "metrics.json").write_text(json.dumps(metrics))
+    return metrics
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--spec", type=Path, required=True, help="job spec JSON file")
+    parser.add_argument("--output", type=Path, required=True, help="where the chief exports")
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--data-file", type=Path, help="dataset .npz (datasource.save_npz)")
+    source.add_argument("--data-addr", help="data service address host:port")
+    args = parser.parse_args(argv)
+    if "TF_CONFIG" not in os.environ:
+        parser.error("TF_CONFIG must describe the cluster and this worker's index")
+    spec = spec_from_dict(json.loads(args.spec.read_text()))
+    train_worker(spec, _load_data(args, spec), args.output)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

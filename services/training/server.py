@@ -1,0 +1,88 @@
+"""Start-up of the training service: `python -m services.training.server`."""
+
+from __future__ import annotations
+
+import asyncio
+
+from services.training.core import TrainingCore
+from services.training.data_client import DataServiceSource
+from services.training.datasource import DataSource
+from services.training.jobs import Registrar
+from services.training.registrar import RegistryRegistrar
+from services.training.servicer import TrainingServicer
+from services.training.settings import TrainingSettings
+from services.training.store import JobStore
+from services.training.worker import WorkerPool
+from shared.channels import open_channel
+from shared.db import make_engine, sqlite_url
+from shared.discovery import ConsulDiscovery
+from shared.server import RunningServer, serve_until_signalled, start_server
+from shared.settings import load_settings
+from shared.telemetry import Telemetry, setup_telemetry
+from tfmesh.training.v1 import training_pb2, training_pb2_grpc
+
+SERVICE_NAME = training_pb2.DESCRIPTOR.services_by_name["TrainingService"].full_name
+
+
+async def start_training(
+    settings: TrainingSettings,
+    telemetry: Telemetry,
+    data_source: DataSource,
+    registrar: Registrar | None,
+) -> RunningServer:
+    """Build the store, the worker pool and the core on the given peers, and serve them;
+    used by `main` (peers over gRPC) and by tests (peers of their choosing)."""
+    home = settings.home / "training"
+    engine = make_engine(settings.database_url or sqlite_url(home / "jobs.db"))
+    store = JobStore(engine)
+    pool = WorkerPool(
+        store,
+        data_source,
+        registrar,
+        home / "jobs",
+        settings.code_version,
+        settings.concurrency,
+        settings.idle_poll_s,
+    )
+    core = TrainingCore(store, data_source, pool, settings.watch_poll_s)
+    servicer = TrainingServicer(core)
+    running = await start_server(
+        settings,
+        telemetry,
+        lambda server: training_pb2_grpc.add_TrainingServiceServicer_to_server(servicer, server),
+        [SERVICE_NAME],
+    )
+    await pool.start()
+
+    async def dispose() -> None:
+        await pool.stop()
+        engine.dispose()
+
+    running.on_stop(dispose)
+    return running
+
+
+async def main() -> None:
+    settings = load_settings(TrainingSettings)
+    telemetry = setup_telemetry("training")
+    data_channel = open_channel(settings.data_addr, telemetry)
+    registry_channel = open_channel(settings.registry_addr, telemetry)
+    running = await start_training(
+        settings,
+        telemetry,
+        DataServiceSource(data_channel),
+        RegistryRegistrar(registry_channel, settings.registration_deadline_s),
+    )
+    consul = ConsulDiscovery.from_env()
+    if consul is not None:
+        await consul.register("training", settings.host, running.port)
+        running.on_stop(consul.deregister_all)
+    await serve_until_signalled(running, settings.shutdown_grace_s)
+    # Only now: stopping the server stopped the workers, which may have been registering.
+    await data_channel.close()
+    await registry_channel.close()
+    telemetry.shutdown()
+
+
+if __name__ == "__main__":
+    asyncio.run(main())

@@ -1,0 +1,369 @@
+"""Durable jobs: the `training_jobs` and `training_job_events` tables (SQLAlchemy 2 ORM).
+
+Every change to a job and the event that announces it commit in one transaction, with the
+job row locked, so a job's event sequence numbers follow commit order and a watcher that
+resumes after sequence n misses nothing. SQLite (WAL, full fsync) by default, PostgreSQL
+by URL, through `shared.db`. Queued jobs are claimed one at a time (`FOR UPDATE SKIP
+LOCKED` on PostgreSQL; SQLite's write lock serializes claims)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    DateTime,
+    Engine,
+    ForeignKey,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+    select,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
+
+from services.training.jobs import EventKind, JobEvent, JobRecord, JobState, Registration
+from services.training.spec import JobSpec, spec_from_dict, spec_to_dict
+from shared.errors import FailedPrecondition, NotFound, invalid
+
+BigId = BigInteger().with_variant(Integer(), "sqlite")
+DEFAULT_PAGE_SIZE = 50
+MAX_PAGE_SIZE = 1000
+MAX_EVENTS_PER_READ = 500
+
+
+class Base(DeclarativeBase):
+    type_annotation_map = {
+        dict[str, Any]: JSON,
+        list[Any]: JSON,
+        datetime: DateTime(timezone=True),
+    }
+
+
+class JobRow(Base):
+    __tablename__ = "training_jobs"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    job_id: Mapped[str] = mapped_column(String(128), unique=True)
+    spec: Mapped[dict[str, Any]]
+    state: Mapped[str] = mapped_column(String(16), index=True)
+    phase: Mapped[str] = mapped_column(String(32), default="")
+    epochs_completed: Mapped[int] = mapped_column(Integer, default=0)
+    trials_completed: Mapped[int] = mapped_column(Integer, default=0)
+    attempt: Mapped[int] = mapped_column(Integer, default=0)
+    resumed_from_epoch: Mapped[int | None] = mapped_column(Integer)
+    cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
+    metrics: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    params: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    trials: Mapped[list[Any]] = mapped_column(default=list)
+    artifacts: Mapped[list[Any]] = mapped_column(default=list)
+    registration: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    error: Mapped[str] = mapped_column(Text, default="")
+    last_sequence: Mapped[int] = mapped_column(BigInteger, default=0)
+    created_at: Mapped[datetime]
+    started_at: Mapped[datetime | None]
+    ended_at: Mapped[datetime | None]
+
+
+class EventRow(Base):
+    __tablename__ = "training_job_events"
+    __table_args__ = (UniqueConstraint("job_row_id", "sequence"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    job_row_id: Mapped[int] = mapped_column(
+        ForeignKey("training_jobs.id", ondelete="CASCADE"), index=True
+    )
+    sequence: Mapped[int] = mapped_column(BigInteger)
+    created_at: Mapped[datetime]
+    kind: Mapped[str] = mapped_column(String(16))
+    payload: Mapped[dict[str, Any]]
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _utc(moment: datetime | None) -> datetime | None:
+    # SQLite hands timestamps back without a zone; they were written in UTC.
+    if moment is None or moment.tzinfo is not None:
+        return moment
+    return moment.replace(tzinfo=UTC)
+
+
+def _record(row: JobRow) -> JobRecord:
+    created = _utc(row.created_at)
+    assert created is not None
+    return JobRecord(
+        job_id=row.job_id,
+        spec=spec_from_dict(row.spec),
+        state=JobState(row.state),
+        create_time=created,
+        start_time=_utc(row.started_at),
+        end_time=_utc(row.ended_at),
+        phase=row.phase,
+        epochs_completed=row.epochs_completed,
+        trials_completed=row.trials_completed,
+        attempt=row.attempt,
+        resumed_from_epoch=row.resumed_from_epoch,
+        cancel_requested=row.cancel_requested,
+        metrics=dict(row.metrics),
+        params=dict(row.params),
+        trials=list(row.trials),
+        artifacts=list(row.artifacts),
+        registration=Registration(**row.registration) if row.registration else None,
+        error=row.error,
+    )
+
+
+class _Change:
+    """One transaction on one locked job row; `emit` appends the job's next event."""
+
+    def __init__(self, session: Session, row: JobRow) -> None:
+        self.session = session
+        self.row = row
+
+    def emit(self, kind: EventKind, payload: dict[str, Any]) -> None:
+        self.row.last_sequence += 1
+        self.session.add(
+            EventRow(
+                job_row_id=self.row.id,
+                sequence=self.row.last_sequence,
+                created_at=_now(),
+                kind=kind.value,
+                payload=payload,
+            )
+        )
+
+    def set_state(self, state: JobState, message: str = "") -> None:
+        self.row.state = state.value
+        if state is JobState.RUNNING and self.row.started_at is None:
+            self.row.started_at = _now()
+        if state.is_terminal:
+            self.row.ended_at = _now()
+        self.emit(EventKind.STATE, {"state": state.value, "message": message})
+
+
+class JobStore:
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        Base.metadata.create_all(engine)
+
+    def _change(self, job_id: str, apply: Callable[[_Change], None]) -> JobRecord:
+        with Session(self.engine) as session, session.begin():
+            row = session.scalars(
+                select(JobRow).where(JobRow.job_id == job_id).with_for_update()
+            ).one_or_none()
+            if row is None:
+                raise NotFound("training job", job_id, "name")
+            apply(_Change(session, row))
+            session.flush()
+            return _record(row)
+
+    def create(self, job_id: str, spec: JobSpec) -> tuple[JobRecord, bool]:
+        """Queue a job; with an id that exists already, return that job and False."""
+        with Session(self.engine) as session, session.begin():
+            existing = session.scalars(select(JobRow).where(JobRow.job_id == job_id)).one_or_none()
+            if existing is not None:
+                return _record(existing), False
+            row = JobRow(
+                job_id=job_id,
+                spec=spec_to_dict(spec),
+                state=JobState.QUEUED.value,
+                created_at=_now(),
+                last_sequence=0,
+                metrics={},
+                params={},
+                trials=[],
+                artifacts=[],
+                epochs_completed=0,
+                trials_completed=0,
+                attempt=0,
+                cancel_requested=False,
+                phase="",
+                error="",
+            )
+            session.add(row)
+            session.flush()
+            _Change(session, row).emit(EventKind.STATE, {"state": "QUEUED", "message": ""})
+            session.flush()
+            return _record(row), True
+
+    def get(self, job_id: str) -> JobRecord:
+        with Session(self.engine) as session:
+            row = session.scalars(select(JobRow).where(JobRow.job_id == job_id)).one_or_none()
+            if row is None:
+                raise NotFound("training job", job_id, "name")
+            return _record(row)
+
+    def list_jobs(
+        self, page_size: int, page_token: str, state: JobState | None
+    ) -> tuple[list[JobRecord], str]:
+        """Newest first; the token is the row id the next page starts below."""
+        if page_size < 0:
+            raise invalid("page_size", "must be >= 0")
+        size = min(page_size or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
+        query = select(JobRow).order_by(JobRow.id.desc()).limit(size + 1)
+        if page_token:
+            if not page_token.isdigit():
+                raise invalid("page_token", "not a token this service gave out")
+            query = query.where(JobRow.id < int(page_token))
+        if state is not None:
+            query = query.where(JobRow.state == state.value)
+        with Session(self.engine) as session:
+            rows = list(session.scalars(query))
+            token = str(rows[size - 1].id) if len(rows) > size else ""
+            return [_record(row) for row in rows[:size]], token
+
+    def claim_next(self) -> JobRecord | None:
+        """Move the oldest queued job to RUNNING and hand it out, or None when none waits."""
+        with Session(self.engine) as session, session.begin():
+            row = session.scalars(
+                select(JobRow)
+                .where(JobRow.state == JobState.QUEUED.value)
+                .order_by(JobRow.id)
+                .limit(1)
+                .with_for_update(skip_locked=True)
+            ).one_or_none()
+            if row is None:
+                return None
+            row.attempt += 1
+            change = _Change(session, row)
+            change.set_state(JobState.RUNNING, f"attempt {row.attempt}")
+            session.flush()
+            return _record(row)
+
+    def requeue_interrupted(self) -> list[str]:
+        """At start-up: jobs left RUNNING by a killed process go back to the queue (or end
+        CANCELLED when a cancel was asked for). Assumes one service instance per database."""
+        with Session(self.engine) as session, session.begin():
+            rows = list(
+                session.scalars(
+                    select(JobRow).where(JobRow.state == JobState.RUNNING.value).with_for_update()
+                )
+            )
+            for row in rows:
+                change = _Change(session, row)
+                if row.cancel_requested:
+                    change.set_state(JobState.CANCELLED, "cancelled while the service was down")
+                else:
+                    change.set_state(JobState.QUEUED, "requeued after an interrupted attempt")
+            return [row.job_id for row in rows]
+
+    def request_cancel(self, job_id: str) -> JobRecord:
+        def apply(change: _Change) -> None:
+            state = JobState(change.row.state)
+            if state is JobState.QUEUED:
+                change.row.cancel_requested = True
+                change.set_state(JobState.CANCELLED, "cancelled before it started")
+            elif state is JobState.RUNNING:
+                change.row.cancel_requested = True
+            elif state is not JobState.CANCELLED:
+                raise FailedPrecondition(f"job {job_id} already ended {state.value}")
+
+        return self._change(job_id, apply)
+
+    def requeue(self, job_id: str, message: str) -> JobRecord:
+        def apply(change: _Change) -> None:
+            change.set_state(JobState.QUEUED, message)
+
+        return self._change(job_id, apply)
+
+    def finish(self, job_id: str, state: JobState, message: str = "") -> JobRecord:
+        def apply(change: _Change) -> None:
+            if state is JobState.FAILED:
+                change.row.error = message
+            change.set_state(state, message)
+
+        return self._change(job_id, apply)
+
+    def set_phase(self, job_id: str, phase: str) -> None:
+        def apply(change: _Change) -> None:
+            change.row.phase = phase
+
+        self._change(job_id, apply)
+
+    def record_epoch(
+        self, job_id: str, trial: int, epoch: int, epochs: int, metrics: dict[str, float]
+    ) -> None:
+        def apply(change: _Change) -> None:
+            if trial == 0:
+                change.row.epochs_completed = epoch
+            change.emit(
+                EventKind.EPOCH,
+                {"trial": trial, "epoch": epoch, "epochs": epochs, "metrics": metrics},
+            )
+
+        self._change(job_id, apply)
+
+    def record_trial(
+        self, job_id: str, number: int, params: dict[str, Any], objective: float
+    ) -> None:
+        trial = {"number": number, "params": params, "objective": objective}
+
+        def apply(change: _Change) -> None:
+            change.row.trials = [*change.row.trials, trial]
+            change.row.trials_completed = len(change.row.trials)
+            change.emit(EventKind.TRIAL, trial)
+
+        self._change(job_id, apply)
+
+    def record_resume(self, job_id: str, epoch: int) -> None:
+        def apply(change: _Change) -> None:
+            change.row.resumed_from_epoch = epoch
+            change.row.epochs_completed = epoch
+            change.emit(
+                EventKind.STATE,
+                {"state": change.row.state, "message": f"resumed from epoch {epoch}"},
+            )
+
+        self._change(job_id, apply)
+
+    def record_outcome(
+        self, job_id: str, metrics: dict[str, float], params: dict[str, str], artifacts: list[str]
+    ) -> None:
+        def apply(change: _Change) -> None:
+            change.row.metrics = metrics
+            change.row.params = params
+            change.row.artifacts = artifacts
+
+        self._change(job_id, apply)
+
+    def record_registration(self, job_id: str, registration: Registration) -> None:
+        def apply(change: _Change) -> None:
+            change.row.registration = {
+                "model": registration.model,
+                "version": registration.version,
+                "created": registration.created,
+                "promotion_requested": registration.promotion_requested,
+                "promoted": registration.promoted,
+                "promotion_message": registration.promotion_message,
+            }
+
+        self._change(job_id, apply)
+
+    def events_since(self, job_id: str, since: int) -> list[JobEvent]:
+        with Session(self.engine) as session:
+            row = session.scalars(select(JobRow).where(JobRow.job_id == job_id)).one_or_none()
+            if row is None:
+                raise NotFound("training job", job_id, "name")
+            events = session.scalars(
+                select(EventRow)
+                .where(EventRow.job_row_id == row.id, EventRow.sequence > since)
+                .order_by(EventRow.sequence)
+                .limit(MAX_EVENTS_PER_READ)
+            )
+            return [
+                JobEvent(
+                    job_id,
+                    event.sequence,
+                    _utc(event.created_at) or _now(),
+                    EventKind(event.kind),
+                    dict(event.payload),
+                )
+                for event in events
+            ]

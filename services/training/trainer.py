@@ -1,0 +1,272 @@
+"""The training of one job, run on a worker thread: search, fit, checkpoint, evaluate, export.
+
+`Trainer.run` does, in order: an Optuna search when the spec has a search space (trials
+already recorded by an earlier attempt are told to the study, not re-run), the final
+training with the best parameters (a checkpoint after every epoch; a restart loads the
+latest one and continues at its epoch), evaluation on the test split and export. Data
+always reaches Keras through `tf.data`. A stop request (cancel, shutdown) is checked after
+every batch; it ends the run with `StopRequested`, leaving the last complete epoch's
+checkpoint for the next attempt. Progress goes to a `Reporter` (the job store)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import keras
+import numpy as np
+import optuna
+import tensorflow as tf
+
+from services.training.checkpoints import Checkpoint, CheckpointDir, CheckpointState, StoppingState
+from services.training.datasource import TrainingData
+from services.training.export import export_model
+from services.training.jobs import ArtifactFile, StopRequested
+from services.training.models import build_model
+from services.training.spec import JobSpec, SearchParameter, TrialParams, base_params, params_with
+
+log = logging.getLogger(__name__)
+
+# Returns why the run must stop ("cancelled", "shutdown"), or None to go on.
+StopCheck = Callable[[], str | None]
+
+
+@dataclass(frozen=True)
+class TrialRecord:
+    number: int
+    # The sampled values, with their native types (float, int, str).
+    params: dict[str, Any]
+    objective: float
+
+
+class Reporter(Protocol):
+    def phase_started(self, phase: str) -> None: ...
+
+    def epoch_ended(self, trial: int, epoch: int, epochs: int, metrics: dict[str, float]) -> None:
+        """`trial` is 0 for the final training, the trial number + 1 during a search."""
+
+    def trial_ended(self, trial: TrialRecord) -> None: ...
+
+    def resumed(self, epoch: int) -> None: ...
+
+
+@dataclass(frozen=True)
+class TrainingOutcome:
+    metrics: dict[str, float]
+    params: dict[str, str]
+    artifacts: list[ArtifactFile]
+    epochs_completed: int
+
+
+def make_dataset(
+    x: np.ndarray, y: np.ndarray, batch_size: int, shuffle_seed: int | None = None
+) -> tf.data.Dataset:
+    dataset = tf.data.Dataset.from_tensor_slices((x, y))
+    if shuffle_seed is not None:
+        dataset = dataset.shuffle(len(x), seed=shuffle_seed, reshuffle_each_iteration=True)
+    return dataset.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+
+
+class _JobCallback(keras.callbacks.Callback):
+    """Stops at the next batch boundary when asked; hands each complete epoch's logs on."""
+
+    def __init__(self, should_stop: StopCheck, on_epoch: Callable[[int, dict[str, float]], None]):
+        super().__init__()
+        self._should_stop = should_stop
+        self._on_epoch = on_epoch
+        self.stop_reason: str | None = None
+
+    def on_train_batch_end(self, batch: int, logs: dict[str, Any] | None = None) -> None:
+        reason = self._should_stop()
+        if reason is not None:
+            self.stop_reason = reason
+            self.model.stop_training = True
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        # Keras still ends an epoch that a batch-level stop cut short: not a real epoch.
+        if self.stop_reason is None:
+            self._on_epoch(epoch + 1, {key: float(value) for key, value in (logs or {}).items()})
+
+
+def _distribution(parameter: SearchParameter) -> optuna.distributions.BaseDistribution:
+    if parameter.kind == "float":
+        return optuna.distributions.FloatDistribution(
+            parameter.low, parameter.high, log=parameter.log
+        )
+    if parameter.kind == "int":
+        return optuna.distributions.IntDistribution(
+            int(parameter.low), int(parameter.high), log=parameter.log
+        )
+    return optuna.distributions.CategoricalDistribution(list(parameter.choices))
+
+
+def _params_from_dict(data: dict[str, Any]) -> TrialParams:
+    units = data["hidden_units"]
+    return TrialParams(**{**data, "hidden_units": tuple(units) if units is not None else None})
+
+
+class Trainer:
+    def __init__(
+        self,
+        spec: JobSpec,
+        data: TrainingData,
+        workdir: Path,
+        reporter: Reporter,
+        should_stop: StopCheck,
+    ) -> None:
+        self.spec = spec
+        self.data = data
+        self.workdir = workdir
+        self.reporter = reporter
+        self.should_stop = should_stop
+        self.checkpoints = CheckpointDir(workdir / "checkpoints")
+
+    def run(self, previous_trials: list[TrialRecord]) -> TrainingOutcome:
+        checkpoint = self.checkpoints.latest()
+        if checkpoint is not None:
+            params = _params_from_dict(checkpoint.state.params)
+        elif self.spec.search is not None:
+            self.reporter.phase_started("search")
+            params = self._search(previous_trials)
+        else:
+            params = base_params(self.spec)
+        self.reporter.phase_started("train")
+        model, checkpoint = self._train_final(params, checkpoint)
+        self.reporter.phase_started("evaluate")
+        metrics = self._evaluate(model, checkpoint)
+        self.reporter.phase_started("export")
+        artifacts = export_model(model, self.workdir / "export", self.spec.export_tflite)
+        return TrainingOutcome(
+            metrics, params.as_strings(), artifacts, checkpoint.state.epochs_completed
+        )
+
+    def _fit(
+        self,
+        model: keras.Model,
+        params: TrialParams,
+        epochs: int,
+        initial_epoch: int,
+        on_epoch: Callable[[int, dict[str, float]], None],
+        seed: int,
+    ) -> None:
+        callback = _JobCallback(self.should_stop, on_epoch)
+        data = self.data
+        model.fit(
+            make_dataset(data.x_train, data.y_train, params.batch_size, shuffle_seed=seed),
+            validation_data=make_dataset(data.x_val, data.y_val, params.batch_size),
+            epochs=epochs,
+            initial_epoch=initial_epoch,
+            callbacks=[callback],
+            shuffle=False,  # tf.data shuffles, with a seed
+            verbose=0,
+        )
+        if callback.stop_reason is not None:
+            raise StopRequested(callback.stop_reason)
+
+    def _search(self, previous_trials: list[TrialRecord]) -> TrialParams:
+        search = self.spec.search
+        assert search is not None
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        distributions = {p.name: _distribution(p) for p in search.parameters}
+        study = optuna.create_study(
+            direction="maximize", sampler=optuna.samplers.TPESampler(seed=self.spec.seed)
+        )
+        for done in previous_trials:
+            study.add_trial(
+                optuna.trial.create_trial(
+                    params=done.params, distributions=distributions, value=done.objective
+                )
+            )
+        base = base_params(self.spec)
+        for number in range(len(previous_trials), search.max_trials):
+            trial = study.ask(distributions)
+            objective = self._run_trial(number, params_with(base, trial.params))
+            study.tell(trial, objective)
+            self.reporter.trial_ended(TrialRecord(number, dict(trial.params), objective))
+        return params_with(base, study.best_trial.params)
+
+    def _run_trial(self, number: int, params: TrialParams) -> float:
+        search = self.spec.search
+        assert search is not None
+        keras.utils.set_random_seed(self.spec.seed + number + 1)
+        model = build_model(self.spec.model, params, self.data.info, self.data.mean, self.data.std)
+        accuracies: list[float] = []
+
+        def on_epoch(epoch: int, metrics: dict[str, float]) -> None:
+            accuracies.append(metrics.get("val_accuracy", 0.0))
+            self.reporter.epoch_ended(number + 1, epoch, search.epochs_per_trial, metrics)
+
+        self._fit(model, params, search.epochs_per_trial, 0, on_epoch, self.spec.seed + number)
+        return max(accuracies)
+
+    def _train_final(
+        self, params: TrialParams, checkpoint: Checkpoint | None
+    ) -> tuple[keras.Model, Checkpoint]:
+        hp = self.spec.hyperparameters
+        stopping_rule = hp.early_stopping
+        if checkpoint is None:
+            keras.utils.set_random_seed(self.spec.seed)
+            model = build_model(
+                self.spec.model, params, self.data.info, self.data.mean, self.data.std
+            )
+            state = CheckpointState(0, asdict(params), StoppingState())
+        else:
+            model = checkpoint.load_model()
+            state = checkpoint.state
+            self.reporter.resumed(state.epochs_completed)
+            log.info("resuming from checkpoint", extra={"epoch": state.epochs_completed})
+        best_weights: list[Any] | None = None
+        if stopping_rule is not None and checkpoint is not None and state.stopping.best_epoch:
+            best_weights = self._weights_of_best(model, checkpoint)
+        saved = [checkpoint]
+
+        def on_epoch(epoch: int, metrics: dict[str, float]) -> None:
+            nonlocal best_weights
+            state.epochs_completed = epoch
+            if stopping_rule is not None:
+                monitored = metrics[stopping_rule.monitor]
+                higher = stopping_rule.monitor == "val_accuracy"
+                if state.stopping.update(monitored, epoch, higher, stopping_rule.min_delta):
+                    best_weights = model.get_weights()
+                if state.stopping.wait >= stopping_rule.patience:
+                    model.stop_training = True
+                    state.finished = True
+            state.finished = state.finished or epoch >= hp.epochs
+            saved[0] = self.checkpoints.save(model, best_weights, state)
+            self.reporter.epoch_ended(0, epoch, hp.epochs, metrics)
+
+        if not state.finished:
+            self._fit(model, params, hp.epochs, state.epochs_completed, on_epoch, self.spec.seed)
+        final = saved[0]
+        assert final is not None, "a finished training has a checkpoint"
+        if stopping_rule is not None and final.state.stopping.best_epoch:
+            final.load_best_weights(model)
+        return model, final
+
+    @staticmethod
+    def _weights_of_best(model: keras.Model, checkpoint: Checkpoint) -> list[Any]:
+        current = model.get_weights()
+        checkpoint.load_best_weights(model)
+        best = model.get_weights()
+        model.set_weights(current)
+        return best
+
+    def _evaluate(self, model: keras.Model, checkpoint: Checkpoint) -> dict[str, float]:
+        batch = 256
+        data = self.data
+        test = model.evaluate(
+            make_dataset(data.x_test, data.y_test, batch), verbose=0, return_dict=True
+        )
+        val = model.evaluate(
+            make_dataset(data.x_val, data.y_val, batch), verbose=0, return_dict=True
+        )
+        return {
+            "accuracy": float(test["accuracy"]),
+            "loss": float(test["loss"]),
+            "val_accuracy": float(val["accuracy"]),
+            "val_loss": float(val["loss"]),
+            "epochs": float(checkpoint.state.epochs_completed),
+        }

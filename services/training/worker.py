@@ -1,0 +1,223 @@
+"""The worker pool: `concurrency` asyncio workers, each claiming queued jobs from the store
+and running them one at a time.
+
+A job runs as: load its dataset (async, from the data source), train on a thread
+(`services.training.trainer`, which imports TensorFlow, so only here and lazily), record
+the outcome, register the artifacts (async, retried and idempotent by job id), ask for
+promotion when the spec says so, and finish. At start-up, jobs a killed process left
+RUNNING are requeued and resume from their last checkpoint. CancelJob reaches a running
+job through its `StopSignal`, checked after every batch; a shutdown stops running jobs the
+same way but puts them back in the queue for the next start."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from services.training.datasource import DataSource, TrainingData
+from services.training.jobs import (
+    JobRecord,
+    JobState,
+    Registrar,
+    Registration,
+    StopRequested,
+    VersionUpload,
+)
+from services.training.store import JobStore
+from shared.errors import DomainError
+
+if TYPE_CHECKING:
+    from services.training.trainer import TrainingOutcome, TrialRecord
+
+log = logging.getLogger(__name__)
+
+CANCELLED = "cancelled"
+SHUTDOWN = "shutdown"
+
+
+class StopSignal:
+    """Why a running job must stop, or None; set from the event loop, read by the trainer."""
+
+    def __init__(self) -> None:
+        self._reason: str | None = None
+
+    def request(self, reason: str) -> None:
+        if self._reason is None:
+            self._reason = reason
+
+    def __call__(self) -> str | None:
+        return self._reason
+
+
+class JobReporter:
+    """The trainer's progress, written to the store (called on the training thread)."""
+
+    def __init__(self, store: JobStore, job_id: str) -> None:
+        self._store = store
+        self._job_id = job_id
+
+    def phase_started(self, phase: str) -> None:
+        self._store.set_phase(self._job_id, phase)
+
+    def epoch_ended(self, trial: int, epoch: int, epochs: int, metrics: dict[str, float]) -> None:
+        self._store.record_epoch(self._job_id, trial, epoch, epochs, metrics)
+
+    def trial_ended(self, trial: TrialRecord) -> None:
+        self._store.record_trial(self._job_id, trial.number, trial.params, trial.objective)
+
+    def resumed(self, epoch: int) -> None:
+        self._store.record_resume(self._job_id, epoch)
+
+
+class WorkerPool:
+    def __init__(
+        self,
+        store: JobStore,
+        data_source: DataSource,
+        registrar: Registrar | None,
+        jobs_root: Path,
+        code_version: str,
+        concurrency: int = 1,
+        idle_poll_s: float = 1.0,
+    ) -> None:
+        self._store = store
+        self._data_source = data_source
+        self._registrar = registrar
+        self._jobs_root = jobs_root
+        self._code_version = code_version
+        self._concurrency = concurrency
+        self._idle_poll_s = idle_poll_s
+        self._wakeup = asyncio.Event()
+        self._stopping = False
+        self._running: dict[str, StopSignal] = {}
+        self._workers: list[asyncio.Task[None]] = []
+
+    @property
+    def can_register(self) -> bool:
+        return self._registrar is not None
+
+    async def start(self) -> None:
+        requeued = await asyncio.to_thread(self._store.requeue_interrupted)
+        if requeued:
+            log.info("requeued interrupted jobs", extra={"jobs": requeued})
+        self._workers = [
+            asyncio.create_task(self._work(), name=f"training-worker-{index}")
+            for index in range(self._concurrency)
+        ]
+
+    def notify(self) -> None:
+        """A job was queued: wake an idle worker now instead of at its next poll."""
+        self._wakeup.set()
+
+    def cancel(self, job_id: str) -> None:
+        if job_id in self._running:
+            self._running[job_id].request(CANCELLED)
+
+    async def stop(self) -> None:
+        """Stop running jobs at their next batch (they go back to the queue) and wait."""
+        self._stopping = True
+        for signal in self._running.values():
+            signal.request(SHUTDOWN)
+        self._wakeup.set()
+        await asyncio.gather(*self._workers, return_exceptions=True)
+
+    async def _work(self) -> None:
+        while not self._stopping:
+            job = await asyncio.to_thread(self._store.claim_next)
+            if job is None:
+                self._wakeup.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wakeup.wait(), self._idle_poll_s)
+                continue
+            await self._run(job)
+
+    async def _run(self, job: JobRecord) -> None:
+        signal = StopSignal()
+        self._running[job.job_id] = signal
+        if self._stopping:
+            signal.request(SHUTDOWN)
+        log.info("job started", extra={"job": job.job_id, "attempt": job.attempt})
+        try:
+            await self._execute(job, signal)
+            await asyncio.to_thread(self._store.finish, job.job_id, JobState.SUCCEEDED)
+            log.info("job succeeded", extra={"job": job.job_id})
+        except StopRequested as stopped:
+            if stopped.reason == CANCELLED:
+                await asyncio.to_thread(
+                    self._store.finish, job.job_id, JobState.CANCELLED, "cancelled while running"
+                )
+            else:
+                await asyncio.to_thread(
+                    self._store.requeue, job.job_id, "service shut down; resumes on restart"
+                )
+        except DomainError as error:
+            log.warning("job failed", extra={"job": job.job_id, "error": error.message})
+            await asyncio.to_thread(self._store.finish, job.job_id, JobState.FAILED, error.message)
+        except Exception as error:  # noqa: BLE001 - recorded on the job; the worker goes on
+            log.exception("job failed", extra={"job": job.job_id})
+            message = f"{type(error).__name__}: {error}"
+            await asyncio.to_thread(self._store.finish, job.job_id, JobState.FAILED, message)
+        finally:
+            del self._running[job.job_id]
+
+    async def _execute(self, job: JobRecord, signal: StopSignal) -> None:
+        data = await self._data_source.load(job.spec.dataset_version)
+        if (reason := signal()) is not None:
+            raise StopRequested(reason)
+        outcome = await asyncio.to_thread(self._train, job, data, signal)
+        artifact_names = [artifact.name for artifact in outcome.artifacts]
+        await asyncio.to_thread(
+            self._store.record_outcome, job.job_id, outcome.metrics, outcome.params, artifact_names
+        )
+        if job.spec.model_name and self._registrar is not None:
+            await asyncio.to_thread(self._store.set_phase, job.job_id, "register")
+            registration = await self._register(job, outcome, self._registrar)
+            await asyncio.to_thread(self._store.record_registration, job.job_id, registration)
+
+    def _train(self, job: JobRecord, data: TrainingData, signal: StopSignal) -> TrainingOutcome:
+        from services.training.trainer import Trainer, TrialRecord
+
+        previous = [TrialRecord(t["number"], t["params"], t["objective"]) for t in job.trials]
+        reporter = JobReporter(self._store, job.job_id)
+        trainer = Trainer(job.spec, data, self._jobs_root / job.job_id, reporter, signal)
+        return trainer.run(previous)
+
+    async def _register(
+        self, job: JobRecord, outcome: TrainingOutcome, registrar: Registrar
+    ) -> Registration:
+        spec = job.spec
+        uploaded = await registrar.upload(
+            VersionUpload(
+                model=spec.model_name,
+                artifacts=outcome.artifacts,
+                metrics=outcome.metrics,
+                params={**outcome.params, "model": spec.model_kind, "seed": str(spec.seed)},
+                dataset_version=spec.dataset_version,
+                job_id=job.job_id,
+                code_version=self._code_version,
+            )
+        )
+        log.info(
+            "registered",
+            extra={"job": job.job_id, "version": uploaded.version, "new_version": uploaded.created},
+        )
+        if not spec.request_promotion:
+            return Registration(spec.model_name, uploaded.version, uploaded.created)
+        accuracy = outcome.metrics["accuracy"]
+        promotion = await registrar.promote(
+            spec.model_name,
+            uploaded.version,
+            job.job_id,
+            f"training job {job.job_id}: test accuracy {accuracy:.4f}",
+        )
+        return Registration(
+            spec.model_name,
+            uploaded.version,
+            uploaded.created,
+            promotion_requested=True,
+            promoted=promotion.promoted,
+            promotion_message=promotion.message,
+        )

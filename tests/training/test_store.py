@@ -1,0 +1,122 @@
+"""The durable job store on SQLite and on a real PostgreSQL server (`database_url`)."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+from services.training.jobs import EventKind, JobState, Registration
+from services.training.spec import Hyperparameters, JobSpec, MlpTemplate
+from services.training.store import JobStore
+from shared.db import make_engine
+from shared.errors import FailedPrecondition, InvalidArgument, NotFound
+
+SPEC = JobSpec("digits@0123456789ab", MlpTemplate(), Hyperparameters(epochs=3))
+
+
+@pytest.fixture
+def store(database_url):
+    engine = make_engine(database_url)
+    yield JobStore(engine)
+    engine.dispose()
+
+
+def test_a_job_survives_a_new_store_on_the_same_database(database_url):
+    first = make_engine(database_url)
+    JobStore(first).create("job-a", SPEC)
+    first.dispose()
+    second = make_engine(database_url)
+    job = JobStore(second).get("job-a")
+    second.dispose()
+    assert job.state is JobState.QUEUED and job.spec == SPEC
+
+
+def test_create_is_idempotent_by_id(store):
+    created, was_new = store.create("job-a", SPEC)
+    again, again_new = store.create("job-a", SPEC)
+    assert was_new and not again_new and again.create_time == created.create_time
+
+
+def test_claims_run_oldest_first_and_never_twice(store):
+    for name in ("job-1", "job-2", "job-3"):
+        store.create(name, SPEC)
+    claimed: list[str] = []
+    lock = threading.Lock()
+
+    def claim_all() -> None:
+        while (job := store.claim_next()) is not None:
+            with lock:
+                claimed.append(job.job_id)
+
+    workers = [threading.Thread(target=claim_all) for _ in range(3)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
+    assert sorted(claimed) == ["job-1", "job-2", "job-3"]
+    assert all(store.get(name).attempt == 1 for name in claimed)
+
+
+def test_interrupted_jobs_requeue_and_cancel_requests_win(store):
+    store.create("job-run", SPEC)
+    store.create("job-cancel", SPEC)
+    store.claim_next()
+    store.claim_next()
+    store.request_cancel("job-cancel")
+    assert sorted(store.requeue_interrupted()) == ["job-cancel", "job-run"]
+    assert store.get("job-run").state is JobState.QUEUED
+    assert store.get("job-cancel").state is JobState.CANCELLED
+    rerun = store.claim_next()
+    assert rerun.job_id == "job-run" and rerun.attempt == 2
+
+
+def test_progress_and_events_in_sequence(store):
+    store.create("job-a", SPEC)
+    store.claim_next()
+    store.record_epoch("job-a", 0, 1, 3, {"loss": 0.5})
+    store.record_trial("job-a", 0, {"learning_rate": 0.01}, 0.9)
+    store.record_resume("job-a", 1)
+    store.record_outcome("job-a", {"accuracy": 0.97}, {"optimizer": "adam"}, ["model.keras"])
+    store.record_registration("job-a", Registration("m", 1, True))
+    done = store.finish("job-a", JobState.SUCCEEDED)
+    assert done.resumed_from_epoch == 1 and done.trials_completed == 1
+    assert done.registration == Registration("m", 1, True) and done.end_time is not None
+    events = store.events_since("job-a", 0)
+    assert [e.sequence for e in events] == list(range(1, len(events) + 1))
+    assert [e.kind for e in events] == [
+        EventKind.STATE,
+        EventKind.STATE,
+        EventKind.EPOCH,
+        EventKind.TRIAL,
+        EventKind.STATE,
+        EventKind.STATE,
+    ]
+    assert [e.sequence for e in store.events_since("job-a", 4)] == [5, 6]
+
+
+def test_cancel_rules(store):
+    store.create("job-q", SPEC)
+    assert store.request_cancel("job-q").state is JobState.CANCELLED
+    assert store.request_cancel("job-q").state is JobState.CANCELLED
+    store.create("job-done", SPEC)
+    store.claim_next()
+    store.finish("job-done", JobState.FAILED, "boom")
+    assert store.get("job-done").error == "boom"
+    with pytest.raises(FailedPrecondition):
+        store.request_cancel("job-done")
+    with pytest.raises(NotFound):
+        store.request_cancel("job-missing")
+
+
+def test_pages_newest_first(store):
+    for index in range(5):
+        store.create(f"job-{index}", SPEC)
+    page, token = store.list_jobs(2, "", None)
+    assert [j.job_id for j in page] == ["job-4", "job-3"]
+    page, token = store.list_jobs(2, token, None)
+    assert [j.job_id for j in page] == ["job-2", "job-1"]
+    page, token = store.list_jobs(2, token, None)
+    assert [j.job_id for j in page] == ["job-0"] and token == ""
+    with pytest.raises(InvalidArgument):
+        store.list_jobs(-1, "", None)

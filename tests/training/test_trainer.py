@@ -1,0 +1,233 @@
+"""The trainer on its own (no sockets): accuracy, checkpoints and resume, cancel, export."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import tarfile
+import time
+from pathlib import Path
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from services.training.checkpoints import CheckpointDir
+from services.training.jobs import StopRequested
+from services.training.spec import EarlyStopping, Hyperparameters, JobSpec, MlpTemplate
+from services.training.trainer import Trainer, TrialRecord
+from tests.training.conftest import DIGITS
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+class Recorder:
+    """Collects what the trainer reports (the job store's role in the service)."""
+
+    def __init__(self) -> None:
+        self.epochs: list[tuple[int, int, dict[str, float]]] = []
+        self.trials: list[TrialRecord] = []
+        self.phases: list[str] = []
+        self.resumed_at: list[int] = []
+
+    def phase_started(self, phase: str) -> None:
+        self.phases.append(phase)
+
+    def epoch_ended(self, trial: int, epoch: int, epochs: int, metrics: dict[str, float]) -> None:
+        self.epochs.append((trial, epoch, metrics))
+
+    def trial_ended(self, trial: TrialRecord) -> None:
+        self.trials.append(trial)
+
+    def resumed(self, epoch: int) -> None:
+        self.resumed_at.append(epoch)
+
+
+def never_stop() -> None:
+    return None
+
+
+def stop_after_batches(count: int, reason: str = "shutdown"):
+    seen = [0]
+
+    def check() -> str | None:
+        seen[0] += 1
+        return reason if seen[0] > count else None
+
+    return check
+
+
+def digits_spec(epochs: int, **hyperparameters) -> JobSpec:
+    return JobSpec(
+        dataset_version=DIGITS,
+        model=MlpTemplate(hidden_units=(128, 64)),
+        hyperparameters=Hyperparameters(epochs=epochs, **hyperparameters),
+    )
+
+
+def test_digits_mlp_reaches_95_percent_test_accuracy(digits, tmp_path):
+    started = time.perf_counter()
+    outcome = Trainer(digits_spec(20), digits, tmp_path, Recorder(), never_stop).run([])
+    elapsed = time.perf_counter() - started
+    print(f"digits mlp: test accuracy {outcome.metrics['accuracy']:.4f} in {elapsed:.1f} s")
+    assert outcome.metrics["accuracy"] >= 0.95
+    assert outcome.epochs_completed == 20
+
+
+def test_resume_continues_from_the_checkpointed_epoch_with_optimizer_state(digits, tmp_path):
+    spec = digits_spec(6, batch_size=64)
+    batches_per_epoch = int(np.ceil(len(digits.x_train) / 64))
+    first = Recorder()
+    with pytest.raises(StopRequested):
+        # Stops in the middle of epoch 3: epochs 1 and 2 are checkpointed, 3 is not.
+        Trainer(spec, digits, tmp_path, first, stop_after_batches(2 * batches_per_epoch + 3)).run(
+            []
+        )
+    assert [epoch for _, epoch, _ in first.epochs] == [1, 2]
+    checkpoint = CheckpointDir(tmp_path / "checkpoints").latest()
+    assert checkpoint is not None and checkpoint.state.epochs_completed == 2
+    restored = checkpoint.load_model()
+    assert int(restored.optimizer.iterations.numpy()) == 2 * batches_per_epoch
+
+    second = Recorder()
+    outcome = Trainer(spec, digits, tmp_path, second, never_stop).run([])
+    assert second.resumed_at == [2]
+    assert [epoch for _, epoch, _ in second.epochs] == [3, 4, 5, 6]
+    assert outcome.epochs_completed == 6
+    final = CheckpointDir(tmp_path / "checkpoints").latest()
+    assert int(final.load_model().optimizer.iterations.numpy()) == 6 * batches_per_epoch
+
+
+def test_finished_training_is_not_repeated_on_restart(digits, tmp_path):
+    spec = digits_spec(2)
+    Trainer(spec, digits, tmp_path, Recorder(), never_stop).run([])
+    again = Recorder()
+    outcome = Trainer(spec, digits, tmp_path, again, never_stop).run([])
+    assert again.resumed_at == [2] and again.epochs == []
+    assert outcome.epochs_completed == 2
+
+
+def test_early_stopping_keeps_the_best_epoch(digits, tmp_path):
+    # A learning rate this large makes validation loss worse after the first epochs.
+    spec = digits_spec(30, learning_rate=0.05, early_stopping=EarlyStopping("val_loss", patience=2))
+    recorder = Recorder()
+    outcome = Trainer(spec, digits, tmp_path, recorder, never_stop).run([])
+    state = CheckpointDir(tmp_path / "checkpoints").latest().state
+    assert state.finished and outcome.epochs_completed < 30
+    assert state.stopping.wait >= 2
+    best = min(metrics["val_loss"] for _, _, metrics in recorder.epochs)
+    assert outcome.metrics["val_loss"] == pytest.approx(best, rel=1e-4)
+
+
+def test_cancel_stops_at_the_next_batch(digits, tmp_path):
+    with pytest.raises(StopRequested) as stopped:
+        Trainer(
+            digits_spec(5), digits, tmp_path, Recorder(), stop_after_batches(1, "cancelled")
+        ).run([])
+    assert stopped.value.reason == "cancelled"
+    assert CheckpointDir(tmp_path / "checkpoints").latest() is None
+
+
+@pytest.fixture(scope="module")
+def exported(digits, tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("export")
+    spec = JobSpec(
+        dataset_version=DIGITS,
+        model=MlpTemplate(hidden_units=(32,)),
+        hyperparameters=Hyperparameters(epochs=2),
+        export_tflite=True,
+    )
+    outcome = Trainer(spec, digits, workdir, Recorder(), never_stop).run([])
+    model = keras.models.load_model(workdir / "export" / "model.keras")
+    return workdir, outcome, model
+
+
+def test_artifacts_are_the_saved_model_tar_keras_and_tflite(exported):
+    _, outcome, _ = exported
+    assert [a.name for a in outcome.artifacts] == ["saved_model.tar", "model.keras", "model.tflite"]
+    assert all(a.path.stat().st_size > 0 for a in outcome.artifacts)
+
+
+def test_saved_model_from_the_tar_equals_the_in_memory_model(exported, digits, tmp_path):
+    workdir, outcome, model = exported
+    with tarfile.open(workdir / "export" / "saved_model.tar") as tar:
+        tar.extractall(tmp_path / "unpacked", filter="data")
+    loaded = tf.saved_model.load(str(tmp_path / "unpacked"))
+    serve = loaded.signatures["serving_default"]
+    assert list(serve.structured_input_signature[1]) == ["x"]
+    raw = digits.x_test[:50]
+    served = serve(x=tf.constant(raw))["output_0"].numpy()
+    expected = np.asarray(model(raw, training=False))
+    assert np.max(np.abs(served - expected)) < 1e-5
+    # Raw pixels in, probabilities out: the normalization is inside the model.
+    assert np.allclose(served.sum(axis=1), 1.0, atol=1e-5)
+    assert model.get_layer("normalization") is not None
+
+
+def test_keras_file_reloads_on_jax_and_agrees(exported, digits, tmp_path):
+    workdir, _, model = exported
+    raw = digits.x_test[:20]
+    np.save(tmp_path / "x.npy", raw)
+    script = (
+        "import sys, numpy as np, keras\n"
+        "assert keras.backend.backend() == 'jax'\n"
+        "model = keras.models.load_model(sys.argv[1])\n"
+        "np.save(sys.argv[3], np.asarray(model.predict(np.load(sys.argv[2]), verbose=0)))\n"
+    )
+    subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            script,
+            str(workdir / "export" / "model.keras"),
+            str(tmp_path / "x.npy"),
+            str(tmp_path / "y.npy"),
+        ],
+        env={**os.environ, "KERAS_BACKEND": "jax", "JAX_PLATFORMS": "cpu"},
+        cwd=REPO,
+        check=True,
+        timeout=120,
+    )
+    on_jax = np.load(tmp_path / "y.npy")
+    assert np.max(np.abs(on_jax - np.asarray(model(raw, training=False)))) < 1e-5
+
+
+def test_quantized_tflite_predicts_like_the_model(exported, digits):
+    workdir, _, model = exported
+    interpreter = tf.lite.Interpreter(model_path=str(workdir / "export" / "model.tflite"))
+    interpreter.allocate_tensors()
+    (source,) = interpreter.get_input_details()
+    (target,) = interpreter.get_output_details()
+    raw = digits.x_test[:100]
+    predictions = []
+    for row in raw:
+        interpreter.set_tensor(source["index"], row[None, :].astype(np.float32))
+        interpreter.invoke()
+        predictions.append(interpreter.get_tensor(target["index"])[0])
+    lite = np.argmax(np.array(predictions), axis=1)
+    full = np.argmax(np.asarray(model(raw, training=False)), axis=1)
+    assert np.mean(lite == full) >= 0.95
+
+
+def test_search_resumes_with_the_trials_already_recorded(digits, tmp_path):
+    from services.training.spec import SearchParameter, SearchSpace
+
+    spec = JobSpec(
+        dataset_version=DIGITS,
+        model=MlpTemplate(hidden_units=(16,)),
+        hyperparameters=Hyperparameters(epochs=1),
+        search=SearchSpace(
+            (SearchParameter("learning_rate", "float", 1e-4, 1e-2, log=True),),
+            max_trials=3,
+            epochs_per_trial=1,
+        ),
+    )
+    earlier = [TrialRecord(0, {"learning_rate": 0.009}, 0.99)]
+    recorder = Recorder()
+    outcome = Trainer(spec, digits, tmp_path, recorder, never_stop).run(earlier)
+    assert [t.number for t in recorder.trials] == [1, 2]
+    # The recorded trial's objective is the best, so its learning rate trains the model.
+    assert outcome.params["learning_rate"] == repr(0.009)
+    assert outcome.metrics["epochs"] == 1.0
