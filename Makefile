@@ -63,6 +63,11 @@ status: setup
 demo: setup
 	$(PY) -m services.demo
 
+# Speed and memory figures (never timed assertions in tests); JSON under bench/results/.
+bench: setup
+	$(PY) -m bench.data_bench
+	$(PY) -m bench.training_bench
+
 lock:
 	rm -rf /tmp/tfmesh-lock && $(PYTHON) -m venv /tmp/tfmesh-lock
 	/tmp/tfmesh-lock/bin/pip install -q -r requirements-dev.txt
