@@ -10,7 +10,7 @@ GEN := gen
 PROTOS := $(shell find protos -name '*.proto')
 export TFMESH_HOME ?= $(CURDIR)/.tfmesh
 
-.PHONY: setup proto test lint up down status demo bench lock clean debs
+.PHONY: setup proto test lint up down status demo bench gpu-bundle gpu-check lock clean debs
 
 setup: $(VENV)/.installed $(GEN)/.built debs
 
@@ -67,6 +67,15 @@ demo: setup
 bench: setup
 	$(PY) -m bench.data_bench
 	$(PY) -m bench.training_bench
+	$(PY) -m bench.inference_bench run
+
+# On this CPU machine: wheels, generated protos and .keras artifacts into .tfmesh/gpu_bundle.
+gpu-bundle: setup
+	bash bench/gpu_check.sh prepare
+
+# On a GPU machine with JAX+CUDA and no TensorFlow, the bundle beside the repo (no setup there).
+gpu-check:
+	bash bench/gpu_check.sh run
 
 lock:
 	rm -rf /tmp/tfmesh-lock && $(PYTHON) -m venv /tmp/tfmesh-lock

@@ -1,0 +1,1 @@
+"""The inference service: dynamic batching onto loaded model versions, three protocols."""

@@ -1,0 +1,320 @@
+"""Dynamic batching for one loaded model version, with TF Serving's parameters and meanings.
+
+Callers `submit` a request (a dict of arrays whose first dimension is its row count) and
+await the future it returns. A gathering task forms a batch once a worker thread is free
+and either `max_batch_size` rows wait or `batch_timeout_micros` have passed since the
+oldest waiting request arrived; rows keep queueing while a batch computes, so under load
+the next batch is ready when the thread frees up. A batch is padded (by repeating its
+first row) to the next of `allowed_batch_sizes`, so a compiled function is reused, runs
+in one forward pass on a worker thread (the event loop is never held), and its outputs
+are split back per request, after a check that the model returned a row for every row it
+was given; an exception fans out to every request of the batch. The queue is bounded at
+`max_enqueued_batches` full batches: past that, `submit` raises ResourceExhausted at once.
+Requests whose deadline passed or whose caller gave up are dropped before compute."""
+
+from __future__ import annotations
+
+import asyncio
+import bisect
+import contextlib
+import time
+from collections import deque
+from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+import numpy as np
+from opentelemetry import trace
+
+from services.inference.metrics import BatcherMetrics
+from shared.errors import DeadlineExceeded, ResourceExhausted, Unavailable
+
+Arrays = dict[str, np.ndarray]
+PredictFn = Callable[[Arrays], Mapping[str, np.ndarray]]
+
+
+@dataclass(frozen=True)
+class BatchingOptions:
+    """TF Serving's batching parameters; an empty `allowed_batch_sizes` means no padding."""
+
+    max_batch_size: int = 64
+    batch_timeout_micros: int = 0
+    allowed_batch_sizes: tuple[int, ...] = ()
+    num_batch_threads: int = 1
+    max_enqueued_batches: int = 16
+
+    def __post_init__(self) -> None:
+        problems = []
+        if self.max_batch_size < 1:
+            problems.append("max_batch_size must be >= 1")
+        if self.batch_timeout_micros < 0:
+            problems.append("batch_timeout_micros must be >= 0")
+        if self.num_batch_threads < 1:
+            problems.append("num_batch_threads must be >= 1")
+        if self.max_enqueued_batches < 1:
+            problems.append("max_enqueued_batches must be >= 1")
+        sizes = list(self.allowed_batch_sizes)
+        if sizes:
+            if sizes[0] < 1 or any(b <= a for a, b in zip(sizes, sizes[1:], strict=False)):
+                problems.append("allowed_batch_sizes must be positive and strictly increasing")
+            elif sizes[-1] != self.max_batch_size:
+                problems.append(
+                    f"the last of allowed_batch_sizes ({sizes[-1]}) must equal max_batch_size "
+                    f"({self.max_batch_size})"
+                )
+        if problems:
+            raise ValueError("; ".join(problems))
+
+    @property
+    def max_queued_rows(self) -> int:
+        return self.max_enqueued_batches * self.max_batch_size
+
+    def padded_size(self, rows: int) -> int:
+        """The batch size `rows` runs at: the next allowed size, or `rows` without padding."""
+        sizes = self.allowed_batch_sizes
+        if not sizes:
+            return rows
+        return sizes[bisect.bisect_left(sizes, rows)]
+
+    def warmup_sizes(self) -> tuple[int, ...]:
+        """Every batch size a batch can run at, or the two ends when any size can occur."""
+        return self.allowed_batch_sizes or tuple(sorted({1, self.max_batch_size}))
+
+
+def powers_of_two_up_to(max_batch_size: int) -> tuple[int, ...]:
+    """1, 2, 4, ... below `max_batch_size`, then `max_batch_size` itself."""
+    sizes = [1 << i for i in range(max_batch_size.bit_length()) if 1 << i < max_batch_size]
+    return (*sizes, max_batch_size)
+
+
+class BatchShapeError(RuntimeError):
+    """The model answered a batch with a different number of rows than it was given."""
+
+
+@dataclass(eq=False)
+class _Pending:
+    inputs: Arrays
+    rows: int
+    future: asyncio.Future[Arrays]
+    enqueued: float
+    deadline: float | None
+    span_context: trace.SpanContext | None
+
+
+@dataclass
+class _Queue:
+    """FIFO of pending requests that knows how many rows it holds."""
+
+    capacity_rows: int
+    items: deque[_Pending] = field(default_factory=deque)
+    rows: int = 0
+
+    def push(self, pending: _Pending) -> bool:
+        if self.rows + pending.rows > self.capacity_rows:
+            return False
+        self.items.append(pending)
+        self.rows += pending.rows
+        return True
+
+    def _pop(self) -> _Pending:
+        pending = self.items.popleft()
+        self.rows -= pending.rows
+        return pending
+
+    def drop_dead(self, now: float) -> None:
+        """Drop requests at the head whose caller left or whose deadline passed."""
+        while self.items:
+            head = self.items[0]
+            if head.future.done():
+                self._pop()
+            elif head.deadline is not None and head.deadline <= now:
+                self._pop().future.set_exception(
+                    DeadlineExceeded("the deadline passed while the request was queued")
+                )
+            else:
+                return
+
+    def take(self, max_rows: int, now: float) -> list[_Pending]:
+        """Live requests in arrival order whose rows add up to at most `max_rows`."""
+        batch: list[_Pending] = []
+        rows = 0
+        while True:
+            self.drop_dead(now)
+            if not self.items or rows + self.items[0].rows > max_rows:
+                return batch
+            pending = self._pop()
+            batch.append(pending)
+            rows += pending.rows
+
+
+class Batcher:
+    """The batch queue and worker threads of one model version."""
+
+    def __init__(
+        self,
+        predict: PredictFn,
+        options: BatchingOptions,
+        *,
+        name: str = "model",
+        metrics: BatcherMetrics | None = None,
+        tracer: trace.Tracer | None = None,
+    ) -> None:
+        self._predict = predict
+        self.options = options
+        self.name = name
+        self._metrics = metrics
+        self._tracer = tracer or trace.NoOpTracer()
+        self._timeout_s = options.batch_timeout_micros / 1e6
+        self._queue = _Queue(options.max_queued_rows)
+        self._loop = asyncio.get_running_loop()
+        self._arrived = asyncio.Event()
+        self._slots = asyncio.Semaphore(options.num_batch_threads)
+        self._executor = ThreadPoolExecutor(
+            options.num_batch_threads, thread_name_prefix=f"batch-{name}"
+        )
+        self._running: set[asyncio.Future[None]] = set()
+        self._closed = False
+        self._gatherer = asyncio.create_task(self._gather_forever(), name=f"gather-{name}")
+
+    @property
+    def queued_rows(self) -> int:
+        return self._queue.rows
+
+    def submit(
+        self, inputs: Arrays, rows: int, deadline: float | None = None
+    ) -> asyncio.Future[Arrays]:
+        """Queue a request of `rows` rows; `deadline` is a `time.monotonic()` instant."""
+        if self._closed:
+            raise Unavailable(f"{self.name} is unloading", retry_after_s=0.1)
+        if not 1 <= rows <= self.options.max_batch_size:
+            raise ValueError(f"rows must be 1..{self.options.max_batch_size}, got {rows}")
+        span = trace.get_current_span().get_span_context()
+        pending = _Pending(
+            inputs,
+            rows,
+            self._loop.create_future(),
+            time.monotonic(),
+            deadline,
+            span if span.is_valid else None,
+        )
+        if not self._queue.push(pending):
+            raise ResourceExhausted(
+                f"the batch queue of {self.name} is full "
+                f"({self.options.max_queued_rows} rows waiting)",
+                retry_after_s=0.05,
+            )
+        if self._metrics:
+            self._metrics.queued_rows.set(self._queue.rows)
+        self._arrived.set()
+        return pending.future
+
+    async def close(self) -> None:
+        """Refuse new requests, finish every queued and running one, stop the threads."""
+        self._closed = True
+        self._arrived.set()
+        await self._gatherer
+        if self._running:
+            await asyncio.gather(*self._running)
+        self._executor.shutdown(wait=True)
+
+    async def _gather_forever(self) -> None:
+        while True:
+            await self._slots.acquire()
+            batch = await self._next_batch()
+            if not batch:
+                self._slots.release()
+                return
+            running = self._loop.run_in_executor(self._executor, self._run, batch)
+            self._running.add(running)
+            running.add_done_callback(self._batch_done)
+
+    def _batch_done(self, running: asyncio.Future[None]) -> None:
+        self._running.discard(running)
+        self._slots.release()
+
+    async def _next_batch(self) -> list[_Pending]:
+        """Wait for a full batch or the timeout; empty once closed and drained."""
+        queue = self._queue
+        while True:
+            now = time.monotonic()
+            queue.drop_dead(now)
+            if not queue.items:
+                if self._closed:
+                    return []
+                self._arrived.clear()
+                await self._arrived.wait()
+                continue
+            wait_s = queue.items[0].enqueued + self._timeout_s - now
+            if queue.rows >= self.options.max_batch_size or wait_s <= 0 or self._closed:
+                break
+            self._arrived.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._arrived.wait(), wait_s)
+        batch = queue.take(self.options.max_batch_size, now)
+        if self._metrics:
+            self._metrics.queued_rows.set(queue.rows)
+            for pending in batch:
+                self._metrics.queue_seconds.observe(now - pending.enqueued)
+        return batch
+
+    def _run(self, batch: list[_Pending]) -> None:
+        """On a worker thread: one forward pass for the whole batch, then hand answers back."""
+        started = time.perf_counter()
+        rows = sum(p.rows for p in batch)
+        size = self.options.padded_size(rows)
+        links = [trace.Link(p.span_context) for p in batch if p.span_context is not None]
+        try:
+            with self._tracer.start_as_current_span(
+                "inference.batch",
+                links=links,
+                attributes={"batch.rows": rows, "batch.size": size, "batch.requests": len(batch)},
+            ):
+                outputs = self._predict(_assemble(batch, size))
+                results = _split(batch, outputs, size)
+        except Exception as error:  # noqa: BLE001 - fanned out to every caller of the batch
+            self._loop.call_soon_threadsafe(_fail_all, batch, error)
+            return
+        self._loop.call_soon_threadsafe(_deliver, batch, results)
+        if self._metrics:
+            self._metrics.compute_seconds.observe(time.perf_counter() - started)
+            self._metrics.batch_rows.observe(rows)
+            self._metrics.padding_rows.observe(size - rows)
+
+
+def _assemble(batch: list[_Pending], size: int) -> Arrays:
+    """Concatenate the requests' rows per input and pad by repeating the first row."""
+    rows = sum(p.rows for p in batch)
+    assembled: Arrays = {}
+    for name in batch[0].inputs:
+        parts = [p.inputs[name] for p in batch]
+        if size > rows:
+            parts.append(np.repeat(parts[0][:1], size - rows, axis=0))
+        assembled[name] = parts[0] if len(parts) == 1 else np.concatenate(parts)
+    return assembled
+
+
+def _split(batch: list[_Pending], outputs: Mapping[str, np.ndarray], size: int) -> list[Arrays]:
+    for name, value in outputs.items():
+        if np.ndim(value) == 0 or len(value) != size:
+            raise BatchShapeError(
+                f"output {name!r} has {np.shape(value)[:1] or 'no'} rows for a batch of {size}"
+            )
+    results = []
+    offset = 0
+    for pending in batch:
+        end = offset + pending.rows
+        results.append({name: value[offset:end] for name, value in outputs.items()})
+        offset = end
+    return results
+
+
+def _deliver(batch: list[_Pending], results: list[Arrays]) -> None:
+    for pending, result in zip(batch, results, strict=True):
+        if not pending.future.done():
+            pending.future.set_result(result)
+
+
+def _fail_all(batch: list[_Pending], error: Exception) -> None:
+    for pending in batch:
+        if not pending.future.done():
+            pending.future.set_exception(error)

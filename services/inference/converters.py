@@ -1,0 +1,100 @@
+"""`tfmesh.inference.v1` messages to and from the core's types (arrays, predictions, status)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+
+import grpc
+import numpy as np
+
+from services.inference.batcher import BatchingOptions
+from services.inference.core import Prediction
+from services.inference.model_manager import ServedModel, VersionRecord, VersionState
+from services.inference.runtimes import TensorSpec
+from shared.errors import DomainError
+from shared.tensors import dtype_enum, from_tensor, to_tensor
+from tfmesh.common.v1 import common_pb2
+from tfmesh.inference.v1 import inference_pb2 as pb
+
+STATES = {
+    VersionState.LOADING: pb.VersionStatus.STATE_LOADING,
+    VersionState.AVAILABLE: pb.VersionStatus.STATE_AVAILABLE,
+    VersionState.UNLOADING: pb.VersionStatus.STATE_UNLOADING,
+    VersionState.FAILED: pb.VersionStatus.STATE_FAILED,
+    VersionState.END: pb.VersionStatus.STATE_END,
+}
+
+
+def deadline_of(context: grpc.aio.ServicerContext) -> float | None:
+    """The call's deadline as a `time.monotonic()` instant, or None without one."""
+    remaining = context.time_remaining()
+    return None if remaining is None else time.monotonic() + remaining
+
+
+def input_field(name: str) -> str:
+    return f"inputs[{name}]"
+
+
+def inputs_from_proto(tensors: Mapping[str, common_pb2.Tensor]) -> dict[str, np.ndarray]:
+    return {name: from_tensor(tensor, input_field(name)) for name, tensor in tensors.items()}
+
+
+def prediction_to_proto(prediction: Prediction, request_id: str) -> pb.PredictResponse:
+    return pb.PredictResponse(
+        model=prediction.model,
+        version=prediction.version,
+        outputs={name: to_tensor(value) for name, value in prediction.outputs.items()},
+        request_id=request_id,
+    )
+
+
+def error_to_proto(error: DomainError) -> pb.Status:
+    status = error.to_status()
+    return pb.Status(code=status.code, message=status.message, details=status.details)
+
+
+def tensor_spec_to_proto(spec: TensorSpec) -> pb.TensorSpec:
+    try:
+        dtype = dtype_enum(spec.dtype)
+    except ValueError:
+        dtype = common_pb2.DTYPE_UNSPECIFIED
+    return pb.TensorSpec(
+        name=spec.name, dtype=dtype, shape=[-1 if d is None else d for d in spec.shape]
+    )
+
+
+def batching_to_proto(options: BatchingOptions) -> pb.BatchingParameters:
+    return pb.BatchingParameters(
+        max_batch_size=options.max_batch_size,
+        batch_timeout_micros=options.batch_timeout_micros,
+        allowed_batch_sizes=options.allowed_batch_sizes,
+        num_batch_threads=options.num_batch_threads,
+        max_enqueued_batches=options.max_enqueued_batches,
+    )
+
+
+def version_to_proto(served: ServedModel, record: VersionRecord) -> pb.VersionStatus:
+    status = pb.VersionStatus(
+        version=record.version,
+        state=STATES[record.state],
+        reason=record.reason,
+        labels=served.labels_of(record.version),
+        runtime=record.runtime,
+        device=record.device,
+    )
+    if record.loaded is not None:
+        signature = record.loaded.runtime.signature
+        status.inputs.extend(tensor_spec_to_proto(s) for s in signature.inputs)
+        status.outputs.extend(tensor_spec_to_proto(s) for s in signature.outputs)
+        status.queued_rows = record.loaded.batcher.queued_rows
+    return status
+
+
+def model_status_to_proto(served: ServedModel) -> pb.ModelStatus:
+    return pb.ModelStatus(
+        name=served.name,
+        versions=[version_to_proto(served, r) for _, r in sorted(served.records.items())],
+        canary_weight=served.table.canary_weight,
+        batching=batching_to_proto(served.spec.batching),
+    )

@@ -1,0 +1,297 @@
+"""Which versions are loaded, and the swap from one to the next.
+
+For each served model the manager keeps a record per version (loading, available,
+unloading, failed with the reason, ended) and an immutable routing table. A static model
+loads its listed files once at start. A registry model follows the alias events the
+registry source delivers: they update the desired alias targets, and a per-model
+reconciler (after a short settle, so a replayed burst becomes one target) loads each
+version that is wanted and not loaded (fetch with digest check, load, warm up at every
+allowed batch size), then swaps the routing table in one assignment. A version that
+fails to load or warm up never replaces a working one: the alias keeps its old target.
+Versions no alias names any more leave the table first, then drain their queue, then
+unload."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import enum
+import functools
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from opentelemetry import trace
+
+from services.inference.batcher import Batcher, BatchingOptions
+from services.inference.config import ModelSpec
+from services.inference.metrics import BatcherMetrics
+from services.inference.registry_source import AliasEvent, RegistrySource
+from services.inference.routing import CANARY, RoutingTable
+from services.inference.runtimes import RUNTIMES, Runtime, load_runtime, zero_inputs
+from shared.errors import NotFound
+
+log = logging.getLogger(__name__)
+
+
+class VersionState(enum.Enum):
+    LOADING = "loading"
+    AVAILABLE = "available"
+    UNLOADING = "unloading"
+    FAILED = "failed"
+    END = "end"
+
+
+@dataclass(eq=False)
+class LoadedVersion:
+    model: str
+    version: int
+    runtime: Runtime
+    batcher: Batcher
+
+
+@dataclass
+class VersionRecord:
+    version: int
+    state: VersionState
+    runtime: str
+    reason: str = ""
+    device: str = ""
+    loaded: LoadedVersion | None = None
+
+
+@dataclass(eq=False)
+class ServedModel:
+    spec: ModelSpec
+    records: dict[int, VersionRecord] = field(default_factory=dict)
+    table: RoutingTable[LoadedVersion] = field(default_factory=RoutingTable)
+    # Alias -> (version, traffic weight), as the registry last said.
+    desired: dict[str, tuple[int, int]] = field(default_factory=dict)
+    dirty: asyncio.Event = field(default_factory=asyncio.Event)
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    def labels_of(self, version: int) -> list[str]:
+        return sorted(
+            label for label, loaded in self.table.by_label.items() if loaded.version == version
+        )
+
+
+Fetch = Callable[[str, int, str], Awaitable[Path]]
+
+
+def warm_up(runtime: Runtime, batching: BatchingOptions) -> None:
+    """Run a zero batch at every size a batch can have, checking the rows that come back."""
+    for size in batching.warmup_sizes():
+        outputs = runtime.predict(zero_inputs(runtime.signature, size))
+        for spec in runtime.signature.outputs:
+            value = outputs.get(spec.name)
+            if value is None or len(value) != size:
+                raise ValueError(
+                    f"warmup at batch size {size}: output {spec.name!r} came back with "
+                    f"{'no' if value is None else len(value)} rows"
+                )
+
+
+class ModelManager:
+    def __init__(
+        self,
+        specs: list[ModelSpec],
+        *,
+        source: RegistrySource | None = None,
+        tracer: trace.Tracer | None = None,
+        settle_s: float = 0.05,
+    ) -> None:
+        self._models = {spec.name: ServedModel(spec) for spec in specs}
+        self._source = source
+        self._tracer = tracer
+        self._settle_s = settle_s
+        self._tasks: list[asyncio.Task[None]] = []
+        self._unloading: set[asyncio.Task[None]] = set()
+        if source is None and any(spec.from_registry for spec in specs):
+            raise ValueError("registry models need a registry source")
+
+    def model(self, name: str) -> ServedModel:
+        served = self._models.get(name)
+        if served is None:
+            raise NotFound("model", name, "model")
+        return served
+
+    def models(self) -> list[ServedModel]:
+        return [self._models[name] for name in sorted(self._models)]
+
+    def knows(self, name: str) -> bool:
+        return name in self._models
+
+    async def start(self) -> None:
+        """Load the static models, then follow the registry for the others."""
+        for served in self._models.values():
+            if not served.spec.from_registry:
+                await self._load_static(served)
+        registry_models = [m for m in self._models.values() if m.spec.from_registry]
+        if not registry_models:
+            return
+        assert self._source is not None
+        for served in registry_models:
+            self._tasks.append(
+                asyncio.create_task(self._reconcile_forever(served), name=f"swap-{served.name}")
+            )
+        self._tasks.append(
+            asyncio.create_task(
+                self._source.follow(self._on_event, self._on_connected), name="registry-watch"
+            )
+        )
+
+    async def stop(self) -> None:
+        """Stop following the registry, then drain and unload every loaded version."""
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        for served in self._models.values():
+            served.table = RoutingTable()
+            for record in served.records.values():
+                if record.state is VersionState.AVAILABLE:
+                    self._begin_unload(served, record, "the service is stopping")
+        while self._unloading:
+            await asyncio.gather(*self._unloading, return_exceptions=True)
+
+    async def _load_static(self, served: ServedModel) -> None:
+        spec = served.spec
+        for version, path in sorted(spec.static_versions.items()):
+            await self._load(served, version, functools.partial(_local_file, path))
+        by_label = {
+            label: record.loaded
+            for label, version in spec.static_labels.items()
+            if (record := served.records[version]).state is VersionState.AVAILABLE
+            and record.loaded is not None
+        }
+        served.table = RoutingTable(
+            {v.version: v for v in by_label.values()}, by_label, spec.static_canary_weight
+        )
+
+    def _on_event(self, event: AliasEvent) -> None:
+        served = self._models.get(event.model)
+        if served is None or event.alias not in served.spec.aliases:
+            return
+        if event.version:
+            served.desired[event.alias] = (event.version, event.traffic_weight)
+        else:
+            served.desired.pop(event.alias, None)
+        served.dirty.set()
+
+    def _on_connected(self) -> None:
+        # Versions that failed while the registry was away get another try.
+        for served in self._models.values():
+            if served.spec.from_registry:
+                served.dirty.set()
+
+    async def _reconcile_forever(self, served: ServedModel) -> None:
+        while True:
+            await served.dirty.wait()
+            await asyncio.sleep(self._settle_s)
+            served.dirty.clear()
+            try:
+                await self._reconcile(served)
+            except Exception:  # noqa: BLE001 - one bad swap must not stop the next ones
+                log.exception("reconciling model failed", extra={"model": served.name})
+
+    async def _reconcile(self, served: ServedModel) -> None:
+        assert self._source is not None
+        fetch = self._source.fetch
+        artifact = RUNTIMES[served.spec.runtime].artifact
+        for version in sorted({version for version, _ in served.desired.values()}):
+            record = served.records.get(version)
+            if record is None or record.state in (VersionState.FAILED, VersionState.END):
+                await self._load(served, version, lambda v: fetch(served.name, v, artifact))
+        self._swap(served, dict(served.desired))
+
+    def _swap(self, served: ServedModel, desired: dict[str, tuple[int, int]]) -> None:
+        old = served.table
+        by_label: dict[str, LoadedVersion] = {}
+        for alias, (version, _) in desired.items():
+            record = served.records.get(version)
+            if record is not None and record.state is VersionState.AVAILABLE:
+                assert record.loaded is not None
+                by_label[alias] = record.loaded
+            elif alias in old.by_label:
+                by_label[alias] = old.by_label[alias]
+        weight = desired[CANARY][1] if CANARY in by_label and CANARY in desired else 0
+        served.table = RoutingTable({v.version: v for v in by_label.values()}, by_label, weight)
+        log.info(
+            "routing table swapped",
+            extra={
+                "model": served.name,
+                "labels": {label: v.version for label, v in by_label.items()},
+                "canary_weight": weight,
+            },
+        )
+        kept = {id(v) for v in by_label.values()}
+        for record in list(served.records.values()):
+            if record.state is VersionState.AVAILABLE and id(record.loaded) not in kept:
+                self._begin_unload(served, record, "no served alias names it any more")
+
+    async def _load(
+        self, served: ServedModel, version: int, locate: Callable[[int], Awaitable[Path | None]]
+    ) -> None:
+        spec = served.spec
+        record = VersionRecord(version, VersionState.LOADING, spec.runtime)
+        served.records[version] = record
+        stage = "download"
+        try:
+            path = await locate(version)
+            stage = "load"
+            runtime = await asyncio.to_thread(
+                load_runtime, spec.runtime, path, spec.runtime_options
+            )
+            stage = "warmup"
+            await asyncio.to_thread(warm_up, runtime, spec.batching)
+        except Exception as error:  # noqa: BLE001 - recorded in the version's status
+            record.state = VersionState.FAILED
+            record.reason = f"{stage} failed: {type(error).__name__}: {error}"
+            log.warning(
+                "version failed to load",
+                extra={"model": spec.name, "version": version, "reason": record.reason},
+            )
+            return
+        batcher = Batcher(
+            runtime.predict,
+            spec.batching,
+            name=f"{spec.name}/{version}",
+            metrics=BatcherMetrics(spec.name, version),
+            tracer=self._tracer,
+        )
+        record.loaded = LoadedVersion(spec.name, version, runtime, batcher)
+        record.device = runtime.device
+        record.state = VersionState.AVAILABLE
+        log.info(
+            "version loaded",
+            extra={"model": spec.name, "version": version, "device": runtime.device},
+        )
+
+    def _begin_unload(self, served: ServedModel, record: VersionRecord, reason: str) -> None:
+        record.state = VersionState.UNLOADING
+        record.reason = reason
+        task = asyncio.create_task(self._unload(served, record))
+        self._unloading.add(task)
+        task.add_done_callback(self._unloading.discard)
+
+    async def _unload(self, served: ServedModel, record: VersionRecord) -> None:
+        """Drain the version's queue, then free the model; its alias may want it back."""
+        loaded = record.loaded
+        assert loaded is not None
+        await loaded.batcher.close()
+        await asyncio.to_thread(loaded.runtime.unload)
+        record.loaded = None
+        record.state = VersionState.END
+        log.info("version unloaded", extra={"model": served.name, "version": record.version})
+        if any(version == record.version for version, _ in served.desired.values()):
+            served.dirty.set()
+
+
+async def _local_file(path: Path | None, version: int) -> Path | None:
+    return path

@@ -1,0 +1,63 @@
+"""Settings of the inference service, from `TFMESH_INFERENCE_*` environment variables.
+
+Models come from the registry (`TFMESH_INFERENCE_MODELS`, following the aliases in
+`TFMESH_INFERENCE_ALIASES`) and/or from a model config file
+(`TFMESH_INFERENCE_MODEL_CONFIG_FILE`, see `services.inference.config`), which can also
+serve local files with no registry at all. The batching and runtime settings here are the
+defaults a model config entry may override."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+from pydantic import Field, field_validator
+from pydantic_settings import NoDecode, SettingsConfigDict
+
+from shared.settings import ServiceSettings
+
+CommaList = Annotated[list[str], NoDecode]
+CommaInts = Annotated[list[int], NoDecode]
+
+
+class InferenceSettings(ServiceSettings):
+    model_config = SettingsConfigDict(env_prefix="TFMESH_INFERENCE_")
+
+    port: int = Field(default=50054, ge=0, le=65535)
+    registry_addr: str = "127.0.0.1:50053"
+    # Registry models to serve, comma-separated.
+    models: CommaList = Field(default_factory=list)
+    # Registry aliases followed for each model; `production` takes unpinned traffic and
+    # `canary` its weight's share.
+    aliases: CommaList = Field(default_factory=lambda: ["production", "canary"])
+    model_config_file: Path | None = None
+    # Runtime of registry models: tensorflow (SavedModel) or keras_jax (.keras via XLA).
+    runtime: str = "tensorflow"
+    # TensorFlow on a GPU: 0 grows memory as needed, otherwise a cap in MiB.
+    gpu_memory_limit_mb: int = Field(default=0, ge=0)
+    max_batch_size: int = Field(default=64, ge=1)
+    batch_timeout_micros: int = Field(default=0, ge=0)
+    # Comma-separated; empty means powers of two up to max_batch_size.
+    allowed_batch_sizes: CommaInts = Field(default_factory=list)
+    num_batch_threads: int = Field(default=1, ge=1)
+    max_enqueued_batches: int = Field(default=16, ge=1)
+    # A burst of registry events (a replay) settles this long before versions load.
+    swap_settle_s: float = Field(default=0.05, ge=0)
+    # Reconnecting to the registry backs off exponentially up to this.
+    registry_max_backoff_s: float = Field(default=5.0, gt=0)
+
+    @field_validator("models", "aliases", "allowed_batch_sizes", mode="before")
+    @classmethod
+    def _split_commas(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [item.strip() for item in value.split(",") if item.strip()]
+        return value
+
+    @field_validator("runtime")
+    @classmethod
+    def _known_runtime(cls, value: str) -> str:
+        from services.inference.runtimes import RUNTIMES
+
+        if value not in RUNTIMES:
+            raise ValueError(f"unknown runtime {value!r}; one of {sorted(RUNTIMES)}")
+        return value

@@ -1,0 +1,121 @@
+"""TF Serving's `PredictionService` (Predict, GetModelMetadata) and `ModelService`
+(GetModelStatus) onto the inference core, so TF Serving clients work unchanged, version
+labels included. Importing it imports TensorFlow (through the stubs of
+`tensorflow-serving-api`); the server imports it only where TensorFlow is installed."""
+
+from __future__ import annotations
+
+from google.protobuf import any_pb2
+from tensorflow.core.protobuf import error_codes_pb2
+from tensorflow_serving.apis import (
+    get_model_metadata_pb2,
+    get_model_status_pb2,
+    model_service_pb2_grpc,
+    predict_pb2,
+    prediction_service_pb2_grpc,
+    status_pb2,
+)
+
+from services.inference import tfserving_converters as c
+from services.inference.converters import deadline_of
+from services.inference.core import InferenceCore
+from services.inference.model_manager import VersionRecord, VersionState
+from shared.errors import NotFound, invalid
+
+SIGNATURE_DEF_FIELD = "signature_def"
+STATES = {
+    VersionState.LOADING: get_model_status_pb2.ModelVersionStatus.LOADING,
+    VersionState.AVAILABLE: get_model_status_pb2.ModelVersionStatus.AVAILABLE,
+    VersionState.UNLOADING: get_model_status_pb2.ModelVersionStatus.UNLOADING,
+    VersionState.FAILED: get_model_status_pb2.ModelVersionStatus.END,
+    VersionState.END: get_model_status_pb2.ModelVersionStatus.END,
+}
+PREDICTION_SERVICE = "tensorflow.serving.PredictionService"
+MODEL_SERVICE = "tensorflow.serving.ModelService"
+
+
+class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
+    def __init__(self, core: InferenceCore) -> None:
+        self._core = core
+
+    async def Predict(self, request: predict_pb2.PredictRequest, context):
+        version, label = c.version_pin(request.model_spec)
+        inputs = {
+            name: c.ndarray_from_proto(tensor, c.input_field(name))
+            for name, tensor in request.inputs.items()
+        }
+        prediction = await self._core.predict(
+            request.model_spec.name,
+            inputs,
+            version=version,
+            label=label,
+            deadline=deadline_of(context),
+            output_filter=list(request.output_filter),
+        )
+        return predict_pb2.PredictResponse(
+            model_spec=c.model_spec(prediction.model, prediction.version),
+            outputs=c.outputs_to_proto(prediction),
+        )
+
+    async def GetModelMetadata(
+        self, request: get_model_metadata_pb2.GetModelMetadataRequest, context
+    ):
+        fields = list(request.metadata_field)
+        if fields != [SIGNATURE_DEF_FIELD]:
+            raise invalid("metadata_field", f"only {SIGNATURE_DEF_FIELD!r} is served, got {fields}")
+        version, label = c.version_pin(request.model_spec)
+        target = self._core.resolve(request.model_spec.name, version, label)
+        signatures = get_model_metadata_pb2.SignatureDefMap()
+        signatures.signature_def[c.SIGNATURE_KEY].CopyFrom(
+            c.signature_def_map(target.runtime.signature)
+        )
+        packed = any_pb2.Any()
+        packed.Pack(signatures)
+        return get_model_metadata_pb2.GetModelMetadataResponse(
+            model_spec=c.model_spec(target.model, target.version),
+            metadata={SIGNATURE_DEF_FIELD: packed},
+        )
+
+
+def _version_status(record: VersionRecord) -> get_model_status_pb2.ModelVersionStatus:
+    failed = record.state is VersionState.FAILED
+    return get_model_status_pb2.ModelVersionStatus(
+        version=record.version,
+        state=STATES[record.state],
+        status=status_pb2.StatusProto(
+            error_code=error_codes_pb2.UNKNOWN if failed else error_codes_pb2.OK,
+            error_message=record.reason if failed else "",
+        ),
+    )
+
+
+class ModelServicer(model_service_pb2_grpc.ModelServiceServicer):
+    def __init__(self, core: InferenceCore) -> None:
+        self._core = core
+
+    async def GetModelStatus(self, request: get_model_status_pb2.GetModelStatusRequest, context):
+        served = self._core.model(request.model_spec.name)
+        spec = request.model_spec
+        records = sorted(served.records.items())
+        which = spec.WhichOneof("version_choice")
+        if which == "version":
+            records = [(v, r) for v, r in records if v == spec.version.value]
+            if not records:
+                raise NotFound(
+                    "model version", f"{served.name}/{spec.version.value}", "model_spec.version"
+                )
+        elif which == "version_label":
+            target = self._core.resolve(served.name, 0, spec.version_label)
+            records = [(v, r) for v, r in records if v == target.version]
+        return get_model_status_pb2.GetModelStatusResponse(
+            model_version_status=[_version_status(r) for _, r in records]
+        )
+
+
+def register(server, core: InferenceCore) -> list[str]:
+    """Add both TF Serving services to `server`; returns their full names."""
+    prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(
+        PredictionServicer(core), server
+    )
+    model_service_pb2_grpc.add_ModelServiceServicer_to_server(ModelServicer(core), server)
+    return [PREDICTION_SERVICE, MODEL_SERVICE]

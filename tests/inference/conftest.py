@@ -1,0 +1,78 @@
+"""Fixtures for the inference tests: tiny exported models (built once per session), static
+model configs, and an in-process inference server on port 0 with a stub per protocol."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from services.inference.server import start_inference
+from services.inference.settings import InferenceSettings
+from shared.channels import open_channel
+from shared.telemetry import setup_telemetry
+from tests.inference.models import build_digits_model, export_artifacts
+
+
+@pytest.fixture(scope="session")
+def artifacts(tmp_path_factory) -> dict[int, dict[str, Path]]:
+    """Versions 1 and 2 of the digits model, each as `saved_model.tar` and `model.keras`."""
+    root = tmp_path_factory.mktemp("models")
+    return {
+        version: export_artifacts(build_digits_model(seed=version), root / f"v{version}")
+        for version in (1, 2)
+    }
+
+
+def write_model_config(folder: Path, models: list[dict]) -> Path:
+    path = folder / "models.json"
+    path.write_text(json.dumps({"models": models}))
+    return path
+
+
+def slow_model_entry(name: str = "slow", delay_ms: float = 200, **batching) -> dict:
+    """A noop model whose batches take `delay_ms`: a slow model of known cost."""
+    return {
+        "name": name,
+        "runtime": "noop",
+        "runtime_options": {"delay_ms": delay_ms},
+        "versions": [{"version": 1}],
+        "batching": {"max_batch_size": 1, "max_enqueued_batches": 2, **batching},
+    }
+
+
+@pytest.fixture
+def static_config(tmp_path, artifacts) -> Path:
+    return write_model_config(
+        tmp_path,
+        [
+            {
+                "name": "digits",
+                "runtime": "tensorflow",
+                "versions": [
+                    {"version": 1, "path": str(artifacts[1]["saved_model.tar"])},
+                    {"version": 2, "path": str(artifacts[2]["saved_model.tar"])},
+                ],
+                "labels": {"production": 1, "canary": 2},
+                "canary_weight": 0,
+                "batching": {"max_batch_size": 8, "batch_timeout_micros": 1000},
+            },
+            slow_model_entry(),
+        ],
+    )
+
+
+@pytest.fixture
+async def server(tmp_path, static_config):
+    settings = InferenceSettings(home=tmp_path, port=0, model_config_file=static_config)
+    telemetry = setup_telemetry("inference-test", configure_logging=False)
+    running, _ = await start_inference(settings, telemetry)
+    yield running
+    await running.stop(0)
+
+
+@pytest.fixture
+async def channel(server):
+    async with open_channel(server.address) as channel:
+        yield channel

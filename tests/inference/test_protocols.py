@@ -1,0 +1,305 @@
+"""Contract tests against a real server process: TF Serving's own client stubs and KServe v2
+stubs, unchanged client code, version labels, metadata, and bad input over each protocol
+(the right code, never INTERNAL, and the server keeps serving)."""
+
+from __future__ import annotations
+
+import grpc
+import numpy as np
+import pytest
+import tensorflow as tf
+from google.rpc import error_details_pb2
+from grpc_status import rpc_status
+from tensorflow_serving.apis import (
+    get_model_metadata_pb2,
+    get_model_status_pb2,
+    model_service_pb2_grpc,
+    predict_pb2,
+    prediction_service_pb2_grpc,
+)
+
+from inference import grpc_predict_v2_pb2 as v2
+from inference import grpc_predict_v2_pb2_grpc
+from tests.inference.conftest import write_model_config
+from tests.inference.models import digits_rows
+from tests.support.processes import service_process
+
+
+@pytest.fixture(scope="module")
+def address(tmp_path_factory, artifacts):
+    home = tmp_path_factory.mktemp("inference-process")
+    config = write_model_config(
+        home,
+        [
+            {
+                "name": "digits",
+                "runtime": "tensorflow",
+                "versions": [
+                    {"version": 1, "path": str(artifacts[1]["saved_model.tar"])},
+                    {"version": 2, "path": str(artifacts[2]["saved_model.tar"])},
+                ],
+                "labels": {"production": 1, "canary": 2},
+                "batching": {"max_batch_size": 8},
+            }
+        ],
+    )
+    process = service_process(
+        "services.inference.server",
+        "TFMESH_INFERENCE_",
+        home,
+        TFMESH_INFERENCE_MODEL_CONFIG_FILE=str(config),
+    )
+    process.start(timeout_s=120)
+    yield process.address
+    assert process.terminate() == 0
+
+
+@pytest.fixture(scope="module")
+def channel(address):
+    with grpc.insecure_channel(address) as channel:
+        yield channel
+
+
+@pytest.fixture
+def prediction(channel):
+    return prediction_service_pb2_grpc.PredictionServiceStub(channel)
+
+
+@pytest.fixture
+def kserve(channel):
+    return grpc_predict_v2_pb2_grpc.GRPCInferenceServiceStub(channel)
+
+
+def violation_fields(error: grpc.RpcError) -> dict[str, str]:
+    status = rpc_status.from_call(error)
+    assert status is not None, f"no rich status: {error}"
+    fields = {}
+    for detail in status.details:
+        bad_request = error_details_pb2.BadRequest()
+        if detail.Unpack(bad_request):
+            fields.update({v.field: v.description for v in bad_request.field_violations})
+    return fields
+
+
+# --- TF Serving ----------------------------------------------------------------------------
+
+
+def tf_request(rows: np.ndarray, **spec) -> predict_pb2.PredictRequest:
+    """What existing TF Serving client code writes."""
+    request = predict_pb2.PredictRequest()
+    request.model_spec.name = spec.pop("name", "digits")
+    request.model_spec.signature_name = "serving_default"
+    if "version" in spec:
+        request.model_spec.version.value = spec["version"]
+    if "label" in spec:
+        request.model_spec.version_label = spec["label"]
+    request.inputs["x"].CopyFrom(tf.make_tensor_proto(rows))
+    return request
+
+
+def test_tf_serving_predict_with_versions_and_labels(prediction):
+    rows = digits_rows(3)
+    answer = prediction.Predict(tf_request(rows), timeout=10)
+    probabilities = tf.make_ndarray(answer.outputs["output_0"])
+    assert probabilities.shape == (3, 10)
+    np.testing.assert_allclose(probabilities.sum(axis=1), 1, rtol=1e-5)
+    assert answer.model_spec.version.value == 1
+    assert answer.model_spec.signature_name == "serving_default"
+    assert prediction.Predict(tf_request(rows, version=2)).model_spec.version.value == 2
+    by_label = prediction.Predict(tf_request(rows, label="canary"))
+    assert by_label.model_spec.version.value == 2
+    np.testing.assert_allclose(
+        tf.make_ndarray(by_label.outputs["output_0"]),
+        tf.make_ndarray(prediction.Predict(tf_request(rows, version=2)).outputs["output_0"]),
+    )
+
+
+def test_tf_serving_typed_values_are_accepted_too(prediction):
+    request = tf_request(digits_rows(1))
+    proto = request.inputs["x"]
+    values = tf.make_ndarray(proto).reshape(-1).tolist()
+    proto.ClearField("tensor_content")
+    proto.float_val.extend(values)
+    answer = prediction.Predict(request)
+    assert tf.make_ndarray(answer.outputs["output_0"]).shape == (1, 10)
+
+
+def test_tf_serving_metadata_and_status(prediction, channel):
+    request = get_model_metadata_pb2.GetModelMetadataRequest(metadata_field=["signature_def"])
+    request.model_spec.name = "digits"
+    metadata = prediction.GetModelMetadata(request)
+    signatures = get_model_metadata_pb2.SignatureDefMap()
+    metadata.metadata["signature_def"].Unpack(signatures)
+    signature = signatures.signature_def["serving_default"]
+    assert signature.method_name == "tensorflow/serving/predict"
+    assert [d.size for d in signature.inputs["x"].tensor_shape.dim] == [-1, 64]
+    assert signature.inputs["x"].dtype == tf.float32.as_datatype_enum
+    assert list(signature.outputs) == ["output_0"]
+    assert metadata.model_spec.version.value == 1
+
+    models = model_service_pb2_grpc.ModelServiceStub(channel)
+    status_request = get_model_status_pb2.GetModelStatusRequest()
+    status_request.model_spec.name = "digits"
+    statuses = models.GetModelStatus(status_request).model_version_status
+    assert [(s.version, s.state) for s in statuses] == [
+        (1, get_model_status_pb2.ModelVersionStatus.AVAILABLE),
+        (2, get_model_status_pb2.ModelVersionStatus.AVAILABLE),
+    ]
+    status_request.model_spec.version_label = "canary"
+    (canary,) = models.GetModelStatus(status_request).model_version_status
+    assert canary.version == 2
+
+
+TF_BAD_INPUTS = {
+    "wrong dtype": (
+        lambda r: r.inputs["x"].CopyFrom(tf.make_tensor_proto(digits_rows(1).astype(np.float64))),
+        "inputs[x]",
+    ),
+    "wrong rank": (
+        lambda r: r.inputs["x"].CopyFrom(tf.make_tensor_proto(digits_rows(1).reshape(1, 8, 8))),
+        "inputs[x]",
+    ),
+    "wrong dims": (
+        lambda r: r.inputs["x"].CopyFrom(tf.make_tensor_proto(digits_rows(1)[:, :60])),
+        "inputs[x]",
+    ),
+    "unknown input name": (
+        lambda r: r.inputs["image"].CopyFrom(tf.make_tensor_proto(digits_rows(1))),
+        "inputs[image]",
+    ),
+    "empty tensor": (
+        lambda r: r.inputs["x"].CopyFrom(tf.make_tensor_proto(np.zeros((0, 64), np.float32))),
+        "inputs[x]",
+    ),
+    "wrong byte length": (
+        lambda r: setattr(r.inputs["x"], "tensor_content", b"\0" * 10),
+        "inputs[x].tensor_content",
+    ),
+    "unknown signature": (
+        lambda r: setattr(r.model_spec, "signature_name", "classify"),
+        "model_spec.signature_name",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(TF_BAD_INPUTS))
+def test_tf_serving_bad_input_is_invalid_argument(prediction, case):
+    spoil, field = TF_BAD_INPUTS[case]
+    request = tf_request(digits_rows(1))
+    spoil(request)
+    with pytest.raises(grpc.RpcError) as error:
+        prediction.Predict(request, timeout=10)
+    assert error.value.code() is grpc.StatusCode.INVALID_ARGUMENT
+    assert field in violation_fields(error.value)
+    assert prediction.Predict(tf_request(digits_rows(1)), timeout=10).outputs
+
+
+def test_tf_serving_unknown_model_is_not_found(prediction):
+    with pytest.raises(grpc.RpcError) as error:
+        prediction.Predict(tf_request(digits_rows(1), name="nope"), timeout=10)
+    assert error.value.code() is grpc.StatusCode.NOT_FOUND
+
+
+# --- KServe v2 -----------------------------------------------------------------------------
+
+
+def v2_typed(rows: np.ndarray, **fields) -> v2.ModelInferRequest:
+    request = v2.ModelInferRequest(model_name="digits", id="req-1", **fields)
+    tensor = request.inputs.add(name="x", datatype="FP32", shape=rows.shape)
+    tensor.contents.fp32_contents.extend(rows.reshape(-1).tolist())
+    return request
+
+
+def v2_raw(rows: np.ndarray, model: str = "digits", **fields) -> v2.ModelInferRequest:
+    request = v2.ModelInferRequest(model_name=model, **fields)
+    request.inputs.add(name="x", datatype="FP32", shape=rows.shape)
+    request.raw_input_contents.append(rows.astype("<f4").tobytes())
+    return request
+
+
+def test_kserve_health_and_metadata(kserve):
+    assert kserve.ServerLive(v2.ServerLiveRequest()).live
+    assert kserve.ServerReady(v2.ServerReadyRequest()).ready
+    assert kserve.ModelReady(v2.ModelReadyRequest(name="digits")).ready
+    assert kserve.ModelReady(v2.ModelReadyRequest(name="digits", version="2")).ready
+    assert not kserve.ModelReady(v2.ModelReadyRequest(name="digits", version="3")).ready
+    assert not kserve.ModelReady(v2.ModelReadyRequest(name="nope")).ready
+    assert kserve.ServerMetadata(v2.ServerMetadataRequest()).name == "tfmesh"
+    metadata = kserve.ModelMetadata(v2.ModelMetadataRequest(name="digits"))
+    assert list(metadata.versions) == ["1", "2"]
+    assert metadata.platform == "tfmesh_tensorflow"
+    assert [(t.name, t.datatype, list(t.shape)) for t in metadata.inputs] == [
+        ("x", "FP32", [-1, 64])
+    ]
+    assert [t.name for t in metadata.outputs] == ["output_0"]
+
+
+def test_kserve_infer_typed_and_raw_agree(kserve):
+    rows = digits_rows(2)
+    typed = kserve.ModelInfer(v2_typed(rows), timeout=10)
+    assert (typed.model_name, typed.model_version, typed.id) == ("digits", "1", "req-1")
+    (output,) = typed.outputs
+    assert (output.name, output.datatype, list(output.shape)) == ("output_0", "FP32", [2, 10])
+    typed_values = np.array(output.contents.fp32_contents, np.float32).reshape(2, 10)
+    raw = kserve.ModelInfer(v2_raw(rows), timeout=10)
+    assert not raw.outputs[0].HasField("contents")
+    raw_values = np.frombuffer(raw.raw_output_contents[0], "<f4").reshape(2, 10)
+    np.testing.assert_allclose(typed_values, raw_values)
+    pinned = kserve.ModelInfer(v2_raw(rows, model_version="2"), timeout=10)
+    assert pinned.model_version == "2"
+    labelled = kserve.ModelInfer(v2_raw(rows, model_version="canary"), timeout=10)
+    assert labelled.model_version == "2"
+
+
+def spoil_datatype(request):
+    request.inputs[0].datatype = "FP64"
+    request.raw_input_contents[0] = digits_rows(1).astype("<f8").tobytes()
+
+
+def spoil_shape(shape):
+    def spoil(request):
+        del request.inputs[0].shape[:]
+        request.inputs[0].shape.extend(shape)
+        count = int(np.prod(shape))
+        request.raw_input_contents[0] = np.zeros(count, "<f4").tobytes()
+
+    return spoil
+
+
+KSERVE_BAD_INPUTS = {
+    "wrong dtype": (spoil_datatype, "inputs[0]"),
+    "unknown datatype": (lambda r: setattr(r.inputs[0], "datatype", "FP128"), "inputs[0].datatype"),
+    "wrong rank": (spoil_shape([1, 8, 8]), "inputs[0]"),
+    "wrong dims": (spoil_shape([1, 63]), "inputs[0]"),
+    "empty tensor": (spoil_shape([0, 64]), "inputs[0]"),
+    "unknown input name": (lambda r: setattr(r.inputs[0], "name", "image"), "inputs[0]"),
+    "raw byte length": (
+        lambda r: r.raw_input_contents.__setitem__(0, b"\0" * 100),
+        "raw_input_contents[0]",
+    ),
+    "raw count": (lambda r: r.raw_input_contents.append(b""), "raw_input_contents"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(KSERVE_BAD_INPUTS))
+def test_kserve_bad_input_is_invalid_argument(kserve, case):
+    spoil, field = KSERVE_BAD_INPUTS[case]
+    request = v2_raw(digits_rows(1))
+    spoil(request)
+    with pytest.raises(grpc.RpcError) as error:
+        kserve.ModelInfer(request, timeout=10)
+    assert error.value.code() is grpc.StatusCode.INVALID_ARGUMENT
+    assert field in violation_fields(error.value)
+    assert kserve.ModelInfer(v2_raw(digits_rows(1)), timeout=10).outputs
+
+
+def test_kserve_typed_count_mismatch_and_unknown_model(kserve):
+    request = v2_typed(digits_rows(1))
+    del request.inputs[0].contents.fp32_contents[-1]
+    with pytest.raises(grpc.RpcError) as error:
+        kserve.ModelInfer(request, timeout=10)
+    assert error.value.code() is grpc.StatusCode.INVALID_ARGUMENT
+    assert "inputs[0].contents.fp32_contents" in violation_fields(error.value)
+    with pytest.raises(grpc.RpcError) as error:
+        kserve.ModelInfer(v2_raw(digits_rows(1), model="nope"), timeout=10)
+    assert error.value.code() is grpc.StatusCode.NOT_FOUND
