@@ -1,107 +1,397 @@
-"""`make demo`: the platform end to end on embedded defaults, narrated.
+"""`make demo`: the model lifecycle end to end on embedded defaults, narrated.
 
-Starts the local stack, then walks what exists today through the model lifecycle: a model
-with two versions in the registry, promotion of v1 to production, v2 on canary at 20%,
-a refused promotion and an audited override, the watch feed and the audit log; then stops
-the stack. Each step prints what it did."""
+Starts the local stack, imports scikit-learn's digits into the data service, trains a
+model with a small hyperparameter search (progress shown), registers it and promotes v1,
+predicts the test split through the inference service's three gRPC APIs (tfmesh, TF
+Serving, KServe v2) and checks that their accuracies agree, trains v2, puts it on canary at
+20% and shows the observed split, promotes it and shows the traffic move, then stops the
+stack. It ends with a summary table and writes a training-curve PNG."""
 
 from __future__ import annotations
 
 import asyncio
-import tempfile
-from datetime import UTC, datetime
+import os
+import time
+from collections import Counter
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import grpc
+import numpy as np
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
 
-from services.registry.client import ArtifactFile, NewVersion, RegistryClient
+from inference import grpc_predict_v2_pb2 as v2
+from inference import grpc_predict_v2_pb2_grpc as v2_grpc
 from services.stack import LocalStack, built_services
 from shared.channels import open_channel
 from shared.settings import default_home
-from tfmesh.registry.v1 import registry_pb2 as pb
+from shared.tensors import from_tensor, to_tensor
+from tfmesh.data.v1 import data_pb2 as dpb
+from tfmesh.data.v1 import data_pb2_grpc
+from tfmesh.inference.v1 import inference_pb2 as ipb
+from tfmesh.inference.v1 import inference_pb2_grpc
+from tfmesh.registry.v1 import registry_pb2 as rpb
+from tfmesh.registry.v1 import registry_pb2_grpc
+from tfmesh.training.v1 import training_pb2 as tpb
+from tfmesh.training.v1 import training_pb2_grpc
+
+MODEL = "digits"
+MAX_BATCH_SIZE = 32
+console = Console()
 
 
 def step(text: str) -> None:
-    print(f"\n== {text}")
+    console.rule(f"[bold]{text}")
 
 
-async def registry_walkthrough(address: str, workdir: Path) -> None:
-    async with open_channel(address) as channel:
-        client = RegistryClient(channel)
-        stub = client.stub
-        model = datetime.now(UTC).strftime("demo-%Y%m%d-%H%M%S")
-        step(f"register two versions of model {model!r}")
-        for number, accuracy in ((1, 0.91), (2, 0.96)):
-            artifact = workdir / f"v{number}.bin"
-            artifact.write_bytes(f"weights of version {number}".encode() * 1000)
-            response = await client.upload_version(
-                NewVersion(
-                    model,
-                    [ArtifactFile("model.bin", artifact)],
-                    metrics={"accuracy": accuracy},
-                    lineage=pb.Lineage(dataset_version="demo@000000000000"),
-                    idempotency_key=f"{model}-v{number}",
+@dataclass
+class Curves:
+    """Per-epoch metrics of each trained version, for the PNG."""
+
+    by_version: dict[str, list[dict[str, float]]] = field(default_factory=dict)
+
+
+@dataclass
+class Summary:
+    rows: list[tuple[str, str]] = field(default_factory=list)
+
+    def add(self, what: str, value: object) -> None:
+        self.rows.append((what, str(value)))
+        console.print(f"  {what}: [bold]{value}[/bold]")
+
+
+class Demo:
+    def __init__(self, addresses: dict[str, str], home: Path) -> None:
+        self.addresses = addresses
+        self.home = home
+        self.summary = Summary()
+        self.curves = Curves()
+
+    async def run(self) -> None:
+        data = data_pb2_grpc.DataServiceStub(open_channel(self.addresses["data"]))
+        training = training_pb2_grpc.TrainingServiceStub(open_channel(self.addresses["training"]))
+        registry = registry_pb2_grpc.RegistryServiceStub(open_channel(self.addresses["registry"]))
+        inference_channel = open_channel(self.addresses["inference"])
+        inference = inference_pb2_grpc.InferenceServiceStub(inference_channel)
+
+        step("1. import scikit-learn's digits into the data service")
+        imported = await data.ImportSample(dpb.ImportSampleRequest(sample="digits"))
+        dataset = imported.version
+        counts = dataset.rows
+        self.summary.add("dataset version", dataset.name)
+        self.summary.add(
+            "rows (train / validation / test)",
+            f"{counts.train} / {counts.validation} / {counts.test}",
+        )
+        x_test, y_test = await read_split(data, dataset.name, dpb.SPLIT_TEST)
+
+        step("2. train v1 with a small hyperparameter search, register, request promotion")
+        spec = tpb.JobSpec(
+            dataset_version=dataset.name,
+            model_name=MODEL,
+            model=tpb.ModelSpec(mlp=tpb.MlpTemplate(hidden_units=[64])),
+            hyperparameters=tpb.Hyperparameters(
+                optimizer=tpb.OPTIMIZER_ADAM, learning_rate=0.003, epochs=15, batch_size=32
+            ),
+            search=tpb.SearchSpace(
+                parameters=[
+                    tpb.SearchParameter(
+                        name="learning_rate",
+                        float_range=tpb.FloatRange(low=1e-3, high=1e-2, log=True),
+                    ),
+                    tpb.SearchParameter(
+                        name="hidden_units", choice=tpb.Choice(values=["64", "128,64"])
+                    ),
+                ],
+                max_trials=3,
+                epochs_per_trial=3,
+            ),
+            request_promotion=True,
+            seed=7,
+        )
+        v1 = await self.train(training, spec, "v1")
+        self.summary.add("v1 test accuracy (training service)", f"{v1.metrics['accuracy']:.4f}")
+        self.summary.add("v1 registration", registration_text(v1.registration))
+        version1 = v1.registration.version
+        if not v1.registration.promoted:
+            await registry.SetAlias(
+                rpb.SetAliasRequest(
+                    model=MODEL,
+                    alias="production",
+                    version=version1,
+                    actor="demo",
+                    reason="demo: serve the version just trained",
+                    override_gate=True,
                 )
             )
-            version = response.version
-            print(
-                f"version {version.version}: accuracy={accuracy} "
-                f"sha256={version.artifacts[0].sha256[:12]}"
-            )
-        watch = stub.Watch(pb.WatchRequest(models=[model]))
-        step("promote v1 to production, put v2 on canary at 20%")
-        await stub.SetAlias(pb.SetAliasRequest(model=model, alias="production", version=1))
-        await stub.SetAlias(
-            pb.SetAliasRequest(model=model, alias="canary", version=2, traffic_weight=20)
-        )
-        step("a promotion the gate refuses, then one it allows")
-        await stub.SetAlias(
-            pb.SetAliasRequest(model=model, alias="production", version=2, actor="demo")
-        )
-        await stub.DeleteAlias(pb.DeleteAliasRequest(model=model, alias="canary", actor="demo"))
-        try:
-            await stub.SetAlias(pb.SetAliasRequest(model=model, alias="production", version=1))
-        except grpc.aio.AioRpcError as refused:
-            print(f"rollback to v1 refused: {refused.code().name}: {refused.details()}")
-        forced = await stub.SetAlias(
-            pb.SetAliasRequest(
-                model=model,
-                alias="production",
-                version=1,
+            self.summary.add("v1 promoted by override", "gate refused; overridden with a reason")
+
+        step("3. predict the test split through three APIs of the inference service")
+        status = await wait_for_labels(inference, {"production": version1})
+        input_name = status.versions[0].inputs[0].name
+        accuracies = {
+            "tfmesh gRPC": await predict_tfmesh(inference, x_test, y_test, input_name),
+            "TF Serving gRPC": await asyncio.to_thread(
+                predict_tf_serving, self.addresses["inference"], x_test, y_test, input_name
+            ),
+            "KServe v2 gRPC": await predict_kserve(inference_channel, x_test, y_test, input_name),
+        }
+        for api, accuracy in accuracies.items():
+            self.summary.add(f"served accuracy via {api}", f"{accuracy:.4f}")
+        agree = len({round(a, 6) for a in accuracies.values()}) == 1
+        self.summary.add("the three APIs agree", "yes" if agree else "NO")
+        if not agree:
+            raise SystemExit("served accuracies differ between APIs")
+
+        step("4. train v2, put it on canary at 20%, observe the split")
+        spec2 = tpb.JobSpec()
+        spec2.CopyFrom(spec)
+        spec2.ClearField("search")
+        spec2.request_promotion = False
+        spec2.model.mlp.CopyFrom(tpb.MlpTemplate(hidden_units=[256, 128], dropout=0.1))
+        spec2.hyperparameters.epochs = 25
+        v2_job = await self.train(training, spec2, "v2")
+        version2 = v2_job.registration.version
+        self.summary.add("v2 test accuracy (training service)", f"{v2_job.metrics['accuracy']:.4f}")
+        await registry.SetAlias(
+            rpb.SetAliasRequest(
+                model=MODEL,
+                alias="canary",
+                version=version2,
+                traffic_weight=20,
                 actor="demo",
-                reason="demo rollback",
-                override_gate=True,
+                reason="demo canary",
             )
         )
-        print(f"rollback with override: production -> v{forced.alias.version}")
-        step("the watch feed saw")
-        for _ in range(7):
-            event = await asyncio.wait_for(watch.read(), 5)
-            kind = pb.WatchResponse.EventType.Name(event.type).removeprefix("EVENT_TYPE_")
-            print(f"rev {event.revision:>4}  {kind:<22} v{event.version} {event.alias}")
-        watch.cancel()
-        step("audit log")
-        history = await stub.ListAliasHistory(pb.ListAliasHistoryRequest(model=model))
-        for change in history.changes:
-            print(
-                f"{change.alias:<11} v{change.old_version} -> v{change.new_version} "
-                f"weight {change.new_traffic_weight:>3}  by {change.actor}"
-                f"{'  (override: ' + change.reason + ')' if change.overridden else ''}"
-            )
+        await wait_for_labels(inference, {"production": version1, "canary": version2})
+        split = await observe_split(inference, x_test, input_name, 1000)
+        self.summary.add(
+            "canary 20%: share served by v2 over 1000 requests",
+            f"{split[version2] / 1000:.1%}",
+        )
+
+        step("5. promote v2 (the registry's gate decides), watch traffic move")
+        request = rpb.SetAliasRequest(
+            model=MODEL,
+            alias="production",
+            version=version2,
+            actor="demo",
+            reason="canary looked healthy",
+        )
+        try:
+            await registry.SetAlias(request)
+            self.summary.add("v2 promotion", "allowed by the gate")
+        except grpc.aio.AioRpcError as refused:
+            console.print(f"  gate: {refused.details()}")
+            request.override_gate = True
+            request.reason = "demo: promote the canary even though the gate refused"
+            await registry.SetAlias(request)
+            self.summary.add("v2 promotion", "refused by the gate, then overridden (audited)")
+        await registry.DeleteAlias(
+            rpb.DeleteAliasRequest(model=MODEL, alias="canary", actor="demo", reason="promoted")
+        )
+        await wait_for_labels(inference, {"production": version2})
+        split = await observe_split(inference, x_test, input_name, 200)
+        self.summary.add("after promotion: share served by v2", f"{split[version2] / 200:.1%}")
+        self.summary.add(
+            "served accuracy of v2 (tfmesh gRPC)",
+            f"{await predict_tfmesh(inference, x_test, y_test, input_name):.4f}",
+        )
+        history = await registry.ListAliasHistory(rpb.ListAliasHistoryRequest(model=MODEL))
+        self.summary.add("audited alias changes", len(history.changes))
+
+    async def train(self, training, spec: tpb.JobSpec, label: str) -> tpb.Job:  # type: ignore[no-untyped-def]
+        submitted = await training.SubmitJob(tpb.SubmitJobRequest(spec=spec))
+        name = submitted.job.name
+        epochs: list[dict[str, float]] = []
+        columns = [
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            TextColumn("{task.completed}/{task.total} {task.fields[metrics]}"),
+            TimeElapsedColumn(),
+        ]
+        with Progress(*columns, console=console) as progress:
+            tasks: dict[int, int] = {}
+            async for event in training.WatchJob(tpb.WatchJobRequest(name=name)):
+                kind = event.WhichOneof("event")
+                if kind == "epoch":
+                    e = event.epoch
+                    title = f"{label} trial {e.trial}" if e.trial else f"{label} final"
+                    if e.trial not in tasks:
+                        tasks[e.trial] = progress.add_task(title, total=e.epochs, metrics="")
+                    shown = " ".join(
+                        f"{k}={v:.3f}" for k, v in sorted(e.metrics.items()) if "acc" in k
+                    )
+                    progress.update(tasks[e.trial], completed=e.epoch, metrics=shown)
+                    if not e.trial:
+                        epochs.append(dict(e.metrics))
+                elif kind == "trial":
+                    params = ", ".join(f"{k}={v}" for k, v in sorted(event.trial.params.items()))
+                    progress.console.print(
+                        f"  trial {event.trial.number + 1}: {params} -> {event.trial.objective:.4f}"
+                    )
+                elif kind == "state_change":
+                    state = tpb.JobState.Name(event.state_change.state)
+                    if state in ("JOB_STATE_SUCCEEDED", "JOB_STATE_FAILED", "JOB_STATE_CANCELLED"):
+                        break
+        job = (await training.GetJob(tpb.GetJobRequest(name=name))).job
+        if job.state != tpb.JOB_STATE_SUCCEEDED:
+            raise SystemExit(f"job {name} ended {tpb.JobState.Name(job.state)}: {job.error}")
+        self.curves.by_version[label] = epochs
+        return job
+
+
+def registration_text(registration: tpb.Registration) -> str:
+    text = f"{registration.model} v{registration.version}"
+    if registration.promoted:
+        return text + ", promoted to production"
+    return text + f", not promoted ({registration.promotion_message or 'not requested'})"
+
+
+async def read_split(data, version: str, split: int) -> tuple[np.ndarray, np.ndarray]:  # type: ignore[no-untyped-def]
+    features, labels = [], []
+    async for batch in data.ReadBatches(dpb.ReadBatchesRequest(version=version, split=split)):
+        features.append(from_tensor(batch.features))
+        labels.append(from_tensor(batch.labels))
+    return np.concatenate(features), np.concatenate(labels)
+
+
+async def wait_for_labels(inference, labels: dict[str, int], timeout_s: float = 120):  # type: ignore[no-untyped-def]
+    """Wait until the inference service serves each label at the given version."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        status = None
+        try:
+            reply = await inference.GetModelStatus(ipb.GetModelStatusRequest(model=MODEL))
+            status = reply.status
+            served = {
+                label: v.version
+                for v in status.versions
+                if v.state == ipb.VersionStatus.STATE_AVAILABLE
+                for label in v.labels
+            }
+            if all(served.get(label) == version for label, version in labels.items()):
+                return status
+        except grpc.aio.AioRpcError as error:
+            if error.code() != grpc.StatusCode.NOT_FOUND:
+                raise
+        if time.monotonic() > deadline:
+            raise SystemExit(f"inference did not serve {labels} in {timeout_s} s: {status}")
+        await asyncio.sleep(0.2)
+
+
+async def predict_tfmesh(inference, x: np.ndarray, y: np.ndarray, input_name: str) -> float:  # type: ignore[no-untyped-def]
+    """Concurrent one-row requests, so the dynamic batcher has something to batch."""
+
+    async def one(row: np.ndarray) -> int:
+        request = ipb.PredictRequest(model=MODEL, inputs={input_name: to_tensor(row[None])})
+        reply = await inference.Predict(request)
+        scores = from_tensor(next(iter(reply.outputs.values())))
+        return int(scores.argmax(axis=-1)[0])
+
+    predicted = await asyncio.gather(*(one(row) for row in x))
+    return float(np.mean(np.array(predicted) == y))
+
+
+def chunks(x: np.ndarray) -> list[np.ndarray]:
+    """Requests of at most the served model's max_batch_size rows each."""
+    return [x[i : i + MAX_BATCH_SIZE] for i in range(0, len(x), MAX_BATCH_SIZE)]
+
+
+def predict_tf_serving(address: str, x: np.ndarray, y: np.ndarray, input_name: str) -> float:
+    """TF Serving's own client stubs, used exactly as an existing TF Serving client would."""
+    import tensorflow as tf
+    from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
+
+    predicted = []
+    with grpc.insecure_channel(address) as channel:
+        stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+        for rows in chunks(x):
+            request = predict_pb2.PredictRequest()
+            request.model_spec.name = MODEL
+            request.model_spec.version_label = "production"
+            request.inputs[input_name].CopyFrom(tf.make_tensor_proto(rows.astype(np.float32)))
+            reply = stub.Predict(request, timeout=30)
+            scores = tf.make_ndarray(next(iter(reply.outputs.values())))
+            predicted.append(scores.argmax(axis=-1))
+    return float(np.mean(np.concatenate(predicted) == y))
+
+
+async def predict_kserve(channel, x: np.ndarray, y: np.ndarray, input_name: str) -> float:  # type: ignore[no-untyped-def]
+    """The Open Inference Protocol with raw_input_contents, as a Triton client sends it."""
+    stub = v2_grpc.GRPCInferenceServiceStub(channel)
+    predicted = []
+    for rows in chunks(x):
+        request = v2.ModelInferRequest(model_name=MODEL)
+        request.inputs.add(name=input_name, datatype="FP32", shape=list(rows.shape))
+        request.raw_input_contents.append(rows.astype("<f4").tobytes())
+        reply = await stub.ModelInfer(request)
+        output = reply.outputs[0]
+        scores = np.frombuffer(reply.raw_output_contents[0], "<f4").reshape(output.shape)
+        predicted.append(scores.argmax(axis=-1))
+    return float(np.mean(np.concatenate(predicted) == y))
+
+
+async def observe_split(inference, x: np.ndarray, input_name: str, count: int) -> Counter[int]:  # type: ignore[no-untyped-def]
+    rows = x[np.arange(count) % len(x)]
+
+    async def one(row: np.ndarray) -> int:
+        request = ipb.PredictRequest(model=MODEL, inputs={input_name: to_tensor(row[None])})
+        return (await inference.Predict(request)).version
+
+    return Counter(await asyncio.gather(*(one(row) for row in rows)))
+
+
+def write_curves(curves: Curves, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot as plt
+
+    figure, axes = plt.subplots(1, 2, figsize=(10, 4))
+    for label, epochs in curves.by_version.items():
+        for axis, metric in zip(axes, ("accuracy", "loss"), strict=True):
+            for prefix in ("", "val_"):
+                values = [e[prefix + metric] for e in epochs if prefix + metric in e]
+                axis.plot(range(1, len(values) + 1), values, label=f"{label} {prefix}{metric}")
+    for axis, metric in zip(axes, ("accuracy", "loss"), strict=True):
+        axis.set_xlabel("epoch")
+        axis.set_title(metric)
+        axis.legend()
+    figure.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=100)
 
 
 def main() -> None:
-    stack = LocalStack(default_home())
-    step("start the local stack")
+    started = time.monotonic()
+    home = default_home()
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    os.environ.setdefault("TFMESH_INFERENCE_MODELS", MODEL)
+    os.environ.setdefault("TFMESH_INFERENCE_MAX_BATCH_SIZE", str(MAX_BATCH_SIZE))
+    stack = LocalStack(home)
+    step("0. start the local stack")
+    stack.down()
     stack.up()
     addresses = {spec.name: spec.address for spec in built_services()}
+    demo = Demo(addresses, home)
     try:
-        with tempfile.TemporaryDirectory() as workdir:
-            asyncio.run(registry_walkthrough(addresses["registry"], Path(workdir)))
+        asyncio.run(demo.run())
+        png = home / "demo" / "training_curve.png"
+        write_curves(demo.curves, png)
+        demo.summary.add("training curves", png)
     finally:
-        step("stop the local stack")
+        step("6. stop the local stack")
         stack.down()
-    print("\ndemo finished: the registry lifecycle ran end to end")
+    table = Table(title="tfmesh demo summary", title_justify="left")
+    table.add_column("what")
+    table.add_column("result")
+    for what, value in demo.summary.rows:
+        table.add_row(what, value)
+    console.print(table)
+    console.print(f"demo finished in {time.monotonic() - started:.0f} s")
 
 
 if __name__ == "__main__":
