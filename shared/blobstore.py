@@ -25,7 +25,8 @@ def is_sha256_hex(value: str) -> bool:
     return bool(_HEX64.match(value))
 
 
-def _fsync_dir(path: Path) -> None:
+def fsync_path(path: Path) -> None:
+    """fsync a file, or a directory so that renames into it are durable."""
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
@@ -62,7 +63,7 @@ class BlobWriter:
         final = self._store.path_for(digest)
         final.parent.mkdir(parents=True, exist_ok=True)
         os.replace(self._temp, final)
-        _fsync_dir(final.parent)
+        fsync_path(final.parent)
         return digest
 
     def abort(self) -> None:

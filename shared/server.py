@@ -20,6 +20,7 @@ from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
 from prometheus_client import start_http_server
 
+from shared.discovery import ConsulDiscovery
 from shared.interceptors import ErrorAndMetricsInterceptor
 from shared.settings import ServiceSettings
 from shared.telemetry import Telemetry
@@ -116,6 +117,15 @@ async def start_server(
         },
     )
     return running
+
+
+async def serve(running: RunningServer, settings: ServiceSettings, discovery_name: str) -> None:
+    """Register with Consul when `CONSUL_HTTP_ADDR` is set, then serve until signalled."""
+    consul = ConsulDiscovery.from_env()
+    if consul is not None:
+        await consul.register(discovery_name, settings.host, running.port)
+        running.on_stop(consul.deregister_all)
+    await serve_until_signalled(running, settings.shutdown_grace_s)
 
 
 async def serve_until_signalled(running: RunningServer, grace_s: float) -> None:

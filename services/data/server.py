@@ -14,8 +14,7 @@ from services.data.store import MetadataStore
 from shared.blobstore import BlobStore
 from shared.channels import open_channel
 from shared.db import make_engine, sqlite_url
-from shared.discovery import ConsulDiscovery
-from shared.server import RunningServer, serve_until_signalled, start_server
+from shared.server import RunningServer, serve, start_server
 from shared.settings import load_settings
 from shared.telemetry import Telemetry, setup_telemetry
 from tfmesh.data.v1 import data_pb2, data_pb2_grpc
@@ -77,11 +76,7 @@ async def main() -> None:
     settings = load_settings(DataSettings)
     telemetry = setup_telemetry("data")
     running = await start_data(settings, telemetry)
-    consul = ConsulDiscovery.from_env()
-    if consul is not None:
-        await consul.register("data", settings.host, running.port)
-        running.on_stop(consul.deregister_all)
-    await serve_until_signalled(running, settings.shutdown_grace_s)
+    await serve(running, settings, "data")
     telemetry.shutdown()
 
 

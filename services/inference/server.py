@@ -24,7 +24,7 @@ from services.inference.servicer import InferenceServicer
 from services.inference.settings import InferenceSettings
 from services.registry.client import RegistryClient
 from shared.channels import open_channel
-from shared.server import RunningServer, serve_until_signalled, start_server
+from shared.server import RunningServer, serve, start_server
 from shared.settings import load_settings
 from shared.telemetry import Telemetry, setup_telemetry
 from tfmesh.inference.v1 import inference_pb2, inference_pb2_grpc
@@ -85,7 +85,7 @@ async def main() -> None:
     settings = load_settings(InferenceSettings)
     telemetry = setup_telemetry("inference")
     running, _ = await start_inference(settings, telemetry)
-    await serve_until_signalled(running, settings.shutdown_grace_s)
+    await serve(running, settings, "inference")
     telemetry.shutdown()
 
 

@@ -12,8 +12,7 @@ from services.registry.settings import RegistrySettings
 from services.registry.watch import ChangeSignal
 from shared.blobstore import BlobStore
 from shared.db import make_engine, sqlite_url
-from shared.discovery import ConsulDiscovery
-from shared.server import RunningServer, serve_until_signalled, start_server
+from shared.server import RunningServer, serve, start_server
 from shared.settings import load_settings
 from shared.telemetry import Telemetry, setup_telemetry
 from tfmesh.registry.v1 import registry_pb2, registry_pb2_grpc
@@ -62,11 +61,7 @@ async def main() -> None:
     settings = load_settings(RegistrySettings)
     telemetry = setup_telemetry("registry")
     running = await start_registry(settings, telemetry)
-    consul = ConsulDiscovery.from_env()
-    if consul is not None:
-        await consul.register("registry", settings.host, running.port)
-        running.on_stop(consul.deregister_all)
-    await serve_until_signalled(running, settings.shutdown_grace_s)
+    await serve(running, settings, "registry")
     telemetry.shutdown()
 
 

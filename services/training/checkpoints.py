@@ -20,6 +20,8 @@ from typing import Any
 
 import keras
 
+from shared.blobstore import fsync_path
+
 MODEL_FILE = "model.keras"
 BEST_WEIGHTS_FILE = "best.weights.h5"
 STATE_FILE = "state.json"
@@ -84,14 +86,6 @@ class Checkpoint:
         model.load_weights(self.path / BEST_WEIGHTS_FILE)
 
 
-def _fsync(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 class CheckpointDir:
     """The checkpoints of one job; only the latest is kept."""
 
@@ -119,8 +113,8 @@ class CheckpointDir:
                 model.set_weights(current)
             (staging / STATE_FILE).write_text(state.to_json())
             for written in staging.iterdir():
-                _fsync(written)
-            _fsync(staging)
+                fsync_path(written)
+            fsync_path(staging)
             final = self.root / f"epoch-{state.epochs_completed:05d}"
             shutil.rmtree(final, ignore_errors=True)
             os.replace(staging, final)
@@ -140,4 +134,4 @@ class CheckpointDir:
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(temp, self.root / LATEST_FILE)
-        _fsync(self.root)
+        fsync_path(self.root)

@@ -15,8 +15,7 @@ from services.training.store import JobStore
 from services.training.worker import WorkerPool
 from shared.channels import open_channel
 from shared.db import make_engine, sqlite_url
-from shared.discovery import ConsulDiscovery
-from shared.server import RunningServer, serve_until_signalled, start_server
+from shared.server import RunningServer, serve, start_server
 from shared.settings import load_settings
 from shared.telemetry import Telemetry, setup_telemetry
 from tfmesh.training.v1 import training_pb2, training_pb2_grpc
@@ -73,11 +72,7 @@ async def main() -> None:
         DataServiceSource(data_channel),
         RegistryRegistrar(registry_channel, settings.registration_deadline_s),
     )
-    consul = ConsulDiscovery.from_env()
-    if consul is not None:
-        await consul.register("training", settings.host, running.port)
-        running.on_stop(consul.deregister_all)
-    await serve_until_signalled(running, settings.shutdown_grace_s)
+    await serve(running, settings, "training")
     # Only now: stopping the server stopped the workers, which may have been registering.
     await data_channel.close()
     await registry_channel.close()
