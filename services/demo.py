@@ -19,7 +19,7 @@ from pathlib import Path
 import grpc
 import numpy as np
 from rich.console import Console
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from inference import grpc_predict_v2_pb2 as v2
@@ -213,7 +213,7 @@ class Demo:
             TimeElapsedColumn(),
         ]
         with Progress(*columns, console=console) as progress:
-            tasks: dict[int, int] = {}
+            tasks: dict[int, TaskID] = {}
             async for event in training.WatchJob(tpb.WatchJobRequest(name=name)):
                 kind = event.WhichOneof("event")
                 if kind == "epoch":
@@ -250,7 +250,9 @@ def registration_text(registration: tpb.Registration) -> str:
     return text + f", not promoted ({registration.promotion_message or 'not requested'})"
 
 
-async def read_split(data, version: str, split: int) -> tuple[np.ndarray, np.ndarray]:  # type: ignore[no-untyped-def]
+async def read_split(
+    data, version: str, split: dpb.Split.ValueType
+) -> tuple[np.ndarray, np.ndarray]:  # type: ignore[no-untyped-def]
     features, labels = [], []
     async for batch in data.ReadBatches(dpb.ReadBatchesRequest(version=version, split=split)):
         features.append(from_tensor(batch.features))
