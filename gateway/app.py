@@ -1,28 +1,40 @@
 """The gateway's FastAPI application: routes, request limits, auth and error mapping.
 
-`create_app` wires the routers to a `Backends` object, so tests drive the app through an
-ASGI client against real gRPC servers. Every failure is a JSON body: gRPC errors map to
-HTTP codes (gateway.errors), malformed JSON and schema errors are 400, an oversized body
-413, a missing or wrong bearer token 401."""
+`create_app` wires the routers (the platform's `/api/v1`, TF Serving's `/v1/models` and
+KServe v2's `/v2`) to a `Backends` object, so tests drive the app through an ASGI client
+against real gRPC servers. Every failure is a JSON body: gRPC errors and the gateway's
+own domain errors map to HTTP codes (gateway.errors), malformed JSON and schema errors
+are 400, an oversized body 413, a missing or wrong bearer token 401. The OpenAPI
+document at `/openapi.json` carries the schemas of the protobuf messages routes answer."""
 
 from __future__ import annotations
 
 import hmac
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 import grpc
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.utils import get_openapi
 from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from gateway.backends import Backends
-from gateway.errors import error_body, rpc_error_response
+from gateway.errors import (
+    document_errors,
+    domain_error_response,
+    error_body,
+    rpc_error_response,
+    validation_error_response,
+)
 from gateway.jsonio import OrjsonResponse
-from gateway.routes import registry
+from gateway.routes import data, inference, kserve, registry, tfserving, training
+from gateway.schemas import add_proto_schemas
 from gateway.settings import GatewaySettings
+from shared.errors import DomainError
 from shared.telemetry import Telemetry
 
 OPEN_PATHS = ("/openapi.json", "/docs", "/healthz", "/v2/health/")
@@ -73,13 +85,27 @@ async def _no_body() -> Message:
     return {"type": "http.request", "body": b"", "more_body": False}
 
 
+def _openapi(app: FastAPI) -> dict[str, Any]:
+    """FastAPI's document, with the schemas of the protobuf messages the routes name and
+    of the error bodies."""
+    if app.openapi_schema is None:
+        document = get_openapi(
+            title=app.title,
+            version=app.version,
+            description=app.description,
+            routes=app.routes,
+        )
+        app.openapi_schema = document_errors(add_proto_schemas(document))
+    return app.openapi_schema
+
+
 def create_app(
     settings: GatewaySettings, backends: Backends, telemetry: Telemetry | None = None
 ) -> FastAPI:
     @asynccontextmanager
-    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         yield
-        await backends.close()
+        await app.state.backends.close()
 
     app = FastAPI(
         title="tfmesh gateway",
@@ -91,22 +117,20 @@ def create_app(
     )
     app.state.backends = backends
 
-    @app.exception_handler(grpc.aio.AioRpcError)
-    async def _rpc_error(_: Request, error: grpc.aio.AioRpcError) -> OrjsonResponse:
+    @app.exception_handler(grpc.RpcError)
+    async def _rpc_error(_: Request, error: grpc.RpcError) -> OrjsonResponse:
         status, body = rpc_error_response(error)
+        return OrjsonResponse(body, status)
+
+    @app.exception_handler(DomainError)
+    async def _domain(_: Request, error: DomainError) -> OrjsonResponse:
+        status, body = domain_error_response(error)
         return OrjsonResponse(body, status)
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(_: Request, error: RequestValidationError) -> OrjsonResponse:
-        violations = [
-            {"field": ".".join(str(p) for p in item["loc"]), "description": item["msg"]}
-            for item in error.errors()
-        ]
-        details = [
-            {"@type": "type.googleapis.com/google.rpc.BadRequest", "fieldViolations": violations}
-        ]
-        message = "; ".join(f"{v['field']}: {v['description']}" for v in violations)
-        return OrjsonResponse(error_body(400, "INVALID_ARGUMENT", message, details), 400)
+        status, body = validation_error_response(error)
+        return OrjsonResponse(body, status)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(_: Request, error: StarletteHTTPException) -> OrjsonResponse:
@@ -133,7 +157,9 @@ def create_app(
     async def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
-    app.include_router(registry.router)
+    for routes in (registry, data, training, inference, tfserving, kserve):
+        app.include_router(routes.router)
+    app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
     if telemetry is not None:
         FastAPIInstrumentor.instrument_app(app, tracer_provider=telemetry.tracer_provider)

@@ -1,5 +1,10 @@
 """The gateway's gRPC side: one channel per service, each call given the request's deadline,
-and idempotent calls retried (tenacity, bounded by that deadline)."""
+and idempotent calls retried (tenacity, bounded by that deadline).
+
+Client-streaming uploads go over a blocking channel, from a worker thread: when a server
+ends such a call early (a refusal), grpc.aio may replace the server's status with
+`INTERNAL: Internal error from Core` if a write was still under way (grpc/grpc#36066),
+while the blocking API reports the server's own status."""
 
 from __future__ import annotations
 
@@ -7,19 +12,27 @@ from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 import grpc
+from opentelemetry.instrumentation.grpc import client_interceptor, grpcext
 
 from gateway.settings import GatewaySettings
+from inference import grpc_predict_v2_pb2_grpc
 from shared.channels import open_channel
 from shared.retries import retry_idempotent
 from shared.telemetry import Telemetry
+from tfmesh.data.v1 import data_pb2_grpc
+from tfmesh.inference.v1 import inference_pb2_grpc
 from tfmesh.registry.v1 import registry_pb2_grpc
+from tfmesh.training.v1 import training_pb2_grpc
 
 T = TypeVar("T")
+
+MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 
 
 class Backends:
     def __init__(self, settings: GatewaySettings, telemetry: Telemetry | None) -> None:
         self.deadline_s = settings.deadline_s
+        self.watch_deadline_s = settings.watch_deadline_s
         self._channels: dict[str, grpc.aio.Channel] = {}
         self._addresses = {
             "registry": settings.registry_addr,
@@ -28,6 +41,7 @@ class Backends:
             "inference": settings.inference_addr,
         }
         self._telemetry = telemetry
+        self._blocking_channels: dict[str, grpc.Channel] = {}
 
     def channel(self, service: str) -> grpc.aio.Channel:
         """The channel to `service`, opened on first use (peers may start after us)."""
@@ -35,9 +49,45 @@ class Backends:
             self._channels[service] = open_channel(self._addresses[service], self._telemetry)
         return self._channels[service]
 
+    def blocking_channel(self, service: str) -> grpc.Channel:
+        """A blocking channel to `service` (traced like the others), opened on first use."""
+        if service not in self._blocking_channels:
+            options = [
+                ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+                ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+            ]
+            channel = grpc.insecure_channel(self._addresses[service], options=options)
+            if self._telemetry is not None:
+                tracing = client_interceptor(tracer_provider=self._telemetry.tracer_provider)
+                channel = grpcext.intercept_channel(channel, tracing)
+            self._blocking_channels[service] = channel
+        return self._blocking_channels[service]
+
     @property
     def registry(self) -> registry_pb2_grpc.RegistryServiceStub:
         return registry_pb2_grpc.RegistryServiceStub(self.channel("registry"))
+
+    @property
+    def data(self) -> data_pb2_grpc.DataServiceStub:
+        return data_pb2_grpc.DataServiceStub(self.channel("data"))
+
+    @property
+    def data_uploads(self) -> data_pb2_grpc.DataServiceStub:
+        """The data service over the blocking channel, for `UploadDataset` (see above)."""
+        return data_pb2_grpc.DataServiceStub(self.blocking_channel("data"))
+
+    @property
+    def training(self) -> training_pb2_grpc.TrainingServiceStub:
+        return training_pb2_grpc.TrainingServiceStub(self.channel("training"))
+
+    @property
+    def inference(self) -> inference_pb2_grpc.InferenceServiceStub:
+        return inference_pb2_grpc.InferenceServiceStub(self.channel("inference"))
+
+    @property
+    def kserve(self) -> grpc_predict_v2_pb2_grpc.GRPCInferenceServiceStub:
+        """KServe v2's service, served by the inference service on its port."""
+        return grpc_predict_v2_pb2_grpc.GRPCInferenceServiceStub(self.channel("inference"))
 
     async def call(self, method: Callable[..., Awaitable[T]], request: Any) -> T:
         """A call that changes state: one attempt, within the deadline."""
@@ -53,3 +103,6 @@ class Backends:
         for channel in self._channels.values():
             await channel.close()
         self._channels.clear()
+        for blocking in self._blocking_channels.values():
+            blocking.close()
+        self._blocking_channels.clear()

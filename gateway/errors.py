@@ -2,15 +2,25 @@
 
 The mapping is Google's canonical one (google/rpc/code.proto); the body follows Google's
 JSON error shape, `{"error": {"code", "status", "message", "details"}}`, with the gRPC
-status details (field violations, resource info) carried over."""
+status details (field violations, resource info) carried over. Routes of the TF Serving
+and KServe v2 APIs use `ServingApiRoute`, which answers the same failures with the shape
+those APIs' clients expect, `{"error": "<message>"}`, and the same HTTP status."""
 
 from __future__ import annotations
 
+from collections.abc import Callable, Coroutine, Iterable
 from typing import Any
 
 import grpc
-from google.protobuf import json_format
+from fastapi.exceptions import RequestValidationError
+from fastapi.routing import APIRoute
+from google.protobuf import any_pb2, json_format
 from grpc_status import rpc_status
+from starlette.requests import Request
+from starlette.responses import Response
+
+from gateway.jsonio import OrjsonResponse
+from shared.errors import DomainError
 
 HTTP_STATUS = {
     grpc.StatusCode.OK: 200,
@@ -45,12 +55,123 @@ def error_body(http_status: int, status: str, message: str, details: list[Any] |
     }
 
 
-def rpc_error_response(error: grpc.aio.AioRpcError) -> tuple[int, dict[str, Any]]:
-    """The HTTP status and JSON body for a failed gRPC call."""
-    code = error.code()
+def _status_response(
+    code: grpc.StatusCode, message: str, details: Iterable[any_pb2.Any]
+) -> tuple[int, dict[str, Any]]:
     http_status = HTTP_STATUS.get(code, 500)
-    details: list[Any] = []
-    status = rpc_status.from_call(error)  # type: ignore[arg-type]
-    if status is not None:
-        details = [json_format.MessageToDict(detail) for detail in status.details]
-    return http_status, error_body(http_status, code.name, error.details() or code.name, details)
+    converted = [json_format.MessageToDict(detail) for detail in details]
+    return http_status, error_body(http_status, code.name, message or code.name, converted)
+
+
+def rpc_error_response(error: grpc.RpcError) -> tuple[int, dict[str, Any]]:
+    """The HTTP status and JSON body for a failed gRPC call (asyncio or blocking)."""
+    call: Any = error
+    try:
+        status = rpc_status.from_call(call)
+    except ValueError:  # trailers that disagree with the status: keep the status alone
+        status = None
+    details = status.details if status is not None else []
+    return _status_response(call.code(), call.details() or "", details)
+
+
+def domain_error_response(error: DomainError) -> tuple[int, dict[str, Any]]:
+    """The HTTP status and JSON body for a problem the gateway found itself."""
+    return _status_response(error.code, error.message, error.details())
+
+
+def validation_violations(error: RequestValidationError) -> list[dict[str, str]]:
+    """FastAPI's request validation errors as BadRequest field violations."""
+    return [
+        {"field": ".".join(str(p) for p in item["loc"]), "description": item["msg"]}
+        for item in error.errors()
+    ]
+
+
+def validation_error_response(error: RequestValidationError) -> tuple[int, dict[str, Any]]:
+    violations = validation_violations(error)
+    bad_request = "type.googleapis.com/google.rpc.BadRequest"
+    details = [{"@type": bad_request, "fieldViolations": violations}]
+    message = "; ".join(f"{v['field']}: {v['description']}" for v in violations)
+    return 400, error_body(400, "INVALID_ARGUMENT", message, details)
+
+
+def plain_error(error: Exception) -> OrjsonResponse | None:
+    """`{"error": "<message>"}` for a failure of a known kind, None for any other."""
+    if isinstance(error, grpc.RpcError):
+        status, body = rpc_error_response(error)
+    elif isinstance(error, DomainError):
+        status, body = domain_error_response(error)
+    elif isinstance(error, RequestValidationError):
+        status, body = validation_error_response(error)
+    else:
+        return None
+    return OrjsonResponse({"error": body["error"]["message"]}, status)
+
+
+class ServingApiRoute(APIRoute):
+    """A route of TF Serving's or KServe's API: failures are answered as
+    `{"error": "<message>"}`, and a body is read as JSON whatever its content type, as
+    those servers do (`curl -d` sends form-urlencoded)."""
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handler = super().get_route_handler()
+
+        async def handle(request: Request) -> Response:
+            headers = [(k, v) for k, v in request.scope["headers"] if k != b"content-type"]
+            request.scope["headers"] = [*headers, (b"content-type", b"application/json")]
+            try:
+                return await handler(request)
+            except Exception as error:
+                response = plain_error(error)
+                if response is None:
+                    raise
+                return response
+
+        return handle
+
+
+GOOGLE_ERROR_SCHEMA = {
+    "type": "object",
+    "required": ["error"],
+    "properties": {
+        "error": {
+            "type": "object",
+            "required": ["code", "status", "message", "details"],
+            "properties": {
+                "code": {"type": "integer", "description": "The HTTP status"},
+                "status": {"type": "string", "description": "The gRPC code's name"},
+                "message": {"type": "string"},
+                "details": {"type": "array", "items": {"type": "object"}},
+            },
+        }
+    },
+}
+PLAIN_ERROR_SCHEMA = {
+    "type": "object",
+    "required": ["error"],
+    "properties": {"error": {"type": "string"}},
+}
+PLAIN_PATHS = ("/v1/", "/v2")
+
+
+def document_errors(document: dict[str, Any]) -> dict[str, Any]:
+    """Describe the gateway's error answers in an OpenAPI document: every operation may
+    fail with its API's error body (`default`), and request validation fails with 400
+    (FastAPI's own 422 entries are replaced)."""
+    schemas = document.setdefault("components", {}).setdefault("schemas", {})
+    schemas["Error"] = GOOGLE_ERROR_SCHEMA
+    schemas["PlainError"] = PLAIN_ERROR_SCHEMA
+    schemas.pop("HTTPValidationError", None)
+    schemas.pop("ValidationError", None)
+    google = {"$ref": "#/components/schemas/Error"}
+    plain = {"anyOf": [{"$ref": "#/components/schemas/PlainError"}, google]}
+    for path, operations in document.get("paths", {}).items():
+        schema = plain if path.startswith(PLAIN_PATHS) else google
+        for operation in operations.values():
+            responses = operation.setdefault("responses", {})
+            responses.pop("422", None)
+            responses["default"] = {
+                "description": "The request failed; the body says why",
+                "content": {"application/json": {"schema": schema}},
+            }
+    return document

@@ -21,3 +21,6 @@ class GatewaySettings(BaseSettings):
     max_body_bytes: int = Field(default=16 * 1024 * 1024, ge=1024)
     # Deadline of each gRPC call made for a request, retries included.
     deadline_s: float = Field(default=30.0, gt=0)
+    # Deadline of a training job's event stream (`GET /api/v1/jobs/{job}/events`), which
+    # stays open while the job runs.
+    watch_deadline_s: float = Field(default=3600.0, gt=0)

@@ -9,6 +9,7 @@ from pydantic import BaseModel, Field
 
 from gateway.backends import Backends
 from gateway.jsonio import to_json
+from gateway.schemas import proto_response
 from tfmesh.registry.v1 import registry_pb2 as pb
 
 router = APIRouter(prefix="/api/v1/models", tags=["registry"])
@@ -45,7 +46,12 @@ def _backends(request: Request) -> Backends:
     return request.app.state.backends
 
 
-@router.get("", summary="List models")
+@router.get(
+    "",
+    summary="List models",
+    response_model=None,
+    responses={200: proto_response(pb.ListModelsResponse)},
+)
 async def list_models(
     request: Request, page_size: PageSize = 0, page_token: PageToken = ""
 ) -> dict[str, Any]:
@@ -56,7 +62,13 @@ async def list_models(
     return to_json(reply)
 
 
-@router.post("", summary="Create a model", status_code=201)
+@router.post(
+    "",
+    summary="Create a model",
+    status_code=201,
+    response_model=None,
+    responses={201: proto_response(pb.CreateModelResponse)},
+)
 async def create_model(request: Request, body: CreateModelBody) -> dict[str, Any]:
     b = _backends(request)
     message = pb.CreateModelRequest(name=body.name, description=body.description, tags=body.tags)
@@ -65,13 +77,23 @@ async def create_model(request: Request, body: CreateModelBody) -> dict[str, Any
     return to_json(await b.call(b.registry.CreateModel, message))
 
 
-@router.get("/{model}", summary="Get a model")
+@router.get(
+    "/{model}",
+    summary="Get a model",
+    response_model=None,
+    responses={200: proto_response(pb.GetModelResponse)},
+)
 async def get_model(request: Request, model: ModelName) -> dict[str, Any]:
     b = _backends(request)
     return to_json(await b.read(b.registry.GetModel, pb.GetModelRequest(name=model)))
 
 
-@router.get("/{model}/versions", summary="List a model's versions")
+@router.get(
+    "/{model}/versions",
+    summary="List a model's versions",
+    response_model=None,
+    responses={200: proto_response(pb.ListVersionsResponse)},
+)
 async def list_versions(
     request: Request, model: ModelName, page_size: PageSize = 0, page_token: PageToken = ""
 ) -> dict[str, Any]:
@@ -80,7 +102,12 @@ async def list_versions(
     return to_json(await b.read(b.registry.ListVersions, message))
 
 
-@router.get("/{model}/versions/{version}", summary="Get a version")
+@router.get(
+    "/{model}/versions/{version}",
+    summary="Get a version",
+    response_model=None,
+    responses={200: proto_response(pb.GetVersionResponse)},
+)
 async def get_version(request: Request, model: ModelName, version: VersionNumber):
     b = _backends(request)
     message = pb.GetVersionRequest(model=model, version=version)
@@ -93,13 +120,23 @@ async def delete_version(request: Request, model: ModelName, version: VersionNum
     await b.call(b.registry.DeleteVersion, pb.DeleteVersionRequest(model=model, version=version))
 
 
-@router.get("/{model}/aliases", summary="List a model's aliases")
+@router.get(
+    "/{model}/aliases",
+    summary="List a model's aliases",
+    response_model=None,
+    responses={200: proto_response(pb.ListAliasesResponse)},
+)
 async def list_aliases(request: Request, model: ModelName) -> dict[str, Any]:
     b = _backends(request)
     return to_json(await b.read(b.registry.ListAliases, pb.ListAliasesRequest(model=model)))
 
 
-@router.put("/{model}/aliases/{alias}", summary="Point an alias at a version")
+@router.put(
+    "/{model}/aliases/{alias}",
+    summary="Point an alias at a version",
+    response_model=None,
+    responses={200: proto_response(pb.SetAliasResponse)},
+)
 async def set_alias(
     request: Request, model: ModelName, alias: AliasName, body: SetAliasBody
 ) -> dict[str, Any]:
@@ -121,7 +158,12 @@ async def delete_alias(
     await b.call(b.registry.DeleteAlias, message)
 
 
-@router.get("/{model}/alias-history", summary="The audit log of a model's alias changes")
+@router.get(
+    "/{model}/alias-history",
+    summary="The audit log of a model's alias changes",
+    response_model=None,
+    responses={200: proto_response(pb.ListAliasHistoryResponse)},
+)
 async def alias_history(
     request: Request, model: ModelName, page_size: PageSize = 0, page_token: PageToken = ""
 ) -> dict[str, Any]:

@@ -1,0 +1,236 @@
+"""Predictions and serving status through the gateway's three inference APIs (the
+platform's, TF Serving's and KServe v2's), against a real inference server serving noop
+models, whose output is their first input: every answer is known exactly."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+ROWS = [[1.0, 2.0, 3.0, 4.0], [5.0, 6.0, 7.0, 8.5]]
+FLAT = [value for row in ROWS for value in row]
+
+
+async def test_platform_predict_pins_and_shapes(platform):
+    answer = await platform.post(
+        "/api/v1/models/echo/predict", json={"inputs": {"x": {"data": ROWS}}, "request_id": "r1"}
+    )
+    assert answer.status_code == 200, answer.text
+    body = answer.json()
+    assert (body["model"], body["version"], body["request_id"]) == ("echo", 1, "r1")
+    assert body["outputs"] == {"output_0": {"dtype": "float32", "shape": [2, 4], "data": ROWS}}
+    flat = await platform.post(
+        "/api/v1/models/echo/predict",
+        json={"inputs": {"x": {"dtype": "float32", "shape": [2, 4], "data": FLAT}}, "version": 2},
+    )
+    assert flat.json()["version"] == 2 and flat.json()["outputs"]["output_0"]["data"] == ROWS
+    canary = await platform.post(
+        "/api/v1/models/echo/predict", json={"inputs": {"x": {"data": ROWS}}, "label": "canary"}
+    )
+    assert canary.json()["version"] == 2
+
+
+async def test_serving_status_lists_versions_and_labels(platform):
+    models = (await platform.get("/api/v1/serving")).json()["models"]
+    assert [m["name"] for m in models] == ["echo", "pair"]
+    echo = (await platform.get("/api/v1/serving/echo")).json()["status"]
+    labels = {v["version"]: v["labels"] for v in echo["versions"]}
+    assert labels == {"1": ["production"], "2": ["canary"]}
+    assert echo["versions"][0]["inputs"] == [
+        {"name": "x", "dtype": "DTYPE_FLOAT32", "shape": ["-1", "4"]}
+    ]
+
+
+async def test_tfserving_status_and_metadata(platform):
+    status = (await platform.get("/v1/models/echo")).json()["model_version_status"]
+    assert [(s["version"], s["state"]) for s in status] == [("1", "AVAILABLE"), ("2", "AVAILABLE")]
+    assert status[0]["status"] == {"error_code": "OK", "error_message": ""}
+    pinned = (await platform.get("/v1/models/echo/versions/2")).json()
+    assert [s["version"] for s in pinned["model_version_status"]] == ["2"]
+    labelled = (await platform.get("/v1/models/echo/labels/canary")).json()
+    assert [s["version"] for s in labelled["model_version_status"]] == ["2"]
+    metadata = (await platform.get("/v1/models/echo/metadata")).json()
+    assert metadata["model_spec"] == {"name": "echo", "signature_name": "", "version": "1"}
+    signature = metadata["metadata"]["signature_def"]["signature_def"]["serving_default"]
+    assert signature["inputs"]["x"]["dtype"] == "DT_FLOAT"
+    assert [d["size"] for d in signature["inputs"]["x"]["tensor_shape"]["dim"]] == ["-1", "4"]
+    assert (await platform.get("/v1/models/echo/versions/2/metadata")).json()["model_spec"][
+        "version"
+    ] == "2"
+    missing = await platform.get("/v1/models/echo/versions/9")
+    assert missing.status_code == 404 and "echo/9" in missing.json()["error"]
+
+
+async def test_tfserving_row_and_columnar_predict(platform):
+    rows = await platform.post("/v1/models/echo:predict", json={"instances": ROWS})
+    assert rows.status_code == 200, rows.text
+    assert rows.json() == {"predictions": ROWS}
+    columns = await platform.post("/v1/models/echo:predict", json={"inputs": ROWS})
+    assert columns.json() == {"outputs": ROWS}
+    named = await platform.post("/v1/models/echo/versions/2:predict", json={"inputs": {"x": ROWS}})
+    assert named.json() == {"outputs": ROWS}
+    labelled = await platform.post(
+        "/v1/models/echo/labels/canary:predict", json={"instances": ROWS}
+    )
+    assert labelled.json() == {"predictions": ROWS}
+    instances = [{"a": [1, 2], "b": [1, 2, 3]}, {"a": [3, 4], "b": [4, 5, 6]}]
+    pair = await platform.post("/v1/models/pair:predict", json={"instances": instances})
+    assert pair.status_code == 200, pair.text
+    assert pair.json() == {"predictions": [[1.0, 2.0], [3.0, 4.0]]}
+    fractional = [{"a": [1, 2], "b": [1.5, 2, 3]}]
+    refused = await platform.post("/v1/models/pair:predict", json={"instances": fractional})
+    assert refused.status_code == 400
+    assert "instances.b" in refused.json()["error"] and "integers" in refused.json()["error"]
+
+
+async def test_kserve_health_metadata_and_infer(platform):
+    assert (await platform.get("/v2/health/live")).json() == {"live": True}
+    assert (await platform.get("/v2/health/ready")).status_code == 200
+    assert (await platform.get("/v2")).json()["name"] == "tfmesh"
+    assert (await platform.get("/v2/models/echo/ready")).json() == {"name": "echo", "ready": True}
+    absent = await platform.get("/v2/models/nope/ready")
+    assert absent.status_code == 400 and absent.json()["ready"] is False
+    metadata = (await platform.get("/v2/models/echo")).json()
+    assert metadata["versions"] == ["1", "2"]
+    assert metadata["inputs"] == [{"name": "x", "datatype": "FP32", "shape": [-1, 4]}]
+    request = {
+        "id": "42",
+        "inputs": [{"name": "x", "shape": [2, 4], "datatype": "FP32", "data": FLAT}],
+    }
+    answer = await platform.post("/v2/models/echo/infer", json=request)
+    assert answer.status_code == 200, answer.text
+    body = answer.json()
+    assert (body["model_name"], body["model_version"], body["id"]) == ("echo", "1", "42")
+    assert body["outputs"] == [
+        {"name": "output_0", "shape": [2, 4], "datatype": "FP32", "parameters": {}, "data": FLAT}
+    ]
+    nested = dict(request, inputs=[dict(request["inputs"][0], data=ROWS)])
+    by_label = await platform.post("/v2/models/echo/versions/canary/infer", json=nested)
+    assert by_label.json()["model_version"] == "2"
+    assert by_label.json()["outputs"][0]["data"] == FLAT
+
+
+async def test_the_three_apis_answer_alike(platform):
+    platform_api = await platform.post(
+        "/api/v1/models/echo/predict", json={"inputs": {"x": {"data": ROWS}}, "version": 1}
+    )
+    tfserving = await platform.post("/v1/models/echo/versions/1:predict", json={"instances": ROWS})
+    kserve = await platform.post(
+        "/v2/models/echo/versions/1/infer",
+        json={"inputs": [{"name": "x", "shape": [2, 4], "datatype": "FP32", "data": ROWS}]},
+    )
+    assert platform_api.json()["outputs"]["output_0"]["data"] == ROWS
+    assert tfserving.json()["predictions"] == ROWS
+    assert kserve.json()["outputs"][0]["data"] == FLAT
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "status", "words"),
+    [
+        (
+            "/api/v1/models/echo/predict",
+            {"inputs": {"x": {"data": [[1, 2, 3]]}}},
+            400,
+            "dimension 1 is 3",
+        ),
+        (
+            "/api/v1/models/echo/predict",
+            {"inputs": {"x": {"data": [[1, 2], [3]]}}},
+            400,
+            "rectangular",
+        ),
+        (
+            "/api/v1/models/echo/predict",
+            {"inputs": {"x": {"data": [["a", "b", "c", "d"]]}}},
+            400,
+            "numbers",
+        ),
+        (
+            "/api/v1/models/echo/predict",
+            {"inputs": {"x": {"dtype": "complex", "data": [1]}}},
+            400,
+            "dtype",
+        ),
+        (
+            "/api/v1/models/echo/predict",
+            {"inputs": {"x": {"shape": [3], "data": [1, 2]}}},
+            400,
+            "needs 3 values",
+        ),
+        (
+            "/api/v1/models/echo/predict",
+            {"inputs": {"y": {"data": [[1, 2, 3, 4]]}}},
+            400,
+            "unknown input",
+        ),
+        ("/api/v1/models/nope/predict", {"inputs": {"x": {"data": [[1, 2, 3, 4]]}}}, 404, "nope"),
+        ("/api/v1/models/echo/predict", {"inputs": {}}, 400, "inputs"),
+        ("/v1/models/echo:predict", {"instances": [[1, 2, 3]]}, 400, "dimension 1 is 3"),
+        ("/v1/models/echo:predict", {"instances": [[1, 2, 3, 4]], "inputs": [[1]]}, 400, "either"),
+        (
+            "/v1/models/echo:predict",
+            {"signature_name": "other", "instances": [[1]]},
+            400,
+            "signature",
+        ),
+        ("/v1/models/nope:predict", {"instances": [[1, 2, 3, 4]]}, 404, "nope"),
+        ("/v1/models/pair:predict", {"instances": [[1, 2]]}, 400, "name them"),
+        (
+            "/v2/models/echo/infer",
+            {"inputs": [{"name": "x", "shape": [1, 3], "datatype": "FP32", "data": [1, 2, 3]}]},
+            400,
+            "dimension 1 is 3",
+        ),
+        (
+            "/v2/models/echo/infer",
+            {"inputs": [{"name": "x", "shape": [1, 4], "datatype": "FP32", "data": [1]}]},
+            400,
+            "needs 4 values",
+        ),
+        (
+            "/v2/models/echo/infer",
+            {"inputs": [{"name": "x", "shape": [1, 4], "datatype": "BYTES", "data": [1]}]},
+            400,
+            "datatype",
+        ),
+        (
+            "/v2/models/nope/infer",
+            {"inputs": [{"name": "x", "shape": [1, 4], "datatype": "FP32", "data": [1, 2, 3, 4]}]},
+            404,
+            "nope",
+        ),
+    ],
+)
+async def test_bad_input_is_4xx_naming_the_problem(platform, path, body, status, words):
+    answer = await platform.post(path, json=body)
+    assert answer.status_code == status, answer.text
+    error = answer.json()["error"]
+    message = error if isinstance(error, str) else error["message"]
+    assert words in message
+    still = await platform.post("/v1/models/echo:predict", json={"instances": ROWS})
+    assert still.status_code == 200
+
+
+@pytest.mark.parametrize(
+    "path", ["/api/v1/models/echo/predict", "/v1/models/echo:predict", "/v2/models/echo/infer"]
+)
+async def test_malformed_json_is_400_with_a_json_body(platform, path):
+    answer = await platform.post(
+        path, content=b'{"inputs": [1,', headers={"content-type": "application/json"}
+    )
+    assert answer.status_code == 400
+    error = answer.json()["error"]
+    assert "JSON" in (error if isinstance(error, str) else error["message"])
+
+
+async def test_serving_apis_read_bodies_as_json_whatever_the_content_type(platform):
+    # `curl -d` sends form-urlencoded; TF Serving and Triton read the body as JSON anyway.
+    form = {"content-type": "application/x-www-form-urlencoded"}
+    rows = await platform.post(
+        "/v1/models/echo:predict", content=json.dumps({"instances": ROWS}), headers=form
+    )
+    assert rows.status_code == 200 and rows.json() == {"predictions": ROWS}
+    request = {"inputs": [{"name": "x", "shape": [2, 4], "datatype": "FP32", "data": FLAT}]}
+    infer = await platform.post("/v2/models/echo/infer", content=json.dumps(request), headers=form)
+    assert infer.status_code == 200 and infer.json()["outputs"][0]["data"] == FLAT

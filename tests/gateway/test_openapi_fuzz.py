@@ -1,0 +1,85 @@
+"""Schemathesis against the gateway's own `/openapi.json`: generated requests to every
+operation of the ASGI app, in front of real services running as processes, must never
+get a 5xx, and every answer must match the document (status code, content type, schema).
+
+Bounded: at most 25 derandomized examples per operation. Schemathesis parametrizes from
+the schema when the module is collected, so the app exists before the services do: the
+module fixture starts them and hands the app `Backends` that point at them."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import schemathesis
+from hypothesis import HealthCheck, settings
+from schemathesis.checks import not_a_server_error
+from schemathesis.specs.openapi.checks import (
+    content_type_conformance,
+    response_schema_conformance,
+    status_code_conformance,
+)
+
+from gateway.app import create_app
+from gateway.backends import Backends
+from gateway.settings import GatewaySettings
+from tests.gateway.conftest import NOOP_MODELS
+from tests.support.processes import service_process
+
+CHECKS = [
+    not_a_server_error,
+    status_code_conformance,
+    content_type_conformance,
+    response_schema_conformance,
+]
+APP = create_app(GatewaySettings(), Backends(GatewaySettings(), None))
+schema = schemathesis.openapi.from_asgi("/openapi.json", APP)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def services_as_processes(tmp_path_factory):
+    home = tmp_path_factory.mktemp("fuzz")
+    config = home / "models.json"
+    config.write_text(json.dumps({"models": NOOP_MODELS}))
+    registry = service_process("services.registry.server", "TFMESH_REGISTRY_", home)
+    data = service_process("services.data.server", "TFMESH_DATA_", home)
+    training = service_process(
+        "services.training.server",
+        "TFMESH_TRAINING_",
+        home,
+        TFMESH_TRAINING_DATA_ADDR=data.address,
+        TFMESH_TRAINING_REGISTRY_ADDR=registry.address,
+    )
+    inference = service_process(
+        "services.inference.server",
+        "TFMESH_INFERENCE_",
+        home,
+        TFMESH_INFERENCE_MODEL_CONFIG_FILE=str(config),
+    )
+    processes = [registry, data, training, inference]
+    try:
+        for process in processes:
+            process.start(timeout_s=120)
+        live = GatewaySettings(
+            registry_addr=registry.address,
+            data_addr=data.address,
+            training_addr=training.address,
+            inference_addr=inference.address,
+            deadline_s=5,
+        )
+        APP.state.backends = Backends(live, None)
+        yield
+    finally:
+        for process in reversed(processes):
+            process.stop_quietly()
+
+
+@schema.parametrize()
+@settings(
+    max_examples=25,
+    derandomize=True,
+    deadline=None,
+    suppress_health_check=list(HealthCheck),
+)
+def test_no_5xx_and_answers_match_the_document(case):
+    case.call_and_validate(checks=CHECKS)
