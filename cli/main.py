@@ -1,27 +1,25 @@
-"""The `tfmesh` command: the local stack and the registry from a shell.
+"""The `tfmesh` command: the local stack, datasets, training, the registry and predictions
+from a shell.
 
 Each group talks gRPC to its service (addresses from `TFMESH_<SERVICE>_ADDR`, defaulting to
-the local stack's ports). A failed call prints its status code and message and exits 1;
-`--json` switches any listing to machine-readable output."""
+the local stack's ports; see cli.rpc). A failed call prints its status code and message
+and exits 1; `--json` switches any output to machine-readable JSON. The groups `data`,
+`train` and the `predict` command live in their own modules."""
 
 from __future__ import annotations
 
-import asyncio
-import os
-from collections.abc import Awaitable, Callable
-from typing import Annotated, TypeVar
+from typing import Annotated
 
 import grpc
 import typer
 
-from cli.output import errors, print_json, table
-from services.stack import SERVICES, LocalStack
-from shared.channels import open_channel
+from cli import data, predict, train
+from cli.output import print_json, table
+from cli.rpc import JsonFlag, run_rpc
+from services.stack import LocalStack
 from shared.settings import default_home
 from tfmesh.registry.v1 import registry_pb2 as pb
 from tfmesh.registry.v1 import registry_pb2_grpc
-
-T = TypeVar("T")
 
 app = typer.Typer(
     help="tfmesh: data, training, registry and inference from one command.", no_args_is_help=True
@@ -30,27 +28,9 @@ models = typer.Typer(
     help="Models, versions, aliases and promotion in the registry.", no_args_is_help=True
 )
 app.add_typer(models, name="models")
-
-JsonFlag = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
-
-
-def address(service: str) -> str:
-    spec = next(s for s in SERVICES if s.name == service)
-    return os.environ.get(f"TFMESH_{service.upper()}_ADDR", spec.address)
-
-
-def run_rpc(service: str, call: Callable[[grpc.aio.Channel], Awaitable[T]]) -> T:
-    """Run one async gRPC interaction; a failure becomes a message and exit code 1."""
-
-    async def go() -> T:
-        async with open_channel(address(service)) as channel:
-            return await call(channel)
-
-    try:
-        return asyncio.run(go())
-    except grpc.aio.AioRpcError as error:
-        errors.print(f"[red]{error.code().name}[/red]: {error.details()}")
-        raise typer.Exit(1) from None
+app.add_typer(data.app, name="data")
+app.add_typer(train.app, name="train")
+app.command("predict")(predict.predict)
 
 
 def registry(channel: grpc.aio.Channel) -> registry_pb2_grpc.RegistryServiceStub:

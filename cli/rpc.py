@@ -1,0 +1,58 @@
+"""How the CLI reaches the services: each service's address from `TFMESH_<SERVICE>_ADDR`
+(defaulting to the local stack's ports), one asyncio gRPC interaction per command, and a
+failed call turned into its status code and message on stderr with exit code 1."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import Awaitable, Callable
+from typing import Annotated, TypeVar
+
+import grpc
+import typer
+
+from cli.output import errors
+from services.stack import SERVICES
+from shared.channels import open_channel
+
+T = TypeVar("T")
+
+JsonFlag = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
+# Deadline of each one-shot call; streams (uploads, watches) set their own.
+CALL_TIMEOUT_S = 60.0
+MAX_MESSAGE_BYTES = 64 * 1024 * 1024
+
+
+def address(service: str) -> str:
+    spec = next(s for s in SERVICES if s.name == service)
+    return os.environ.get(f"TFMESH_{service.upper()}_ADDR", spec.address)
+
+
+def fail(error: grpc.RpcError) -> typer.Exit:
+    """Print a failed call's code and message; the caller raises the returned Exit."""
+    call: grpc.Call = error  # type: ignore[assignment]
+    errors.print(f"[red]{call.code().name}[/red]: {call.details()}")
+    return typer.Exit(1)
+
+
+def run_rpc(service: str, call: Callable[[grpc.aio.Channel], Awaitable[T]]) -> T:
+    """Run one async gRPC interaction; a failure becomes a message and exit code 1."""
+
+    async def go() -> T:
+        async with open_channel(address(service)) as channel:
+            return await call(channel)
+
+    try:
+        return asyncio.run(go())
+    except grpc.aio.AioRpcError as error:
+        raise fail(error) from None
+
+
+def blocking_channel(service: str) -> grpc.Channel:
+    """A blocking channel, for client-streaming uploads (see gateway.backends on why)."""
+    options = [
+        ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+        ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+    ]
+    return grpc.insecure_channel(address(service), options=options)
