@@ -13,7 +13,8 @@ import signal
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
+import urllib.request
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import grpc
@@ -30,6 +31,8 @@ class ServiceSpec:
     module: str
     env_prefix: str
     port: int
+    # The gateway speaks HTTP: its health is GET /healthz instead of grpc.health.v1.
+    http: bool = False
 
     @property
     def address(self) -> str:
@@ -45,15 +48,14 @@ SERVICES = [
     ServiceSpec("data", "services.data.server", "TFMESH_DATA_", 50051),
     ServiceSpec("training", "services.training.server", "TFMESH_TRAINING_", 50052),
     ServiceSpec("inference", "services.inference.server", "TFMESH_INFERENCE_", 50054),
+    ServiceSpec("gateway", "gateway.server", "TFMESH_GATEWAY_", 8080, http=True),
 ]
 
 
 def built_services() -> list[ServiceSpec]:
     """The services whose code exists, each on `<PREFIX>PORT` when that is set."""
     return [
-        ServiceSpec(
-            s.name, s.module, s.env_prefix, int(os.environ.get(f"{s.env_prefix}PORT", s.port))
-        )
+        replace(s, port=int(os.environ.get(f"{s.env_prefix}PORT", s.port)))
         for s in SERVICES
         if s.is_built()
     ]
@@ -69,7 +71,14 @@ def peer_environment(services: list[ServiceSpec]) -> dict[str, str]:
     return env
 
 
-def health(address: str, timeout_s: float = 1.0) -> str:
+def health(spec: ServiceSpec, timeout_s: float = 1.0) -> str:
+    if spec.http:
+        try:
+            with urllib.request.urlopen(f"http://{spec.address}/healthz", timeout=timeout_s):
+                return "SERVING"
+        except OSError:
+            return "DOWN"
+    address = spec.address
     try:
         with grpc.insecure_channel(address) as channel:
             reply = health_pb2_grpc.HealthStub(channel).Check(
@@ -96,7 +105,7 @@ class LocalStack:
         env = {**os.environ, "TFMESH_HOME": str(self.home), "TF_CPP_MIN_LOG_LEVEL": "2"}
         env.update(peer_environment(services))
         for spec in services:
-            if health(spec.address) == "SERVING":
+            if health(spec) == "SERVING":
                 print(f"{spec.name:<10} already serving on {spec.address}")
                 continue
             with (self.log_dir / f"{spec.name}.log").open("ab") as log:
@@ -118,7 +127,7 @@ class LocalStack:
             if process.poll() is not None:
                 log = self.log_dir / f"{spec.name}.log"
                 raise SystemExit(f"{spec.name} exited with {process.returncode}; see {log}")
-            if health(spec.address) == "SERVING":
+            if health(spec) == "SERVING":
                 return
             time.sleep(0.2)
         raise SystemExit(f"{spec.name} was not SERVING on {spec.address} within {timeout_s} s")
@@ -144,7 +153,7 @@ class LocalStack:
 
     def status(self) -> None:
         for spec in built_services():
-            print(f"{spec.name:<10} {spec.address:<18} {health(spec.address)}")
+            print(f"{spec.name:<10} {spec.address:<18} {health(spec)}")
 
 
 def _alive(pid: int) -> bool:
