@@ -2,10 +2,11 @@
 
 Starts the local stack, imports scikit-learn's digits into the data service, trains a
 model with a small hyperparameter search (progress shown), registers it and promotes v1,
-predicts the test split through the inference service's three gRPC APIs (tfmesh, TF
-Serving, KServe v2) and checks that their accuracies agree, trains v2, puts it on canary at
-20% and shows the observed split, promotes it and shows the traffic move, then stops the
-stack. It ends with a summary table and writes a training-curve PNG."""
+predicts the test split through the inference service's three APIs (tfmesh, TF Serving,
+KServe v2), each over gRPC and over the REST gateway, and checks that the accuracies
+agree; trains v2, puts it on canary at 20% and shows the observed split, promotes it and
+shows the traffic move, then stops the stack. It ends with a summary table and writes a
+training-curve PNG."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import grpc
+import httpx
 import numpy as np
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
@@ -128,7 +130,7 @@ class Demo:
             )
             self.summary.add("v1 promoted by override", "gate refused; overridden with a reason")
 
-        step("3. predict the test split through three APIs of the inference service")
+        step("3. predict the test split over gRPC and REST, through all three APIs")
         status = await wait_for_labels(inference, {"production": version1})
         input_name = status.versions[0].inputs[0].name
         accuracies = {
@@ -137,11 +139,12 @@ class Demo:
                 predict_tf_serving, self.addresses["inference"], x_test, y_test, input_name
             ),
             "KServe v2 gRPC": await predict_kserve(inference_channel, x_test, y_test, input_name),
+            **await predict_rest(self.addresses["gateway"], x_test, y_test, input_name),
         }
         for api, accuracy in accuracies.items():
             self.summary.add(f"served accuracy via {api}", f"{accuracy:.4f}")
         agree = len({round(a, 6) for a in accuracies.values()}) == 1
-        self.summary.add("the three APIs agree", "yes" if agree else "NO")
+        self.summary.add("gRPC and REST, all three APIs agree", "yes" if agree else "NO")
         if not agree:
             raise SystemExit("served accuracies differ between APIs")
 
@@ -334,6 +337,46 @@ async def predict_kserve(channel, x: np.ndarray, y: np.ndarray, input_name: str)
         scores = np.frombuffer(reply.raw_output_contents[0], "<f4").reshape(output.shape)
         predicted.append(scores.argmax(axis=-1))
     return float(np.mean(np.concatenate(predicted) == y))
+
+
+async def predict_rest(
+    gateway: str, x: np.ndarray, y: np.ndarray, input_name: str
+) -> dict[str, float]:
+    """The same predictions over the REST gateway: its own API, TF Serving's, KServe v2's."""
+    answers: dict[str, list[np.ndarray]] = {
+        "tfmesh REST": [],
+        "TF Serving REST": [],
+        "KServe v2 REST": [],
+    }
+    async with httpx.AsyncClient(base_url=f"http://{gateway}", timeout=30) as client:
+        for rows in chunks(x):
+            data = rows.astype(np.float32).tolist()
+            own = await client.post(
+                f"/api/v1/models/{MODEL}/predict",
+                json={"inputs": {input_name: {"dtype": "float32", "data": data}}},
+            )
+            scores = next(iter(own.raise_for_status().json()["outputs"].values()))["data"]
+            answers["tfmesh REST"].append(np.argmax(scores, axis=-1))
+            tf_serving = await client.post(f"/v1/models/{MODEL}:predict", json={"instances": data})
+            scores = tf_serving.raise_for_status().json()["predictions"]
+            answers["TF Serving REST"].append(np.argmax(scores, axis=-1))
+            kserve = await client.post(
+                f"/v2/models/{MODEL}/infer",
+                json={
+                    "inputs": [
+                        {
+                            "name": input_name,
+                            "shape": list(rows.shape),
+                            "datatype": "FP32",
+                            "data": rows.astype(np.float32).ravel().tolist(),
+                        }
+                    ]
+                },
+            )
+            output = kserve.raise_for_status().json()["outputs"][0]
+            scores = np.reshape(output["data"], output["shape"])
+            answers["KServe v2 REST"].append(np.argmax(scores, axis=-1))
+    return {api: float(np.mean(np.concatenate(p) == y)) for api, p in answers.items()}
 
 
 async def observe_split(inference, x: np.ndarray, input_name: str, count: int) -> Counter[int]:  # type: ignore[no-untyped-def]

@@ -30,7 +30,7 @@ def test_demo_runs_the_lifecycle_end_to_end(tmp_path):
     )
     output = finished.stdout + finished.stderr
     assert finished.returncode == 0, output[-4000:]
-    assert "the three APIs agree: yes" in output
+    assert "gRPC and REST, all three APIs agree: yes" in output
     assert "after promotion: share served by v2: 100.0%" in output
     assert (tmp_path / "demo" / "training_curve.png").stat().st_size > 10_000
     assert not list((tmp_path / "run").glob("*.pid")), "the demo stops the stack it started"
