@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from shared import oip
 from shared.errors import invalid
 from shared.tensors import numpy_dtype
 from tfmesh.common.v1 import common_pb2
@@ -91,26 +92,9 @@ def array_from_json(
     return array.reshape(tuple(shape))
 
 
-# KServe v2 (Open Inference Protocol) datatypes that JSON numbers can carry.
-KSERVE_DATATYPES: dict[str, np.dtype] = {
-    "BOOL": np.dtype("?"),
-    "UINT8": np.dtype("u1"),
-    "UINT16": np.dtype("<u2"),
-    "UINT32": np.dtype("<u4"),
-    "UINT64": np.dtype("<u8"),
-    "INT8": np.dtype("i1"),
-    "INT16": np.dtype("<i2"),
-    "INT32": np.dtype("<i4"),
-    "INT64": np.dtype("<i8"),
-    "FP16": np.dtype("<f2"),
-    "FP32": np.dtype("<f4"),
-    "FP64": np.dtype("<f8"),
-}
-
-
 def kserve_dtype(datatype: str, field: str) -> np.dtype:
-    if datatype not in KSERVE_DATATYPES:
+    if datatype not in oip.NUMPY_DTYPES:
         raise invalid(
-            field, f"unsupported datatype {datatype!r}; one of {sorted(KSERVE_DATATYPES)}"
+            field, f"unsupported datatype {datatype!r}; one of {sorted(oip.NUMPY_DTYPES)}"
         )
-    return KSERVE_DATATYPES[datatype]
+    return oip.NUMPY_DTYPES[datatype]

@@ -14,23 +14,10 @@ import numpy as np
 from inference import grpc_predict_v2_pb2 as pb
 from services.inference.core import Prediction
 from services.inference.runtimes import TensorSpec
+from shared import oip
 from shared.errors import FieldViolation, InvalidArgument, invalid
 
-DTYPES: dict[str, np.dtype] = {
-    "BOOL": np.dtype("?"),
-    "UINT8": np.dtype("u1"),
-    "UINT16": np.dtype("<u2"),
-    "UINT32": np.dtype("<u4"),
-    "UINT64": np.dtype("<u8"),
-    "INT8": np.dtype("i1"),
-    "INT16": np.dtype("<i2"),
-    "INT32": np.dtype("<i4"),
-    "INT64": np.dtype("<i8"),
-    "FP16": np.dtype("<f2"),
-    "FP32": np.dtype("<f4"),
-    "FP64": np.dtype("<f8"),
-}
-DATATYPES = {dtype.str.lstrip("<|="): name for name, dtype in DTYPES.items()}
+DATATYPES = {dtype.str.lstrip("<|="): name for name, dtype in oip.NUMPY_DTYPES.items()}
 # The InferTensorContents field that carries each datatype when sent typed.
 CONTENTS_FIELD = {
     "BOOL": "bool_contents",
@@ -59,11 +46,11 @@ def input_field(index: int) -> str:
 
 def _header(index: int, tensor: pb.ModelInferRequest.InferInputTensor) -> tuple[np.dtype, tuple]:
     field = input_field(index)
-    dtype = DTYPES.get(tensor.datatype)
+    dtype = oip.NUMPY_DTYPES.get(tensor.datatype)
     if dtype is None:
         raise invalid(
             f"{field}.datatype",
-            f"unsupported datatype {tensor.datatype!r}; one of {sorted(DTYPES)}",
+            f"unsupported datatype {tensor.datatype!r}; one of {sorted(oip.NUMPY_DTYPES)}",
         )
     shape = tuple(tensor.shape)
     if any(dim < 0 for dim in shape):
