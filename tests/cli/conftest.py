@@ -9,7 +9,7 @@ import json
 import pytest
 
 from cli.output import console, errors
-from tests.support.processes import service_process
+from tests.support.processes import platform_processes
 
 # `echo` takes 4 float32 features; `image` takes 2 x 2 x 1 images (a CSV row of 4 fits).
 NOOP_MODELS = [
@@ -44,24 +44,7 @@ def services(tmp_path_factory):
     home = tmp_path_factory.mktemp("cli")
     config = home / "models.json"
     config.write_text(json.dumps({"models": NOOP_MODELS}))
-    registry = service_process("services.registry.server", "TFMESH_REGISTRY_", home)
-    data = service_process("services.data.server", "TFMESH_DATA_", home)
-    training = service_process(
-        "services.training.server",
-        "TFMESH_TRAINING_",
-        home,
-        TFMESH_TRAINING_DATA_ADDR=data.address,
-        TFMESH_TRAINING_REGISTRY_ADDR=registry.address,
-        TFMESH_TRAINING_IDLE_POLL_S="0.2",
-        TFMESH_TRAINING_WATCH_POLL_S="0.1",
-    )
-    inference = service_process(
-        "services.inference.server",
-        "TFMESH_INFERENCE_",
-        home,
-        TFMESH_INFERENCE_MODEL_CONFIG_FILE=str(config),
-    )
-    processes = {"registry": registry, "data": data, "training": training, "inference": inference}
+    processes = platform_processes(home, TFMESH_INFERENCE_MODEL_CONFIG_FILE=str(config))
     with pytest.MonkeyPatch.context() as environment:
         try:
             for name, process in processes.items():

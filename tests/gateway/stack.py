@@ -15,7 +15,7 @@ from pathlib import Path
 
 import httpx
 
-from tests.support.processes import REPO, ServiceProcess, free_port, service_process
+from tests.support.processes import REPO, ServiceProcess, free_port, platform_processes
 
 
 @dataclass
@@ -78,32 +78,8 @@ class Stack:
 def running_stack(home: Path, models: str, **gateway_env: str) -> Iterator[Stack]:
     """Start the five processes under `home`; the inference service serves `models`
     (comma-separated registry models). Everything is killed on exit."""
-    registry = service_process(
-        "services.registry.server",
-        "TFMESH_REGISTRY_",
-        home,
-        TFMESH_REGISTRY_WATCH_POLL_INTERVAL_S="0.2",
-    )
-    data = service_process(
-        "services.data.server", "TFMESH_DATA_", home, TFMESH_DATA_REGISTRY_ADDR=registry.address
-    )
-    training = service_process(
-        "services.training.server",
-        "TFMESH_TRAINING_",
-        home,
-        TFMESH_TRAINING_DATA_ADDR=data.address,
-        TFMESH_TRAINING_REGISTRY_ADDR=registry.address,
-        TFMESH_TRAINING_IDLE_POLL_S="0.2",
-        TFMESH_TRAINING_WATCH_POLL_S="0.1",
-    )
-    inference = service_process(
-        "services.inference.server",
-        "TFMESH_INFERENCE_",
-        home,
-        TFMESH_INFERENCE_MODELS=models,
-        TFMESH_INFERENCE_REGISTRY_ADDR=registry.address,
-        TFMESH_INFERENCE_REGISTRY_MAX_BACKOFF_S="0.5",
-    )
+    fleet = platform_processes(home, TFMESH_INFERENCE_MODELS=models)
+    registry, data, training, inference = fleet.values()
     port = free_port()
     gateway = GatewayProcess(
         {

@@ -24,7 +24,7 @@ from gateway.app import create_app
 from gateway.backends import Backends
 from gateway.settings import GatewaySettings
 from tests.gateway.conftest import NOOP_MODELS
-from tests.support.processes import service_process
+from tests.support.processes import platform_processes
 
 CHECKS = [
     not_a_server_error,
@@ -41,30 +41,16 @@ def services_as_processes(tmp_path_factory):
     home = tmp_path_factory.mktemp("fuzz")
     config = home / "models.json"
     config.write_text(json.dumps({"models": NOOP_MODELS}))
-    registry = service_process("services.registry.server", "TFMESH_REGISTRY_", home)
-    data = service_process("services.data.server", "TFMESH_DATA_", home)
-    training = service_process(
-        "services.training.server",
-        "TFMESH_TRAINING_",
-        home,
-        TFMESH_TRAINING_DATA_ADDR=data.address,
-        TFMESH_TRAINING_REGISTRY_ADDR=registry.address,
-    )
-    inference = service_process(
-        "services.inference.server",
-        "TFMESH_INFERENCE_",
-        home,
-        TFMESH_INFERENCE_MODEL_CONFIG_FILE=str(config),
-    )
-    processes = [registry, data, training, inference]
+    fleet = platform_processes(home, TFMESH_INFERENCE_MODEL_CONFIG_FILE=str(config))
+    processes = list(fleet.values())
     try:
         for process in processes:
             process.start(timeout_s=120)
         live = GatewaySettings(
-            registry_addr=registry.address,
-            data_addr=data.address,
-            training_addr=training.address,
-            inference_addr=inference.address,
+            registry_addr=fleet["registry"].address,
+            data_addr=fleet["data"].address,
+            training_addr=fleet["training"].address,
+            inference_addr=fleet["inference"].address,
             deadline_s=5,
         )
         APP.state.backends = Backends(live, None)

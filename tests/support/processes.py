@@ -86,3 +86,35 @@ def service_process(module: str, prefix: str, home: Path, **env: str) -> Service
     port = free_port()
     settings = {"TFMESH_HOME": str(home), f"{prefix}PORT": str(port), **env}
     return ServiceProcess(module, settings, port, home / f"{module}.log")
+
+
+def platform_processes(home: Path, **inference_env: str) -> dict[str, ServiceProcess]:
+    """Registry, data, training and inference wired to one another, in start order (not yet
+    started); `inference_env` says what the inference service serves."""
+    registry = service_process(
+        "services.registry.server",
+        "TFMESH_REGISTRY_",
+        home,
+        TFMESH_REGISTRY_WATCH_POLL_INTERVAL_S="0.2",
+    )
+    data = service_process(
+        "services.data.server", "TFMESH_DATA_", home, TFMESH_DATA_REGISTRY_ADDR=registry.address
+    )
+    training = service_process(
+        "services.training.server",
+        "TFMESH_TRAINING_",
+        home,
+        TFMESH_TRAINING_DATA_ADDR=data.address,
+        TFMESH_TRAINING_REGISTRY_ADDR=registry.address,
+        TFMESH_TRAINING_IDLE_POLL_S="0.2",
+        TFMESH_TRAINING_WATCH_POLL_S="0.1",
+    )
+    inference = service_process(
+        "services.inference.server",
+        "TFMESH_INFERENCE_",
+        home,
+        TFMESH_INFERENCE_REGISTRY_ADDR=registry.address,
+        TFMESH_INFERENCE_REGISTRY_MAX_BACKOFF_S="0.5",
+        **inference_env,
+    )
+    return {"registry": registry, "data": data, "training": training, "inference": inference}
