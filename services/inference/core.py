@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 from opentelemetry import trace
 
+from services.inference.batcher import Batcher
 from services.inference.metrics import REQUESTS
 from services.inference.model_manager import LoadedVersion, ModelManager, ServedModel
 from services.inference.routing import Router
@@ -74,12 +75,12 @@ class InferenceCore:
                 span.set_attributes({"model": model, "model.version": chosen})
                 signature = target.runtime.signature
                 rows = validate_inputs(
-                    inputs, signature, target.batcher.options.max_batch_size, field_of
+                    inputs, signature, target.batcher.options.max_queued_rows, field_of
                 )
                 if output_filter:
                     check_output_filter(output_filter, signature, output_filter_field)
                 span.set_attribute("rows", rows)
-                outputs = await target.batcher.submit(inputs, rows, deadline)
+                outputs = await submit_in_batches(target.batcher, inputs, rows, deadline)
             except DomainError as error:
                 code = error.code.name
                 raise
@@ -95,3 +96,25 @@ class InferenceCore:
         if output_filter:
             outputs = {name: outputs[name] for name in output_filter}
         return Prediction(model, chosen, outputs)
+
+
+async def submit_in_batches(
+    batcher: Batcher, inputs: dict[str, np.ndarray], rows: int, deadline: float | None
+) -> dict[str, np.ndarray]:
+    """Queue a request; one larger than `max_batch_size` goes in pieces of that size (TF
+    Serving's large-batch splitting) whose outputs are joined back in order. If any piece
+    cannot be queued, the pieces already queued are cancelled and never computed."""
+    size = batcher.options.max_batch_size
+    if rows <= size:
+        return await batcher.submit(inputs, rows, deadline)
+    pieces: list[asyncio.Future[dict[str, np.ndarray]]] = []
+    try:
+        for start in range(0, rows, size):
+            piece = {name: array[start : start + size] for name, array in inputs.items()}
+            pieces.append(batcher.submit(piece, min(size, rows - start), deadline))
+        parts = await asyncio.gather(*pieces)
+    except BaseException:
+        for future in pieces:
+            future.cancel()
+        raise
+    return {name: np.concatenate([part[name] for part in parts]) for name in parts[0]}

@@ -76,7 +76,8 @@ def validate_inputs(
     if count > max_rows:
         raise invalid(
             field_of(signature.inputs[0].name),
-            f"{count} rows, more than this model's max_batch_size of {max_rows}",
+            f"{count} rows, more than this model's queue holds ({max_rows} rows: "
+            "max_enqueued_batches x max_batch_size)",
         )
     return count
 

@@ -127,8 +127,19 @@ BAD_INPUTS = {
         "inputs[x].content",
         "256 bytes",
     ),
-    "too many rows": ({"x": to_tensor(digits_rows(9))}, "inputs[x]", "max_batch_size"),
+    # The digits model batches 8 rows and queues 16 batches: 129 rows cannot be queued.
+    "too many rows": ({"x": to_tensor(digits_rows(129))}, "inputs[x]", "max_enqueued_batches"),
 }
+
+
+async def test_a_request_over_max_batch_size_is_split_and_joined_in_order(stub):
+    rows = digits_rows(20, seed=3)
+    whole = await stub.Predict(request(rows))
+    one_by_one = [await stub.Predict(request(rows[i : i + 1])) for i in range(len(rows))]
+    joined = from_tensor(whole.outputs["output_0"])
+    assert joined.shape[0] == 20
+    expected = np.concatenate([from_tensor(r.outputs["output_0"]) for r in one_by_one])
+    np.testing.assert_allclose(joined, expected, atol=1e-6)
 
 
 @pytest.mark.parametrize("case", sorted(BAD_INPUTS))
