@@ -40,6 +40,7 @@ from tfmesh.training.v1 import training_pb2 as tpb
 from tfmesh.training.v1 import training_pb2_grpc
 
 MODEL = "digits"
+# Smaller than the test split, so whole-split requests show the large-batch splitting.
 MAX_BATCH_SIZE = 32
 console = Console()
 
@@ -300,83 +301,65 @@ async def predict_tfmesh(inference, x: np.ndarray, y: np.ndarray, input_name: st
     return float(np.mean(np.array(predicted) == y))
 
 
-def chunks(x: np.ndarray) -> list[np.ndarray]:
-    """Requests of at most the served model's max_batch_size rows each."""
-    return [x[i : i + MAX_BATCH_SIZE] for i in range(0, len(x), MAX_BATCH_SIZE)]
-
-
 def predict_tf_serving(address: str, x: np.ndarray, y: np.ndarray, input_name: str) -> float:
     """TF Serving's own client stubs, used exactly as an existing TF Serving client would."""
     import tensorflow as tf
     from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
 
-    predicted = []
     with grpc.insecure_channel(address) as channel:
         stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
-        for rows in chunks(x):
-            request = predict_pb2.PredictRequest()
-            request.model_spec.name = MODEL
-            request.model_spec.version_label = "production"
-            request.inputs[input_name].CopyFrom(tf.make_tensor_proto(rows.astype(np.float32)))
-            reply = stub.Predict(request, timeout=30)
-            scores = tf.make_ndarray(next(iter(reply.outputs.values())))
-            predicted.append(scores.argmax(axis=-1))
-    return float(np.mean(np.concatenate(predicted) == y))
+        request = predict_pb2.PredictRequest()
+        request.model_spec.name = MODEL
+        request.model_spec.version_label = "production"
+        request.inputs[input_name].CopyFrom(tf.make_tensor_proto(x.astype(np.float32)))
+        reply = stub.Predict(request, timeout=30)
+    scores = tf.make_ndarray(next(iter(reply.outputs.values())))
+    return float(np.mean(scores.argmax(axis=-1) == y))
 
 
 async def predict_kserve(channel, x: np.ndarray, y: np.ndarray, input_name: str) -> float:  # type: ignore[no-untyped-def]
     """The Open Inference Protocol with raw_input_contents, as a Triton client sends it."""
     stub = v2_grpc.GRPCInferenceServiceStub(channel)
-    predicted = []
-    for rows in chunks(x):
-        request = v2.ModelInferRequest(model_name=MODEL)
-        request.inputs.add(name=input_name, datatype="FP32", shape=list(rows.shape))
-        request.raw_input_contents.append(rows.astype("<f4").tobytes())
-        reply = await stub.ModelInfer(request)
-        output = reply.outputs[0]
-        scores = np.frombuffer(reply.raw_output_contents[0], "<f4").reshape(output.shape)
-        predicted.append(scores.argmax(axis=-1))
-    return float(np.mean(np.concatenate(predicted) == y))
+    request = v2.ModelInferRequest(model_name=MODEL)
+    request.inputs.add(name=input_name, datatype="FP32", shape=list(x.shape))
+    request.raw_input_contents.append(x.astype("<f4").tobytes())
+    reply = await stub.ModelInfer(request)
+    output = reply.outputs[0]
+    scores = np.frombuffer(reply.raw_output_contents[0], "<f4").reshape(output.shape)
+    return float(np.mean(scores.argmax(axis=-1) == y))
 
 
 async def predict_rest(
     gateway: str, x: np.ndarray, y: np.ndarray, input_name: str
 ) -> dict[str, float]:
     """The same predictions over the REST gateway: its own API, TF Serving's, KServe v2's."""
-    answers: dict[str, list[np.ndarray]] = {
-        "tfmesh REST": [],
-        "TF Serving REST": [],
-        "KServe v2 REST": [],
+    data = x.astype(np.float32).tolist()
+    async with httpx.AsyncClient(base_url=f"http://{gateway}", timeout=60) as client:
+        own = await client.post(
+            f"/api/v1/models/{MODEL}/predict",
+            json={"inputs": {input_name: {"dtype": "float32", "data": data}}},
+        )
+        tf_serving = await client.post(f"/v1/models/{MODEL}:predict", json={"instances": data})
+        kserve = await client.post(
+            f"/v2/models/{MODEL}/infer",
+            json={
+                "inputs": [
+                    {
+                        "name": input_name,
+                        "shape": list(x.shape),
+                        "datatype": "FP32",
+                        "data": x.astype(np.float32).ravel().tolist(),
+                    }
+                ]
+            },
+        )
+    kserve_output = kserve.raise_for_status().json()["outputs"][0]
+    scores = {
+        "tfmesh REST": next(iter(own.raise_for_status().json()["outputs"].values()))["data"],
+        "TF Serving REST": tf_serving.raise_for_status().json()["predictions"],
+        "KServe v2 REST": np.reshape(kserve_output["data"], kserve_output["shape"]),
     }
-    async with httpx.AsyncClient(base_url=f"http://{gateway}", timeout=30) as client:
-        for rows in chunks(x):
-            data = rows.astype(np.float32).tolist()
-            own = await client.post(
-                f"/api/v1/models/{MODEL}/predict",
-                json={"inputs": {input_name: {"dtype": "float32", "data": data}}},
-            )
-            scores = next(iter(own.raise_for_status().json()["outputs"].values()))["data"]
-            answers["tfmesh REST"].append(np.argmax(scores, axis=-1))
-            tf_serving = await client.post(f"/v1/models/{MODEL}:predict", json={"instances": data})
-            scores = tf_serving.raise_for_status().json()["predictions"]
-            answers["TF Serving REST"].append(np.argmax(scores, axis=-1))
-            kserve = await client.post(
-                f"/v2/models/{MODEL}/infer",
-                json={
-                    "inputs": [
-                        {
-                            "name": input_name,
-                            "shape": list(rows.shape),
-                            "datatype": "FP32",
-                            "data": rows.astype(np.float32).ravel().tolist(),
-                        }
-                    ]
-                },
-            )
-            output = kserve.raise_for_status().json()["outputs"][0]
-            scores = np.reshape(output["data"], output["shape"])
-            answers["KServe v2 REST"].append(np.argmax(scores, axis=-1))
-    return {api: float(np.mean(np.concatenate(p) == y)) for api, p in answers.items()}
+    return {api: float(np.mean(np.argmax(s, axis=-1) == y)) for api, s in scores.items()}
 
 
 async def observe_split(inference, x: np.ndarray, input_name: str, count: int) -> Counter[int]:  # type: ignore[no-untyped-def]
