@@ -10,11 +10,8 @@ import csv
 import io
 from pathlib import Path
 
-import grpc
 import numpy as np
 import pytest
-from google.rpc import error_details_pb2
-from grpc_status import rpc_status
 
 from services.data.core import DataCore
 from services.data.entities import SPLITS, DatasetVersion, UploadSpec
@@ -147,23 +144,3 @@ async def upload(stub, content: bytes, **header) -> pb.UploadDatasetResponse:
     if header["format"] == pb.DATA_FORMAT_CSV:
         header.setdefault("label_column", "label")
     return await stub.UploadDataset(upload_requests(pb.UploadHeader(**header), content))
-
-
-def violations(error: grpc.aio.AioRpcError) -> list[tuple[str, str]]:
-    """The BadRequest field violations an error carries, in order."""
-    status = rpc_status.from_call(error)
-    assert status is not None, f"no google.rpc.Status details on {error.code()}"
-    found = []
-    for detail in status.details:
-        if detail.Is(error_details_pb2.BadRequest.DESCRIPTOR):
-            bad_request = error_details_pb2.BadRequest()
-            detail.Unpack(bad_request)
-            found += [(v.field, v.description) for v in bad_request.field_violations]
-    return found
-
-
-async def expect_error(call, code: grpc.StatusCode) -> grpc.aio.AioRpcError:
-    with pytest.raises(grpc.aio.AioRpcError) as caught:
-        await call
-    assert caught.value.code() == code, caught.value.details()
-    return caught.value

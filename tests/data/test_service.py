@@ -19,16 +19,15 @@ from shared.channels import open_channel
 from shared.telemetry import setup_telemetry
 from shared.tensors import from_tensor
 from tests.data.conftest import (
-    expect_error,
     images,
     numeric_table,
     stored_files,
     upload,
     upload_requests,
-    violations,
 )
 from tests.support.processes import free_port
 from tests.support.registry import registry_settings, running_registry
+from tests.support.status import expect_error, violation_list
 from tfmesh.data.v1 import data_pb2 as pb
 from tfmesh.data.v1 import data_pb2_grpc
 from tfmesh.registry.v1 import registry_pb2, registry_pb2_grpc
@@ -135,7 +134,7 @@ async def test_samples_import_by_name(stub):
     error = await expect_error(
         stub.ImportSample(pb.ImportSampleRequest(sample="mnist")), grpc.StatusCode.INVALID_ARGUMENT
     )
-    assert violations(error)[0][0] == "sample"
+    assert violation_list(error)[0][0] == "sample"
 
 
 def npz(**arrays) -> bytes:
@@ -197,7 +196,7 @@ async def test_bad_uploads_are_invalid_argument_and_store_nothing(stub, settings
         stub.UploadDataset(upload_requests(pb.UploadHeader(**header), content, 7)),
         grpc.StatusCode.INVALID_ARGUMENT,
     )
-    assert field in [f for f, _ in violations(error)], violations(error)
+    assert field in [f for f, _ in violation_list(error)], violation_list(error)
     assert await nothing_stored(stub, settings)
     assert (await upload(stub, GOOD_CSV)).created, "the server keeps serving"
 
@@ -231,7 +230,7 @@ async def test_misordered_streams_are_invalid_argument(stub, settings, messages,
     error = await expect_error(
         stub.UploadDataset(out_of_order(*messages)), grpc.StatusCode.INVALID_ARGUMENT
     )
-    assert [f for f, _ in violations(error)] == [field]
+    assert [f for f, _ in violation_list(error)] == [field]
     assert await nothing_stored(stub, settings)
 
 
@@ -261,12 +260,12 @@ async def test_bad_read_requests(stub):
             async for _ in call:
                 pass
         assert caught.value.code() == code
-        assert [f for f, _ in violations(caught.value)] == [field]
+        assert [f for f, _ in violation_list(caught.value)] == [field]
     error = await expect_error(
         stub.ListDatasetVersions(pb.ListDatasetVersionsRequest(page_token="nonsense")),
         grpc.StatusCode.INVALID_ARGUMENT,
     )
-    assert violations(error)[0][0] == "page_token"
+    assert violation_list(error)[0][0] == "page_token"
 
 
 async def test_list_paginates(stub):

@@ -8,8 +8,6 @@ import grpc
 import numpy as np
 import pytest
 import tensorflow as tf
-from google.rpc import error_details_pb2
-from grpc_status import rpc_status
 from tensorflow_serving.apis import (
     get_model_metadata_pb2,
     get_model_status_pb2,
@@ -23,6 +21,7 @@ from inference import grpc_predict_v2_pb2_grpc
 from tests.inference.conftest import write_model_config
 from tests.inference.models import digits_rows
 from tests.support.processes import service_process
+from tests.support.status import field_violations
 
 
 @pytest.fixture(scope="module")
@@ -68,17 +67,6 @@ def prediction(channel):
 @pytest.fixture
 def kserve(channel):
     return grpc_predict_v2_pb2_grpc.GRPCInferenceServiceStub(channel)
-
-
-def violation_fields(error: grpc.RpcError) -> dict[str, str]:
-    status = rpc_status.from_call(error)
-    assert status is not None, f"no rich status: {error}"
-    fields = {}
-    for detail in status.details:
-        bad_request = error_details_pb2.BadRequest()
-        if detail.Unpack(bad_request):
-            fields.update({v.field: v.description for v in bad_request.field_violations})
-    return fields
 
 
 # --- TF Serving ----------------------------------------------------------------------------
@@ -190,7 +178,7 @@ def test_tf_serving_bad_input_is_invalid_argument(prediction, case):
     with pytest.raises(grpc.RpcError) as error:
         prediction.Predict(request, timeout=10)
     assert error.value.code() is grpc.StatusCode.INVALID_ARGUMENT
-    assert field in violation_fields(error.value)
+    assert field in field_violations(error.value)
     assert prediction.Predict(tf_request(digits_rows(1)), timeout=10).outputs
 
 
@@ -289,7 +277,7 @@ def test_kserve_bad_input_is_invalid_argument(kserve, case):
     with pytest.raises(grpc.RpcError) as error:
         kserve.ModelInfer(request, timeout=10)
     assert error.value.code() is grpc.StatusCode.INVALID_ARGUMENT
-    assert field in violation_fields(error.value)
+    assert field in field_violations(error.value)
     assert kserve.ModelInfer(v2_raw(digits_rows(1)), timeout=10).outputs
 
 
@@ -299,7 +287,7 @@ def test_kserve_typed_count_mismatch_and_unknown_model(kserve):
     with pytest.raises(grpc.RpcError) as error:
         kserve.ModelInfer(request, timeout=10)
     assert error.value.code() is grpc.StatusCode.INVALID_ARGUMENT
-    assert "inputs[0].contents.fp32_contents" in violation_fields(error.value)
+    assert "inputs[0].contents.fp32_contents" in field_violations(error.value)
     with pytest.raises(grpc.RpcError) as error:
         kserve.ModelInfer(v2_raw(digits_rows(1), model="nope"), timeout=10)
     assert error.value.code() is grpc.StatusCode.NOT_FOUND

@@ -7,32 +7,12 @@ import hashlib
 
 import grpc
 import pytest
-from google.rpc import error_details_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
-from grpc_status import rpc_status
 
 from tests.registry.conftest import header_for, upload, upload_messages
+from tests.support.status import expect_error, field_violations
 from tfmesh.registry.v1 import registry_pb2 as pb
-
-
-def field_violations(error: grpc.aio.AioRpcError) -> dict[str, str]:
-    status = rpc_status.from_call(error)
-    assert status is not None, f"no google.rpc.Status details on {error.code()}"
-    found = {}
-    for detail in status.details:
-        if detail.Is(error_details_pb2.BadRequest.DESCRIPTOR):
-            bad_request = error_details_pb2.BadRequest()
-            detail.Unpack(bad_request)
-            found.update({v.field: v.description for v in bad_request.field_violations})
-    return found
-
-
-async def expect_error(call, code: grpc.StatusCode) -> grpc.aio.AioRpcError:
-    with pytest.raises(grpc.aio.AioRpcError) as caught:
-        await call
-    assert caught.value.code() == code, caught.value.details()
-    return caught.value
 
 
 async def test_upload_then_download_round_trips_every_artifact(stub):

@@ -7,25 +7,12 @@ import asyncio
 import grpc
 import keras
 import pytest
-from google.rpc import error_details_pb2
-from grpc_status import rpc_status
 
 from services.registry.client import RegistryClient
 from shared.channels import open_channel
+from tests.support.status import field_violations
 from tests.training.conftest import DIGITS, mlp_spec, wait_for_end
 from tfmesh.training.v1 import training_pb2 as pb
-
-
-def violations(error: grpc.aio.AioRpcError) -> dict[str, str]:
-    status = rpc_status.from_call(error)
-    assert status is not None, "the error carries a google.rpc.Status"
-    found = {}
-    for detail in status.details:
-        if detail.Is(error_details_pb2.BadRequest.DESCRIPTOR):
-            bad_request = error_details_pb2.BadRequest()
-            detail.Unpack(bad_request)
-            found.update({v.field: v.description for v in bad_request.field_violations})
-    return found
 
 
 def lambda_json() -> str:
@@ -77,7 +64,7 @@ async def test_bad_specs_are_invalid_argument_before_any_job_exists(training, ca
     with pytest.raises(grpc.aio.AioRpcError) as refused:
         await training.SubmitJob(pb.SubmitJobRequest(spec=spec))
     assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-    assert field in violations(refused.value), violations(refused.value)
+    assert field in field_violations(refused.value), field_violations(refused.value)
     listed = await training.ListJobs(pb.ListJobsRequest())
     assert list(listed.jobs) == []
 
@@ -86,7 +73,7 @@ async def test_unknown_dataset_is_not_found_on_the_field(training):
     with pytest.raises(grpc.aio.AioRpcError) as refused:
         await training.SubmitJob(pb.SubmitJobRequest(spec=mlp_spec(dataset_version="nope@abc")))
     assert refused.value.code() == grpc.StatusCode.NOT_FOUND
-    assert "spec.dataset_version" in violations(refused.value)
+    assert "spec.dataset_version" in field_violations(refused.value)
     assert list((await training.ListJobs(pb.ListJobsRequest())).jobs) == []
 
 
