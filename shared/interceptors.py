@@ -2,7 +2,10 @@
 
 This is the one place where exceptions become status codes: a `DomainError` keeps its
 code and typed details, any other exception becomes INTERNAL with its message logged
-(never leaked) so a bug in one call never takes the server down."""
+(never leaked) so a bug in one call never takes the server down. Request bytes that do
+not parse as the method's message are the caller's mistake: INVALID_ARGUMENT naming the
+message type, for a unary request and for any message of a request stream alike (gRPC
+itself would answer UNKNOWN or INTERNAL)."""
 
 from __future__ import annotations
 
@@ -13,10 +16,11 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import grpc
+from google.protobuf.message import DecodeError
 from grpc_status import rpc_status
 from prometheus_client import Counter, Histogram
 
-from shared.errors import DomainError
+from shared.errors import DomainError, invalid
 
 log = logging.getLogger(__name__)
 
@@ -67,8 +71,11 @@ class ErrorAndMetricsInterceptor(grpc.aio.ServerInterceptor):
         if handler is None:
             return handler
         method = handler_call_details.method
+        streaming_requests = bool(handler.stream_unary or handler.stream_stream)
         if handler.unary_unary or handler.stream_unary:
-            inner = handler.unary_unary or handler.stream_unary
+            inner = _checking_requests(
+                handler.unary_unary or handler.stream_unary, streaming_requests
+            )
             wrapped = _wrap_unary_response(inner, method)
             factory = (
                 grpc.unary_unary_rpc_method_handler
@@ -76,7 +83,9 @@ class ErrorAndMetricsInterceptor(grpc.aio.ServerInterceptor):
                 else grpc.stream_unary_rpc_method_handler
             )
         else:
-            inner = handler.unary_stream or handler.stream_stream
+            inner = _checking_requests(
+                handler.unary_stream or handler.stream_stream, streaming_requests
+            )
             wrapped = _wrap_stream_response(inner, method)
             factory = (
                 grpc.unary_stream_rpc_method_handler
@@ -85,9 +94,47 @@ class ErrorAndMetricsInterceptor(grpc.aio.ServerInterceptor):
             )
         return factory(
             wrapped,
-            request_deserializer=handler.request_deserializer,
+            request_deserializer=_tolerant(handler.request_deserializer),
             response_serializer=handler.response_serializer,
         )
+
+
+class _Undecodable:
+    """What a request that failed to parse becomes, so the handler's wrapper can refuse it."""
+
+    def __init__(self, error: DecodeError) -> None:
+        self.error = error
+
+
+def _tolerant(deserializer: Callable[[bytes], Any] | None) -> Callable[[bytes], Any] | None:
+    if deserializer is None:
+        return None
+
+    def deserialize(data: bytes) -> Any:
+        try:
+            return deserializer(data)
+        except DecodeError as error:
+            return _Undecodable(error)
+
+    return deserialize
+
+
+def _checked(request: Any) -> Any:
+    if isinstance(request, _Undecodable):
+        raise invalid("request", f"the bytes do not parse: {request.error}")
+    return request
+
+
+async def _checked_stream(requests: AsyncIterator[Any]) -> AsyncIterator[Any]:
+    async for request in requests:
+        yield _checked(request)
+
+
+def _checking_requests(inner: Callable[..., Any], streaming: bool) -> Callable[..., Any]:
+    """`inner` refusing undecodable requests with INVALID_ARGUMENT."""
+    if streaming:
+        return lambda requests, context: inner(_checked_stream(requests), context)
+    return lambda request, context: inner(_checked(request), context)
 
 
 def _wrap_unary_response(inner: Callable[..., Any], method: str) -> Callable[..., Any]:

@@ -257,3 +257,27 @@ def test_invalid_helper_builds_one_violation() -> None:
     status = error.to_status()
     assert status.code == grpc.StatusCode.INVALID_ARGUMENT.value[0]
     assert status.message == "tensor.shape: dimensions must be >= 0"
+
+
+@pytest.mark.parametrize("method", ["Fail", "FailStream"])
+async def test_undecodable_request_bytes_are_invalid_argument(
+    probe: RunningServer, method: str
+) -> None:
+    """Bytes that are not the method's request message are the caller's mistake; gRPC
+    alone would answer UNKNOWN naming a Python exception."""
+    async with grpc.aio.insecure_channel(probe.address) as channel:
+        path = f"/{PROBE_SERVICE}/{method}"
+        if method == "Fail":
+            call = channel.unary_unary(path)(b"\xff\xff\xff not a message", timeout=5)
+            with pytest.raises(grpc.aio.AioRpcError) as raised:
+                await call
+        else:
+            call = channel.unary_stream(path)(b"\xff\xff\xff not a message", timeout=5)
+            with pytest.raises(grpc.aio.AioRpcError) as raised:
+                async for _ in call:
+                    pass
+        assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        violation = unpack(await call_status(call), error_details_pb2.BadRequest)
+        assert violation.field_violations[0].field == "request"
+        assert "do not parse" in violation.field_violations[0].description
+    await assert_still_serving(probe)
