@@ -153,3 +153,19 @@ class DeadlineExceeded(DomainError):
 
 class Cancelled(DomainError):
     code = grpc.StatusCode.CANCELLED
+
+
+class RemoteStatus(DomainError):
+    """A failure another process already turned into a `google.rpc.Status`: raised again
+    as it came, code, message and details unchanged."""
+
+    def __init__(self, status: status_pb2.Status) -> None:
+        super().__init__(status.message)
+        self.code = next(
+            (code for code in grpc.StatusCode if code.value[0] == status.code),
+            grpc.StatusCode.UNKNOWN,
+        )
+        self._status = status
+
+    def to_status(self) -> status_pb2.Status:
+        return self._status

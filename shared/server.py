@@ -71,12 +71,15 @@ async def start_server(
     telemetry: Telemetry,
     register: Callable[[grpc.aio.Server], None],
     service_names: list[str],
+    *,
+    reuse_port: bool = False,
 ) -> RunningServer:
-    """Build, bind and start a server; `register` adds the service's servicers."""
+    """Build, bind and start a server; `register` adds the service's servicers.
+    `reuse_port` lets several processes share the port (SO_REUSEPORT)."""
     options = [
         ("grpc.max_receive_message_length", settings.max_message_bytes),
         ("grpc.max_send_message_length", settings.max_message_bytes),
-        ("grpc.so_reuseport", 0),
+        ("grpc.so_reuseport", 1 if reuse_port else 0),
     ]
     server = grpc.aio.server(
         interceptors=[telemetry.server_interceptor(), ErrorAndMetricsInterceptor()],
@@ -128,13 +131,18 @@ async def serve(running: RunningServer, settings: ServiceSettings, discovery_nam
     await serve_until_signalled(running, settings.shutdown_grace_s)
 
 
-async def serve_until_signalled(running: RunningServer, grace_s: float) -> None:
-    """Block until SIGTERM or SIGINT, then shut down gracefully."""
+async def signalled() -> None:
+    """Return when the process gets SIGTERM or SIGINT."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
     await stop.wait()
+
+
+async def serve_until_signalled(running: RunningServer, grace_s: float) -> None:
+    """Block until SIGTERM or SIGINT, then shut down gracefully."""
+    await signalled()
     log.info("shutting down", extra={"grace_s": grace_s})
     await running.stop(grace_s)
     log.info("stopped")

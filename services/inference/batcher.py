@@ -27,6 +27,7 @@ import numpy as np
 from opentelemetry import trace
 
 from services.inference.metrics import BatcherMetrics
+from services.inference.statistics import BatchTiming, VersionStatistics
 from shared.errors import DeadlineExceeded, ResourceExhausted, Unavailable
 
 Arrays = dict[str, np.ndarray]
@@ -157,12 +158,14 @@ class Batcher:
         *,
         name: str = "model",
         metrics: BatcherMetrics | None = None,
+        statistics: VersionStatistics | None = None,
         tracer: trace.Tracer | None = None,
     ) -> None:
         self._predict = predict
         self.options = options
         self.name = name
         self._metrics = metrics
+        self._statistics = statistics
         self._tracer = tracer or trace.NoOpTracer()
         self._timeout_s = options.batch_timeout_micros / 1e6
         self._queue = _Queue(options.max_queued_rows)
@@ -181,14 +184,19 @@ class Batcher:
         return self._queue.rows
 
     def submit(
-        self, inputs: Arrays, rows: int, deadline: float | None = None
+        self,
+        inputs: Arrays,
+        rows: int,
+        deadline: float | None = None,
+        link: trace.SpanContext | None = None,
     ) -> asyncio.Future[Arrays]:
-        """Queue a request of `rows` rows; `deadline` is a `time.monotonic()` instant."""
+        """Queue a request of `rows` rows; `deadline` is a `time.monotonic()` instant. The
+        batch span links to `link`, by default to the current span."""
         if self._closed:
             raise Unavailable(f"{self.name} is unloading", retry_after_s=0.1)
         if not 1 <= rows <= self.options.max_batch_size:
             raise ValueError(f"rows must be 1..{self.options.max_batch_size}, got {rows}")
-        span = trace.get_current_span().get_span_context()
+        span = link or trace.get_current_span().get_span_context()
         pending = _Pending(
             inputs,
             rows,
@@ -255,11 +263,14 @@ class Batcher:
             self._metrics.queued_rows.set(queue.rows)
             for pending in batch:
                 self._metrics.queue_seconds.observe(now - pending.enqueued)
+        if self._statistics:
+            for pending in batch:
+                self._statistics.record_queued(now - pending.enqueued)
         return batch
 
     def _run(self, batch: list[_Pending]) -> None:
         """On a worker thread: one forward pass for the whole batch, then hand answers back."""
-        started = time.perf_counter()
+        started = time.perf_counter_ns()
         rows = sum(p.rows for p in batch)
         size = self.options.padded_size(rows)
         links = [trace.Link(p.span_context) for p in batch if p.span_context is not None]
@@ -269,16 +280,35 @@ class Batcher:
                 links=links,
                 attributes={"batch.rows": rows, "batch.size": size, "batch.requests": len(batch)},
             ):
-                outputs = self._predict(_assemble(batch, size))
+                assembled = _assemble(batch, size)
+                computing = time.perf_counter_ns()
+                outputs = self._predict(assembled)
+                splitting = time.perf_counter_ns()
                 results = _split(batch, outputs, size)
         except Exception as error:  # noqa: BLE001 - fanned out to every caller of the batch
             self._loop.call_soon_threadsafe(_fail_all, batch, error)
             return
-        self._loop.call_soon_threadsafe(_deliver, batch, results)
+        ended = time.perf_counter_ns()
+        timing = BatchTiming(computing - started, splitting - computing, ended - splitting)
+        self._loop.call_soon_threadsafe(self._deliver, batch, results, size, rows, timing)
         if self._metrics:
-            self._metrics.compute_seconds.observe(time.perf_counter() - started)
+            self._metrics.compute_seconds.observe((ended - started) / 1e9)
             self._metrics.batch_rows.observe(rows)
             self._metrics.padding_rows.observe(size - rows)
+
+    def _deliver(
+        self,
+        batch: list[_Pending],
+        results: list[Arrays],
+        size: int,
+        rows: int,
+        timing: BatchTiming,
+    ) -> None:
+        if self._statistics:
+            self._statistics.record_batch(size, rows, len(batch), timing)
+        for pending, result in zip(batch, results, strict=True):
+            if not pending.future.done():
+                pending.future.set_result(result)
 
 
 def _assemble(batch: list[_Pending], size: int) -> Arrays:
@@ -306,12 +336,6 @@ def _split(batch: list[_Pending], outputs: Mapping[str, np.ndarray], size: int) 
         results.append({name: value[offset:end] for name, value in outputs.items()})
         offset = end
     return results
-
-
-def _deliver(batch: list[_Pending], results: list[Arrays]) -> None:
-    for pending, result in zip(batch, results, strict=True):
-        if not pending.future.done():
-            pending.future.set_result(result)
 
 
 def _fail_all(batch: list[_Pending], error: Exception) -> None:

@@ -9,9 +9,9 @@ import grpc
 import numpy as np
 
 from services.inference.batcher import BatchingOptions
-from services.inference.core import Prediction
-from services.inference.model_manager import ServedModel, VersionRecord, VersionState
+from services.inference.catalog import ModelView, VersionState, VersionView
 from services.inference.runtimes import TensorSpec
+from services.inference.serving import Prediction
 from shared.errors import DomainError
 from shared.tensors import dtype_enum, from_tensor, to_tensor
 from tfmesh.common.v1 import common_pb2
@@ -49,7 +49,10 @@ def prediction_to_proto(prediction: Prediction, request_id: str) -> pb.PredictRe
     )
 
 
-def error_to_proto(error: DomainError) -> pb.Status:
+def error_to_proto(error: Exception) -> pb.Status:
+    """A domain error's status; INTERNAL, with no detail leaked, for anything else."""
+    if not isinstance(error, DomainError):
+        return pb.Status(code=grpc.StatusCode.INTERNAL.value[0], message="internal error")
     status = error.to_status()
     return pb.Status(code=status.code, message=status.message, details=status.details)
 
@@ -74,27 +77,30 @@ def batching_to_proto(options: BatchingOptions) -> pb.BatchingParameters:
     )
 
 
-def version_to_proto(served: ServedModel, record: VersionRecord) -> pb.VersionStatus:
+def version_to_proto(model: ModelView, view: VersionView, queued_rows: int) -> pb.VersionStatus:
     status = pb.VersionStatus(
-        version=record.version,
-        state=STATES[record.state],
-        reason=record.reason,
-        labels=served.labels_of(record.version),
-        runtime=record.runtime,
-        device=record.device,
+        version=view.version,
+        state=STATES[view.state],
+        reason=view.reason,
+        labels=model.labels_of(view.version),
+        runtime=view.runtime,
+        device=view.device,
+        queued_rows=queued_rows,
     )
-    if record.loaded is not None:
-        signature = record.loaded.runtime.signature
-        status.inputs.extend(tensor_spec_to_proto(s) for s in signature.inputs)
-        status.outputs.extend(tensor_spec_to_proto(s) for s in signature.outputs)
-        status.queued_rows = record.loaded.batcher.queued_rows
+    if view.signature is not None:
+        status.inputs.extend(tensor_spec_to_proto(s) for s in view.signature.inputs)
+        status.outputs.extend(tensor_spec_to_proto(s) for s in view.signature.outputs)
     return status
 
 
-def model_status_to_proto(served: ServedModel) -> pb.ModelStatus:
+def model_status_to_proto(model: ModelView, queued_rows: Mapping[int, int]) -> pb.ModelStatus:
+    """`queued_rows`: rows waiting per loaded version."""
     return pb.ModelStatus(
-        name=served.name,
-        versions=[version_to_proto(served, r) for _, r in sorted(served.records.items())],
-        canary_weight=served.table.canary_weight,
-        batching=batching_to_proto(served.spec.batching),
+        name=model.name,
+        versions=[
+            version_to_proto(model, view, queued_rows.get(number, 0))
+            for number, view in sorted(model.versions.items())
+        ],
+        canary_weight=model.table.canary_weight,
+        batching=batching_to_proto(model.batching),
     )

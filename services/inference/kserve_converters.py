@@ -12,8 +12,8 @@ import math
 import numpy as np
 
 from inference import grpc_predict_v2_pb2 as pb
-from services.inference.core import Prediction
 from services.inference.runtimes import TensorSpec
+from services.inference.serving import Prediction
 from shared import oip
 from shared.errors import FieldViolation, InvalidArgument, invalid
 

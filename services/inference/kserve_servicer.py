@@ -1,68 +1,85 @@
-"""gRPC adapter of KServe v2's `inference.GRPCInferenceService` onto the inference core."""
+"""gRPC adapter of KServe v2's `inference.GRPCInferenceService` onto the service, with
+Triton's extensions beside the protocol: streaming inference, model configuration and
+statistics."""
 
 from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
 
 from inference import grpc_predict_v2_pb2 as pb
 from inference import grpc_predict_v2_pb2_grpc
 from services.inference import kserve_converters as c
+from services.inference import triton_converters as triton
+from services.inference.catalog import VersionState
 from services.inference.converters import deadline_of
-from services.inference.core import InferenceCore
-from services.inference.model_manager import VersionState
+from services.inference.serving import Serving
+from services.inference.streaming import answer_stream
+from shared.errors import DomainError
+
+log = logging.getLogger(__name__)
 
 SERVER_NAME = "tfmesh"
 SERVER_VERSION = "0.1.0"
+EXTENSIONS = ["model_configuration", "statistics", "streaming"]
+
+
+def _platform(runtime: str) -> str:
+    return f"tfmesh_{runtime}"
 
 
 class KServeServicer(grpc_predict_v2_pb2_grpc.GRPCInferenceServiceServicer):
-    def __init__(self, core: InferenceCore) -> None:
-        self._core = core
+    def __init__(self, serving: Serving, max_stream_in_flight: int) -> None:
+        self._serving = serving
+        self._max_stream_in_flight = max_stream_in_flight
 
     async def ServerLive(self, request: pb.ServerLiveRequest, context) -> pb.ServerLiveResponse:
         return pb.ServerLiveResponse(live=True)
 
     async def ServerReady(self, request: pb.ServerReadyRequest, context) -> pb.ServerReadyResponse:
-        ready = all(served.table.by_label for served in self._core.models())
+        ready = self._serving.ready() and self._serving.catalog().ready()
         return pb.ServerReadyResponse(ready=ready)
 
     async def ModelReady(self, request: pb.ModelReadyRequest, context) -> pb.ModelReadyResponse:
-        if not self._core.manager.knows(request.name):
+        if not self._serving.ready():
             return pb.ModelReadyResponse(ready=False)
-        served = self._core.model(request.name)
+        catalog = self._serving.catalog()
+        if not catalog.knows(request.name):
+            return pb.ModelReadyResponse(ready=False)
         version, label = c.version_pin(request.version, "version")
-        if version:
-            ready = version in served.table.by_version
-        else:
-            ready = (label or "production") in served.table.by_label
-        return pb.ModelReadyResponse(ready=ready)
+        return pb.ModelReadyResponse(ready=catalog.model(request.name).ready(version, label))
 
     async def ServerMetadata(
         self, request: pb.ServerMetadataRequest, context
     ) -> pb.ServerMetadataResponse:
-        return pb.ServerMetadataResponse(name=SERVER_NAME, version=SERVER_VERSION)
+        return pb.ServerMetadataResponse(
+            name=SERVER_NAME, version=SERVER_VERSION, extensions=EXTENSIONS
+        )
 
     async def ModelMetadata(
         self, request: pb.ModelMetadataRequest, context
     ) -> pb.ModelMetadataResponse:
         version, label = c.version_pin(request.version, "version")
-        target = self._core.resolve(request.name, version, label)
-        served = self._core.model(request.name)
-        signature = target.runtime.signature
+        catalog = self._serving.catalog()
+        target = catalog.resolve(request.name, version, label)
+        model = catalog.model(request.name)
+        assert target.signature is not None  # routable versions are loaded
         return pb.ModelMetadataResponse(
             name=request.name,
             versions=[
-                str(v)
-                for v, record in sorted(served.records.items())
-                if record.state is VersionState.AVAILABLE
+                str(number)
+                for number, view in sorted(model.versions.items())
+                if view.state is VersionState.AVAILABLE
             ],
-            platform=f"tfmesh_{target.runtime.name}",
-            inputs=[c.tensor_metadata(s) for s in signature.inputs],
-            outputs=[c.tensor_metadata(s) for s in signature.outputs],
+            platform=_platform(target.runtime),
+            inputs=[c.tensor_metadata(s) for s in target.signature.inputs],
+            outputs=[c.tensor_metadata(s) for s in target.signature.outputs],
         )
 
-    async def ModelInfer(self, request: pb.ModelInferRequest, context) -> pb.ModelInferResponse:
+    async def _infer(self, request: pb.ModelInferRequest, context) -> pb.ModelInferResponse:
         version, label = c.version_pin(request.model_version, "model_version")
         inputs, indexes = c.inputs_from_proto(request)
-        prediction = await self._core.predict(
+        prediction = await self._serving.predict(
             request.model_name,
             inputs,
             version=version,
@@ -73,3 +90,50 @@ class KServeServicer(grpc_predict_v2_pb2_grpc.GRPCInferenceServiceServicer):
             output_filter_field="outputs",
         )
         return c.response_to_proto(prediction, request)
+
+    async def ModelInfer(self, request: pb.ModelInferRequest, context) -> pb.ModelInferResponse:
+        return await self._infer(request, context)
+
+    async def ModelStreamInfer(
+        self, request_iterator: AsyncIterator[pb.ModelInferRequest], context
+    ) -> AsyncIterator[pb.ModelStreamInferResponse]:
+        async def answer(request: pb.ModelInferRequest) -> pb.ModelStreamInferResponse:
+            return pb.ModelStreamInferResponse(infer_response=await self._infer(request, context))
+
+        def error_answer(
+            request: pb.ModelInferRequest, error: Exception
+        ) -> pb.ModelStreamInferResponse:
+            if isinstance(error, DomainError):
+                message = f"{error.code.name}: {error.message}"
+            else:
+                log.error("unhandled error in a streamed inference", exc_info=error)
+                message = "INTERNAL: internal error"
+            # The id (and model) come back with the error too, so a client with many
+            # requests in flight knows which one failed.
+            echo = pb.ModelInferResponse(
+                model_name=request.model_name, model_version=request.model_version, id=request.id
+            )
+            return pb.ModelStreamInferResponse(error_message=message, infer_response=echo)
+
+        async for response in answer_stream(
+            request_iterator, answer, error_answer, self._max_stream_in_flight
+        ):
+            yield response
+
+    async def ModelConfig(self, request: pb.ModelConfigRequest, context) -> pb.ModelConfigResponse:
+        version, label = c.version_pin(request.version, "version")
+        catalog = self._serving.catalog()
+        target = catalog.resolve(request.name, version, label)
+        config = triton.model_config(catalog.model(request.name), target, _platform(target.runtime))
+        return pb.ModelConfigResponse(config=config)
+
+    async def ModelStatistics(
+        self, request: pb.ModelStatisticsRequest, context
+    ) -> pb.ModelStatisticsResponse:
+        version, label = c.version_pin(request.version, "version")
+        if label:
+            version = self._serving.catalog().resolve(request.name, 0, label).version
+        statistics = await self._serving.statistics(request.name, version)
+        return pb.ModelStatisticsResponse(
+            model_stats=[triton.model_statistics(s) for s in statistics]
+        )

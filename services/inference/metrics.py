@@ -62,6 +62,15 @@ REQUESTS = Counter(
 )
 
 
+UNKNOWN_MODEL_LABEL = "unknown"
+
+
+def count_request(model: str, known: bool, version: int, code: str) -> None:
+    """Count one answered request; names of unknown models share one label value, so a
+    client cannot grow the series without bound."""
+    REQUESTS.labels(model if known else UNKNOWN_MODEL_LABEL, str(version), code).inc()
+
+
 class BatcherMetrics:
     """The metric children of one model version, bound once so the hot path skips lookups."""
 

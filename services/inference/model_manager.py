@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import enum
 import functools
 import logging
 from collections.abc import Awaitable, Callable
@@ -25,22 +24,18 @@ from pathlib import Path
 from opentelemetry import trace
 
 from services.inference.batcher import Batcher, BatchingOptions
+from services.inference.catalog import Catalog, ModelView, VersionState, VersionView
 from services.inference.config import ModelSpec
 from services.inference.metrics import BatcherMetrics
 from services.inference.registry_source import AliasEvent, RegistrySource
 from services.inference.routing import CANARY, RoutingTable
 from services.inference.runtimes import RUNTIMES, Runtime, load_runtime, zero_inputs
+from services.inference.statistics import VersionStatistics
 from shared.errors import NotFound
 
 log = logging.getLogger(__name__)
 
-
-class VersionState(enum.Enum):
-    LOADING = "loading"
-    AVAILABLE = "available"
-    UNLOADING = "unloading"
-    FAILED = "failed"
-    END = "end"
+__all__ = ["LoadedVersion", "ModelManager", "ServedModel", "VersionRecord", "VersionState"]
 
 
 @dataclass(eq=False)
@@ -49,6 +44,7 @@ class LoadedVersion:
     version: int
     runtime: Runtime
     batcher: Batcher
+    statistics: VersionStatistics
 
 
 @dataclass
@@ -74,10 +70,26 @@ class ServedModel:
     def name(self) -> str:
         return self.spec.name
 
-    def labels_of(self, version: int) -> list[str]:
-        return sorted(
-            label for label, loaded in self.table.by_label.items() if loaded.version == version
+    def view(self) -> ModelView:
+        views = {number: _version_view(self.name, r) for number, r in sorted(self.records.items())}
+        return ModelView(
+            self.name,
+            self.spec.runtime,
+            self.spec.batching,
+            views,
+            RoutingTable(
+                {number: views[number] for number in self.table.by_version},
+                {label: views[loaded.version] for label, loaded in self.table.by_label.items()},
+                self.table.canary_weight,
+            ),
         )
+
+
+def _version_view(model: str, record: VersionRecord) -> VersionView:
+    signature = record.loaded.runtime.signature if record.loaded is not None else None
+    return VersionView(
+        model, record.version, record.state, record.runtime, record.reason, record.device, signature
+    )
 
 
 Fetch = Callable[[str, int, str], Awaitable[Path]]
@@ -111,6 +123,9 @@ class ModelManager:
         self._settle_s = settle_s
         self._tasks: list[asyncio.Task[None]] = []
         self._unloading: set[asyncio.Task[None]] = set()
+        self._catalog: Catalog | None = None
+        self._revision = 0
+        self._listeners: list[Callable[[], None]] = []
         if source is None and any(spec.from_registry for spec in specs):
             raise ValueError("registry models need a registry source")
 
@@ -125,6 +140,24 @@ class ModelManager:
 
     def knows(self, name: str) -> bool:
         return name in self._models
+
+    def catalog(self) -> Catalog:
+        """A snapshot of every model's versions and routing, rebuilt after each change."""
+        if self._catalog is None:
+            self._catalog = Catalog(
+                {name: served.view() for name, served in self._models.items()}, self._revision
+            )
+        return self._catalog
+
+    def on_change(self, listener: Callable[[], None]) -> None:
+        """Call `listener` after every version state change and routing swap."""
+        self._listeners.append(listener)
+
+    def _changed(self) -> None:
+        self._revision += 1
+        self._catalog = None
+        for listener in self._listeners:
+            listener()
 
     async def start(self) -> None:
         """Load the static models, then follow the registry for the others."""
@@ -173,6 +206,7 @@ class ModelManager:
         served.table = RoutingTable(
             {v.version: v for v in by_label.values()}, by_label, spec.static_canary_weight
         )
+        self._changed()
 
     def _on_event(self, event: AliasEvent) -> None:
         served = self._models.get(event.model)
@@ -222,6 +256,7 @@ class ModelManager:
                 by_label[alias] = old.by_label[alias]
         weight = desired[CANARY][1] if CANARY in by_label and CANARY in desired else 0
         served.table = RoutingTable({v.version: v for v in by_label.values()}, by_label, weight)
+        self._changed()
         log.info(
             "routing table swapped",
             extra={
@@ -241,6 +276,7 @@ class ModelManager:
         spec = served.spec
         record = VersionRecord(version, VersionState.LOADING, spec.runtime)
         served.records[version] = record
+        self._changed()
         stage = "download"
         try:
             path = await locate(version)
@@ -253,21 +289,25 @@ class ModelManager:
         except Exception as error:  # noqa: BLE001 - recorded in the version's status
             record.state = VersionState.FAILED
             record.reason = f"{stage} failed: {type(error).__name__}: {error}"
+            self._changed()
             log.warning(
                 "version failed to load",
                 extra={"model": spec.name, "version": version, "reason": record.reason},
             )
             return
+        statistics = VersionStatistics(spec.name, version)
         batcher = Batcher(
             runtime.predict,
             spec.batching,
             name=f"{spec.name}/{version}",
             metrics=BatcherMetrics(spec.name, version),
+            statistics=statistics,
             tracer=self._tracer,
         )
-        record.loaded = LoadedVersion(spec.name, version, runtime, batcher)
+        record.loaded = LoadedVersion(spec.name, version, runtime, batcher, statistics)
         record.device = runtime.device
         record.state = VersionState.AVAILABLE
+        self._changed()
         log.info(
             "version loaded",
             extra={"model": spec.name, "version": version, "device": runtime.device},
@@ -276,6 +316,7 @@ class ModelManager:
     def _begin_unload(self, served: ServedModel, record: VersionRecord, reason: str) -> None:
         record.state = VersionState.UNLOADING
         record.reason = reason
+        self._changed()
         task = asyncio.create_task(self._unload(served, record))
         self._unloading.add(task)
         task.add_done_callback(self._unloading.discard)
@@ -288,6 +329,7 @@ class ModelManager:
         await asyncio.to_thread(loaded.runtime.unload)
         record.loaded = None
         record.state = VersionState.END
+        self._changed()
         log.info("version unloaded", extra={"model": served.name, "version": record.version})
         if any(version == record.version for version, _ in served.desired.values()):
             served.dirty.set()

@@ -1,30 +1,46 @@
-"""Start-up of the inference service: `python -m services.inference.server`.
+"""Start-up of the inference service: `python -m services.inference.server [ROLE]`.
 
-Reads the settings and the model config, loads the static models, starts following the
-registry for the others, and serves three protocols on one port: `tfmesh.inference.v1`,
-KServe v2, and TF Serving's APIs when TensorFlow is importable (their stubs import it; a
-JAX-only machine serves the other two)."""
+With `TFMESH_INFERENCE_FRONTENDS=0` one process does everything: it loads the static
+models, follows the registry for the others, and serves three protocols on one port:
+`tfmesh.inference.v1`, KServe v2 (with Triton's extensions), and TF Serving's APIs when
+TensorFlow is importable (their stubs import it; a JAX-only machine serves the other
+two). With N > 0 (the default: one per usable core) this process is the supervisor
+(`services.inference.dataplane.supervisor`), which starts the roles below as processes
+and keeps them running:
+
+- `owner`: holds the models and their batchers and serves front ends over a Unix socket;
+- `frontend`: a gRPC server on the shared port (SO_REUSEPORT) whose servicers reach the
+  owner through shared memory (`services.inference.dataplane`)."""
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import logging
-from collections.abc import Callable
+import os
+import sys
+from collections.abc import Awaitable, Callable
 
 import grpc
+from grpc_health.v1 import health_pb2
 
 from inference import grpc_predict_v2_pb2, grpc_predict_v2_pb2_grpc
+from services.inference import tfserving_protos
 from services.inference.config import model_specs
 from services.inference.core import InferenceCore
+from services.inference.dataplane.link import OwnerLink
+from services.inference.dataplane.owner import ModelOwner
+from services.inference.dataplane.slab import Slab
 from services.inference.kserve_servicer import KServeServicer
 from services.inference.model_manager import ModelManager
 from services.inference.registry_source import RegistrySource
 from services.inference.routing import Router
 from services.inference.servicer import InferenceServicer
-from services.inference.settings import InferenceSettings
+from services.inference.serving import Serving
+from services.inference.settings import InferenceSettings, usable_cores
 from services.registry.client import RegistryClient
 from shared.channels import open_channel
-from shared.server import RunningServer, serve, start_server
+from shared.server import RunningServer, serve, serve_until_signalled, signalled, start_server
 from shared.settings import load_settings
 from shared.telemetry import Telemetry, setup_telemetry
 from tfmesh.inference.v1 import inference_pb2, inference_pb2_grpc
@@ -33,8 +49,10 @@ INFERENCE_SERVICE = inference_pb2.DESCRIPTOR.services_by_name["InferenceService"
 KSERVE_SERVICE = grpc_predict_v2_pb2.DESCRIPTOR.services_by_name["GRPCInferenceService"].full_name
 log = logging.getLogger(__name__)
 
+Stop = Callable[[], Awaitable[None]]
 
-def _tfserving_registrar() -> Callable[[grpc.aio.Server, InferenceCore], list[str]] | None:
+
+def _tfserving_registrar() -> Callable[[grpc.aio.Server, Serving], list[str]] | None:
     try:
         from services.inference import tfserving_servicer
     except ImportError as error:
@@ -43,10 +61,49 @@ def _tfserving_registrar() -> Callable[[grpc.aio.Server, InferenceCore], list[st
     return tfserving_servicer.register
 
 
-async def start_inference(
+def _servicers(serving: Serving, settings: InferenceSettings, names: list[str]):  # type: ignore[no-untyped-def]
+    """The `register` callback of `start_server`: every protocol's servicer on `serving`;
+    appends the services' full names to `names`."""
+    tfserving = _tfserving_registrar()
+    names += [INFERENCE_SERVICE, KSERVE_SERVICE]
+
+    def register(server: grpc.aio.Server) -> None:
+        limit = settings.stream_max_in_flight
+        inference_pb2_grpc.add_InferenceServiceServicer_to_server(
+            InferenceServicer(serving, limit), server
+        )
+        grpc_predict_v2_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(
+            KServeServicer(serving, limit), server
+        )
+        if tfserving is not None:
+            names.extend(tfserving(server, serving))
+
+    return register
+
+
+def compute_threads(settings: InferenceSettings) -> tuple[int, int]:
+    """TensorFlow's intra- and inter-op threads: the cores the front ends leave, or the
+    settings' overrides."""
+    left = max(1, usable_cores() - settings.frontends)
+    return settings.intra_op_threads or left, settings.inter_op_threads or left
+
+
+def configure_threads(settings: InferenceSettings) -> None:
+    """Size the frameworks' thread pools before a runtime imports them (explicit
+    environment variables win)."""
+    intra, inter = compute_threads(settings)
+    os.environ.setdefault("TF_NUM_INTRAOP_THREADS", str(intra))
+    os.environ.setdefault("TF_NUM_INTEROP_THREADS", str(inter))
+    if intra == 1:
+        os.environ.setdefault(
+            "XLA_FLAGS", "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
+        )
+
+
+async def start_models(
     settings: InferenceSettings, telemetry: Telemetry
-) -> tuple[RunningServer, InferenceCore]:
-    """Load the static models, follow the registry, serve; used by `main` and by tests."""
+) -> tuple[InferenceCore, Stop]:
+    """Load the static models and follow the registry; the core, and how to stop it."""
     specs = model_specs(settings)
     registry_models = [spec.name for spec in specs if spec.from_registry]
     channel = None
@@ -63,31 +120,123 @@ async def start_inference(
     manager = ModelManager(specs, source=source, tracer=tracer, settle_s=settings.swap_settle_s)
     core = InferenceCore(manager, Router(), tracer)
     await manager.start()
-    tfserving = _tfserving_registrar()
-    service_names = [INFERENCE_SERVICE, KSERVE_SERVICE]
 
-    def register(server: grpc.aio.Server) -> None:
-        inference_pb2_grpc.add_InferenceServiceServicer_to_server(InferenceServicer(core), server)
-        grpc_predict_v2_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(
-            KServeServicer(core), server
-        )
-        if tfserving is not None:
-            service_names.extend(tfserving(server, core))
+    async def stop() -> None:
+        await manager.stop()
+        if channel is not None:
+            await channel.close()
 
-    running = await start_server(settings, telemetry, register, service_names)
-    running.on_stop(manager.stop)
-    if channel is not None:
-        running.on_stop(channel.close)
+    return core, stop
+
+
+async def start_inference(
+    settings: InferenceSettings, telemetry: Telemetry
+) -> tuple[RunningServer, InferenceCore]:
+    """The single-process server: models and servicers in this process."""
+    core, stop = await start_models(settings, telemetry)
+    names: list[str] = []
+    running = await start_server(settings, telemetry, _servicers(core, settings, names), names)
+    running.on_stop(stop)
     return running, core
 
 
-async def main() -> None:
-    settings = load_settings(InferenceSettings)
+async def start_owner(settings: InferenceSettings, telemetry: Telemetry, address: str) -> Stop:
+    """The model owner: models, batchers, and front ends served on `address`."""
+    core, stop_models = await start_models(settings, telemetry)
+    owner = ModelOwner(core)
+    await owner.start(address)
+
+    async def stop() -> None:
+        await owner.stop()
+        await stop_models()
+
+    return stop
+
+
+async def start_frontend(
+    settings: InferenceSettings, telemetry: Telemetry, address: str, index: int
+) -> tuple[RunningServer, OwnerLink]:
+    """A front end serving through the owner at `address`. It joins the shared port
+    (SO_REUSEPORT) only once the owner has answered, so a starting service refuses
+    connections rather than failing calls; later, while the owner is away, its health
+    says NOT_SERVING and its calls fail with UNAVAILABLE."""
+    slab = Slab.create(settings.slab_bytes, f"tfmesh-inference-frontend-{index}")
+    link = OwnerLink(address, slab, index, tracer=telemetry.tracer("tfmesh.inference"))
+    await link.start()
+    await link.wait_ready(None)
+    names: list[str] = []
+    running = await start_server(
+        settings, telemetry, _servicers(link, settings, names), names, reuse_port=True
+    )
+    updates: set[asyncio.Task[None]] = set()
+
+    def on_ready_change(ready: bool) -> None:
+        status = (
+            health_pb2.HealthCheckResponse.SERVING
+            if ready
+            else health_pb2.HealthCheckResponse.NOT_SERVING
+        )
+        for name in ["", *names]:
+            task = asyncio.create_task(running.health.set(name, status))
+            updates.add(task)
+            task.add_done_callback(updates.discard)
+
+    link.on_ready_change(on_ready_change)
+    running.on_stop(link.stop)
+    return running, link
+
+
+# --- process roles -------------------------------------------------------------------------
+
+
+async def _serve_single(settings: InferenceSettings) -> None:
+    configure_threads(settings)
     telemetry = setup_telemetry("inference")
     running, _ = await start_inference(settings, telemetry)
     await serve(running, settings, "inference")
     telemetry.shutdown()
 
 
+async def _serve_owner(settings: InferenceSettings, address: str) -> None:
+    configure_threads(settings)
+    telemetry = setup_telemetry("inference")
+    stop = await start_owner(settings, telemetry, address)
+    await signalled()
+    await stop()
+    telemetry.shutdown()
+
+
+async def _serve_frontend(settings: InferenceSettings, address: str, index: int) -> None:
+    tfserving_protos.import_messages_only()
+    telemetry = setup_telemetry("inference")
+    running, _ = await start_frontend(settings, telemetry, address, index)
+    await serve_until_signalled(running, settings.shutdown_grace_s)
+    telemetry.shutdown()
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m services.inference.server")
+    parser.add_argument("role", nargs="?", default="serve", choices=["serve", "owner", "frontend"])
+    parser.add_argument("--socket", help="the owner's Unix socket (owner and frontend roles)")
+    parser.add_argument("--index", type=int, default=0, help="the front end's number")
+    parser.add_argument("--parent", type=int, help="the supervisor's pid (child roles)")
+    args = parser.parse_args(argv)
+    if args.parent is not None:
+        from services.inference.dataplane.supervisor import die_with_parent
+
+        die_with_parent(args.parent)
+    settings = load_settings(InferenceSettings)
+    if args.role == "owner":
+        asyncio.run(_serve_owner(settings, args.socket))
+    elif args.role == "frontend":
+        asyncio.run(_serve_frontend(settings, args.socket, args.index))
+    elif settings.frontends == 0:
+        asyncio.run(_serve_single(settings))
+    else:
+        from services.inference.dataplane.supervisor import Supervisor
+
+        sys.exit(asyncio.run(Supervisor(settings).run()))
+
+
 if __name__ == "__main__":
-    asyncio.run(main())
+    main()

@@ -1,16 +1,15 @@
-"""gRPC adapter of `tfmesh.inference.v1.InferenceService`: convert, call the core, convert."""
+"""gRPC adapter of `tfmesh.inference.v1.InferenceService`: convert, call the service, convert."""
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 from collections.abc import AsyncIterator
 
 import grpc
 
 from services.inference import converters as c
-from services.inference.core import InferenceCore
+from services.inference.serving import Serving
+from services.inference.streaming import answer_stream
 from shared.errors import DomainError, invalid
 from tfmesh.inference.v1 import inference_pb2 as pb
 from tfmesh.inference.v1 import inference_pb2_grpc
@@ -21,13 +20,14 @@ DEFAULT_PAGE_SIZE = 100
 
 
 class InferenceServicer(inference_pb2_grpc.InferenceServiceServicer):
-    def __init__(self, core: InferenceCore) -> None:
-        self._core = core
+    def __init__(self, serving: Serving, max_stream_in_flight: int) -> None:
+        self._serving = serving
+        self._max_stream_in_flight = max_stream_in_flight
 
     async def _predict(
         self, request: pb.PredictRequest, context: grpc.aio.ServicerContext
     ) -> pb.PredictResponse:
-        prediction = await self._core.predict(
+        prediction = await self._serving.predict(
             request.model,
             c.inputs_from_proto(request.inputs),
             version=request.version,
@@ -43,57 +43,34 @@ class InferenceServicer(inference_pb2_grpc.InferenceServiceServicer):
     async def PredictStream(
         self, request_iterator: AsyncIterator[pb.PredictRequest], context
     ) -> AsyncIterator[pb.PredictStreamResponse]:
-        answers: asyncio.Queue[pb.PredictStreamResponse | None] = asyncio.Queue()
-        running: set[asyncio.Task[None]] = set()
+        async def answer(request: pb.PredictRequest) -> pb.PredictStreamResponse:
+            response = await self._predict(request, context)
+            return pb.PredictStreamResponse(request_id=request.request_id, response=response)
 
-        async def answer(request: pb.PredictRequest) -> None:
-            try:
-                response = pb.PredictStreamResponse(
-                    request_id=request.request_id, response=await self._predict(request, context)
-                )
-            except DomainError as error:
-                response = pb.PredictStreamResponse(
-                    request_id=request.request_id, error=c.error_to_proto(error)
-                )
-            except Exception:  # noqa: BLE001 - one failed request must not end the stream
-                log.exception("unhandled error in a streamed prediction")
-                response = pb.PredictStreamResponse(
-                    request_id=request.request_id,
-                    error=pb.Status(code=grpc.StatusCode.INTERNAL.value[0], message="internal"),
-                )
-            await answers.put(response)
+        def error_answer(request: pb.PredictRequest, error: Exception) -> pb.PredictStreamResponse:
+            if not isinstance(error, DomainError):
+                log.error("unhandled error in a streamed prediction", exc_info=error)
+            return pb.PredictStreamResponse(
+                request_id=request.request_id, error=c.error_to_proto(error)
+            )
 
-        async def read() -> None:
-            async for request in request_iterator:
-                task = asyncio.create_task(answer(request))
-                running.add(task)
-                task.add_done_callback(running.discard)
-            while running:
-                await asyncio.gather(*running)
-            await answers.put(None)
-
-        reader = asyncio.create_task(read())
-        try:
-            while (response := await answers.get()) is not None:
-                yield response
-            await reader
-        finally:
-            for task in [reader, *running]:
-                task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await reader
+        async for response in answer_stream(
+            request_iterator, answer, error_answer, self._max_stream_in_flight
+        ):
+            yield response
 
     async def GetModelStatus(
         self, request: pb.GetModelStatusRequest, context
     ) -> pb.GetModelStatusResponse:
-        return pb.GetModelStatusResponse(
-            status=c.model_status_to_proto(self._core.model(request.model))
-        )
+        model = self._serving.catalog().model(request.model)
+        statistics = await self._serving.statistics(model.name)
+        queued = {s.version: s.queued_rows for s in statistics}
+        return pb.GetModelStatusResponse(status=c.model_status_to_proto(model, queued))
 
     async def ListModels(self, request: pb.ListModelsRequest, context) -> pb.ListModelsResponse:
         if request.page_size < 0:
             raise invalid("page_size", "must be >= 0")
-        models = self._core.models()
+        models = self._serving.catalog().ordered()
         start = 0
         if request.page_token:
             names = [m.name for m in models]
@@ -103,7 +80,13 @@ class InferenceServicer(inference_pb2_grpc.InferenceServiceServicer):
         size = request.page_size or DEFAULT_PAGE_SIZE
         page = models[start : start + size]
         more = start + size < len(models)
+        queued = {(s.model, s.version): s.queued_rows for s in await self._serving.statistics()}
         return pb.ListModelsResponse(
-            models=[c.model_status_to_proto(m) for m in page],
+            models=[
+                c.model_status_to_proto(
+                    m, {v: rows for (name, v), rows in queued.items() if name == m.name}
+                )
+                for m in page
+            ],
             next_page_token=page[-1].name if more else "",
         )

@@ -8,6 +8,8 @@ defaults a model config entry may override."""
 
 from __future__ import annotations
 
+import math
+import os
 from pathlib import Path
 from typing import Annotated
 
@@ -20,10 +22,45 @@ CommaList = Annotated[list[str], NoDecode]
 CommaInts = Annotated[list[int], NoDecode]
 
 
+CGROUP_QUOTAS = (
+    # cgroup v2: "<quota> <period>" or "max <period>"
+    (Path("/sys/fs/cgroup/cpu.max"), None),
+    # cgroup v1: the quota (-1 for none) and the period in files of their own
+    (Path("/sys/fs/cgroup/cpu/cpu.cfs_quota_us"), Path("/sys/fs/cgroup/cpu/cpu.cfs_period_us")),
+)
+
+
+def usable_cores() -> int:
+    """The cores this process may use: its CPU affinity (a cpuset), capped by a cgroup CPU
+    quota (a container's CPU limit, which affinity does not show), at least 1."""
+    cores = len(os.sched_getaffinity(0))
+    for quota_file, period_file in CGROUP_QUOTAS:
+        try:
+            if period_file is None:
+                quota, period = quota_file.read_text().split()
+            else:
+                quota, period = quota_file.read_text().strip(), period_file.read_text().strip()
+            if quota not in ("max", "-1"):
+                cores = min(cores, math.ceil(int(quota) / int(period)))
+        except (OSError, ValueError):
+            continue
+    return max(1, cores)
+
+
 class InferenceSettings(ServiceSettings):
     model_config = SettingsConfigDict(env_prefix="TFMESH_INFERENCE_")
 
     port: int = Field(default=50054, ge=0, le=65535)
+    # gRPC front-end processes sharing the port, in front of one model-owner process;
+    # 0 serves everything from one process.
+    frontends: int = Field(default_factory=usable_cores, ge=0, le=256)
+    # Each front end's shared-memory slab for request and answer tensors.
+    slab_bytes: int = Field(default=128 * 1024 * 1024, ge=1024 * 1024)
+    # Requests a streaming call may have unanswered before the server stops reading it.
+    stream_max_in_flight: int = Field(default=1024, ge=1)
+    # TensorFlow's thread pools; 0 derives them from the cores left after the front ends.
+    intra_op_threads: int = Field(default=0, ge=0)
+    inter_op_threads: int = Field(default=0, ge=0)
     registry_addr: str = "127.0.0.1:50053"
     # Registry models to serve, comma-separated.
     models: CommaList = Field(default_factory=list)

@@ -17,9 +17,9 @@ from tensorflow_serving.apis import (
 )
 
 from services.inference import tfserving_converters as c
+from services.inference.catalog import VersionState, VersionView
 from services.inference.converters import deadline_of
-from services.inference.core import InferenceCore
-from services.inference.model_manager import VersionRecord, VersionState
+from services.inference.serving import Serving
 from shared.errors import NotFound, invalid
 
 SIGNATURE_DEF_FIELD = "signature_def"
@@ -35,8 +35,8 @@ MODEL_SERVICE = "tensorflow.serving.ModelService"
 
 
 class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
-    def __init__(self, core: InferenceCore) -> None:
-        self._core = core
+    def __init__(self, serving: Serving) -> None:
+        self._serving = serving
 
     async def Predict(self, request: predict_pb2.PredictRequest, context):
         version, label = c.version_pin(request.model_spec)
@@ -44,7 +44,7 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
             name: c.ndarray_from_proto(tensor, c.input_field(name))
             for name, tensor in request.inputs.items()
         }
-        prediction = await self._core.predict(
+        prediction = await self._serving.predict(
             request.model_spec.name,
             inputs,
             version=version,
@@ -64,11 +64,10 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
         if fields != [SIGNATURE_DEF_FIELD]:
             raise invalid("metadata_field", f"only {SIGNATURE_DEF_FIELD!r} is served, got {fields}")
         version, label = c.version_pin(request.model_spec)
-        target = self._core.resolve(request.model_spec.name, version, label)
+        target = self._serving.catalog().resolve(request.model_spec.name, version, label)
+        assert target.signature is not None  # routable versions are loaded
         signatures = get_model_metadata_pb2.SignatureDefMap()
-        signatures.signature_def[c.SIGNATURE_KEY].CopyFrom(
-            c.signature_def_map(target.runtime.signature)
-        )
+        signatures.signature_def[c.SIGNATURE_KEY].CopyFrom(c.signature_def_map(target.signature))
         packed = any_pb2.Any()
         packed.Pack(signatures)
         return get_model_metadata_pb2.GetModelMetadataResponse(
@@ -77,45 +76,46 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
         )
 
 
-def _version_status(record: VersionRecord) -> get_model_status_pb2.ModelVersionStatus:
-    failed = record.state is VersionState.FAILED
+def _version_status(view: VersionView) -> get_model_status_pb2.ModelVersionStatus:
+    failed = view.state is VersionState.FAILED
     return get_model_status_pb2.ModelVersionStatus(
-        version=record.version,
-        state=STATES[record.state],
+        version=view.version,
+        state=STATES[view.state],
         status=status_pb2.StatusProto(
             error_code=error_codes_pb2.UNKNOWN if failed else error_codes_pb2.OK,
-            error_message=record.reason if failed else "",
+            error_message=view.reason if failed else "",
         ),
     )
 
 
 class ModelServicer(model_service_pb2_grpc.ModelServiceServicer):
-    def __init__(self, core: InferenceCore) -> None:
-        self._core = core
+    def __init__(self, serving: Serving) -> None:
+        self._serving = serving
 
     async def GetModelStatus(self, request: get_model_status_pb2.GetModelStatusRequest, context):
-        served = self._core.model(request.model_spec.name)
+        catalog = self._serving.catalog()
+        model = catalog.model(request.model_spec.name)
         spec = request.model_spec
-        records = sorted(served.records.items())
+        views = [view for _, view in sorted(model.versions.items())]
         which = spec.WhichOneof("version_choice")
         if which == "version":
-            records = [(v, r) for v, r in records if v == spec.version.value]
-            if not records:
+            views = [view for view in views if view.version == spec.version.value]
+            if not views:
                 raise NotFound(
-                    "model version", f"{served.name}/{spec.version.value}", "model_spec.version"
+                    "model version", f"{model.name}/{spec.version.value}", "model_spec.version"
                 )
         elif which == "version_label":
-            target = self._core.resolve(served.name, 0, spec.version_label)
-            records = [(v, r) for v, r in records if v == target.version]
+            target = catalog.resolve(model.name, 0, spec.version_label)
+            views = [view for view in views if view.version == target.version]
         return get_model_status_pb2.GetModelStatusResponse(
-            model_version_status=[_version_status(r) for _, r in records]
+            model_version_status=[_version_status(view) for view in views]
         )
 
 
-def register(server, core: InferenceCore) -> list[str]:
+def register(server, serving: Serving) -> list[str]:
     """Add both TF Serving services to `server`; returns their full names."""
     prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(
-        PredictionServicer(core), server
+        PredictionServicer(serving), server
     )
-    model_service_pb2_grpc.add_ModelServiceServicer_to_server(ModelServicer(core), server)
+    model_service_pb2_grpc.add_ModelServiceServicer_to_server(ModelServicer(serving), server)
     return [PREDICTION_SERVICE, MODEL_SERVICE]

@@ -1,16 +1,22 @@
 """Fixtures for the inference tests: tiny exported models (built once per session), static
-model configs, and an in-process inference server on port 0 with a stub per protocol."""
+model configs, and an in-process inference server on port 0 with a stub per protocol.
+
+The server comes in both shapes the service has: `single` (models and servicers in one
+process) and `split` (a model owner and a front end talking over a real Unix socket and
+shared memory, as the multi-process server's processes do, here in one event loop)."""
 
 from __future__ import annotations
 
 import json
+import uuid
 from pathlib import Path
 
 import pytest
 
-from services.inference.server import start_inference
+from services.inference.server import start_frontend, start_inference, start_owner
 from services.inference.settings import InferenceSettings
 from shared.channels import open_channel
+from shared.server import RunningServer
 from shared.telemetry import setup_telemetry
 from tests.inference.models import build_digits_model, export_artifacts
 
@@ -63,11 +69,23 @@ def static_config(tmp_path, artifacts) -> Path:
     )
 
 
-@pytest.fixture
-async def server(tmp_path, static_config):
+async def start_server_in_process(shape: str, settings: InferenceSettings, telemetry):
+    """A serving server of `shape` ("single" or "split"); stopping it stops everything."""
+    if shape == "single":
+        running, _ = await start_inference(settings, telemetry)
+        return running
+    address = f"@tfmesh-test-{uuid.uuid4().hex}"
+    stop_owner = await start_owner(settings, telemetry, address)
+    running, _ = await start_frontend(settings, telemetry, address, 0)
+    running.on_stop(stop_owner)
+    return running
+
+
+@pytest.fixture(params=["single", "split"])
+async def server(request, tmp_path, static_config) -> RunningServer:
     settings = InferenceSettings(home=tmp_path, port=0, model_config_file=static_config)
     telemetry = setup_telemetry("inference-test", configure_logging=False)
-    running, _ = await start_inference(settings, telemetry)
+    running = await start_server_in_process(request.param, settings, telemetry)
     yield running
     await running.stop(0)
 

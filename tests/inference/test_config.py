@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 
+from services.inference import settings as inference_settings
 from services.inference.config import model_specs
-from services.inference.settings import InferenceSettings
+from services.inference.settings import InferenceSettings, usable_cores
 from shared.settings import SettingsError, load_settings
 
 
@@ -82,3 +84,25 @@ def test_a_model_configured_twice_is_refused(tmp_path, monkeypatch):
     settings = load_settings(InferenceSettings, home=tmp_path, model_config_file=path)
     with pytest.raises(SettingsError, match="twice"):
         model_specs(settings)
+
+
+def test_usable_cores_follow_the_affinity_and_a_cgroup_cpu_limit(tmp_path, monkeypatch):
+    """The default number of front ends: a container limited to 1.5 CPUs on a 16-core node
+    gets 2, not 16 (CPU limits are quotas, which the affinity mask does not show)."""
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(16)))
+    v2 = tmp_path / "cpu.max"
+    monkeypatch.setattr(inference_settings, "CGROUP_QUOTAS", ((v2, None),))
+    v2.write_text("150000 100000\n")
+    assert usable_cores() == 2
+    v2.write_text("max 100000\n")
+    assert usable_cores() == 16
+    quota, period = tmp_path / "cfs_quota_us", tmp_path / "cfs_period_us"
+    monkeypatch.setattr(inference_settings, "CGROUP_QUOTAS", ((quota, period),))
+    quota.write_text("400000\n")
+    period.write_text("100000\n")
+    assert usable_cores() == 4
+    quota.write_text("-1\n")
+    assert usable_cores() == 16
+    monkeypatch.setattr(inference_settings, "CGROUP_QUOTAS", ((tmp_path / "none", None),))
+    assert usable_cores() == 16
+    assert InferenceSettings().frontends == 16

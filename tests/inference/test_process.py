@@ -1,5 +1,6 @@
-"""The inference service as a process following a registry process: hot swap under load,
-the canary's share, and a registry that dies (SIGKILL) and comes back."""
+"""The inference service as processes (a supervisor, a model owner and two front ends)
+following a registry process: hot swap under load spread over both front ends, the
+canary's share, and a registry that dies (SIGKILL) and comes back."""
 
 from __future__ import annotations
 
@@ -50,6 +51,7 @@ def stack(tmp_path_factory, artifacts):
         TFMESH_INFERENCE_REGISTRY_ADDR=registry.address,
         TFMESH_INFERENCE_REGISTRY_MAX_BACKOFF_S="0.5",
         TFMESH_INFERENCE_MAX_BATCH_SIZE="16",
+        TFMESH_INFERENCE_FRONTENDS="2",
     ).start(timeout_s=120)
     wait_for_labels(inference.address, {"production": 1})
     yield registry, inference
@@ -115,22 +117,34 @@ def ensure_state(stack, production: int, canary: tuple[int, int] | None = None) 
     wait_for_labels(inference.address, expected)
 
 
+def connections(address: str, count: int) -> list[grpc.aio.Channel]:
+    """Channels that each open a connection of their own, so calls spread over the front
+    ends (the kernel hands each connection to one of them)."""
+    options = [("grpc.use_local_subchannel_pool", 1)]
+    return [grpc.aio.insecure_channel(address, options=options) for _ in range(count)]
+
+
 async def load(address: str, clients: int, stop: asyncio.Event, log: list) -> None:
-    """`clients` closed-loop clients sending one-row unpinned requests until `stop`."""
+    """`clients` closed-loop clients, four to a connection, sending one-row unpinned
+    requests until `stop`."""
     request = pb.PredictRequest(model=MODEL, inputs={"x": to_tensor(digits_rows(1))})
-    async with grpc.aio.insecure_channel(address) as channel:
+    channels = connections(address, max(1, clients // 4))
+
+    async def client(channel: grpc.aio.Channel) -> None:
         stub = inference_pb2_grpc.InferenceServiceStub(channel)
+        while not stop.is_set():
+            started = time.monotonic()
+            try:
+                answer = await stub.Predict(request, timeout=10)
+                log.append((started, answer.version, None))
+            except grpc.aio.AioRpcError as error:
+                log.append((started, 0, error.code()))
 
-        async def client() -> None:
-            while not stop.is_set():
-                started = time.monotonic()
-                try:
-                    answer = await stub.Predict(request, timeout=10)
-                    log.append((started, answer.version, None))
-                except grpc.aio.AioRpcError as error:
-                    log.append((started, 0, error.code()))
-
-        await asyncio.gather(*(client() for _ in range(clients)))
+    try:
+        await asyncio.gather(*(client(channels[i % len(channels)]) for i in range(clients)))
+    finally:
+        for channel in channels:
+            await channel.close()
 
 
 async def test_hot_swap_under_load_fails_nothing_and_ends_on_v2(stack):
@@ -163,15 +177,19 @@ async def test_canary_weight_20_serves_15_to_25_percent(stack):
     _, inference = stack
     assert model_status(inference.address).canary_weight == 20
     request = pb.PredictRequest(model=MODEL, inputs={"x": to_tensor(digits_rows(1))})
-    async with grpc.aio.insecure_channel(inference.address) as channel:
-        stub = inference_pb2_grpc.InferenceServiceStub(channel)
-        semaphore = asyncio.Semaphore(16)
+    channels = connections(inference.address, 4)
+    semaphore = asyncio.Semaphore(16)
 
-        async def one() -> int:
-            async with semaphore:
-                return (await stub.Predict(request, timeout=10)).version
+    async def one(index: int) -> int:
+        stub = inference_pb2_grpc.InferenceServiceStub(channels[index % len(channels)])
+        async with semaphore:
+            return (await stub.Predict(request, timeout=10)).version
 
-        versions = await asyncio.gather(*(one() for _ in range(2000)))
+    try:
+        versions = await asyncio.gather(*(one(i) for i in range(2000)))
+    finally:
+        for channel in channels:
+            await channel.close()
     share = versions.count(3) / len(versions)
     assert set(versions) == {2, 3}
     assert 0.15 <= share <= 0.25, share

@@ -1,0 +1,87 @@
+"""Per-version counters of what a model version computed, in Triton's statistics terms.
+
+Each loaded version keeps one `VersionStatistics`: rows computed (`inference_count`),
+batches run (`execution_count`), requests answered and failed with their total time,
+time in the batch queue, and per request the assembly, forward pass and split durations
+of the batch it ran in, also broken down by batch size. The batcher records batches and
+queue times, whoever owns a request's life (the core, or the model owner for a front
+end) records its answer. Every update happens on the event loop's thread, so no lock is
+needed; `snapshot` hands out a copy."""
+
+from __future__ import annotations
+
+import copy
+import time
+from dataclasses import dataclass, field
+
+
+@dataclass
+class Duration:
+    """How many events, and the nanoseconds they took in total."""
+
+    count: int = 0
+    ns: int = 0
+
+    def add(self, ns: int, count: int = 1) -> None:
+        self.count += count
+        self.ns += ns * count
+
+
+@dataclass
+class BatchDurations:
+    compute_input: Duration = field(default_factory=Duration)
+    compute_infer: Duration = field(default_factory=Duration)
+    compute_output: Duration = field(default_factory=Duration)
+
+
+@dataclass(frozen=True)
+class BatchTiming:
+    """Nanoseconds one batch spent being assembled, computed and split."""
+
+    input_ns: int
+    infer_ns: int
+    output_ns: int
+
+
+@dataclass
+class VersionStatistics:
+    model: str
+    version: int
+    # Milliseconds since the epoch of the last answered request; 0 before the first.
+    last_inference_ms: int = 0
+    inference_count: int = 0
+    execution_count: int = 0
+    success: Duration = field(default_factory=Duration)
+    fail: Duration = field(default_factory=Duration)
+    queue: Duration = field(default_factory=Duration)
+    compute_input: Duration = field(default_factory=Duration)
+    compute_infer: Duration = field(default_factory=Duration)
+    compute_output: Duration = field(default_factory=Duration)
+    # By batch size as run (padding included).
+    batches: dict[int, BatchDurations] = field(default_factory=dict)
+    # Rows waiting in the batch queue when the snapshot was taken.
+    queued_rows: int = 0
+
+    def record_queued(self, waited_s: float) -> None:
+        self.queue.add(int(waited_s * 1e9))
+
+    def record_batch(self, size: int, rows: int, requests: int, timing: BatchTiming) -> None:
+        self.execution_count += 1
+        self.inference_count += rows
+        self.compute_input.add(timing.input_ns, requests)
+        self.compute_infer.add(timing.infer_ns, requests)
+        self.compute_output.add(timing.output_ns, requests)
+        by_size = self.batches.setdefault(size, BatchDurations())
+        by_size.compute_input.add(timing.input_ns)
+        by_size.compute_infer.add(timing.infer_ns)
+        by_size.compute_output.add(timing.output_ns)
+
+    def record_answer(self, ok: bool, took_s: float) -> None:
+        (self.success if ok else self.fail).add(int(took_s * 1e9))
+        if ok:
+            self.last_inference_ms = int(time.time() * 1000)
+
+    def snapshot(self, queued_rows: int) -> VersionStatistics:
+        taken = copy.deepcopy(self)
+        taken.queued_rows = queued_rows
+        return taken

@@ -1,0 +1,147 @@
+"""The descriptor format between front ends and the model owner: framing on a byte stream,
+tensors written into and read back from a slab (every dtype, BYTES, big-endian input),
+output reservations and their inline fallback, and the catalog and statistics frames,
+which must come back equal to what was sent."""
+
+from __future__ import annotations
+
+import mmap
+
+import numpy as np
+import pytest
+
+from services.inference.batcher import BatchingOptions
+from services.inference.catalog import Catalog, ModelView, VersionState, VersionView
+from services.inference.dataplane import frames
+from services.inference.routing import RoutingTable
+from services.inference.runtimes import Signature, TensorSpec
+from services.inference.statistics import BatchTiming, VersionStatistics
+from shared.errors import ResourceExhausted
+from tfmesh.inference.dataplane.v1 import dataplane_pb2 as dp
+
+
+def test_frames_survive_any_cut_of_the_stream():
+    sent = [dp.Frame(cancel=dp.Cancel(call=n)) for n in range(50)]
+    stream = b"".join(frames.encode(frame) for frame in sent)
+    for cut in (1, 3, 7, 64, len(stream)):
+        decoder = frames.FrameDecoder()
+        got = []
+        for start in range(0, len(stream), cut):
+            got += list(decoder.feed(stream[start : start + cut]))
+        assert [frame.cancel.call for frame in got] == list(range(50))
+
+
+def test_a_length_past_the_limit_is_refused():
+    decoder = frames.FrameDecoder()
+    with pytest.raises(ValueError, match="not speaking frames"):
+        list(decoder.feed(frames.LENGTH.pack(frames.MAX_FRAME_BYTES + 1)))
+
+
+@pytest.fixture
+def memory():
+    with mmap.mmap(-1, 1 << 20) as region:
+        yield region
+
+
+@pytest.mark.parametrize(
+    "array",
+    [
+        np.arange(12, dtype=np.float32).reshape(3, 4),
+        np.arange(6, dtype=np.int64).reshape(3, 2),
+        np.array([[True, False]]),
+        np.arange(8, dtype=np.uint8).reshape(2, 2, 2),
+        np.arange(4, dtype=np.float16),
+        np.arange(4, dtype=">f8"),
+        np.array([[b"a", b""], [b"long value", b"text"]], dtype=object),
+        np.array(["x", "y"]),
+    ],
+    ids=["f32", "i64", "bool", "u8", "f16", "big-endian f64", "bytes", "unicode"],
+)
+def test_tensors_round_trip_through_the_slab(memory, array):
+    ref = frames.write_tensor(memory, 128, "t", array)
+    assert ref.size == frames.tensor_size(array)
+    back = frames.read_tensor(memory, dp.TensorRef.FromString(ref.SerializeToString()))
+    assert back.shape == array.shape
+    if array.dtype.kind in "USO":
+        expected = [v if isinstance(v, bytes) else str(v).encode() for v in array.reshape(-1)]
+        assert list(back.reshape(-1)) == expected
+    else:
+        np.testing.assert_array_equal(back, array)
+        assert back.dtype.byteorder in "<|="
+
+
+def test_an_output_of_fixed_size_fills_its_reservation(memory):
+    spec = TensorSpec("probs", np.dtype("float32"), (None, 10))
+    reserved = frames.reserved_output(spec, 4)
+    assert (list(reserved.shape), reserved.size) == ([4, 10], 160)
+    reserved.offset = 1024
+    value = np.random.default_rng(0).random((4, 10), dtype=np.float32)
+    ref = frames.write_output(memory, reserved, value)
+    assert not ref.inline_data and ref.offset == 1024
+    np.testing.assert_array_equal(frames.read_tensor(memory, ref), value)
+
+
+@pytest.mark.parametrize(
+    ("spec", "value"),
+    [
+        (TensorSpec("seq", np.dtype("float32"), (None, None)), np.ones((2, 7), np.float32)),
+        (TensorSpec("label", np.dtype(object), (None,)), np.array([b"cat", b"dog"], object)),
+        # The model answered another shape than its signature promised.
+        (TensorSpec("probs", np.dtype("float32"), (None, 10)), np.ones((2, 3), np.float32)),
+    ],
+    ids=["free dimension", "strings", "shape differs"],
+)
+def test_an_output_that_does_not_fit_its_reservation_comes_back_inline(memory, spec, value):
+    reserved = frames.reserved_output(spec, 2)
+    ref = frames.write_output(memory, reserved, value)
+    assert ref.inline_data
+    back = frames.read_tensor(memory, ref)
+    assert back.shape == value.shape
+    assert list(back.reshape(-1)) == list(value.reshape(-1))
+
+
+def test_an_error_crosses_with_its_code_message_and_details():
+    error = ResourceExhausted("queue full", retry_after_s=0.05)
+    status = frames.error_status(frames.error_bytes(error))
+    assert status.code == error.code.value[0]
+    assert status.message == "queue full"
+    assert len(status.details) == 1
+
+
+def catalog() -> Catalog:
+    signature = Signature(
+        (TensorSpec("x", np.dtype("<f4"), (None, 64)),),
+        (TensorSpec("output_0", np.dtype("<f4"), (None, 10)),),
+    )
+    views = {
+        1: VersionView("m", 1, VersionState.AVAILABLE, "tensorflow", "", "/CPU:0", signature),
+        2: VersionView("m", 2, VersionState.AVAILABLE, "tensorflow", "", "/CPU:0", signature),
+        3: VersionView("m", 3, VersionState.FAILED, "tensorflow", "load failed: boom"),
+    }
+    model = ModelView(
+        "m",
+        "tensorflow",
+        BatchingOptions(8, 500, (1, 2, 4, 8), 2, 4),
+        views,
+        RoutingTable({1: views[1], 2: views[2]}, {"production": views[1], "canary": views[2]}, 30),
+    )
+    empty = ModelView("n", "noop", BatchingOptions())
+    return Catalog({"m": model, "n": empty}, revision=17)
+
+
+def test_the_catalog_comes_back_equal():
+    sent = catalog()
+    frame = dp.Frame.FromString(frames.catalog_to_frame(sent).SerializeToString())
+    assert frames.catalog_from_frame(frame.catalog) == sent
+
+
+def test_statistics_come_back_equal():
+    statistics = VersionStatistics("m", 2)
+    statistics.record_queued(0.002)
+    statistics.record_batch(4, 3, 3, BatchTiming(10, 2000, 30))
+    statistics.record_answer(True, 0.004)
+    statistics.record_answer(False, 0.001)
+    sent = [statistics.snapshot(queued_rows=5)]
+    frame = dp.Frame.FromString(frames.statistics_to_frame(9, sent).SerializeToString())
+    assert frame.statistics.query == 9
+    assert frames.statistics_from_frame(frame.statistics) == sent

@@ -1,0 +1,256 @@
+"""The multi-process server as processes: a supervisor, a model owner and two front ends on
+one port. Under load, a front end killed with SIGKILL costs only the calls it had in
+flight and comes back; a killed model owner makes the front ends answer UNAVAILABLE with
+a retry delay and report not ready until it is back, without restarting them; the
+processes' metrics add up on one port; SIGTERM stops everything and exits 0."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import time
+import urllib.request
+from pathlib import Path
+
+import grpc
+import pytest
+from google.rpc import error_details_pb2
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_status import rpc_status
+
+from inference import grpc_predict_v2_pb2 as v2
+from inference import grpc_predict_v2_pb2_grpc
+from shared.tensors import to_tensor
+from tests.inference.conftest import write_model_config
+from tests.inference.models import digits_rows
+from tests.support.processes import free_port, service_process
+from tfmesh.inference.v1 import inference_pb2 as pb
+from tfmesh.inference.v1 import inference_pb2_grpc
+
+FRONTENDS = 2
+
+
+def children(parent: int) -> dict[str, int]:
+    """The supervisor's children by role (`owner`, `frontend 0`, ...), from /proc."""
+    found = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            command = (stat.parent / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if int(fields[1]) != parent or b"services.inference.server" not in command:
+            continue
+        words = [part.decode() for part in command]
+        role = words[words.index("services.inference.server") + 1]
+        index = words[words.index("--index") + 1]
+        found[role if role == "owner" else f"{role} {index}"] = int(stat.parent.name)
+    return found
+
+
+def alive(pid: int) -> bool:
+    """Running: neither gone nor a zombie waiting for a parent to reap it."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+def wait_for_children(parent: int, expected: set[str], timeout_s: float = 60) -> dict[str, int]:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        found = children(parent)
+        if set(found) == expected:
+            return found
+        time.sleep(0.1)
+    raise AssertionError(f"children {found}, wanted {expected}")
+
+
+@pytest.fixture(scope="module")
+def service(tmp_path_factory, artifacts):
+    home = tmp_path_factory.mktemp("frontends")
+    config = write_model_config(
+        home,
+        [
+            {
+                "name": "digits",
+                "runtime": "tensorflow",
+                "versions": [{"version": 1, "path": str(artifacts[1]["saved_model.tar"])}],
+                "batching": {"max_batch_size": 16, "batch_timeout_micros": 500},
+            }
+        ],
+    )
+    process = service_process(
+        "services.inference.server",
+        "TFMESH_INFERENCE_",
+        home,
+        TFMESH_INFERENCE_MODEL_CONFIG_FILE=str(config),
+        TFMESH_INFERENCE_FRONTENDS=str(FRONTENDS),
+        TFMESH_INFERENCE_METRICS_PORT=str(free_port()),
+    ).start(timeout_s=120)
+    expected = {"owner", *(f"frontend {i}" for i in range(FRONTENDS))}
+    wait_for_children(process.process.pid, expected)
+    yield process
+    process.stop_quietly()
+
+
+REQUEST = pb.PredictRequest(model="digits", inputs={"x": to_tensor(digits_rows(1))})
+
+
+async def load(address: str, clients: int, stop: asyncio.Event, log: list) -> None:
+    """`clients` closed-loop clients, each on a connection of its own (so they spread
+    over the front ends), logging (client, start, error code or None)."""
+    channels = [
+        grpc.aio.insecure_channel(address, options=[("grpc.use_local_subchannel_pool", 1)])
+        for _ in range(clients)
+    ]
+
+    async def client(index: int, channel: grpc.aio.Channel) -> None:
+        stub = inference_pb2_grpc.InferenceServiceStub(channel)
+        while not stop.is_set():
+            started = time.monotonic()
+            try:
+                await stub.Predict(REQUEST, timeout=10, wait_for_ready=True)
+                log.append((index, started, None))
+            except grpc.aio.AioRpcError as error:
+                log.append((index, started, error.code()))
+                await asyncio.sleep(0.01)
+
+    try:
+        await asyncio.gather(*(client(i, c) for i, c in enumerate(channels)))
+    finally:
+        for channel in channels:
+            await channel.close()
+
+
+async def test_a_killed_front_end_costs_only_its_calls_in_flight_and_comes_back(service):
+    supervisor = service.process.pid
+    before = children(supervisor)
+    stop = asyncio.Event()
+    log: list = []
+    clients = 12
+    loading = asyncio.create_task(load(service.address, clients, stop, log))
+    await asyncio.sleep(1.5)
+    killed_at = time.monotonic()
+    os.kill(before["frontend 0"], signal.SIGKILL)
+    await asyncio.sleep(0.2)
+    after = await asyncio.to_thread(wait_for_children, supervisor, set(before), 30)
+    assert after["frontend 0"] != before["frontend 0"]
+    assert after["owner"] == before["owner"] and after["frontend 1"] == before["frontend 1"]
+    await asyncio.sleep(1.5)
+    stop.set()
+    await loading
+    failures = [entry for entry in log if entry[2] is not None]
+    # Each client had one call in flight at most: the calls the killed process held.
+    per_client = {index: 0 for index in range(clients)}
+    for index, _, _ in failures:
+        per_client[index] += 1
+    assert max(per_client.values()) <= 1, failures
+    assert {code for _, _, code in failures} <= {grpc.StatusCode.UNAVAILABLE}
+    late = [entry for entry in log if entry[1] > killed_at + 0.5]
+    assert late and all(code is None for _, _, code in late)
+    assert {index for index, _, _ in late} == set(range(clients))
+
+
+async def test_a_killed_owner_means_unavailable_then_back_without_new_front_ends(service):
+    supervisor = service.process.pid
+    before = children(supervisor)
+    os.kill(before["owner"], signal.SIGKILL)
+    async with grpc.aio.insecure_channel(service.address) as channel:
+        stub = inference_pb2_grpc.InferenceServiceStub(channel)
+        health = health_pb2_grpc.HealthStub(channel)
+        kserve = grpc_predict_v2_pb2_grpc.GRPCInferenceServiceStub(channel)
+        with pytest.raises(grpc.aio.AioRpcError) as failure:
+            for _ in range(100):
+                await stub.Predict(REQUEST, timeout=5)
+                await asyncio.sleep(0.01)
+        assert failure.value.code() == grpc.StatusCode.UNAVAILABLE
+        status = rpc_status.from_call(failure.value)
+        retry = error_details_pb2.RetryInfo()
+        assert any(detail.Unpack(retry) for detail in status.details)
+        assert retry.retry_delay.ToNanoseconds() > 0
+        checked = await health.Check(health_pb2.HealthCheckRequest(), timeout=5)
+        assert checked.status == health_pb2.HealthCheckResponse.NOT_SERVING
+        assert not (await kserve.ServerReady(v2.ServerReadyRequest(), timeout=5)).ready
+        assert (await kserve.ServerLive(v2.ServerLiveRequest(), timeout=5)).live
+        deadline = time.monotonic() + 90
+        while True:
+            try:
+                answer = await stub.Predict(REQUEST, timeout=5)
+                break
+            except grpc.aio.AioRpcError as error:
+                assert error.code() == grpc.StatusCode.UNAVAILABLE
+                assert time.monotonic() < deadline, "the owner did not come back"
+                await asyncio.sleep(0.2)
+        assert answer.version == 1
+        checked = await health.Check(health_pb2.HealthCheckRequest(), timeout=5)
+        assert checked.status == health_pb2.HealthCheckResponse.SERVING
+    after = children(supervisor)
+    assert after["owner"] != before["owner"]
+    assert {k: v for k, v in after.items() if k != "owner"} == {
+        k: v for k, v in before.items() if k != "owner"
+    }
+
+
+def test_metrics_of_every_process_add_up_on_one_port(service):
+    counted = 40
+    with grpc.insecure_channel(service.address) as channel:
+        stub = inference_pb2_grpc.InferenceServiceStub(channel)
+        scraped_before = scrape(service)
+        for _ in range(counted):
+            stub.Predict(REQUEST, timeout=10)
+    scraped = scrape(service)
+    key = 'tfmesh_inference_requests_total{code="OK",model="digits",version="1"}'
+    assert scraped[key] - scraped_before.get(key, 0) == counted
+    # Batches are counted by the owner, requests by the front ends: both are there.
+    assert scraped['tfmesh_inference_batch_rows_count{model="digits",version="1"}'] >= 1
+
+
+def scrape(service) -> dict[str, float]:
+    port = service.env["TFMESH_INFERENCE_METRICS_PORT"]
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as response:
+        text = response.read().decode()
+    values = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            name, value = line.rsplit(" ", 1)
+            values[name] = float(value)
+    return values
+
+
+def test_sigterm_stops_every_process_and_exits_zero(tmp_path):
+    config = write_model_config(
+        tmp_path, [{"name": "noop", "runtime": "noop", "versions": [{"version": 1}]}]
+    )
+    process = service_process(
+        "services.inference.server",
+        "TFMESH_INFERENCE_",
+        tmp_path,
+        TFMESH_INFERENCE_MODEL_CONFIG_FILE=str(config),
+        TFMESH_INFERENCE_FRONTENDS=str(FRONTENDS),
+    ).start(timeout_s=60)
+    supervisor = process.process.pid
+    pids = wait_for_children(supervisor, {"owner", "frontend 0", "frontend 1"})
+    assert process.terminate(timeout_s=60) == 0
+    assert not [pid for pid in pids.values() if alive(pid)]
+
+
+def test_a_killed_supervisor_takes_its_processes_with_it(tmp_path):
+    config = write_model_config(
+        tmp_path, [{"name": "noop", "runtime": "noop", "versions": [{"version": 1}]}]
+    )
+    process = service_process(
+        "services.inference.server",
+        "TFMESH_INFERENCE_",
+        tmp_path,
+        TFMESH_INFERENCE_MODEL_CONFIG_FILE=str(config),
+        TFMESH_INFERENCE_FRONTENDS=str(FRONTENDS),
+    ).start(timeout_s=60)
+    pids = wait_for_children(process.process.pid, {"owner", "frontend 0", "frontend 1"})
+    process.kill()
+    deadline = time.monotonic() + 30
+    while [pid for pid in pids.values() if alive(pid)]:
+        assert time.monotonic() < deadline, "orphans outlived the supervisor"
+        time.sleep(0.1)
