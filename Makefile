@@ -11,7 +11,7 @@ PROTOS := $(shell find protos -name '*.proto')
 export TFMESH_HOME ?= $(CURDIR)/.tfmesh
 
 .PHONY: setup proto test lint up down status demo bench gpu-bundle gpu-check lock clean debs \
-	kubectl manifests-check
+	kubectl manifests-check triton
 
 setup: $(VENV)/.installed $(GEN)/.built debs k8s/check/node_modules/.installed kubectl
 
@@ -37,12 +37,26 @@ $(GEN)/.built: $(PROTOS) $(VENV)/.installed
 		$(PROTOS)
 	touch $@
 
-# PostgreSQL for the store tests (a real server started by the test fixture).
+# PostgreSQL for the store tests (a real server started by the test fixture), and the
+# libb64 that Triton's perf_analyzer links against (tests and benchmark).
 debs:
 	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || { \
 		echo "installing Debian package postgresql"; \
 		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 		$$SUDO apt-get update -q && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -q postgresql; }
+	@ldconfig -p | grep -q 'libb64.so.0d' || { \
+		echo "installing Debian package libb64-0d"; \
+		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+		$$SUDO apt-get update -q && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -q libb64-0d; }
+
+# Triton's clients (tritonclient, perf_analyzer) in a venv of their own: they pin an older
+# protobuf than the project's.
+TRITON_VENV := .venv-triton
+triton: $(TRITON_VENV)/.installed debs
+$(TRITON_VENV)/.installed: requirements-triton.txt
+	rm -rf $(TRITON_VENV) && $(PYTHON) -m venv $(TRITON_VENV)
+	$(TRITON_VENV)/bin/pip install -q -r requirements-triton.txt
+	touch $@
 
 # Istio's published CRD schemas (npm) for make manifests-check.
 k8s/check/node_modules/.installed: k8s/check/package-lock.json
@@ -60,7 +74,7 @@ kubectl: $(VENV)/.installed
 manifests-check: setup
 	$(PY) -m k8s.check
 
-test: setup
+test: setup triton
 	$(PY) -m pytest
 
 lint: setup
@@ -81,7 +95,7 @@ demo: setup
 	$(PY) -m services.demo
 
 # Speed and memory figures (never timed assertions in tests); JSON under bench/results/.
-bench: setup
+bench: setup triton
 	$(PY) -m bench.data_bench
 	$(PY) -m bench.training_bench
 	$(PY) -m bench.inference_bench run
@@ -102,4 +116,4 @@ lock:
 	  /tmp/tfmesh-lock/bin/pip freeze; } > requirements.lock
 
 clean:
-	rm -rf $(VENV) $(GEN)
+	rm -rf $(VENV) $(GEN) $(TRITON_VENV)

@@ -1,8 +1,13 @@
-"""Contract tests against a real server process: TF Serving's own client stubs and KServe v2
-stubs, unchanged client code, version labels, metadata, and bad input over each protocol
-(the right code, never INTERNAL, and the server keeps serving)."""
+"""Contract tests against a real server process (the multi-process server, two front ends):
+TF Serving's own client stubs, KServe v2 stubs and Triton's own clients (`tritonclient`,
+`perf_analyzer`), unchanged client code, version labels, metadata, and bad input over each
+protocol (the right code, never INTERNAL, and the server keeps serving)."""
 
 from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
 
 import grpc
 import numpy as np
@@ -16,6 +21,7 @@ from tensorflow_serving.apis import (
     prediction_service_pb2_grpc,
 )
 
+from bench import triton_tools
 from inference import grpc_predict_v2_pb2 as v2
 from inference import grpc_predict_v2_pb2_grpc
 from tests.inference.conftest import write_model_config
@@ -47,6 +53,7 @@ def address(tmp_path_factory, artifacts):
         "TFMESH_INFERENCE_",
         home,
         TFMESH_INFERENCE_MODEL_CONFIG_FILE=str(config),
+        TFMESH_INFERENCE_FRONTENDS="2",
     )
     process.start(timeout_s=120)
     yield process.address
@@ -291,3 +298,76 @@ def test_kserve_typed_count_mismatch_and_unknown_model(kserve):
     with pytest.raises(grpc.RpcError) as error:
         kserve.ModelInfer(v2_raw(digits_rows(1), model="nope"), timeout=10)
     assert error.value.code() is grpc.StatusCode.NOT_FOUND
+
+
+# --- Triton's own clients ------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def triton_report(address, tmp_path_factory) -> dict:
+    """What `triton_clients.py` saw, run with tritonclient's own interpreter."""
+    python = triton_tools.python()
+    assert python is not None, "tritonclient is not installed: `make triton` installs it"
+    rows_path = tmp_path_factory.mktemp("triton") / "rows.npy"
+    np.save(rows_path, digits_rows(5))
+    script = Path(__file__).with_name("triton_clients.py")
+    finished = subprocess.run(
+        [str(python), str(script), address, "digits", str(rows_path)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert finished.returncode == 0, finished.stderr
+    return json.loads(finished.stdout)
+
+
+def test_tritonclient_reads_health_metadata_and_config(triton_report):
+    assert triton_report["live"] and triton_report["ready"] and triton_report["model_ready"]
+    assert triton_report["server"]["name"] == "tfmesh"
+    assert "streaming" in triton_report["server"]["extensions"]
+    assert triton_report["metadata"]["versions"] == ["1", "2"]
+    config = triton_report["config"]
+    assert config["max_batch_size"] == 8
+    assert config["input"] == [{"name": "x", "data_type": "TYPE_FP32", "dims": ["64"]}]
+    assert config["dynamic_batching"]["preferred_batch_size"] == [1, 2, 4, 8]
+
+
+def test_tritonclient_infer_answers_what_kserve_answers(triton_report, kserve):
+    unary = triton_report["unary"]
+    assert (unary["id"], unary["version"]) == ("unary-1", "1")
+    expected = kserve.ModelInfer(v2_raw(digits_rows(5)), timeout=10)
+    np.testing.assert_allclose(
+        np.array(unary["output"], np.float32),
+        np.frombuffer(expected.raw_output_contents[0], "<f4").reshape(5, 10),
+        rtol=1e-5,
+        atol=1e-6,
+    )
+
+
+def test_tritonclient_stream_api_gets_every_answer_and_the_error(triton_report):
+    stream = triton_report["stream"]
+    assert sorted(stream["outputs"]) == [f"row-{i}" for i in range(5)]
+    expected = np.array(triton_report["unary"]["output"], np.float32)
+    for index in range(5):
+        np.testing.assert_allclose(stream["outputs"][f"row-{index}"], expected[index], rtol=1e-5)
+    (error,) = stream["errors"]
+    assert error.startswith("INVALID_ARGUMENT: inputs[0]")
+
+
+def test_tritonclient_errors_and_statistics(triton_report):
+    assert triton_report["unknown_model"]["status"] == "StatusCode.NOT_FOUND"
+    by_version = {s["version"]: s for s in triton_report["statistics"]}
+    assert set(by_version) == {"1", "2"}
+    production = by_version["1"]
+    assert int(production["inference_count"]) >= 10
+    assert int(production["inference_stats"]["success"]["count"]) >= 6
+
+
+def test_perf_analyzer_drives_the_server_in_its_default_mode(address):
+    """Triton's C++ load generator, unchanged: it reads the model's metadata and config,
+    sends one-row requests from 4 clients, and reads the server's statistics."""
+    row = triton_tools.perf_analyzer("digits", address, 4, 500, timeout_s=120)
+    assert row["Concurrency"] == 4
+    assert row["Inferences/Second"] > 0
+    assert row["p99 latency"] >= row["p50 latency"] > 0
+    assert row["Server Compute Infer"] > 0
