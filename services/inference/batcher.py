@@ -2,13 +2,18 @@
 
 Callers `submit` a request (a dict of arrays whose first dimension is its row count) and
 await the future it returns. A gathering task forms a batch once a worker thread is free
-and either `max_batch_size` rows wait or `batch_timeout_micros` have passed since the
-oldest waiting request arrived; rows keep queueing while a batch computes, so under load
-the next batch is ready when the thread frees up. A batch is padded (by repeating its
+and either enough rows wait or `batch_timeout_micros` have passed since the oldest
+waiting request arrived; rows keep queueing while a batch computes, so under load the
+next batch is ready when the thread frees up. "Enough" is as many rows as recent batches
+had (a moving average, capped at `max_batch_size`): under steady load the batcher waits
+for the callers it just answered to come back, so batches stay full, while a lone caller
+is never held for the timeout with nothing to batch it with. A batch is padded (by repeating its
 first row) to the next of `allowed_batch_sizes`, so a compiled function is reused, runs
-in one forward pass on a worker thread (the event loop is never held), and its outputs
+in one forward pass on a worker thread (the event loop is not held), and its outputs
 are split back per request, after a check that the model returned a row for every row it
-was given; an exception fans out to every request of the batch. The queue is bounded at
+was given; an exception fans out to every request of the batch. A model so fast that a
+batch of that size recently computed in under `INLINE_BELOW_S` runs on the loop's own
+thread instead, which costs less than the two thread hand-offs. The queue is bounded at
 `max_enqueued_batches` full batches: past that, `submit` raises ResourceExhausted at once.
 Requests whose deadline passed or whose caller gave up are dropped before compute."""
 
@@ -17,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import bisect
 import contextlib
+import math
 import time
 from collections import deque
 from collections.abc import Callable, Mapping
@@ -32,6 +38,10 @@ from shared.errors import DeadlineExceeded, ResourceExhausted, Unavailable
 
 Arrays = dict[str, np.ndarray]
 PredictFn = Callable[[Arrays], Mapping[str, np.ndarray]]
+# A batch whose forward pass took less than this (at its size, recently) runs on the
+# event loop's thread: sending it to a worker thread and its answers back costs two thread
+# wake-ups, more than such a batch computes. A size not seen yet always goes to a thread.
+INLINE_BELOW_S = 0.0002
 
 
 @dataclass(frozen=True)
@@ -176,6 +186,10 @@ class Batcher:
             options.num_batch_threads, thread_name_prefix=f"batch-{name}"
         )
         self._running: set[asyncio.Future[None]] = set()
+        # Recent forward-pass seconds by batch size (an exponential moving average).
+        self._infer_s: dict[int, float] = {}
+        # Rows of recent batches (a moving average), starting from a full batch.
+        self._recent_rows = float(options.max_batch_size)
         self._closed = False
         self._gatherer = asyncio.create_task(self._gather_forever(), name=f"gather-{name}")
 
@@ -232,7 +246,15 @@ class Batcher:
             if not batch:
                 self._slots.release()
                 return
-            running = self._loop.run_in_executor(self._executor, self._run, batch)
+            size = self.options.padded_size(sum(p.rows for p in batch))
+            if self._infer_s.get(size, INLINE_BELOW_S) < INLINE_BELOW_S:
+                self._settle(batch, self._compute(batch, size))
+                self._slots.release()
+                # Let the loop take in more requests (and other batchers run) before the
+                # next batch: an inline batch never leaves the loop on its own.
+                await asyncio.sleep(0)
+                continue
+            running = self._loop.run_in_executor(self._executor, self._run, batch, size)
             self._running.add(running)
             running.add_done_callback(self._batch_done)
 
@@ -253,12 +275,16 @@ class Batcher:
                 await self._arrived.wait()
                 continue
             wait_s = queue.items[0].enqueued + self._timeout_s - now
-            if queue.rows >= self.options.max_batch_size or wait_s <= 0 or self._closed:
+            if queue.rows >= self._expected_rows() or wait_s <= 0 or self._closed:
+                timed_out = wait_s <= 0 and queue.rows < self._expected_rows()
                 break
             self._arrived.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._arrived.wait(), wait_s)
         batch = queue.take(self.options.max_batch_size, now)
+        rows = sum(p.rows for p in batch)
+        # Waiting out the timeout showed how many come: expect that many next time.
+        self._recent_rows = rows if timed_out else 0.5 * self._recent_rows + 0.5 * rows
         if self._metrics:
             self._metrics.queued_rows.set(queue.rows)
             for pending in batch:
@@ -268,11 +294,20 @@ class Batcher:
                 self._statistics.record_queued(now - pending.enqueued)
         return batch
 
-    def _run(self, batch: list[_Pending]) -> None:
-        """On a worker thread: one forward pass for the whole batch, then hand answers back."""
+    def _expected_rows(self) -> int:
+        """The rows to wait for (up to the timeout): as many as recent batches had, since
+        those callers are likely on their way back, and no more than a full batch. A lone
+        request after lone requests goes at once: there is nothing to batch it with."""
+        return max(1, min(self.options.max_batch_size, math.ceil(self._recent_rows - 0.01)))
+
+    def _run(self, batch: list[_Pending], size: int) -> None:
+        """On a worker thread: compute the batch, then hand the outcome to the loop."""
+        self._loop.call_soon_threadsafe(self._settle, batch, self._compute(batch, size))
+
+    def _compute(self, batch: list[_Pending], size: int) -> _Computed | Exception:
+        """One forward pass for the whole batch, padded to `size`."""
         started = time.perf_counter_ns()
         rows = sum(p.rows for p in batch)
-        size = self.options.padded_size(rows)
         links = [trace.Link(p.span_context) for p in batch if p.span_context is not None]
         try:
             with self._tracer.start_as_current_span(
@@ -286,29 +321,42 @@ class Batcher:
                 splitting = time.perf_counter_ns()
                 results = _split(batch, outputs, size)
         except Exception as error:  # noqa: BLE001 - fanned out to every caller of the batch
-            self._loop.call_soon_threadsafe(_fail_all, batch, error)
-            return
+            return error
         ended = time.perf_counter_ns()
         timing = BatchTiming(computing - started, splitting - computing, ended - splitting)
-        self._loop.call_soon_threadsafe(self._deliver, batch, results, size, rows, timing)
-        if self._metrics:
-            self._metrics.compute_seconds.observe((ended - started) / 1e9)
-            self._metrics.batch_rows.observe(rows)
-            self._metrics.padding_rows.observe(size - rows)
+        return _Computed(results, size, rows, timing)
 
-    def _deliver(
-        self,
-        batch: list[_Pending],
-        results: list[Arrays],
-        size: int,
-        rows: int,
-        timing: BatchTiming,
-    ) -> None:
+    def _settle(self, batch: list[_Pending], computed: _Computed | Exception) -> None:
+        """On the loop: answer every request of the batch, and count."""
+        if isinstance(computed, Exception):
+            for pending in batch:
+                if not pending.future.done():
+                    pending.future.set_exception(computed)
+            return
+        timing = computed.timing
+        infer_s = timing.infer_ns / 1e9
+        previous = self._infer_s.get(computed.size)
+        self._infer_s[computed.size] = (
+            infer_s if previous is None else 0.8 * previous + 0.2 * infer_s
+        )
         if self._statistics:
-            self._statistics.record_batch(size, rows, len(batch), timing)
-        for pending, result in zip(batch, results, strict=True):
+            self._statistics.record_batch(computed.size, computed.rows, len(batch), timing)
+        if self._metrics:
+            total_ns = timing.input_ns + timing.infer_ns + timing.output_ns
+            self._metrics.compute_seconds.observe(total_ns / 1e9)
+            self._metrics.batch_rows.observe(computed.rows)
+            self._metrics.padding_rows.observe(computed.size - computed.rows)
+        for pending, result in zip(batch, computed.results, strict=True):
             if not pending.future.done():
                 pending.future.set_result(result)
+
+
+@dataclass(frozen=True)
+class _Computed:
+    results: list[Arrays]
+    size: int
+    rows: int
+    timing: BatchTiming
 
 
 def _assemble(batch: list[_Pending], size: int) -> Arrays:
@@ -336,9 +384,3 @@ def _split(batch: list[_Pending], outputs: Mapping[str, np.ndarray], size: int) 
         results.append({name: value[offset:end] for name, value in outputs.items()})
         offset = end
     return results
-
-
-def _fail_all(batch: list[_Pending], error: Exception) -> None:
-    for pending in batch:
-        if not pending.future.done():
-            pending.future.set_exception(error)

@@ -279,3 +279,29 @@ async def test_submit_refuses_more_rows_than_a_batch_holds():
     with pytest.raises(ValueError):
         batcher.submit(rows_of(1, 2, 3), 3)
     await batcher.close()
+
+
+async def test_a_lone_caller_after_lone_callers_is_not_held_for_the_timeout():
+    """Batching on costs nothing when there is nothing to batch: once a wait showed that
+    requests come one at a time, the next one runs at once; a burst still waits to fill."""
+    model = RecordingModel()
+    batcher = Batcher(model, BatchingOptions(max_batch_size=8, batch_timeout_micros=300_000))
+    started = time.monotonic()
+    await batcher.submit(rows_of(1), 1)
+    assert time.monotonic() - started >= 0.25  # no history yet: the first waits
+    for value in range(5):
+        started = time.monotonic()
+        await batcher.submit(rows_of(value), 1)
+        assert time.monotonic() - started < 0.2
+    # Bursts of 4: then the batcher expects 4, and waits for late ones of a burst (within
+    # the timeout) instead of running the early ones alone.
+    for _ in range(3):
+        await asyncio.gather(*(batcher.submit(rows_of(i), 1) for i in range(4)))
+    early = [batcher.submit(rows_of(i), 1) for i in range(2)]
+    await asyncio.sleep(0.05)
+    late = [batcher.submit(rows_of(i), 1) for i in range(2)]
+    started = time.monotonic()
+    await asyncio.gather(*early, *late)
+    assert time.monotonic() - started < 0.2
+    assert len(model.batches[-1]) == 4
+    await batcher.close()
