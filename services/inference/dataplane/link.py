@@ -120,13 +120,16 @@ class OwnerLink:
             assert self._slab.fd is not None
             socket.send_fds(sock, [frames.encode(dp.Frame(hello=hello))], [self._slab.fd])
             self._lost.clear()
-            _, connection = await loop.create_unix_connection(
-                lambda: FrameConnection(self._on_frame, self._on_lost), sock=sock
-            )
+
+            def connect() -> FrameConnection:
+                self._connection = FrameConnection(self._on_frame, self._on_lost)
+                return self._connection
+
+            await loop.create_unix_connection(connect, sock=sock)
         except BaseException:
+            self._connection = None
             sock.close()
             raise
-        self._connection = connection
 
     def _on_frame(self, frame: dp.Frame) -> None:
         kind = frame.WhichOneof("body")
@@ -150,14 +153,13 @@ class OwnerLink:
         self._connection = None
         self._catalog = None
         self._ready.clear()
-        gone = self._owner_away()
         for call in self._calls.values():
             if not call.future.done():
-                call.future.set_exception(gone)
+                call.future.set_exception(self._owner_away())
         self._calls.clear()
         for query in self._queries.values():
             if not query.done():
-                query.set_exception(gone)
+                query.set_exception(self._owner_away())
         self._queries.clear()
         self._allocator.reset()
         self._lost.set()
