@@ -61,7 +61,9 @@ def _tfserving_registrar() -> Callable[[grpc.aio.Server, Serving], list[str]] | 
     return tfserving_servicer.register
 
 
-def _servicers(serving: Serving, settings: InferenceSettings, names: list[str]):  # type: ignore[no-untyped-def]
+def _servicers(
+    serving: Serving, settings: InferenceSettings, names: list[str]
+) -> Callable[[grpc.aio.Server], None]:
     """The `register` callback of `start_server`: every protocol's servicer on `serving`;
     appends the services' full names to `names`."""
     tfserving = _tfserving_registrar()

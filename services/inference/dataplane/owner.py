@@ -19,6 +19,8 @@ import functools
 import logging
 import socket
 import time
+from collections.abc import Coroutine
+from typing import Any
 
 import grpc
 from google.rpc import status_pb2
@@ -31,6 +33,7 @@ from services.inference.dataplane import frames
 from services.inference.dataplane.connection import FrameConnection, socket_address
 from services.inference.dataplane.slab import Slab
 from services.inference.model_manager import LoadedVersion
+from services.inference.statistics import VersionStatistics
 from services.inference.validation import validate_inputs
 from shared.errors import Cancelled, DomainError, NotFound, RemoteStatus
 from tfmesh.inference.dataplane.v1 import dataplane_pb2 as dp
@@ -73,7 +76,7 @@ class ModelOwner:
         for session in list(self._sessions):
             session.connection.close()
 
-    def _spawn(self, coroutine) -> None:  # type: ignore[no-untyped-def]
+    def _spawn(self, coroutine: Coroutine[Any, Any, None]) -> None:
         task = asyncio.create_task(coroutine)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
@@ -137,7 +140,7 @@ class ModelOwner:
 
     # --- requests -------------------------------------------------------------------------
 
-    def statistics(self, model: str, version: int) -> list:  # type: ignore[type-arg]
+    def statistics(self, model: str, version: int) -> list[VersionStatistics]:
         return version_statistics(self._core.manager, model, version)
 
     def target(self, submit: dp.Submit) -> tuple[LoadedVersion, bool]:

@@ -162,7 +162,12 @@ class Supervisor:
                 delay = FIRST_RESTART_DELAY_S
             log.warning(
                 "process exited; restarting it",
-                extra={"child": child.name, "code": code, "restart_in_s": delay},
+                extra={
+                    "child": child.name,
+                    "code": code,
+                    "restarts": child.restarts,
+                    "restart_in_s": delay,
+                },
             )
             await asyncio.sleep(delay)
             delay = min(delay * 2, MAX_RESTART_DELAY_S)
