@@ -1,7 +1,8 @@
 """Start-up and shutdown shared by every gRPC service.
 
 `start_server` builds a `grpc.aio` server with the error/metrics interceptor and the
-tracing interceptor, the standard `grpc.health.v1` service, server reflection, the
+tracing interceptor, the standard `grpc.health.v1` service (with a `liveness` name beside
+the overall status), server reflection, the
 configured message-size limit, optional TLS or mTLS, and a Prometheus /metrics port.
 `serve_until_signalled` runs it until SIGTERM/SIGINT, then stops accepting calls, lets
 in-flight ones finish within the grace period, and returns so the process exits 0."""
@@ -26,6 +27,11 @@ from shared.settings import ServiceSettings
 from shared.telemetry import Telemetry
 
 log = logging.getLogger(__name__)
+
+# A health service name that says only that the process answers: a liveness probe asks for
+# it, while the overall status ("") may go NOT_SERVING when a dependency is away (an
+# inference front end without its model owner), which is for readiness to act on.
+LIVENESS = "liveness"
 
 
 @dataclass
@@ -103,7 +109,7 @@ async def start_server(
     else:
         port = server.add_secure_port(address, credentials)
     await server.start()
-    for name in ["", *service_names]:
+    for name in ["", LIVENESS, *service_names]:
         await health.set(name, health_pb2.HealthCheckResponse.SERVING)
     running = RunningServer(server, port, health, service_names, settings.host)
     if settings.metrics_port >= 0:

@@ -173,6 +173,9 @@ async def test_a_killed_owner_means_unavailable_then_back_without_new_front_ends
         assert retry.retry_delay.ToNanoseconds() > 0
         checked = await health.Check(health_pb2.HealthCheckRequest(), timeout=5)
         assert checked.status == health_pb2.HealthCheckResponse.NOT_SERVING
+        # Not ready, but alive: a liveness probe must not restart the pod for this.
+        alive = await health.Check(health_pb2.HealthCheckRequest(service="liveness"), timeout=5)
+        assert alive.status == health_pb2.HealthCheckResponse.SERVING
         assert not (await kserve.ServerReady(v2.ServerReadyRequest(), timeout=5)).ready
         assert (await kserve.ServerLive(v2.ServerLiveRequest(), timeout=5)).live
         deadline = time.monotonic() + 90

@@ -51,6 +51,7 @@ async def test_health_serves_overall_and_each_service(serve: StartServer) -> Non
     running = await serve(register_probe(unary={"Echo": echo}), [PROBE_SERVICE])
     async with grpc.aio.insecure_channel(running.address) as channel:
         assert await health_status(channel) == SERVING
+        assert await health_status(channel, "liveness") == SERVING
         assert await health_status(channel, PROBE_SERVICE) == SERVING
         with pytest.raises(grpc.aio.AioRpcError) as unknown:
             await health_status(channel, "tfmesh.nothing.v1.Nothing")
