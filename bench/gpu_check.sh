@@ -76,7 +76,7 @@ run() {
   export XLA_PYTHON_CLIENT_PREALLOCATE="${XLA_PYTHON_CLIENT_PREALLOCATE:-false}"
   "$system_python" "$REPO/bench/inference_bench.py" run --runtime keras_jax \
     --artifacts "$BUNDLE/artifacts" --clients "$CLIENTS" --seconds "$SECONDS_PER_POINT" \
-    --load-procs "${GPU_CHECK_LOAD_PROCS:-8}" --batch-threads "${GPU_CHECK_BATCH_THREADS:-2}" \
+    --driver python --load-procs "${GPU_CHECK_LOAD_PROCS:-8}" \
     --off-threads "${GPU_CHECK_OFF_THREADS:-16}" --expect-device "${GPU_CHECK_DEVICE:-gpu}" \
     --gpu
 }

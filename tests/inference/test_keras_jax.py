@@ -145,6 +145,8 @@ def test_the_gpu_checks_benchmark_path_runs_on_jax_without_tensorflow(
             "0.05",
             "--expect-device",
             "cpu",
+            "--driver",
+            "python",
             "--gpu",
             "--out",
             str(tmp_path),

@@ -366,7 +366,10 @@ def test_tritonclient_errors_and_statistics(triton_report):
 def test_perf_analyzer_drives_the_server_in_its_default_mode(address):
     """Triton's C++ load generator, unchanged: it reads the model's metadata and config,
     sends one-row requests from 4 clients, and reads the server's statistics."""
-    row = triton_tools.perf_analyzer("digits", address, 4, 500, timeout_s=120)
+    # Any variation between windows will do: this is about working, not about figures.
+    row = triton_tools.perf_analyzer(
+        "digits", address, 4, 500, "--stability-percentage", "1000", timeout_s=120
+    )
     assert row["Concurrency"] == 4
     assert row["Inferences/Second"] > 0
     assert row["p99 latency"] >= row["p50 latency"] > 0
