@@ -106,3 +106,14 @@ def test_usable_cores_follow_the_affinity_and_a_cgroup_cpu_limit(tmp_path, monke
     monkeypatch.setattr(inference_settings, "CGROUP_QUOTAS", ((tmp_path / "none", None),))
     assert usable_cores() == 16
     assert InferenceSettings().frontends == 16
+
+
+def test_tensorflow_threads_are_the_cores_the_front_ends_leave(monkeypatch):
+    from services.inference import server
+
+    monkeypatch.setattr(server, "usable_cores", lambda: 16)
+    assert server.compute_threads(InferenceSettings(frontends=12)) == (4, 4)
+    assert server.compute_threads(InferenceSettings(frontends=16)) == (1, 1)
+    assert server.compute_threads(InferenceSettings(frontends=0)) == (16, 16)
+    explicit = InferenceSettings(frontends=12, intra_op_threads=2, inter_op_threads=3)
+    assert server.compute_threads(explicit) == (2, 3)

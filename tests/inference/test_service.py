@@ -14,12 +14,11 @@ from grpc_status import rpc_status
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from prometheus_client import REGISTRY
 
-from services.inference.server import start_inference
 from services.inference.settings import InferenceSettings
 from shared.channels import open_channel
 from shared.telemetry import setup_telemetry
 from shared.tensors import from_tensor, to_tensor
-from tests.inference.conftest import slow_model_entry, write_model_config
+from tests.inference.conftest import slow_model_entry, start_server_in_process, write_model_config
 from tests.inference.models import digits_rows
 from tfmesh.common.v1 import common_pb2
 from tfmesh.inference.v1 import inference_pb2 as pb
@@ -223,7 +222,10 @@ async def test_overload_fails_fast_and_expired_requests_are_not_computed(stub):
     assert refusals >= 5
 
 
-async def test_a_span_per_request_and_a_batch_span_linking_them(tmp_path, artifacts):
+@pytest.mark.parametrize("shape", ["single", "split"])
+async def test_a_span_per_request_and_a_batch_span_linking_them(tmp_path, artifacts, shape):
+    """In the split shape the request span is the front end's and the batch span the
+    owner's: the trace context crosses with the frame."""
     exporter = InMemorySpanExporter()
     config = write_model_config(
         tmp_path,
@@ -231,7 +233,7 @@ async def test_a_span_per_request_and_a_batch_span_linking_them(tmp_path, artifa
     )
     settings = InferenceSettings(home=tmp_path, port=0, model_config_file=config)
     telemetry = setup_telemetry("inference-spans", exporters=[exporter], configure_logging=False)
-    running, _ = await start_inference(settings, telemetry)
+    running = await start_server_in_process(shape, settings, telemetry)
     try:
         async with open_channel(running.address) as channel:
             client = inference_pb2_grpc.InferenceServiceStub(channel)
@@ -245,3 +247,20 @@ async def test_a_span_per_request_and_a_batch_span_linking_them(tmp_path, artifa
     linked = {link.context.span_id for batch in batches for link in batch.links}
     assert {r.context.span_id for r in requests[-3:]} <= linked
     assert all(r.parent is not None for r in requests[-3:])
+
+
+async def test_a_cancelled_call_is_dropped_before_it_is_computed(stub):
+    """The client gives up while its request waits behind a busy batch: in the split shape
+    the front end's Cancel reaches the owner, which drops the request from the queue."""
+    await stub.Predict(slow_request(0))
+    before = computed_rows("slow")
+    busy = asyncio.ensure_future(stub.Predict(slow_request(1)))
+    await asyncio.sleep(0.05)
+    abandoned = stub.Predict(slow_request(2))
+    await asyncio.sleep(0.02)
+    abandoned.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await abandoned
+    await busy
+    await asyncio.sleep(0.3)
+    assert computed_rows("slow") - before == 1
