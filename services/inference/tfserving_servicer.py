@@ -10,8 +10,10 @@ from tensorflow.core.protobuf import error_codes_pb2
 from tensorflow_serving.apis import (
     get_model_metadata_pb2,
     get_model_status_pb2,
+    model_service_pb2,
     model_service_pb2_grpc,
     predict_pb2,
+    prediction_service_pb2,
     prediction_service_pb2_grpc,
     status_pb2,
 )
@@ -30,8 +32,12 @@ STATES = {
     VersionState.FAILED: get_model_status_pb2.ModelVersionStatus.END,
     VersionState.END: get_model_status_pb2.ModelVersionStatus.END,
 }
-PREDICTION_SERVICE = "tensorflow.serving.PredictionService"
-MODEL_SERVICE = "tensorflow.serving.ModelService"
+# The services' own descriptor modules: the stubs import only their messages' modules, so
+# without these the descriptor pool (and so server reflection) would not know the services.
+PREDICTION_SERVICE = prediction_service_pb2.DESCRIPTOR.services_by_name[
+    "PredictionService"
+].full_name
+MODEL_SERVICE = model_service_pb2.DESCRIPTOR.services_by_name["ModelService"].full_name
 
 
 class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):

@@ -5,8 +5,10 @@ protocol (the right code, never INTERNAL, and the server keeps serving)."""
 
 from __future__ import annotations
 
+import base64
 import json
 import subprocess
+import sys
 from pathlib import Path
 
 import grpc
@@ -374,3 +376,56 @@ def test_perf_analyzer_drives_the_server_in_its_default_mode(address):
     assert row["Inferences/Second"] > 0
     assert row["p99 latency"] >= row["p50 latency"] > 0
     assert row["Server Compute Infer"] > 0
+
+
+# --- reflection ----------------------------------------------------------------------------
+
+GRPCURL = Path(sys.executable).with_name("grpcurl")
+
+
+def grpcurl(address: str, *verb: str, flags: tuple[str, ...] = ()) -> str:
+    finished = subprocess.run(
+        [str(GRPCURL), "-plaintext", *flags, address, *verb],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert finished.returncode == 0, finished.stderr
+    return finished.stdout
+
+
+def test_grpcurl_describes_every_service_and_calls_tf_serving_predict(address):
+    """grpcurl learns the services from reflection alone (no .proto files), as its users
+    do; TF Serving's services used to answer `not found` there."""
+    services = grpcurl(address, "list").split()
+    assert {
+        "tensorflow.serving.PredictionService",
+        "tensorflow.serving.ModelService",
+        "inference.GRPCInferenceService",
+        "tfmesh.inference.v1.InferenceService",
+    } <= set(services)
+    described = grpcurl(address, "describe", "tensorflow.serving.PredictionService")
+    assert "rpc Predict ( .tensorflow.serving.PredictRequest )" in described
+    described = grpcurl(address, "describe", "inference.GRPCInferenceService")
+    assert "rpc ModelStreamInfer ( stream .inference.ModelInferRequest )" in described
+    request = {
+        "model_spec": {"name": "digits", "version_label": "canary"},
+        "inputs": {
+            "x": {
+                "dtype": "DT_FLOAT",
+                "tensor_shape": {"dim": [{"size": 2}, {"size": 64}]},
+                "float_val": digits_rows(2).reshape(-1).tolist(),
+            }
+        },
+    }
+    answer = json.loads(
+        grpcurl(
+            address,
+            "tensorflow.serving.PredictionService/Predict",
+            flags=("-d", json.dumps(request)),
+        )
+    )
+    assert answer["model_spec"]["version"] == "2", answer
+    output = answer["outputs"]["output_0"]
+    assert [int(d["size"]) for d in output["tensor_shape"]["dim"]] == [2, 10]
+    assert len(np.frombuffer(base64.b64decode(output["tensor_content"]), "<f4")) == 20
