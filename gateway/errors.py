@@ -1,8 +1,7 @@
-"""gRPC status codes to HTTP status codes, and the JSON error body every failure gets.
-
-The mapping is Google's canonical one (google/rpc/code.proto); the body follows Google's
-JSON error shape, `{"error": {"code", "status", "message", "details"}}`, with the gRPC
-status details (field violations, resource info) carried over. Routes of the TF Serving
+"""The JSON error body every failure of the gateway gets, with the HTTP status of its gRPC
+code (`shared.http_codes`). The body follows Google's JSON error shape,
+`{"error": {"code", "status", "message", "details"}}`, with the gRPC status details
+(field violations, resource info) carried over. Routes of the TF Serving
 and KServe v2 APIs use `ServingApiRoute`, which answers the same failures with the shape
 those APIs' clients expect, `{"error": "<message>"}`, and the same HTTP status."""
 
@@ -21,26 +20,8 @@ from starlette.responses import Response
 
 from gateway.jsonio import OrjsonResponse
 from shared.errors import DomainError
+from shared.http_codes import HTTP_STATUS
 
-HTTP_STATUS = {
-    grpc.StatusCode.OK: 200,
-    grpc.StatusCode.CANCELLED: 499,
-    grpc.StatusCode.UNKNOWN: 500,
-    grpc.StatusCode.INVALID_ARGUMENT: 400,
-    grpc.StatusCode.DEADLINE_EXCEEDED: 504,
-    grpc.StatusCode.NOT_FOUND: 404,
-    grpc.StatusCode.ALREADY_EXISTS: 409,
-    grpc.StatusCode.PERMISSION_DENIED: 403,
-    grpc.StatusCode.UNAUTHENTICATED: 401,
-    grpc.StatusCode.RESOURCE_EXHAUSTED: 429,
-    grpc.StatusCode.FAILED_PRECONDITION: 400,
-    grpc.StatusCode.ABORTED: 409,
-    grpc.StatusCode.OUT_OF_RANGE: 400,
-    grpc.StatusCode.UNIMPLEMENTED: 501,
-    grpc.StatusCode.INTERNAL: 500,
-    grpc.StatusCode.UNAVAILABLE: 503,
-    grpc.StatusCode.DATA_LOSS: 500,
-}
 STATUS_NAME = {http: code.name for code, http in reversed(list(HTTP_STATUS.items()))}
 
 

@@ -13,11 +13,11 @@ import numpy as np
 from fastapi import APIRouter, Path, Query, Request
 from pydantic import BaseModel, Field
 
-from gateway.arrays import DTYPE_NAMES, array_from_json, dtype_named
 from gateway.backends import Backends
 from gateway.jsonio import OrjsonResponse, message_response
 from gateway.schemas import proto_response
 from shared.errors import invalid
+from shared.json_tensors import DTYPE_NAMES, array_from_json, dtype_named
 from shared.tensors import from_tensor, to_tensor
 from tfmesh.common.v1 import common_pb2
 from tfmesh.inference.v1 import inference_pb2 as pb

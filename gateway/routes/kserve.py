@@ -14,11 +14,11 @@ import numpy as np
 from fastapi import APIRouter, Path, Request
 from pydantic import BaseModel, Field, StrictBool
 
-from gateway.arrays import array_from_json, kserve_dtype
 from gateway.backends import Backends
 from gateway.errors import ServingApiRoute
 from gateway.jsonio import OrjsonResponse
 from inference import grpc_predict_v2_pb2 as pb
+from shared.json_tensors import array_from_json, kserve_dtype
 
 router = APIRouter(prefix="/v2", tags=["kserve"], route_class=ServingApiRoute)
 

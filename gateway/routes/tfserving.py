@@ -15,11 +15,11 @@ import numpy as np
 from fastapi import APIRouter, Path, Request
 from pydantic import BaseModel, Field
 
-from gateway.arrays import TF_DTYPE_NAMES, array_from_json
 from gateway.backends import Backends
 from gateway.errors import ServingApiRoute
 from gateway.jsonio import OrjsonResponse
 from shared.errors import FailedPrecondition, NotFound, Unavailable, invalid
+from shared.json_tensors import TF_DTYPE_NAMES, array_from_json
 from shared.tensors import from_tensor, numpy_dtype, to_tensor
 from tfmesh.common.v1 import common_pb2
 from tfmesh.inference.v1 import inference_pb2 as pb

@@ -4,7 +4,8 @@ REST clients send tensors as (nested) JSON arrays; `array_from_json` turns one i
 array of the dtype the model takes, refusing what would change a value silently: text,
 nulls, objects, ragged nesting, fractions for integer inputs, integers out of the dtype's
 range. Every refusal is an InvalidArgument naming the request field. Answers go back as
-numpy arrays, which the gateway's orjson response encodes without a Python-list detour."""
+numpy arrays, which orjson encodes without a Python-list detour. Used by the gateway's
+platform API and by the inference service's REST front ends."""
 
 from __future__ import annotations
 
