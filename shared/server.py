@@ -42,6 +42,8 @@ class RunningServer:
     service_names: list[str]
     host: str = "127.0.0.1"
     metrics_port: int | None = None
+    # The HTTP port of a service that also serves REST itself (inference).
+    http_port: int | None = None
     _on_stop: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
 
     @property

@@ -24,7 +24,8 @@ SERVER_VERSION = "0.1.0"
 EXTENSIONS = ["model_configuration", "statistics", "streaming"]
 
 
-def _platform(runtime: str) -> str:
+def platform_of(runtime: str) -> str:
+    """The `platform` of a model's metadata and configuration: `tfmesh_<runtime>`."""
     return f"tfmesh_{runtime}"
 
 
@@ -71,7 +72,7 @@ class KServeServicer(grpc_predict_v2_pb2_grpc.GRPCInferenceServiceServicer):
                 for number, view in sorted(model.versions.items())
                 if view.state is VersionState.AVAILABLE
             ],
-            platform=_platform(target.runtime),
+            platform=platform_of(target.runtime),
             inputs=[c.tensor_metadata(s) for s in target.signature.inputs],
             outputs=[c.tensor_metadata(s) for s in target.signature.outputs],
         )
@@ -124,7 +125,9 @@ class KServeServicer(grpc_predict_v2_pb2_grpc.GRPCInferenceServiceServicer):
         version, label = c.version_pin(request.version, "version")
         catalog = self._serving.catalog()
         target = catalog.resolve(request.name, version, label)
-        config = triton.model_config(catalog.model(request.name), target, _platform(target.runtime))
+        config = triton.model_config(
+            catalog.model(request.name), target, platform_of(target.runtime)
+        )
         return pb.ModelConfigResponse(config=config)
 
     async def ModelStatistics(

@@ -9,8 +9,9 @@ two). With N > 0 (the default: one per usable core) this process is the supervis
 and keeps them running:
 
 - `owner`: holds the models and their batchers and serves front ends over a Unix socket;
-- `frontend`: a gRPC server on the shared port (SO_REUSEPORT) whose servicers reach the
-  owner through shared memory (`services.inference.dataplane`)."""
+- `frontend`: a gRPC server on the shared port, and the REST API on the shared HTTP port
+  (both SO_REUSEPORT), reaching the owner through shared memory
+  (`services.inference.dataplane`)."""
 
 from __future__ import annotations
 
@@ -34,6 +35,8 @@ from services.inference.dataplane.slab import Slab
 from services.inference.kserve_servicer import KServeServicer
 from services.inference.model_manager import ModelManager
 from services.inference.registry_source import RegistrySource
+from services.inference.rest.app import RestApi
+from services.inference.rest.serve import start_http
 from services.inference.routing import Router
 from services.inference.servicer import InferenceServicer
 from services.inference.serving import Serving
@@ -139,7 +142,20 @@ async def start_inference(
     names: list[str] = []
     running = await start_server(settings, telemetry, _servicers(core, settings, names), names)
     running.on_stop(stop)
+    await _serve_rest(running, core, settings, reuse_port=False)
     return running, core
+
+
+async def _serve_rest(
+    running: RunningServer, serving: Serving, settings: InferenceSettings, reuse_port: bool
+) -> None:
+    """REST beside gRPC, on the HTTP port (unless it is -1), stopped with the server."""
+    if settings.http_port < 0:
+        return
+    api = RestApi(serving, settings.max_message_bytes)
+    http = await start_http(api, settings.host, settings.http_port, reuse_port)
+    running.http_port = http.port
+    running.on_stop(http.stop)
 
 
 async def start_owner(settings: InferenceSettings, telemetry: Telemetry, address: str) -> Stop:
@@ -170,6 +186,7 @@ async def start_frontend(
     running = await start_server(
         settings, telemetry, _servicers(link, settings, names), names, reuse_port=True
     )
+    await _serve_rest(running, link, settings, reuse_port=True)
     updates: set[asyncio.Task[None]] = set()
 
     def on_ready_change(ready: bool) -> None:

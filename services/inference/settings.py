@@ -51,6 +51,8 @@ class InferenceSettings(ServiceSettings):
     model_config = SettingsConfigDict(env_prefix="TFMESH_INFERENCE_")
 
     port: int = Field(default=50054, ge=0, le=65535)
+    # KServe v2 and TF Serving REST, served by the same processes; -1 turns it off.
+    http_port: int = Field(default=50055, ge=-1, le=65535)
     # gRPC front-end processes sharing the port, in front of one model-owner process;
     # 0 serves everything from one process.
     frontends: int = Field(default_factory=usable_cores, ge=0, le=256)

@@ -95,7 +95,10 @@ async def running_platform(
         )
         stack.push_async_callback(training.stop, 0)
         inference_settings = InferenceSettings(
-            home=home / "inference", port=0, model_config_file=noop_model_config(home)
+            home=home / "inference",
+            port=0,
+            http_port=0,
+            model_config_file=noop_model_config(home),
         )
         inference, _ = await start_inference(inference_settings, telemetry)
         stack.push_async_callback(inference.stop, 0)

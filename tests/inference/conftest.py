@@ -83,7 +83,9 @@ async def start_server_in_process(shape: str, settings: InferenceSettings, telem
 
 @pytest.fixture(params=["single", "split"])
 async def server(request, tmp_path, static_config) -> RunningServer:
-    settings = InferenceSettings(home=tmp_path, port=0, model_config_file=static_config)
+    settings = InferenceSettings(
+        home=tmp_path, port=0, http_port=0, model_config_file=static_config
+    )
     telemetry = setup_telemetry("inference-test", configure_logging=False)
     running = await start_server_in_process(request.param, settings, telemetry)
     yield running

@@ -33,7 +33,7 @@ from tests.support.status import field_violations
 
 
 @pytest.fixture(scope="module")
-def address(tmp_path_factory, artifacts):
+def service(tmp_path_factory, artifacts):
     home = tmp_path_factory.mktemp("inference-process")
     config = write_model_config(
         home,
@@ -58,8 +58,13 @@ def address(tmp_path_factory, artifacts):
         TFMESH_INFERENCE_FRONTENDS="2",
     )
     process.start(timeout_s=120)
-    yield process.address
+    yield process
     assert process.terminate() == 0
+
+
+@pytest.fixture(scope="module")
+def address(service) -> str:
+    return service.address
 
 
 @pytest.fixture(scope="module")
@@ -306,7 +311,7 @@ def test_kserve_typed_count_mismatch_and_unknown_model(kserve):
 
 
 @pytest.fixture(scope="module")
-def triton_report(address, tmp_path_factory) -> dict:
+def triton_report(service, tmp_path_factory) -> dict:
     """What `triton_clients.py` saw, run with tritonclient's own interpreter."""
     python = triton_tools.python()
     assert python is not None, "tritonclient is not installed: `make triton` installs it"
@@ -314,7 +319,14 @@ def triton_report(address, tmp_path_factory) -> dict:
     np.save(rows_path, digits_rows(5))
     script = Path(__file__).with_name("triton_clients.py")
     finished = subprocess.run(
-        [str(python), str(script), address, "digits", str(rows_path)],
+        [
+            str(python),
+            str(script),
+            service.address,
+            service.http_url.removeprefix("http://"),
+            "digits",
+            str(rows_path),
+        ],
         capture_output=True,
         text=True,
         timeout=120,
@@ -429,3 +441,45 @@ def test_grpcurl_describes_every_service_and_calls_tf_serving_predict(address):
     output = answer["outputs"]["output_0"]
     assert [int(d["size"]) for d in output["tensor_shape"]["dim"]] == [2, 10]
     assert len(np.frombuffer(base64.b64decode(output["tensor_content"]), "<f4")) == 20
+
+
+def test_tritonclient_http_with_json_and_binary_tensors(triton_report):
+    """Triton's HTTP client unchanged, against the front ends' own REST port."""
+    http = triton_report["http"]
+    assert http["live"] and http["ready"]
+    assert http["metadata"]["inputs"] == [{"name": "x", "datatype": "FP32", "shape": [-1, 64]}]
+    assert http["config"]["max_batch_size"] == 8
+    expected = np.array(triton_report["unary"]["output"], np.float32)
+    for binary in (False, True):
+        answer = http[f"infer_binary_{binary}"]
+        assert answer["id"] == f"b{binary}"
+        np.testing.assert_allclose(np.array(answer["output"], np.float32), expected, rtol=1e-6)
+    assert http["unknown_model"]["status"] == "404"
+    assert http["statistics"][0]["inference_count"] >= 10
+
+
+def test_tf_serving_rest_examples_from_its_documentation_with_curl(service):
+    """TF Serving's documented REST calls, as curl sends them (form-encoded content type)."""
+
+    def curl(*arguments: str) -> tuple[int, dict]:
+        finished = subprocess.run(
+            ["curl", "-s", "-w", "\\n%{http_code}", *arguments],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+        body, _, status = finished.stdout.rpartition("\n")
+        return int(status), json.loads(body)
+
+    base = f"{service.http_url}/v1/models/digits"
+    status, answer = curl(base)
+    assert status == 200 and answer["model_version_status"][0]["state"] == "AVAILABLE"
+    status, answer = curl(f"{base}/metadata")
+    assert status == 200 and "signature_def" in answer["metadata"]
+    rows = json.dumps({"instances": digits_rows(2).tolist()})
+    status, answer = curl("-d", rows, "-X", "POST", f"{base}:predict")
+    assert status == 200 and np.array(answer["predictions"]).shape == (2, 10)
+    status, answer = curl("-d", rows, "-X", "POST", f"{base}/labels/canary:predict")
+    assert status == 200
+    status, answer = curl("-d", '{"instances": [[1, 2, 3]]}', "-X", "POST", f"{base}:predict")
+    assert status == 400 and "error" in answer

@@ -231,7 +231,7 @@ async def test_a_span_per_request_and_a_batch_span_linking_them(tmp_path, artifa
         tmp_path,
         [slow_model_entry(delay_ms=50, max_batch_size=4, batch_timeout_micros=20_000)],
     )
-    settings = InferenceSettings(home=tmp_path, port=0, model_config_file=config)
+    settings = InferenceSettings(home=tmp_path, port=0, http_port=0, model_config_file=config)
     telemetry = setup_telemetry("inference-spans", exporters=[exporter], configure_logging=False)
     running = await start_server_in_process(shape, settings, telemetry)
     try:

@@ -187,7 +187,11 @@ async def test_a_stream_that_never_reads_its_answers_is_held_back(tmp_path, stat
     stays bounded; other clients are served meanwhile, and the call ends cleanly when
     the client goes."""
     settings = InferenceSettings(
-        home=tmp_path, port=0, model_config_file=static_config, stream_max_in_flight=8
+        home=tmp_path,
+        port=0,
+        http_port=0,
+        model_config_file=static_config,
+        stream_max_in_flight=8,
     )
     telemetry = setup_telemetry("inference-test", configure_logging=False)
     running = await start_server_in_process(shape, settings, telemetry)
@@ -237,7 +241,9 @@ async def test_a_stream_that_never_reads_its_answers_is_held_back(tmp_path, stat
 
 
 async def test_a_single_process_server_also_lists_the_extensions(tmp_path, static_config):
-    settings = InferenceSettings(home=tmp_path, port=0, model_config_file=static_config)
+    settings = InferenceSettings(
+        home=tmp_path, port=0, http_port=0, model_config_file=static_config
+    )
     running, _ = await start_inference(settings, setup_telemetry("t", configure_logging=False))
     try:
         async with open_channel(running.address) as channel:

@@ -1,8 +1,8 @@
-"""Triton's Python client against a tfmesh inference server, as its users write it; run by
-`test_triton_clients.py` with the interpreter of `.venv-triton` (tritonclient pins an
+"""Triton's Python clients against a tfmesh inference server, as their users write them;
+run by `test_protocols.py` with the interpreter of `.venv-triton` (tritonclient pins an
 older protobuf, so this file imports nothing of the project).
 
-    python triton_clients.py ADDRESS MODEL ROWS.npy   # prints one JSON object
+    python triton_clients.py GRPC_ADDRESS HTTP_ADDRESS MODEL ROWS.npy   # prints JSON
 """
 
 from __future__ import annotations
@@ -13,11 +13,39 @@ import sys
 
 import numpy as np
 import tritonclient.grpc as grpcclient
+import tritonclient.http as httpclient
 from tritonclient.utils import InferenceServerException
 
 
+def http_report(address: str, model: str, rows: np.ndarray) -> dict:
+    """tritonclient.http: health, metadata, config, and infer with JSON and binary tensors."""
+    client = httpclient.InferenceServerClient(url=address)
+    report: dict = {
+        "live": client.is_server_live(),
+        "ready": client.is_model_ready(model),
+        "metadata": client.get_model_metadata(model),
+        "config": client.get_model_config(model),
+    }
+    for binary in (False, True):
+        infer_input = httpclient.InferInput("x", list(rows.shape), "FP32")
+        infer_input.set_data_from_numpy(rows, binary_data=binary)
+        output = httpclient.InferRequestedOutput("output_0", binary_data=binary)
+        result = client.infer(model, [infer_input], outputs=[output], request_id=f"b{binary}")
+        report[f"infer_binary_{binary}"] = {
+            "id": result.get_response()["id"],
+            "output": result.as_numpy("output_0").tolist(),
+        }
+    try:
+        client.infer("no-such-model", [infer_input])
+        report["unknown_model"] = None
+    except InferenceServerException as error:
+        report["unknown_model"] = {"status": error.status(), "message": error.message()}
+    report["statistics"] = client.get_inference_statistics(model)["model_stats"]
+    return report
+
+
 def main() -> None:
-    address, model, rows_path = sys.argv[1:4]
+    address, http_address, model, rows_path = sys.argv[1:5]
     rows = np.load(rows_path)
     client = grpcclient.InferenceServerClient(url=address)
     report: dict = {
@@ -65,6 +93,7 @@ def main() -> None:
 
     statistics = client.get_inference_statistics(model, as_json=True)
     report["statistics"] = statistics["model_stats"]
+    report["http"] = http_report(http_address, model, rows)
     print(json.dumps(report))
 
 

@@ -51,6 +51,11 @@ class ServiceProcess:
     def address(self) -> str:
         return f"127.0.0.1:{self.port}"
 
+    @property
+    def http_url(self) -> str:
+        """The REST address of a service that serves one (inference)."""
+        return f"http://127.0.0.1:{self.env['TFMESH_INFERENCE_HTTP_PORT']}"
+
     def start(self, timeout_s: float = 60.0) -> ServiceProcess:
         log = self.log_path.open("ab")
         self.process = subprocess.Popen(
@@ -82,10 +87,13 @@ class ServiceProcess:
 
 
 def service_process(module: str, prefix: str, home: Path, **env: str) -> ServiceProcess:
-    """A service configured through its env prefix (e.g. `TFMESH_REGISTRY_`), not yet started."""
+    """A service configured through its env prefix (e.g. `TFMESH_REGISTRY_`), not yet started;
+    the inference service gets a free HTTP port too."""
     port = free_port()
-    settings = {"TFMESH_HOME": str(home), f"{prefix}PORT": str(port), **env}
-    return ServiceProcess(module, settings, port, home / f"{module}.log")
+    settings = {"TFMESH_HOME": str(home), f"{prefix}PORT": str(port)}
+    if prefix == "TFMESH_INFERENCE_":
+        settings[f"{prefix}HTTP_PORT"] = str(free_port())
+    return ServiceProcess(module, {**settings, **env}, port, home / f"{module}.log")
 
 
 def platform_processes(home: Path, **inference_env: str) -> dict[str, ServiceProcess]:

@@ -1,8 +1,9 @@
 """The inference service's supervisor: one model owner and N front ends, kept running.
 
 Like a pre-fork server's arbiter it serves no request itself. It checks the settings and
-the model config (a bad one fails here, naming the variable), holds the port (bound with
-SO_REUSEPORT, not listening, so a port of 0 becomes a real one the front ends share),
+the model config (a bad one fails here, naming the variable), holds the gRPC and HTTP
+ports (bound with SO_REUSEPORT, not listening, so a port of 0 becomes a real one the front
+ends share),
 starts the owner and the front ends as `python -m services.inference.server owner|
 frontend`, and restarts any that exits, immediately the first time and with a growing
 delay while one keeps failing. The processes' Prometheus metrics are aggregated on the
@@ -54,8 +55,13 @@ def die_with_parent(parent: int) -> None:
 
 
 def reserve_port(host: str, port: int) -> socket.socket:
-    """A socket bound to (host, port) with SO_REUSEPORT: holds the port for the front ends."""
+    """A socket bound to (host, port) with SO_REUSEPORT: holds the port for the front ends.
+    A port some other server holds is refused first: with SO_REUSEPORT alone, a second
+    service of the same user would silently share the port's connections."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    if port:
+        with socket.socket(family, socket.SOCK_STREAM) as probe:
+            probe.bind((host, port))
     holder = socket.socket(family, socket.SOCK_STREAM)
     holder.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
     try:
@@ -90,13 +96,18 @@ class Supervisor:
         settings = self._settings
         setup_logging("inference", os.environ.get("TFMESH_LOG_LEVEL", "INFO"))
         model_specs(settings)
-        holder = reserve_port(settings.host, settings.port)
-        port = holder.getsockname()[1]
+        holders = [reserve_port(settings.host, settings.port)]
+        port = holders[0].getsockname()[1]
+        http_port = settings.http_port
+        if http_port >= 0:
+            holders.append(reserve_port(settings.host, http_port))
+            http_port = holders[1].getsockname()[1]
         metrics_dir = tempfile.mkdtemp(prefix="tfmesh-inference-metrics-")
         env = {
             **os.environ,
             "PROMETHEUS_MULTIPROC_DIR": metrics_dir,
             "TFMESH_INFERENCE_PORT": str(port),
+            "TFMESH_INFERENCE_HTTP_PORT": str(http_port),
             "TFMESH_INFERENCE_METRICS_PORT": "-1",
         }
         metrics_server = None
@@ -117,6 +128,7 @@ class Supervisor:
             "supervising",
             extra={
                 "address": f"{settings.host}:{port}",
+                "http_port": http_port,
                 "frontends": len(self._frontends),
                 "metrics_port": metrics_server.server_port if metrics_server else None,
             },
@@ -134,7 +146,8 @@ class Supervisor:
         if metrics_server is not None:
             metrics_server.shutdown()
         shutil.rmtree(metrics_dir, ignore_errors=True)
-        holder.close()
+        for holder in holders:
+            holder.close()
         log.info("stopped")
         return 0
 

@@ -1,0 +1,74 @@
+"""uvicorn (with httptools' HTTP parser) serving the REST API on the process's event loop.
+
+Each front end binds the HTTP port itself with SO_REUSEPORT, as it does the gRPC port,
+so the kernel spreads HTTP connections over the front ends too. uvicorn's own signal
+handling is left out: the process's start-up code owns SIGTERM and stops this server with
+the gRPC one."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import uvicorn
+
+from services.inference.rest.app import RestApi
+
+BACKLOG = 2048
+
+
+class _Server(uvicorn.Server):
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+@dataclass
+class HttpServer:
+    port: int
+    _server: _Server
+    _task: asyncio.Task[None]
+
+    async def stop(self) -> None:
+        """Stop taking connections, finish the requests under way, return."""
+        self._server.should_exit = True
+        await self._task
+
+
+def bind(host: str, port: int, reuse_port: bool) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if reuse_port:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    try:
+        sock.bind((host, port))
+        sock.listen(BACKLOG)
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
+async def start_http(api: RestApi, host: str, port: int, reuse_port: bool) -> HttpServer:
+    sock = bind(host, port, reuse_port)
+    config = uvicorn.Config(
+        api,
+        http="httptools",
+        loop="none",
+        lifespan="off",
+        access_log=False,
+        log_level="warning",
+        backlog=BACKLOG,
+    )
+    server = _Server(config)
+    task = asyncio.create_task(server.serve(sockets=[sock]), name="rest")
+    while not server.started:
+        if task.done():
+            task.result()
+            raise RuntimeError("the REST server stopped while starting")
+        await asyncio.sleep(0.01)
+    return HttpServer(sock.getsockname()[1], server, task)
