@@ -1,11 +1,12 @@
 """The gateway's FastAPI application: routes, request limits, auth and error mapping.
 
 `create_app` wires the routers (the platform's `/api/v1`, TF Serving's `/v1/models` and
-KServe v2's `/v2`) to a `Backends` object, so tests drive the app through an ASGI client
-against real gRPC servers. Every failure is a JSON body: gRPC errors and the gateway's
-own domain errors map to HTTP codes (gateway.errors), malformed JSON and schema errors
-are 400, an oversized body 413, a missing or wrong bearer token 401. The OpenAPI
-document at `/openapi.json` carries the schemas of the protobuf messages routes answer."""
+KServe v2's `/v2`, the last two forwarded to the inference service's REST port) to a
+`Backends` object, so tests drive the app through an ASGI client against real servers.
+Every failure is a JSON body: gRPC errors and the gateway's own domain errors map to HTTP
+codes (gateway.errors), malformed JSON and schema errors are 400, an oversized body 413,
+a missing or wrong bearer token 401. The OpenAPI document at `/openapi.json` carries the
+schemas of the protobuf messages routes answer, and of the forwarded bodies."""
 
 from __future__ import annotations
 
@@ -32,7 +33,7 @@ from gateway.errors import (
 )
 from gateway.jsonio import OrjsonResponse
 from gateway.routes import data, inference, kserve, registry, tfserving, training
-from gateway.schemas import add_proto_schemas
+from gateway.schemas import add_model_schemas, add_proto_schemas
 from gateway.settings import GatewaySettings
 from shared.errors import DomainError
 from shared.telemetry import Telemetry
@@ -95,7 +96,7 @@ def _openapi(app: FastAPI) -> dict[str, Any]:
             description=app.description,
             routes=app.routes,
         )
-        app.openapi_schema = document_errors(add_proto_schemas(document))
+        app.openapi_schema = document_errors(add_model_schemas(add_proto_schemas(document)))
     return app.openapi_schema
 
 

@@ -12,10 +12,11 @@ from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 import grpc
+import httpx
 from opentelemetry.instrumentation.grpc import client_interceptor, grpcext
 
+from gateway.forward import inference_client
 from gateway.settings import GatewaySettings
-from inference import grpc_predict_v2_pb2_grpc
 from shared.channels import open_channel
 from shared.retries import retry_idempotent
 from shared.telemetry import Telemetry
@@ -42,6 +43,15 @@ class Backends:
         }
         self._telemetry = telemetry
         self._blocking_channels: dict[str, grpc.Channel] = {}
+        self._inference_http_addr = settings.inference_http_addr
+        self._http: httpx.AsyncClient | None = None
+
+    @property
+    def http(self) -> httpx.AsyncClient:
+        """The keep-alive pool to the inference service's REST port, opened on first use."""
+        if self._http is None:
+            self._http = inference_client(self._inference_http_addr, self.deadline_s)
+        return self._http
 
     def channel(self, service: str) -> grpc.aio.Channel:
         """The channel to `service`, opened on first use (peers may start after us)."""
@@ -84,11 +94,6 @@ class Backends:
     def inference(self) -> inference_pb2_grpc.InferenceServiceStub:
         return inference_pb2_grpc.InferenceServiceStub(self.channel("inference"))
 
-    @property
-    def kserve(self) -> grpc_predict_v2_pb2_grpc.GRPCInferenceServiceStub:
-        """KServe v2's service, served by the inference service on its port."""
-        return grpc_predict_v2_pb2_grpc.GRPCInferenceServiceStub(self.channel("inference"))
-
     async def call(self, method: Callable[..., Awaitable[T]], request: Any) -> T:
         """A call that changes state: one attempt, within the deadline."""
         return await method(request, timeout=self.deadline_s)
@@ -106,3 +111,6 @@ class Backends:
         for blocking in self._blocking_channels.values():
             blocking.close()
         self._blocking_channels.clear()
+        if self._http is not None:
+            await self._http.aclose()
+            self._http = None

@@ -13,8 +13,11 @@ from typing import Any
 from google.protobuf import descriptor_pool
 from google.protobuf.descriptor import Descriptor, FieldDescriptor
 from google.protobuf.message import Message
+from pydantic import BaseModel
 
 REF_PREFIX = "#/components/schemas/"
+# Models of bodies that forwarding routes document but do not parse (`model_body`).
+_BODY_MODELS: dict[str, type[BaseModel]] = {}
 
 _NUMBER = {"anyOf": [{"type": "number"}, {"enum": ["NaN", "Infinity", "-Infinity"]}]}
 _INT64 = {"anyOf": [{"type": "string", "pattern": "^-?[0-9]+$"}, {"type": "integer"}]}
@@ -119,4 +122,23 @@ def add_proto_schemas(document: dict[str, Any]) -> dict[str, Any]:
         descriptor = pending.pop()
         if descriptor.full_name not in schemas:
             schemas[descriptor.full_name] = message_schema(descriptor, pending)
+    return document
+
+
+def model_body(model: type[BaseModel]) -> dict[str, Any]:
+    """`openapi_extra` documenting a JSON body of `model` for a route that passes the body
+    on unparsed; `add_model_schemas` then writes the model's schema."""
+    _BODY_MODELS[model.__name__] = model
+    schema = {"$ref": REF_PREFIX + model.__name__}
+    return {"requestBody": {"required": True, "content": {"application/json": {"schema": schema}}}}
+
+
+def add_model_schemas(document: dict[str, Any]) -> dict[str, Any]:
+    """Write the schemas of the bodies documented with `model_body` under components."""
+    schemas = document.setdefault("components", {}).setdefault("schemas", {})
+    for name, model in _BODY_MODELS.items():
+        schema = model.model_json_schema(ref_template=REF_PREFIX + "{model}")
+        for definition_name, definition in schema.pop("$defs", {}).items():
+            schemas.setdefault(definition_name, definition)
+        schemas.setdefault(name, schema)
     return document

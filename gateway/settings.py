@@ -15,6 +15,8 @@ class GatewaySettings(BaseSettings):
     data_addr: str = "127.0.0.1:50051"
     training_addr: str = "127.0.0.1:50052"
     inference_addr: str = "127.0.0.1:50054"
+    # The inference service's REST port, where `/v2/...` and `/v1/models/...` go.
+    inference_http_addr: str = "127.0.0.1:50055"
     # When set, every route but health and the OpenAPI document needs
     # `Authorization: Bearer <token>`.
     api_token: str = ""

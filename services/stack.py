@@ -33,6 +33,8 @@ class ServiceSpec:
     port: int
     # The gateway speaks HTTP: its health is GET /healthz instead of grpc.health.v1.
     http: bool = False
+    # A REST port beside the gRPC one (inference), on `<PREFIX>HTTP_PORT` when that is set.
+    http_port: int | None = None
 
     @property
     def address(self) -> str:
@@ -47,7 +49,9 @@ SERVICES = [
     ServiceSpec("registry", "services.registry.server", "TFMESH_REGISTRY_", 50053),
     ServiceSpec("data", "services.data.server", "TFMESH_DATA_", 50051),
     ServiceSpec("training", "services.training.server", "TFMESH_TRAINING_", 50052),
-    ServiceSpec("inference", "services.inference.server", "TFMESH_INFERENCE_", 50054),
+    ServiceSpec(
+        "inference", "services.inference.server", "TFMESH_INFERENCE_", 50054, http_port=50055
+    ),
     ServiceSpec("gateway", "gateway.server", "TFMESH_GATEWAY_", 8080, http=True),
 ]
 
@@ -55,19 +59,27 @@ SERVICES = [
 def built_services() -> list[ServiceSpec]:
     """The services whose code exists, each on `<PREFIX>PORT` when that is set."""
     return [
-        replace(s, port=int(os.environ.get(f"{s.env_prefix}PORT", s.port)))
+        replace(
+            s,
+            port=int(os.environ.get(f"{s.env_prefix}PORT", s.port)),
+            http_port=s.http_port and int(os.environ.get(f"{s.env_prefix}HTTP_PORT", s.http_port)),
+        )
         for s in SERVICES
         if s.is_built()
     ]
 
 
 def peer_environment(services: list[ServiceSpec]) -> dict[str, str]:
-    """Each service learns its peers' addresses (`TFMESH_<SVC>_REGISTRY_ADDR`, ...)."""
+    """Each service learns its peers' addresses (`TFMESH_<SVC>_REGISTRY_ADDR`, ...), and
+    REST ones (`TFMESH_GATEWAY_INFERENCE_HTTP_ADDR`)."""
     env = {}
     for spec in services:
         for peer in services:
             if peer is not spec:
                 env[f"{spec.env_prefix}{peer.name.upper()}_ADDR"] = peer.address
+                if peer.http_port is not None:
+                    address = f"127.0.0.1:{peer.http_port}"
+                    env[f"{spec.env_prefix}{peer.name.upper()}_HTTP_ADDR"] = address
     return env
 
 

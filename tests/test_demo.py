@@ -17,6 +17,7 @@ def test_demo_runs_the_lifecycle_end_to_end(tmp_path):
         "TFMESH_DATA_PORT": str(free_port()),
         "TFMESH_TRAINING_PORT": str(free_port()),
         "TFMESH_INFERENCE_PORT": str(free_port()),
+        "TFMESH_INFERENCE_HTTP_PORT": str(free_port()),
         "TFMESH_GATEWAY_PORT": str(free_port()),
         "COLUMNS": "200",
     }

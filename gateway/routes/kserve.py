@@ -1,26 +1,24 @@
-"""KServe v2's REST API (Open Inference Protocol, `/v2/...`) over its gRPC twin.
+"""KServe v2's REST API (Open Inference Protocol, `/v2/...`), forwarded to the inference
+service, which serves it itself (`gateway.forward`).
 
-Each route calls the same-named RPC of `inference.GRPCInferenceService` on the inference
-service. Inference inputs arrive as typed JSON (`datatype`, `shape`, `data` nested or
-flat) and travel as `raw_input_contents`; outputs come back raw and leave as flat `data`.
-Health answers 200 for true and 400 for false, as the protocol says; failures are
-`{"error": "<message>"}`."""
+The routes here document the protocol in the gateway's OpenAPI document (bodies, answers,
+path parameters); each one passes the request on unparsed. Health answers 200 for true
+and 400 for false, as the protocol says; failures are `{"error": "<message>"}`. A body
+may also be Triton's binary form (JSON, then raw tensors, with the
+`Inference-Header-Content-Length` header), which the document does not describe."""
 
 from __future__ import annotations
 
 from typing import Annotated, Any
 
-import numpy as np
 from fastapi import APIRouter, Path, Request
 from pydantic import BaseModel, Field, StrictBool
+from starlette.responses import Response
 
-from gateway.backends import Backends
-from gateway.errors import ServingApiRoute
-from gateway.jsonio import OrjsonResponse
-from inference import grpc_predict_v2_pb2 as pb
-from shared.json_tensors import array_from_json, kserve_dtype
+from gateway.forward import forward
+from gateway.schemas import model_body
 
-router = APIRouter(prefix="/v2", tags=["kserve"], route_class=ServingApiRoute)
+router = APIRouter(prefix="/v2", tags=["kserve"])
 
 ModelName = Annotated[str, Path(min_length=1, max_length=128, description="Model name")]
 ModelVersion = Annotated[
@@ -101,44 +99,12 @@ class InferResponse(BaseModel):
 
 
 NOT_READY: dict[int | str, dict[str, Any]] = {400: {"description": "Not ready"}}
-
-
-def _backends(request: Request) -> Backends:
-    return request.app.state.backends
-
-
-def _set_parameters(target: Any, values: Parameters) -> None:
-    """Fill a `map<string, InferParameter>` from JSON values."""
-    for key, value in values.items():
-        if isinstance(value, bool):
-            target[key].bool_param = value
-        elif isinstance(value, int):
-            target[key].int64_param = value
-        elif isinstance(value, float):
-            target[key].double_param = value
-        else:
-            target[key].string_param = value
-
-
-def _parameters(source: Any) -> dict[str, Any]:
-    """A `map<string, InferParameter>` as JSON values (unset parameters left out)."""
-    values = {}
-    for key, parameter in source.items():
-        choice = parameter.WhichOneof("parameter_choice")
-        if choice is not None:
-            values[key] = getattr(parameter, choice)
-    return values
-
-
-def _health(key: str, value: bool) -> OrjsonResponse:
-    return OrjsonResponse({key: value}, 200 if value else 400)
+INFER: dict[int | str, dict[str, Any]] = {200: {"model": InferResponse}}
 
 
 @router.get("", summary="KServe v2: server metadata", response_model=ServerMetadata)
-async def server_metadata(request: Request) -> dict[str, Any]:
-    b = _backends(request)
-    reply = await b.read(b.kserve.ServerMetadata, pb.ServerMetadataRequest())
-    return {"name": reply.name, "version": reply.version, "extensions": list(reply.extensions)}
+async def server_metadata(request: Request) -> Response:
+    return await forward(request)
 
 
 @router.get(
@@ -147,9 +113,8 @@ async def server_metadata(request: Request) -> dict[str, Any]:
     response_model=Live,
     responses=NOT_READY,
 )
-async def server_live(request: Request) -> OrjsonResponse:
-    b = _backends(request)
-    return _health("live", (await b.read(b.kserve.ServerLive, pb.ServerLiveRequest())).live)
+async def server_live(request: Request) -> Response:
+    return await forward(request)
 
 
 @router.get(
@@ -158,15 +123,8 @@ async def server_live(request: Request) -> OrjsonResponse:
     response_model=Ready,
     responses=NOT_READY,
 )
-async def server_ready(request: Request) -> OrjsonResponse:
-    b = _backends(request)
-    return _health("ready", (await b.read(b.kserve.ServerReady, pb.ServerReadyRequest())).ready)
-
-
-async def _model_ready(request: Request, model: str, version: str) -> OrjsonResponse:
-    b = _backends(request)
-    reply = await b.read(b.kserve.ModelReady, pb.ModelReadyRequest(name=model, version=version))
-    return OrjsonResponse({"name": model, "ready": reply.ready}, 200 if reply.ready else 400)
+async def server_ready(request: Request) -> Response:
+    return await forward(request)
 
 
 @router.get(
@@ -175,8 +133,8 @@ async def _model_ready(request: Request, model: str, version: str) -> OrjsonResp
     response_model=ModelReady,
     responses=NOT_READY,
 )
-async def model_ready(request: Request, model: ModelName) -> OrjsonResponse:
-    return await _model_ready(request, model, "")
+async def model_ready(request: Request, model: ModelName) -> Response:
+    return await forward(request)
 
 
 @router.get(
@@ -185,36 +143,13 @@ async def model_ready(request: Request, model: ModelName) -> OrjsonResponse:
     response_model=ModelReady,
     responses=NOT_READY,
 )
-async def version_ready(
-    request: Request, model: ModelName, version: ModelVersion
-) -> OrjsonResponse:
-    return await _model_ready(request, model, version)
+async def version_ready(request: Request, model: ModelName, version: ModelVersion) -> Response:
+    return await forward(request)
 
 
-def _tensor_metadata(tensor: pb.ModelMetadataResponse.TensorMetadata) -> dict[str, Any]:
-    return {"name": tensor.name, "datatype": tensor.datatype, "shape": list(tensor.shape)}
-
-
-async def _model_metadata(request: Request, model: str, version: str) -> dict[str, Any]:
-    b = _backends(request)
-    message = pb.ModelMetadataRequest(name=model, version=version)
-    reply = await b.read(b.kserve.ModelMetadata, message)
-    return {
-        "name": reply.name,
-        "versions": list(reply.versions),
-        "platform": reply.platform,
-        "inputs": [_tensor_metadata(t) for t in reply.inputs],
-        "outputs": [_tensor_metadata(t) for t in reply.outputs],
-    }
-
-
-@router.get(
-    "/models/{model}",
-    summary="KServe v2: model metadata",
-    response_model=ModelMetadata,
-)
-async def model_metadata(request: Request, model: ModelName) -> dict[str, Any]:
-    return await _model_metadata(request, model, "")
+@router.get("/models/{model}", summary="KServe v2: model metadata", response_model=ModelMetadata)
+async def model_metadata(request: Request, model: ModelName) -> Response:
+    return await forward(request)
 
 
 @router.get(
@@ -222,73 +157,34 @@ async def model_metadata(request: Request, model: ModelName) -> dict[str, Any]:
     summary="KServe v2: model version metadata",
     response_model=ModelMetadata,
 )
-async def version_metadata(
-    request: Request, model: ModelName, version: ModelVersion
-) -> dict[str, Any]:
-    return await _model_metadata(request, model, version)
-
-
-def infer_request(model: str, version: str, body: InferBody) -> pb.ModelInferRequest:
-    message = pb.ModelInferRequest(model_name=model, model_version=version, id=body.id)
-    _set_parameters(message.parameters, body.parameters)
-    for index, tensor in enumerate(body.inputs):
-        field = f"inputs[{index}]"
-        dtype = kserve_dtype(tensor.datatype, f"{field}.datatype")
-        array = array_from_json(tensor.data, dtype, f"{field}.data", tensor.shape)
-        entry = message.inputs.add(name=tensor.name, datatype=tensor.datatype, shape=tensor.shape)
-        _set_parameters(entry.parameters, tensor.parameters)
-        message.raw_input_contents.append(array.tobytes())
-    for output in body.outputs:
-        _set_parameters(message.outputs.add(name=output.name).parameters, output.parameters)
-    return message
-
-
-def infer_answer(reply: pb.ModelInferResponse) -> dict[str, Any]:
-    outputs = []
-    for index, output in enumerate(reply.outputs):
-        dtype = kserve_dtype(output.datatype, f"outputs[{index}].datatype")
-        data = np.frombuffer(reply.raw_output_contents[index], dtype=dtype)
-        outputs.append(
-            {
-                "name": output.name,
-                "shape": list(output.shape),
-                "datatype": output.datatype,
-                "parameters": _parameters(output.parameters),
-                "data": data,
-            }
-        )
-    return {
-        "model_name": reply.model_name,
-        "model_version": reply.model_version,
-        "id": reply.id,
-        "parameters": _parameters(reply.parameters),
-        "outputs": outputs,
-    }
-
-
-async def _infer(request: Request, model: str, version: str, body: InferBody) -> OrjsonResponse:
-    b = _backends(request)
-    reply = await b.read(b.kserve.ModelInfer, infer_request(model, version, body))
-    return OrjsonResponse(infer_answer(reply))
+async def version_metadata(request: Request, model: ModelName, version: ModelVersion) -> Response:
+    return await forward(request)
 
 
 @router.post(
     "/models/{model}/infer",
     summary="KServe v2: inference",
     response_model=None,
-    responses={200: {"model": InferResponse}},
+    responses=INFER,
+    openapi_extra=model_body(InferBody),
 )
-async def infer(request: Request, model: ModelName, body: InferBody) -> OrjsonResponse:
-    return await _infer(request, model, "", body)
+async def infer(request: Request, model: ModelName) -> Response:
+    return await forward(request)
 
 
 @router.post(
     "/models/{model}/versions/{version}/infer",
     summary="KServe v2: inference with a version (a number or a label)",
     response_model=None,
-    responses={200: {"model": InferResponse}},
+    responses=INFER,
+    openapi_extra=model_body(InferBody),
 )
-async def version_infer(
-    request: Request, model: ModelName, version: ModelVersion, body: InferBody
-) -> OrjsonResponse:
-    return await _infer(request, model, version, body)
+async def version_infer(request: Request, model: ModelName, version: ModelVersion) -> Response:
+    return await forward(request)
+
+
+@router.api_route("/{rest:path}", methods=["GET", "POST"], include_in_schema=False)
+async def other(request: Request, rest: str) -> Response:
+    """Triton's extensions (config, stats) and anything else under /v2: the front ends
+    answer, 404 included."""
+    return await forward(request)

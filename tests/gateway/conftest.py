@@ -107,6 +107,7 @@ async def running_platform(
             data_addr=data.address,
             training_addr=training.address,
             inference_addr=inference.address,
+            inference_http_addr=f"127.0.0.1:{inference.http_port}",
             deadline_s=10,
         )
 

@@ -88,6 +88,7 @@ def running_stack(home: Path, models: str, **gateway_env: str) -> Iterator[Stack
             "TFMESH_GATEWAY_DATA_ADDR": data.address,
             "TFMESH_GATEWAY_TRAINING_ADDR": training.address,
             "TFMESH_GATEWAY_INFERENCE_ADDR": inference.address,
+            "TFMESH_GATEWAY_INFERENCE_HTTP_ADDR": inference.http_url.removeprefix("http://"),
             **gateway_env,
         },
         port,

@@ -1,12 +1,19 @@
 """Predictions and serving status through the gateway's three inference APIs (the
-platform's, TF Serving's and KServe v2's), against a real inference server serving noop
-models, whose output is their first input: every answer is known exactly."""
+platform's, TF Serving's and KServe v2's, the last two forwarded to the inference
+service's own REST port), against a real inference server serving noop models, whose
+output is their first input: every answer is known exactly."""
 
 from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
+
+from gateway.app import create_app
+from gateway.backends import Backends
+from tests.gateway.conftest import asgi_client
+from tests.support.processes import free_port
 
 ROWS = [[1.0, 2.0, 3.0, 4.0], [5.0, 6.0, 7.0, 8.5]]
 FLAT = [value for row in ROWS for value in row]
@@ -103,7 +110,7 @@ async def test_kserve_health_metadata_and_infer(platform):
     body = answer.json()
     assert (body["model_name"], body["model_version"], body["id"]) == ("echo", "1", "42")
     assert body["outputs"] == [
-        {"name": "output_0", "shape": [2, 4], "datatype": "FP32", "parameters": {}, "data": FLAT}
+        {"name": "output_0", "shape": [2, 4], "datatype": "FP32", "data": FLAT}
     ]
     nested = dict(request, inputs=[dict(request["inputs"][0], data=ROWS)])
     by_label = await platform.post("/v2/models/echo/versions/canary/infer", json=nested)
@@ -234,3 +241,42 @@ async def test_serving_apis_read_bodies_as_json_whatever_the_content_type(platfo
     request = {"inputs": [{"name": "x", "shape": [2, 4], "datatype": "FP32", "data": FLAT}]}
     infer = await platform.post("/v2/models/echo/infer", content=json.dumps(request), headers=form)
     assert infer.status_code == 200 and infer.json()["outputs"][0]["data"] == FLAT
+
+
+async def test_triton_binary_tensors_pass_through_the_gateway_untouched(platform):
+    rows = np.array(ROWS, np.float32)
+    header = json.dumps(
+        {
+            "inputs": [
+                {
+                    "name": "x",
+                    "shape": [2, 4],
+                    "datatype": "FP32",
+                    "parameters": {"binary_data_size": rows.nbytes},
+                }
+            ],
+            "parameters": {"binary_data_output": True},
+        }
+    ).encode()
+    answer = await platform.post(
+        "/v2/models/echo/infer",
+        content=header + rows.tobytes(),
+        headers={"Inference-Header-Content-Length": str(len(header))},
+    )
+    assert answer.status_code == 200, answer.text
+    length = int(answer.headers["inference-header-content-length"])
+    assert json.loads(answer.content[:length])["outputs"][0]["parameters"] == {
+        "binary_data_size": rows.nbytes
+    }
+    np.testing.assert_array_equal(np.frombuffer(answer.content[length:], "<f4"), rows.reshape(-1))
+
+
+async def test_an_unreachable_inference_rest_port_is_503_in_the_apis_error_shape(
+    platform_settings,
+):
+    address = f"127.0.0.1:{free_port()}"
+    settings = platform_settings.model_copy(update={"inference_http_addr": address})
+    async with asgi_client(create_app(settings, Backends(settings, None))) as client:
+        answer = await client.post("/v2/models/echo/infer", json={"inputs": []})
+        assert answer.status_code == 503
+        assert "not answering" in answer.json()["error"]

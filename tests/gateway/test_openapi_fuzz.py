@@ -51,6 +51,7 @@ def services_as_processes(tmp_path_factory):
             data_addr=fleet["data"].address,
             training_addr=fleet["training"].address,
             inference_addr=fleet["inference"].address,
+            inference_http_addr=fleet["inference"].http_url.removeprefix("http://"),
             deadline_s=5,
         )
         APP.state.backends = Backends(live, None)

@@ -144,8 +144,9 @@ def parse_infer(header: bytes, binary: memoryview | None) -> InferRequest:
     """The request whose JSON is `header` (and binary tensors `binary`, if any)."""
     try:
         document = simdjson.Parser().parse(header)
-    except ValueError as error:
-        raise invalid("body", f"not valid JSON: {error}") from None
+    except (ValueError, RuntimeError) as error:
+        # RuntimeError: valid JSON simdjson cannot hold, e.g. an integer past 64 bits.
+        raise invalid("body", f"not JSON this server reads: {error}") from None
     body = _object(document, "body")
     request_id = body.get("id", "")
     if not isinstance(request_id, str):
