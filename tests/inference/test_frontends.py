@@ -1,6 +1,6 @@
 """The multi-process server as processes: a supervisor, a model owner and two front ends on
-one port. Under load, a front end killed with SIGKILL costs only the calls it had in
-flight and comes back; a killed model owner makes the front ends answer UNAVAILABLE with
+one port. Under load (gRPC, and REST), a front end killed with SIGKILL costs only the calls
+it had in flight and comes back; a killed model owner makes the front ends answer UNAVAILABLE with
 a retry delay and report not ready until it is back, without restarting them; the
 processes' metrics add up on one port; SIGTERM stops everything and exits 0."""
 
@@ -14,6 +14,7 @@ import urllib.request
 from pathlib import Path
 
 import grpc
+import httpx
 import pytest
 from google.rpc import error_details_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -151,6 +152,53 @@ async def test_a_killed_front_end_costs_only_its_calls_in_flight_and_comes_back(
     assert {code for _, _, code in failures} <= {grpc.StatusCode.UNAVAILABLE}
     late = [entry for entry in log if entry[1] > killed_at + 0.5]
     assert late and all(code is None for _, _, code in late)
+    assert {index for index, _, _ in late} == set(range(clients))
+
+
+async def rest_load(url: str, clients: int, stop: asyncio.Event, log: list) -> None:
+    """`clients` closed-loop REST clients with one connection each (so a client is a
+    connection), posting KServe v2 JSON; logs (client, start, error name or None)."""
+    body = {"inputs": [{"name": "x", "shape": [1, 64], "datatype": "FP32", "data": [0.5] * 64}]}
+
+    async def client(index: int) -> None:
+        limits = httpx.Limits(max_connections=1)
+        async with httpx.AsyncClient(base_url=url, limits=limits, timeout=10) as http:
+            while not stop.is_set():
+                started = time.monotonic()
+                try:
+                    answer = await http.post("/v2/models/digits/infer", json=body)
+                    log.append((index, started, None if answer.status_code == 200 else "status"))
+                except httpx.HTTPError as error:
+                    log.append((index, started, type(error).__name__))
+                    await asyncio.sleep(0.01)
+
+    await asyncio.gather(*(client(i) for i in range(clients)))
+
+
+async def test_a_killed_front_end_costs_only_its_rest_requests_in_flight(service):
+    supervisor = service.process.pid
+    before = wait_for_children(supervisor, {"owner", "frontend 0", "frontend 1"})
+    stop = asyncio.Event()
+    log: list = []
+    clients = 12
+    loading = asyncio.create_task(rest_load(service.http_url, clients, stop, log))
+    await asyncio.sleep(1.5)
+    killed_at = time.monotonic()
+    os.kill(before["frontend 1"], signal.SIGKILL)
+    await asyncio.sleep(0.2)
+    after = await asyncio.to_thread(wait_for_children, supervisor, set(before), 30)
+    assert after["frontend 1"] != before["frontend 1"]
+    await asyncio.sleep(1.5)
+    stop.set()
+    await loading
+    failures = [entry for entry in log if entry[2] is not None]
+    per_client = {index: 0 for index in range(clients)}
+    for index, _, _ in failures:
+        per_client[index] += 1
+    assert max(per_client.values()) <= 1, failures
+    assert all(entry[2] != "status" for entry in failures), failures
+    late = [entry for entry in log if entry[1] > killed_at + 0.5]
+    assert late and all(error is None for _, _, error in late)
     assert {index for index, _, _ in late} == set(range(clients))
 
 

@@ -1,6 +1,7 @@
 """The inference service as processes (a supervisor, a model owner and two front ends)
-following a registry process: hot swap under load spread over both front ends, the
-canary's share, and a registry that dies (SIGKILL) and comes back."""
+following a registry process: hot swap under gRPC and REST load spread over both front
+ends, the canary's share over both protocols, and a registry that dies (SIGKILL) and
+comes back."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import asyncio
 import time
 
 import grpc
+import httpx
 import pytest
 
 from services.registry.client import ArtifactFile, NewVersion, RegistryClient
@@ -170,6 +172,53 @@ async def test_hot_swap_under_load_fails_nothing_and_ends_on_v2(stack):
     status = model_status(inference.address)
     states = {v.version: v.state for v in status.versions}
     assert states[1] == pb.VersionStatus.STATE_END
+
+
+async def rest_load(url: str, clients: int, stop: asyncio.Event, log: list) -> None:
+    """`clients` closed-loop REST clients (KServe v2 JSON, one row, unpinned), one
+    connection each, until `stop`; logs (start, version or 0, error or None)."""
+    body = {
+        "inputs": [
+            {"name": "x", "shape": [1, 64], "datatype": "FP32", "data": digits_rows(1).tolist()}
+        ]
+    }
+
+    async def client() -> None:
+        limits = httpx.Limits(max_connections=1)
+        async with httpx.AsyncClient(base_url=url, limits=limits, timeout=10) as http:
+            while not stop.is_set():
+                started = time.monotonic()
+                try:
+                    answer = await http.post(f"/v2/models/{MODEL}/infer", json=body)
+                except httpx.HTTPError as error:
+                    log.append((started, 0, type(error).__name__))
+                    continue
+                if answer.status_code == 200:
+                    log.append((started, int(answer.json()["model_version"]), None))
+                else:
+                    log.append((started, 0, answer.status_code))
+
+    await asyncio.gather(*(client() for _ in range(clients)))
+
+
+async def test_hot_swap_under_rest_load_fails_nothing(stack):
+    ensure_state(stack, production=2)
+    registry, inference = stack
+    stop = asyncio.Event()
+    log: list = []
+    loading = asyncio.create_task(rest_load(inference.http_url, 8, stop, log))
+    await asyncio.sleep(1.0)
+    await asyncio.to_thread(set_alias, registry.address, "production", 3)
+    swapped_at = await asyncio.to_thread(wait_for_labels, inference.address, {"production": 3})
+    await asyncio.to_thread(set_alias, registry.address, "canary", 2, 50)
+    await asyncio.to_thread(wait_for_labels, inference.address, {"production": 3, "canary": 2})
+    await asyncio.sleep(1.0)
+    stop.set()
+    await loading
+    failures = [entry for entry in log if entry[2] is not None]
+    assert not failures, failures[:5]
+    assert {version for started, version, _ in log if started < swapped_at} >= {2}
+    assert {version for started, version, _ in log if started > swapped_at + 1.0} == {2, 3}
 
 
 async def test_canary_weight_20_serves_15_to_25_percent(stack):
