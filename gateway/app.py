@@ -10,7 +10,6 @@ schemas of the protobuf messages routes answer, and of the forwarded bodies."""
 
 from __future__ import annotations
 
-import hmac
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -23,6 +22,7 @@ from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from gateway.auth import bearer_matches
 from gateway.backends import Backends
 from gateway.errors import (
     document_errors,
@@ -31,6 +31,7 @@ from gateway.errors import (
     rpc_error_response,
     validation_error_response,
 )
+from gateway.forward import DataPlaneForwarder
 from gateway.jsonio import OrjsonResponse
 from gateway.routes import data, inference, kserve, registry, tfserving, training
 from gateway.schemas import add_model_schemas, add_proto_schemas
@@ -87,14 +88,14 @@ async def _no_body() -> Message:
 
 
 def _openapi(app: FastAPI) -> dict[str, Any]:
-    """FastAPI's document, with the schemas of the protobuf messages the routes name and
-    of the error bodies."""
+    """FastAPI's document, with the forwarded data-plane APIs (documented, not mounted),
+    and the schemas of the protobuf messages the routes name and of the error bodies."""
     if app.openapi_schema is None:
         document = get_openapi(
             title=app.title,
             version=app.version,
             description=app.description,
-            routes=app.routes,
+            routes=[*app.routes, *tfserving.router.routes, *kserve.router.routes],
         )
         app.openapi_schema = document_errors(add_model_schemas(add_proto_schemas(document)))
     return app.openapi_schema
@@ -140,13 +141,12 @@ def create_app(
         )
 
     if settings.api_token:
-        expected = f"Bearer {settings.api_token}".encode()
 
         @app.middleware("http")
         async def _require_token(request: Request, call_next):  # type: ignore[no-untyped-def]
             if not request.url.path.startswith(OPEN_PATHS):
                 given = request.headers.get("authorization", "").encode()
-                if not hmac.compare_digest(given, expected):
+                if not bearer_matches(given, settings.api_token):
                     return OrjsonResponse(
                         error_body(401, "UNAUTHENTICATED", "missing or wrong bearer token"),
                         401,
@@ -158,10 +158,14 @@ def create_app(
     async def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
-    for routes in (registry, data, training, inference, tfserving, kserve):
+    for routes in (registry, data, training, inference):
         app.include_router(routes.router)
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
     if telemetry is not None:
         FastAPIInstrumentor.instrument_app(app, tracer_provider=telemetry.tracer_provider)
+    # Outermost: the data-plane paths never reach the framework (see gateway.forward).
+    app.add_middleware(
+        DataPlaneForwarder, api_token=settings.api_token, max_body_bytes=settings.max_body_bytes
+    )
     return app

@@ -11,11 +11,11 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
+import aiohttp
 import grpc
-import httpx
 from opentelemetry.instrumentation.grpc import client_interceptor, grpcext
 
-from gateway.forward import inference_client
+from gateway.forward import inference_session
 from gateway.settings import GatewaySettings
 from shared.channels import open_channel
 from shared.retries import retry_idempotent
@@ -43,15 +43,15 @@ class Backends:
         }
         self._telemetry = telemetry
         self._blocking_channels: dict[str, grpc.Channel] = {}
-        self._inference_http_addr = settings.inference_http_addr
-        self._http: httpx.AsyncClient | None = None
+        self.inference_http_base = f"http://{settings.inference_http_addr}"
+        self._inference_http: aiohttp.ClientSession | None = None
 
     @property
-    def http(self) -> httpx.AsyncClient:
+    def inference_http(self) -> aiohttp.ClientSession:
         """The keep-alive pool to the inference service's REST port, opened on first use."""
-        if self._http is None:
-            self._http = inference_client(self._inference_http_addr, self.deadline_s)
-        return self._http
+        if self._inference_http is None:
+            self._inference_http = inference_session(self.deadline_s)
+        return self._inference_http
 
     def channel(self, service: str) -> grpc.aio.Channel:
         """The channel to `service`, opened on first use (peers may start after us)."""
@@ -111,6 +111,6 @@ class Backends:
         for blocking in self._blocking_channels.values():
             blocking.close()
         self._blocking_channels.clear()
-        if self._http is not None:
-            await self._http.aclose()
-            self._http = None
+        if self._inference_http is not None:
+            await self._inference_http.close()
+            self._inference_http = None

@@ -1,21 +1,19 @@
-"""KServe v2's REST API (Open Inference Protocol, `/v2/...`), forwarded to the inference
-service, which serves it itself (`gateway.forward`).
+"""KServe v2's REST API (Open Inference Protocol, `/v2/...`), as the gateway's OpenAPI
+document describes it. The inference service serves it itself and the gateway forwards
+these paths unparsed (`gateway.forward`), so this router is not mounted: its routes are
+declarations of the paths, bodies and answers, read only to write the document.
 
-The routes here document the protocol in the gateway's OpenAPI document (bodies, answers,
-path parameters); each one passes the request on unparsed. Health answers 200 for true
-and 400 for false, as the protocol says; failures are `{"error": "<message>"}`. A body
-may also be Triton's binary form (JSON, then raw tensors, with the
-`Inference-Header-Content-Length` header), which the document does not describe."""
+Health answers 200 for true and 400 for false, as the protocol says; failures are
+`{"error": "<message>"}`. A body may also be Triton's binary form (JSON, then raw tensors,
+with the `Inference-Header-Content-Length` header), which the document does not describe."""
 
 from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Path, Request
+from fastapi import APIRouter, Path
 from pydantic import BaseModel, Field, StrictBool
-from starlette.responses import Response
 
-from gateway.forward import forward
 from gateway.schemas import model_body
 
 router = APIRouter(prefix="/v2", tags=["kserve"])
@@ -103,8 +101,8 @@ INFER: dict[int | str, dict[str, Any]] = {200: {"model": InferResponse}}
 
 
 @router.get("", summary="KServe v2: server metadata", response_model=ServerMetadata)
-async def server_metadata(request: Request) -> Response:
-    return await forward(request)
+async def server_metadata() -> None:
+    """Answered by the inference service's front ends (gateway.forward)."""
 
 
 @router.get(
@@ -113,8 +111,8 @@ async def server_metadata(request: Request) -> Response:
     response_model=Live,
     responses=NOT_READY,
 )
-async def server_live(request: Request) -> Response:
-    return await forward(request)
+async def server_live() -> None:
+    """Answered by the inference service's front ends (gateway.forward)."""
 
 
 @router.get(
@@ -123,8 +121,8 @@ async def server_live(request: Request) -> Response:
     response_model=Ready,
     responses=NOT_READY,
 )
-async def server_ready(request: Request) -> Response:
-    return await forward(request)
+async def server_ready() -> None:
+    """Answered by the inference service's front ends (gateway.forward)."""
 
 
 @router.get(
@@ -133,8 +131,8 @@ async def server_ready(request: Request) -> Response:
     response_model=ModelReady,
     responses=NOT_READY,
 )
-async def model_ready(request: Request, model: ModelName) -> Response:
-    return await forward(request)
+async def model_ready(model: ModelName) -> None:
+    """Answered by the inference service's front ends (gateway.forward)."""
 
 
 @router.get(
@@ -143,13 +141,13 @@ async def model_ready(request: Request, model: ModelName) -> Response:
     response_model=ModelReady,
     responses=NOT_READY,
 )
-async def version_ready(request: Request, model: ModelName, version: ModelVersion) -> Response:
-    return await forward(request)
+async def version_ready(model: ModelName, version: ModelVersion) -> None:
+    """Answered by the inference service's front ends (gateway.forward)."""
 
 
 @router.get("/models/{model}", summary="KServe v2: model metadata", response_model=ModelMetadata)
-async def model_metadata(request: Request, model: ModelName) -> Response:
-    return await forward(request)
+async def model_metadata(model: ModelName) -> None:
+    """Answered by the inference service's front ends (gateway.forward)."""
 
 
 @router.get(
@@ -157,8 +155,8 @@ async def model_metadata(request: Request, model: ModelName) -> Response:
     summary="KServe v2: model version metadata",
     response_model=ModelMetadata,
 )
-async def version_metadata(request: Request, model: ModelName, version: ModelVersion) -> Response:
-    return await forward(request)
+async def version_metadata(model: ModelName, version: ModelVersion) -> None:
+    """Answered by the inference service's front ends (gateway.forward)."""
 
 
 @router.post(
@@ -168,8 +166,8 @@ async def version_metadata(request: Request, model: ModelName, version: ModelVer
     responses=INFER,
     openapi_extra=model_body(InferBody),
 )
-async def infer(request: Request, model: ModelName) -> Response:
-    return await forward(request)
+async def infer(model: ModelName) -> None:
+    """Answered by the inference service's front ends (gateway.forward)."""
 
 
 @router.post(
@@ -179,12 +177,5 @@ async def infer(request: Request, model: ModelName) -> Response:
     responses=INFER,
     openapi_extra=model_body(InferBody),
 )
-async def version_infer(request: Request, model: ModelName, version: ModelVersion) -> Response:
-    return await forward(request)
-
-
-@router.api_route("/{rest:path}", methods=["GET", "POST"], include_in_schema=False)
-async def other(request: Request, rest: str) -> Response:
-    """Triton's extensions (config, stats) and anything else under /v2: the front ends
-    answer, 404 included."""
-    return await forward(request)
+async def version_infer(model: ModelName, version: ModelVersion) -> None:
+    """Answered by the inference service's front ends (gateway.forward)."""

@@ -1,21 +1,20 @@
-"""TF Serving's REST API (`/v1/models/...`), forwarded to the inference service, which
-serves it itself (`gateway.forward`).
+"""TF Serving's REST API (`/v1/models/...`), as the gateway's OpenAPI document describes it.
 
 Status, metadata and `:predict` for a model, a pinned version, or a label, with TF
 Serving's request formats: row (`instances`, one entry per example, an object of named
 inputs when there are several) and columnar (`inputs`, one batch per input), answered as
 `predictions` and `outputs` respectively; failures as `{"error": "<message>"}`. The
-routes here document the API; each one passes the request on unparsed."""
+inference service serves it itself and the gateway forwards these paths unparsed
+(`gateway.forward`), so this router is not mounted: its routes are declarations read only
+to write the OpenAPI document."""
 
 from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Path, Request
+from fastapi import APIRouter, Path
 from pydantic import BaseModel, Field
-from starlette.responses import Response
 
-from gateway.forward import forward
 from gateway.schemas import model_body
 
 router = APIRouter(prefix="/v1/models", tags=["tfserving"])
@@ -56,8 +55,8 @@ PREDICT: dict[str, Any] = {
 @router.get(
     "/{model}", summary="TF Serving: status of a model's versions", response_model=ModelStatus
 )
-async def model_status(request: Request, model: ModelName) -> Response:
-    return await forward(request)
+async def model_status(model: ModelName) -> None:
+    """Answered by the inference service's front ends (gateway.forward)."""
 
 
 @router.get(
@@ -65,8 +64,8 @@ async def model_status(request: Request, model: ModelName) -> Response:
     summary="TF Serving: status of a version",
     response_model=ModelStatus,
 )
-async def version_status(request: Request, model: ModelName, version: VersionNumber) -> Response:
-    return await forward(request)
+async def version_status(model: ModelName, version: VersionNumber) -> None:
+    """Answered by the inference service's front ends (gateway.forward)."""
 
 
 @router.get(
@@ -74,40 +73,40 @@ async def version_status(request: Request, model: ModelName, version: VersionNum
     summary="TF Serving: status of the version a label names",
     response_model=ModelStatus,
 )
-async def label_status(request: Request, model: ModelName, label: LabelName) -> Response:
-    return await forward(request)
+async def label_status(model: ModelName, label: LabelName) -> None:
+    """Answered by the inference service's front ends (gateway.forward)."""
 
 
 @router.get("/{model}/metadata", summary="TF Serving: the serving signature")
-async def metadata(request: Request, model: ModelName) -> Response:
-    return await forward(request)
+async def metadata(model: ModelName) -> None:
+    """Answered by the inference service's front ends (gateway.forward)."""
 
 
 @router.get(
     "/{model}/versions/{version}/metadata", summary="TF Serving: a version's serving signature"
 )
-async def version_metadata(request: Request, model: ModelName, version: VersionNumber) -> Response:
-    return await forward(request)
+async def version_metadata(model: ModelName, version: VersionNumber) -> None:
+    """Answered by the inference service's front ends (gateway.forward)."""
 
 
 @router.get(
     "/{model}/labels/{label}/metadata",
     summary="TF Serving: the serving signature of a label's version",
 )
-async def label_metadata(request: Request, model: ModelName, label: LabelName) -> Response:
-    return await forward(request)
+async def label_metadata(model: ModelName, label: LabelName) -> None:
+    """Answered by the inference service's front ends (gateway.forward)."""
 
 
 @router.post("/{model}:predict", summary="TF Serving: predict (row or columnar format)", **PREDICT)
-async def predict(request: Request, model: ModelName) -> Response:
-    return await forward(request)
+async def predict(model: ModelName) -> None:
+    """Answered by the inference service's front ends (gateway.forward)."""
 
 
 @router.post(
     "/{model}/versions/{version}:predict", summary="TF Serving: predict with a version", **PREDICT
 )
-async def version_predict(request: Request, model: ModelName, version: VersionNumber) -> Response:
-    return await forward(request)
+async def version_predict(model: ModelName, version: VersionNumber) -> None:
+    """Answered by the inference service's front ends (gateway.forward)."""
 
 
 @router.post(
@@ -115,11 +114,5 @@ async def version_predict(request: Request, model: ModelName, version: VersionNu
     summary="TF Serving: predict with the version a label names",
     **PREDICT,
 )
-async def label_predict(request: Request, model: ModelName, label: LabelName) -> Response:
-    return await forward(request)
-
-
-@router.api_route("/{rest:path}", methods=["GET", "POST"], include_in_schema=False)
-async def other(request: Request, rest: str) -> Response:
-    """Everything else under /v1/models (`:classify`, unknown paths): the front ends answer."""
-    return await forward(request)
+async def label_predict(model: ModelName, label: LabelName) -> None:
+    """Answered by the inference service's front ends (gateway.forward)."""

@@ -280,3 +280,27 @@ async def test_an_unreachable_inference_rest_port_is_503_in_the_apis_error_shape
         answer = await client.post("/v2/models/echo/infer", json={"inputs": []})
         assert answer.status_code == 503
         assert "not answering" in answer.json()["error"]
+
+
+async def test_forwarded_paths_check_the_bearer_token_and_the_body_limit(platform_settings):
+    settings = platform_settings.model_copy(update={"api_token": "s3cret", "max_body_bytes": 4096})
+    body = {"inputs": [{"name": "x", "shape": [2, 4], "datatype": "FP32", "data": FLAT}]}
+    async with asgi_client(create_app(settings, Backends(settings, None))) as client:
+        refused = await client.post("/v2/models/echo/infer", json=body)
+        assert refused.status_code == 401 and refused.json()["error"]
+        assert refused.headers["www-authenticate"] == "Bearer"
+        wrong = await client.get("/v1/models/echo", headers={"authorization": "Bearer nope"})
+        assert wrong.status_code == 401
+        # Auth schemes are case-insensitive.
+        for scheme in ("Bearer", "bearer"):
+            answer = await client.post(
+                "/v2/models/echo/infer", json=body, headers={"authorization": f"{scheme} s3cret"}
+            )
+            assert answer.status_code == 200, answer.text
+        assert (await client.get("/v2/health/live")).status_code == 200
+        big = await client.post(
+            "/v2/models/echo/infer",
+            content=b"x" * 5000,
+            headers={"authorization": "Bearer s3cret"},
+        )
+        assert big.status_code == 413 and "4096" in big.json()["error"]
