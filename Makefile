@@ -37,8 +37,8 @@ $(GEN)/.built: $(PROTOS) $(VENV)/.installed
 		$(PROTOS)
 	touch $@
 
-# PostgreSQL for the store tests (a real server started by the test fixture), and the
-# libb64 that Triton's perf_analyzer links against (tests and benchmark).
+# PostgreSQL for the store tests (a real server started by the test fixture), the libb64
+# that Triton's perf_analyzer links against (tests and benchmark), and wrk (benchmark).
 debs:
 	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || { \
 		echo "installing Debian package postgresql"; \
@@ -48,6 +48,10 @@ debs:
 		echo "installing Debian package libb64-0d"; \
 		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 		$$SUDO apt-get update -q && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -q libb64-0d; }
+	@command -v wrk >/dev/null || { \
+		echo "installing Debian package wrk (the REST benchmark's load generator)"; \
+		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+		$$SUDO apt-get update -q && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -q wrk; }
 
 # Triton's clients (tritonclient, perf_analyzer) in a venv of their own: they pin an older
 # protobuf than the project's.

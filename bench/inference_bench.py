@@ -51,7 +51,7 @@ if str(REPO) not in sys.path:
 if str(REPO / "gen") not in sys.path:
     sys.path.insert(0, str(REPO / "gen"))
 
-from bench import triton_tools  # noqa: E402 - after the path set-up above
+from bench import triton_tools, wrk  # noqa: E402 - after the path set-up above
 
 MODELS = {"mlp": (64,), "cnn": (32, 32, 3)}
 MAX_BATCH_SIZE = 64
@@ -307,6 +307,7 @@ class Server:
     process: subprocess.Popen
     address: str
     frontends: int
+    http_address: str = ""
 
     def stop(self) -> None:
         self.process.terminate()
@@ -316,11 +317,12 @@ class Server:
 def start_server(work: Path, config: dict, runtime: str, frontends: int) -> Server:
     config_path = work / f"models-{time.monotonic_ns()}.json"
     config_path.write_text(json.dumps(config, indent=1))
-    port = free_port()
+    port, http_port = free_port(), free_port()
     env = {
         **os.environ,
         "TFMESH_HOME": str(work),
         "TFMESH_INFERENCE_PORT": str(port),
+        "TFMESH_INFERENCE_HTTP_PORT": str(http_port),
         "TFMESH_INFERENCE_MODEL_CONFIG_FILE": str(config_path),
         "TFMESH_INFERENCE_FRONTENDS": str(frontends),
         "TFMESH_LOG_LEVEL": "WARNING",
@@ -338,7 +340,26 @@ def start_server(work: Path, config: dict, runtime: str, frontends: int) -> Serv
         stderr=subprocess.STDOUT,
     )
     wait_serving(port, process, frontends)
-    return Server(process, f"127.0.0.1:{port}", frontends)
+    return Server(process, f"127.0.0.1:{port}", frontends, f"127.0.0.1:{http_port}")
+
+
+def start_gateway(work: Path, server: Server) -> Server:
+    """The REST gateway in front of `server`, as `make up` runs it."""
+    port = free_port()
+    env = {
+        **os.environ,
+        "TFMESH_GATEWAY_PORT": str(port),
+        "TFMESH_GATEWAY_INFERENCE_ADDR": server.address,
+        "TFMESH_GATEWAY_INFERENCE_HTTP_ADDR": server.http_address,
+        "TFMESH_LOG_LEVEL": "WARNING",
+        "PYTHONPATH": python_path(),
+    }
+    log = (work / "gateway.log").open("ab")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "gateway.server"], cwd=REPO, env=env, stdout=log, stderr=log
+    )
+    wait_serving(port, process, 1)
+    return Server(process, f"127.0.0.1:{port}", 0, f"127.0.0.1:{port}")
 
 
 def model_status(address: str, model: str):
@@ -628,6 +649,20 @@ def targets(rows: list[Row], gpu: bool) -> list[dict]:
             ),
             1.5,
         )
+    rest = find(rows, "cnn", "REST JSON, via gateway", 64)
+    check("REST JSON via gateway / gRPC at 64 >= 0.8", ratio(rest, served), 0.8)
+    check(
+        "REST binary / JSON at 64 connections >= 1.3",
+        ratio(
+            find(rows, "cnn", "REST binary, direct", 64), find(rows, "cnn", "REST JSON, direct", 64)
+        ),
+        1.3,
+    )
+    check(
+        "REST JSON via gateway / direct at 64 >= 0.85",
+        ratio(rest, find(rows, "cnn", "REST JSON, direct", 64)),
+        0.85,
+    )
     streams = [r for r in rows if r.config == STREAM_CONFIG]
     if streams:
         n = streams[0].clients
@@ -758,6 +793,10 @@ def run(args: argparse.Namespace) -> int:
     if not args.gpu:
         rows += frontend_rows(args, driver, work, cores)
         rows += stream_rows(args, work, frontends)
+        if wrk.available() and "cnn" in kinds:
+            rows += rest_rows(args, work, clients, artifacts, frontends)
+        else:
+            print("wrk is not installed (`make debs` installs it): no REST rows", flush=True)
     report(args, rows, devices, served_devices, load_at_start, driver, frontends)
     return 0
 
@@ -793,6 +832,82 @@ def stream_rows(args: argparse.Namespace, work: Path, frontends: int) -> list[Ro
             rows.append(row)
             log_row(row)
     finally:
+        server.stop()
+    return rows
+
+
+def kserve_bodies(kind: str) -> dict[str, tuple[bytes, str, int | None]]:
+    """One row of `kind` as a KServe v2 JSON body and as a binary one (JSON header, raw
+    tensor, output asked for raw): body, content type, JSON header length."""
+    row = np.random.default_rng(1).random((1, *MODELS[kind]), dtype=np.float32)
+    shape = list(row.shape)
+    json_body = {
+        "inputs": [{"name": "x", "shape": shape, "datatype": "FP32", "data": row.tolist()}]
+    }
+    header = json.dumps(
+        {
+            "inputs": [
+                {
+                    "name": "x",
+                    "shape": shape,
+                    "datatype": "FP32",
+                    "parameters": {"binary_data_size": row.nbytes},
+                }
+            ],
+            "parameters": {"binary_data_output": True},
+        }
+    ).encode()
+    return {
+        "JSON": (json.dumps(json_body).encode(), "application/json", None),
+        "binary": (header + row.tobytes(), "application/octet-stream", len(header)),
+    }
+
+
+def rest_rows(
+    args: argparse.Namespace,
+    work: Path,
+    clients: list[int],
+    artifacts: dict[str, dict[str, Path]],
+    frontends: int,
+) -> list[Row]:
+    """The CNN over REST with wrk: KServe v2 JSON and binary, straight to the front ends'
+    HTTP port and through the gateway, at each number of connections."""
+    config = {
+        "models": [
+            m
+            for m in model_config(args.runtime, artifacts, args.off_threads)["models"]
+            if m["name"] == "cnn"
+        ]
+    }
+    server = start_server(work, config, args.runtime, frontends)
+    gateway = start_gateway(work, server)
+    rows = []
+    try:
+        for body_name, (body, content_type, header_length) in kserve_bodies("cnn").items():
+            for path_name, address in (
+                ("direct", server.http_address),
+                ("via gateway", gateway.http_address),
+            ):
+                for n in clients:
+                    url = f"http://{address}/v2/models/cnn/infer"
+                    found = wrk.post(url, body, content_type, n, args.seconds, work, header_length)
+                    if found.bad_status or found.socket_errors:
+                        raise RuntimeError(f"REST {body_name} {path_name} N={n}: {found}")
+                    row = Row(
+                        "cnn",
+                        f"REST {body_name}, {path_name}",
+                        n,
+                        found.requests_per_s,
+                        found.p50_ms,
+                        found.p99_ms,
+                        found.requests,
+                        frontends=frontends,
+                        driver="wrk",
+                    )
+                    rows.append(row)
+                    log_row(row)
+    finally:
+        gateway.stop()
         server.stop()
     return rows
 
