@@ -46,7 +46,8 @@ def _container_ports(workload: Resource) -> list[dict[str, Any]]:
 
 def expand_flagger(catalog: Catalog) -> None:
     """Add what Flagger generates from each Canary: the primary Deployment (the target's
-    copy, its `app` label suffixed -primary) and the apex, -primary and -canary Services."""
+    copy, its `app` label suffixed -primary) and the apex, -primary and -canary Services
+    (with the target's other ports too when `portDiscovery` is on)."""
     for canary in list(catalog.of_kind("Canary")):
         target = catalog.get("Deployment", canary.spec.get("targetRef", {}).get("name", ""))
         if target is None or "app" not in target.pod_labels():
@@ -63,6 +64,18 @@ def expand_flagger(catalog: Catalog) -> None:
             "port": service.get("port"),
             "targetPort": service.get("targetPort", service.get("port")),
         }
+        ports = [port]
+        if service.get("portDiscovery"):
+            # Flagger adds the target's other container ports, by name and number.
+            ports += [
+                {
+                    "name": p.get("name", ""),
+                    "port": p["containerPort"],
+                    "targetPort": p["containerPort"],
+                }
+                for p in _container_ports(target)
+                if p.get("containerPort") != port["port"]
+            ]
         generated = [primary]
         for suffix, selected in (
             ("", f"{app}-primary"),
@@ -74,7 +87,7 @@ def expand_flagger(catalog: Catalog) -> None:
                     "apiVersion": "v1",
                     "kind": "Service",
                     "metadata": {"name": f"{name}{suffix}"},
-                    "spec": {"selector": {"app": selected}, "ports": [port]},
+                    "spec": {"selector": {"app": selected}, "ports": ports},
                 }
             )
         catalog.add(Resource(doc, f"{FLAGGER} from {canary.source}") for doc in generated)

@@ -201,10 +201,14 @@ def _string_match(where: str, match: Mapping[str, str]) -> dict[str, Any]:
     return dict(match)
 
 
-def _route_matches(route: Mapping[str, Any]) -> list[dict[str, Any]]:
+def _route_matches(route: Mapping[str, Any], port: int) -> list[dict[str, Any]]:
+    """Envoy's matches for a route, leaving out those for another port than the
+    listener's (Istio matches `port` against the port the caller asked for)."""
     matches = []
     for match in route.get("match") or [{}]:
-        _refuse_unknown("match", match, {"uri", "headers"})
+        _refuse_unknown("match", match, {"uri", "headers", "port"})
+        if match.get("port", port) != port:
+            continue
         envoy: dict[str, Any] = {"prefix": "/"}
         uri = match.get("uri")
         if uri:
@@ -243,7 +247,7 @@ def _routes(virtual_service: Mapping[str, Any], port: int) -> list[dict[str, Any
         retry = _retry_policy(http.get("retries"))
         if retry is not None:
             action["retry_policy"] = retry
-        for number, match in enumerate(_route_matches(http)):
+        for number, match in enumerate(_route_matches(http, port)):
             name = f"{http.get('name', 'route')}-{number}"
             routes.append({"name": name, "match": match, "route": action})
     return routes

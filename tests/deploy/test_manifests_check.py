@@ -125,9 +125,9 @@ BROKEN_REFERENCES = [
     ),
     pytest.param(
         "production", "VirtualService", "inference",
-        _set(("spec", "http", 1, "route", 0, "destination", "port", "number"), 50055),
+        _set(("spec", "http", 1, "route", 0, "destination", "port", "number"), 50056),
         "VirtualService/inference", "spec.http[1].route[0].destination.port.number",
-        "has no port 50055", id="route-port",
+        "has no port 50056", id="route-port",
     ),
     pytest.param(
         "production", "AuthorizationPolicy", "registry",
@@ -145,9 +145,9 @@ BROKEN_REFERENCES = [
     ),
     pytest.param(
         "production", "ConfigMap", "gateway-config",
-        _set(("data", "TFMESH_GATEWAY_INFERENCE_ADDR"), "inference:50055"),
+        _set(("data", "TFMESH_GATEWAY_INFERENCE_ADDR"), "inference:50056"),
         "ConfigMap/gateway-config", "data.TFMESH_GATEWAY_INFERENCE_ADDR",
-        "Service inference has no port 50055", id="peer-address",
+        "Service inference has no port 50056", id="peer-address",
     ),
     pytest.param(
         "production", "Job", "training-multiworker", _set(("spec", "completions"), 3),

@@ -21,12 +21,14 @@ CANARY = Pod({"app": "inference", "version": "v2"}, "127.0.0.1", 7002)
 V1, V2 = "outbound|50054|v1|inference", "outbound|50054|v2|inference"
 
 
-def bootstrap(stage: str, rule: dict | None = None, service: dict | None = None) -> dict:
+def bootstrap(
+    stage: str, rule: dict | None = None, service: dict | None = None, port: int = 50054
+) -> dict:
     return envoy_bootstrap(
         service or load_yaml(f"istio/virtual-service-inference-{stage}.yaml"),
         rule or load_yaml("istio/destination-rule-inference.yaml"),
         [STABLE, CANARY],
-        50054,
+        port,
     )
 
 
@@ -40,11 +42,12 @@ def clusters(config: dict) -> dict[str, dict]:
 
 
 def test_ninety_ten_weights_timeouts_and_retries_come_from_the_virtual_service():
-    stream, unary = routes(bootstrap("90-10"))
-    for route in (stream, unary):
+    stream, kserve_stream, unary = routes(bootstrap("90-10"))
+    for route in (stream, kserve_stream, unary):
         weights = route["route"]["weighted_clusters"]["clusters"]
         assert weights == [{"name": V1, "weight": 90}, {"name": V2, "weight": 10}]
     assert stream["match"] == {"path": "/tfmesh.inference.v1.InferenceService/PredictStream"}
+    assert kserve_stream["match"] == {"path": "/inference.GRPCInferenceService/ModelStreamInfer"}
     assert stream["route"]["timeout"] == "0s"
     assert stream["route"]["retry_policy"]["retry_on"] == "connect-failure,refused-stream"
     assert unary["match"] == {"prefix": "/"}
@@ -61,14 +64,30 @@ def test_header_canary_routes_tagged_requests_first():
     header = [{"name": "x-tfmesh-track", "string_match": {"exact": "canary"}}]
     assert names == [
         ("canary-stream-0", header),
+        ("canary-stream-1", header),
         ("canary-unary-0", header),
         ("stream-0", None),
+        ("stream-1", None),
         ("unary-0", None),
     ]
     targets = [
         r["route"]["weighted_clusters"]["clusters"] for r in routes(bootstrap("header-canary"))
     ]
-    assert [t[0]["name"] for t in targets] == [V2, V2, V1, V1]
+    assert [t[0]["name"] for t in targets] == [V2, V2, V2, V1, V1, V1]
+
+
+def test_rest_on_its_own_port_is_split_like_grpc():
+    """REST (port 50055) has routes of its own, to the same subsets with the same weights;
+    a caller of the gRPC port never gets them, nor REST callers the gRPC ones."""
+    rest_v1, rest_v2 = "outbound|50055|v1|inference", "outbound|50055|v2|inference"
+    (rest,) = routes(bootstrap("90-10", port=50055))
+    assert rest["name"] == "rest-0"
+    weights = rest["route"]["weighted_clusters"]["clusters"]
+    assert weights == [{"name": rest_v1, "weight": 90}, {"name": rest_v2, "weight": 10}]
+    assert rest["route"]["timeout"] == "10s"
+    assert "rest-0" not in [r["name"] for r in routes(bootstrap("90-10"))]
+    names = [r["name"] for r in routes(bootstrap("header-canary", port=50055))]
+    assert names == ["canary-rest-0", "rest-0"]
 
 
 def test_destination_rule_subsets_pick_pods_by_label_with_its_outlier_detection():
@@ -93,7 +112,8 @@ def test_destination_rule_subsets_pick_pods_by_label_with_its_outlier_detection(
 def test_a_route_without_retries_gets_istios_default_policy():
     service = load_yaml("istio/virtual-service-inference-v1.yaml")
     del service["spec"]["http"][1]["retries"]
-    retry = routes(bootstrap("v1", service=service))[1]["route"]["retry_policy"]
+    # Routes: the two stream methods (stream-0, stream-1), then unary-0.
+    retry = routes(bootstrap("v1", service=service))[2]["route"]["retry_policy"]
     assert retry["num_retries"] == 2
     assert retry["retry_on"] == (
         "connect-failure,refused-stream,unavailable,cancelled,retriable-status-codes"
