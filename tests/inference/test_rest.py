@@ -92,6 +92,10 @@ async def test_kserve_health_metadata_config_and_statistics(http):
     metadata = (await http.get("/v2/models/digits")).json()
     assert metadata["versions"] == ["1", "2"]
     assert metadata["inputs"] == [{"name": "x", "datatype": "FP32", "shape": [-1, FEATURES]}]
+    pinned = (await http.get("/v2/models/digits/versions/canary")).json()
+    assert pinned["name"] == "digits" and pinned["inputs"] == metadata["inputs"]
+    absent_version = await http.get("/v2/models/digits/versions/9")
+    assert absent_version.status_code == 404 and "digits/9" in absent_version.json()["error"]
     for path in ("/v2/models/digits/versions/2/ready", "/v2/models/digits/versions/canary/ready"):
         assert (await http.get(path)).json() == {"name": "digits", "ready": True}
     absent = await http.get("/v2/models/digits/versions/3/ready")
