@@ -26,16 +26,18 @@ GPU_PYTHONS="${GPU_PYTHONS:-3.11 3.12 3.13}"
 CLIENTS="${GPU_CHECK_CLIENTS:-1,8,64,256}"
 SECONDS_PER_POINT="${GPU_CHECK_SECONDS:-5}"
 
-# What `services.inference.server` imports on the keras_jax path, less what a JAX install
+# What `services.inference.server` imports on the keras_jax path (the model owner, and the
+# front ends with their REST server), less what a JAX install
 # brings (jax, jaxlib, numpy, ml_dtypes, opt_einsum, scipy); `prepare` pins each to the
 # version this checkout's venv has (so, to requirements.lock).
 WHEELS=(
-  absl-py annotated-types googleapis-common-protos grpcio grpcio-health-checking
-  grpcio-reflection grpcio-status h5py keras markdown-it-py mdurl namex
-  opentelemetry-api opentelemetry-instrumentation opentelemetry-instrumentation-grpc
-  opentelemetry-sdk opentelemetry-semantic-conventions optree packaging prometheus-client
-  protobuf pydantic pydantic-core pydantic-settings pygments python-dotenv python-json-logger
-  rich tenacity typing-extensions typing-inspection wrapt
+  absl-py annotated-types certifi charset-normalizer click googleapis-common-protos grpcio
+  grpcio-health-checking grpcio-reflection grpcio-status h11 h5py httptools idna keras
+  markdown-it-py mdurl namex opentelemetry-api opentelemetry-instrumentation
+  opentelemetry-instrumentation-grpc opentelemetry-sdk opentelemetry-semantic-conventions
+  optree orjson packaging prometheus-client protobuf py-consul pydantic pydantic-core
+  pydantic-settings pygments pysimdjson python-dotenv python-json-logger requests rich
+  tenacity typing-extensions typing-inspection urllib3 uvicorn wrapt
 )
 
 prepare() {
