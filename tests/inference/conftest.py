@@ -48,24 +48,24 @@ def slow_model_entry(name: str = "slow", delay_ms: float = 200, **batching) -> d
     }
 
 
+def digits_entry(artifacts, **batching) -> dict:
+    """The digits model's two versions as local SavedModels, production 1 and canary 2."""
+    return {
+        "name": "digits",
+        "runtime": "tensorflow",
+        "versions": [
+            {"version": 1, "path": str(artifacts[1]["saved_model.tar"])},
+            {"version": 2, "path": str(artifacts[2]["saved_model.tar"])},
+        ],
+        "labels": {"production": 1, "canary": 2},
+        "batching": {"max_batch_size": 8, **batching},
+    }
+
+
 @pytest.fixture
 def static_config(tmp_path, artifacts) -> Path:
     return write_model_config(
-        tmp_path,
-        [
-            {
-                "name": "digits",
-                "runtime": "tensorflow",
-                "versions": [
-                    {"version": 1, "path": str(artifacts[1]["saved_model.tar"])},
-                    {"version": 2, "path": str(artifacts[2]["saved_model.tar"])},
-                ],
-                "labels": {"production": 1, "canary": 2},
-                "canary_weight": 0,
-                "batching": {"max_batch_size": 8, "batch_timeout_micros": 1000},
-            },
-            slow_model_entry(),
-        ],
+        tmp_path, [digits_entry(artifacts, batch_timeout_micros=1000), slow_model_entry()]
     )
 
 

@@ -25,7 +25,7 @@ from inference import grpc_predict_v2_pb2_grpc
 from shared.tensors import to_tensor
 from tests.inference.conftest import write_model_config
 from tests.inference.models import digits_rows
-from tests.support.processes import free_port, service_process
+from tests.support.processes import ServiceProcess, free_port, service_process
 from tfmesh.inference.v1 import inference_pb2 as pb
 from tfmesh.inference.v1 import inference_pb2_grpc
 
@@ -271,35 +271,31 @@ def scrape(service) -> dict[str, float]:
     return values
 
 
-def test_sigterm_stops_every_process_and_exits_zero(tmp_path):
+def noop_service(home: Path) -> tuple[ServiceProcess, dict[str, int]]:
+    """A started multi-process server of a noop model, and its children's pids."""
     config = write_model_config(
-        tmp_path, [{"name": "noop", "runtime": "noop", "versions": [{"version": 1}]}]
+        home, [{"name": "noop", "runtime": "noop", "versions": [{"version": 1}]}]
     )
     process = service_process(
         "services.inference.server",
         "TFMESH_INFERENCE_",
-        tmp_path,
+        home,
         TFMESH_INFERENCE_MODEL_CONFIG_FILE=str(config),
         TFMESH_INFERENCE_FRONTENDS=str(FRONTENDS),
     ).start(timeout_s=60)
-    supervisor = process.process.pid
-    pids = wait_for_children(supervisor, {"owner", "frontend 0", "frontend 1"})
+    assert process.process is not None
+    expected = {"owner", *(f"frontend {i}" for i in range(FRONTENDS))}
+    return process, wait_for_children(process.process.pid, expected)
+
+
+def test_sigterm_stops_every_process_and_exits_zero(tmp_path):
+    process, pids = noop_service(tmp_path)
     assert process.terminate(timeout_s=60) == 0
     assert not [pid for pid in pids.values() if alive(pid)]
 
 
 def test_a_killed_supervisor_takes_its_processes_with_it(tmp_path):
-    config = write_model_config(
-        tmp_path, [{"name": "noop", "runtime": "noop", "versions": [{"version": 1}]}]
-    )
-    process = service_process(
-        "services.inference.server",
-        "TFMESH_INFERENCE_",
-        tmp_path,
-        TFMESH_INFERENCE_MODEL_CONFIG_FILE=str(config),
-        TFMESH_INFERENCE_FRONTENDS=str(FRONTENDS),
-    ).start(timeout_s=60)
-    pids = wait_for_children(process.process.pid, {"owner", "frontend 0", "frontend 1"})
+    process, pids = noop_service(tmp_path)
     process.kill()
     deadline = time.monotonic() + 30
     while [pid for pid in pids.values() if alive(pid)]:

@@ -26,7 +26,7 @@ from tensorflow_serving.apis import (
 from bench import triton_tools
 from inference import grpc_predict_v2_pb2 as v2
 from inference import grpc_predict_v2_pb2_grpc
-from tests.inference.conftest import write_model_config
+from tests.inference.conftest import digits_entry, write_model_config
 from tests.inference.models import digits_rows
 from tests.support.processes import service_process
 from tests.support.status import field_violations
@@ -37,18 +37,7 @@ def service(tmp_path_factory, artifacts):
     home = tmp_path_factory.mktemp("inference-process")
     config = write_model_config(
         home,
-        [
-            {
-                "name": "digits",
-                "runtime": "tensorflow",
-                "versions": [
-                    {"version": 1, "path": str(artifacts[1]["saved_model.tar"])},
-                    {"version": 2, "path": str(artifacts[2]["saved_model.tar"])},
-                ],
-                "labels": {"production": 1, "canary": 2},
-                "batching": {"max_batch_size": 8},
-            }
-        ],
+        [digits_entry(artifacts)],
     )
     process = service_process(
         "services.inference.server",

@@ -16,7 +16,7 @@ from services.inference.settings import InferenceSettings
 from shared.channels import open_channel
 from shared.telemetry import setup_telemetry
 from shared.tensors import to_tensor
-from tests.inference.conftest import start_server_in_process, write_model_config
+from tests.inference.conftest import digits_entry, start_server_in_process, write_model_config
 from tests.inference.models import FEATURES, digits_rows
 from tfmesh.inference.v1 import inference_pb2 as pb
 from tfmesh.inference.v1 import inference_pb2_grpc
@@ -29,16 +29,7 @@ async def server(request, tmp_path, artifacts):
     config = write_model_config(
         tmp_path,
         [
-            {
-                "name": "digits",
-                "runtime": "tensorflow",
-                "versions": [
-                    {"version": 1, "path": str(artifacts[1]["saved_model.tar"])},
-                    {"version": 2, "path": str(artifacts[2]["saved_model.tar"])},
-                ],
-                "labels": {"production": 1, "canary": 2},
-                "batching": {"max_batch_size": 8},
-            },
+            digits_entry(artifacts),
             {
                 "name": "text",
                 "runtime": "noop",
