@@ -100,11 +100,14 @@ def service(tmp_path_factory, artifacts):
 REQUEST = pb.PredictRequest(model="digits", inputs={"x": to_tensor(digits_rows(1))})
 
 
-async def load(address: str, clients: int, stop: asyncio.Event, log: list) -> None:
-    """`clients` closed-loop clients, each on a connection of its own (so they spread
-    over the front ends), logging (client, start, error code or None)."""
+LOST = "lost"  # what a client logs for a request its connection's process took down
+
+
+async def grpc_load(service, clients: int, stop: asyncio.Event, log: list) -> None:
+    """`clients` closed-loop gRPC clients, each on a connection of its own (so they spread
+    over the front ends), logging (client, start, None or what went wrong)."""
     channels = [
-        grpc.aio.insecure_channel(address, options=[("grpc.use_local_subchannel_pool", 1)])
+        grpc.aio.insecure_channel(service.address, options=[("grpc.use_local_subchannel_pool", 1)])
         for _ in range(clients)
     ]
 
@@ -116,7 +119,8 @@ async def load(address: str, clients: int, stop: asyncio.Event, log: list) -> No
                 await stub.Predict(REQUEST, timeout=10, wait_for_ready=True)
                 log.append((index, started, None))
             except grpc.aio.AioRpcError as error:
-                log.append((index, started, error.code()))
+                lost = error.code() == grpc.StatusCode.UNAVAILABLE
+                log.append((index, started, LOST if lost else error.code().name))
                 await asyncio.sleep(0.01)
 
     try:
@@ -126,20 +130,48 @@ async def load(address: str, clients: int, stop: asyncio.Event, log: list) -> No
             await channel.close()
 
 
-async def test_a_killed_front_end_costs_only_its_calls_in_flight_and_comes_back(service):
+async def rest_load(service, clients: int, stop: asyncio.Event, log: list) -> None:
+    """`clients` closed-loop REST clients with one connection each (so a client is a
+    connection), posting KServe v2 JSON; logs like `grpc_load`."""
+    body = {"inputs": [{"name": "x", "shape": [1, 64], "datatype": "FP32", "data": [0.5] * 64}]}
+
+    async def client(index: int) -> None:
+        limits = httpx.Limits(max_connections=1)
+        async with httpx.AsyncClient(base_url=service.http_url, limits=limits, timeout=10) as http:
+            while not stop.is_set():
+                started = time.monotonic()
+                try:
+                    answer = await http.post("/v2/models/digits/infer", json=body)
+                    failed = answer.status_code != 200
+                    log.append((index, started, f"HTTP {answer.status_code}" if failed else None))
+                except httpx.TransportError:
+                    log.append((index, started, LOST))
+                    await asyncio.sleep(0.01)
+
+    await asyncio.gather(*(client(i) for i in range(clients)))
+
+
+@pytest.mark.parametrize(
+    ("loader", "killed"),
+    [(grpc_load, "frontend 0"), (rest_load, "frontend 1")],
+    ids=["grpc", "rest"],
+)
+async def test_a_killed_front_end_costs_only_its_requests_in_flight_and_comes_back(
+    service, loader, killed
+):
     supervisor = service.process.pid
-    before = children(supervisor)
+    before = wait_for_children(supervisor, {"owner", "frontend 0", "frontend 1"})
     stop = asyncio.Event()
     log: list = []
     clients = 12
-    loading = asyncio.create_task(load(service.address, clients, stop, log))
+    loading = asyncio.create_task(loader(service, clients, stop, log))
     await asyncio.sleep(1.5)
     killed_at = time.monotonic()
-    os.kill(before["frontend 0"], signal.SIGKILL)
+    os.kill(before[killed], signal.SIGKILL)
     await asyncio.sleep(0.2)
     after = await asyncio.to_thread(wait_for_children, supervisor, set(before), 30)
-    assert after["frontend 0"] != before["frontend 0"]
-    assert after["owner"] == before["owner"] and after["frontend 1"] == before["frontend 1"]
+    assert after[killed] != before[killed]
+    assert all(after[name] == pid for name, pid in before.items() if name != killed)
     await asyncio.sleep(1.5)
     stop.set()
     await loading
@@ -149,54 +181,7 @@ async def test_a_killed_front_end_costs_only_its_calls_in_flight_and_comes_back(
     for index, _, _ in failures:
         per_client[index] += 1
     assert max(per_client.values()) <= 1, failures
-    assert {code for _, _, code in failures} <= {grpc.StatusCode.UNAVAILABLE}
-    late = [entry for entry in log if entry[1] > killed_at + 0.5]
-    assert late and all(code is None for _, _, code in late)
-    assert {index for index, _, _ in late} == set(range(clients))
-
-
-async def rest_load(url: str, clients: int, stop: asyncio.Event, log: list) -> None:
-    """`clients` closed-loop REST clients with one connection each (so a client is a
-    connection), posting KServe v2 JSON; logs (client, start, error name or None)."""
-    body = {"inputs": [{"name": "x", "shape": [1, 64], "datatype": "FP32", "data": [0.5] * 64}]}
-
-    async def client(index: int) -> None:
-        limits = httpx.Limits(max_connections=1)
-        async with httpx.AsyncClient(base_url=url, limits=limits, timeout=10) as http:
-            while not stop.is_set():
-                started = time.monotonic()
-                try:
-                    answer = await http.post("/v2/models/digits/infer", json=body)
-                    log.append((index, started, None if answer.status_code == 200 else "status"))
-                except httpx.HTTPError as error:
-                    log.append((index, started, type(error).__name__))
-                    await asyncio.sleep(0.01)
-
-    await asyncio.gather(*(client(i) for i in range(clients)))
-
-
-async def test_a_killed_front_end_costs_only_its_rest_requests_in_flight(service):
-    supervisor = service.process.pid
-    before = wait_for_children(supervisor, {"owner", "frontend 0", "frontend 1"})
-    stop = asyncio.Event()
-    log: list = []
-    clients = 12
-    loading = asyncio.create_task(rest_load(service.http_url, clients, stop, log))
-    await asyncio.sleep(1.5)
-    killed_at = time.monotonic()
-    os.kill(before["frontend 1"], signal.SIGKILL)
-    await asyncio.sleep(0.2)
-    after = await asyncio.to_thread(wait_for_children, supervisor, set(before), 30)
-    assert after["frontend 1"] != before["frontend 1"]
-    await asyncio.sleep(1.5)
-    stop.set()
-    await loading
-    failures = [entry for entry in log if entry[2] is not None]
-    per_client = {index: 0 for index in range(clients)}
-    for index, _, _ in failures:
-        per_client[index] += 1
-    assert max(per_client.values()) <= 1, failures
-    assert all(entry[2] != "status" for entry in failures), failures
+    assert {error for _, _, error in failures} <= {LOST}, failures
     late = [entry for entry in log if entry[1] > killed_at + 0.5]
     assert late and all(error is None for _, _, error in late)
     assert {index for index, _, _ in late} == set(range(clients))
