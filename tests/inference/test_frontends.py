@@ -69,30 +69,37 @@ def wait_for_children(parent: int, expected: set[str], timeout_s: float = 60) ->
     raise AssertionError(f"children {found}, wanted {expected}")
 
 
-@pytest.fixture(scope="module")
-def service(tmp_path_factory, artifacts):
-    home = tmp_path_factory.mktemp("frontends")
-    config = write_model_config(
-        home,
-        [
-            {
-                "name": "digits",
-                "runtime": "tensorflow",
-                "versions": [{"version": 1, "path": str(artifacts[1]["saved_model.tar"])}],
-                "batching": {"max_batch_size": 16, "batch_timeout_micros": 500},
-            }
-        ],
-    )
+def split_service(
+    home: Path, models: list[dict], timeout_s: float = 60, **env: str
+) -> tuple[ServiceProcess, dict[str, int]]:
+    """A started multi-process server of `models`, and its children's pids by name."""
     process = service_process(
         "services.inference.server",
         "TFMESH_INFERENCE_",
         home,
-        TFMESH_INFERENCE_MODEL_CONFIG_FILE=str(config),
+        TFMESH_INFERENCE_MODEL_CONFIG_FILE=str(write_model_config(home, models)),
         TFMESH_INFERENCE_FRONTENDS=str(FRONTENDS),
-        TFMESH_INFERENCE_METRICS_PORT=str(free_port()),
-    ).start(timeout_s=120)
+        **env,
+    ).start(timeout_s=timeout_s)
+    assert process.process is not None
     expected = {"owner", *(f"frontend {i}" for i in range(FRONTENDS))}
-    wait_for_children(process.process.pid, expected)
+    return process, wait_for_children(process.process.pid, expected)
+
+
+@pytest.fixture(scope="module")
+def service(tmp_path_factory, artifacts):
+    digits = {
+        "name": "digits",
+        "runtime": "tensorflow",
+        "versions": [{"version": 1, "path": str(artifacts[1]["saved_model.tar"])}],
+        "batching": {"max_batch_size": 16, "batch_timeout_micros": 500},
+    }
+    process, _ = split_service(
+        tmp_path_factory.mktemp("frontends"),
+        [digits],
+        timeout_s=120,
+        TFMESH_INFERENCE_METRICS_PORT=str(free_port()),
+    )
     yield process
     process.stop_quietly()
 
@@ -256,31 +263,17 @@ def scrape(service) -> dict[str, float]:
     return values
 
 
-def noop_service(home: Path) -> tuple[ServiceProcess, dict[str, int]]:
-    """A started multi-process server of a noop model, and its children's pids."""
-    config = write_model_config(
-        home, [{"name": "noop", "runtime": "noop", "versions": [{"version": 1}]}]
-    )
-    process = service_process(
-        "services.inference.server",
-        "TFMESH_INFERENCE_",
-        home,
-        TFMESH_INFERENCE_MODEL_CONFIG_FILE=str(config),
-        TFMESH_INFERENCE_FRONTENDS=str(FRONTENDS),
-    ).start(timeout_s=60)
-    assert process.process is not None
-    expected = {"owner", *(f"frontend {i}" for i in range(FRONTENDS))}
-    return process, wait_for_children(process.process.pid, expected)
+NOOP = [{"name": "noop", "runtime": "noop", "versions": [{"version": 1}]}]
 
 
 def test_sigterm_stops_every_process_and_exits_zero(tmp_path):
-    process, pids = noop_service(tmp_path)
+    process, pids = split_service(tmp_path, NOOP)
     assert process.terminate(timeout_s=60) == 0
     assert not [pid for pid in pids.values() if alive(pid)]
 
 
 def test_a_killed_supervisor_takes_its_processes_with_it(tmp_path):
-    process, pids = noop_service(tmp_path)
+    process, pids = split_service(tmp_path, NOOP)
     process.kill()
     deadline = time.monotonic() + 30
     while [pid for pid in pids.values() if alive(pid)]:
