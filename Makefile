@@ -11,7 +11,7 @@ PROTOS := $(shell find protos -name '*.proto')
 export TFMESH_HOME ?= $(CURDIR)/.tfmesh
 
 .PHONY: setup proto test lint up down status demo bench gpu-bundle gpu-check lock clean debs \
-	kubectl manifests-check triton
+	kubectl manifests-check triton peer
 
 setup: $(VENV)/.installed $(GEN)/.built debs k8s/check/node_modules/.installed kubectl
 
@@ -62,6 +62,15 @@ $(TRITON_VENV)/.installed: requirements-triton.txt
 	$(TRITON_VENV)/bin/pip install -q -r requirements-triton.txt
 	touch $@
 
+# The benchmark's peer model server (MLServer, with TensorFlow) in a venv of its own: it
+# pins an older protobuf than the project's. Only `make bench` needs it.
+PEER_VENV := .venv-peer
+peer: $(PEER_VENV)/.installed
+$(PEER_VENV)/.installed: requirements-peer.txt
+	rm -rf $(PEER_VENV) && $(PYTHON) -m venv $(PEER_VENV)
+	$(PEER_VENV)/bin/pip install -q -r requirements-peer.txt
+	touch $@
+
 # Istio's published CRD schemas (npm) for make manifests-check.
 k8s/check/node_modules/.installed: k8s/check/package-lock.json
 	npm ci --prefix k8s/check --no-audit --no-fund
@@ -99,7 +108,7 @@ demo: setup
 	$(PY) -m services.demo
 
 # Speed and memory figures (never timed assertions in tests); JSON under bench/results/.
-bench: setup triton
+bench: setup triton peer
 	$(PY) -m bench.data_bench
 	$(PY) -m bench.training_bench
 	$(PY) -m bench.inference_bench run

@@ -1,0 +1,100 @@
+"""The benchmark's peer server: MLServer, from its own venv (`make peer`), serving the
+same SavedModel over its own KServe v2 REST server, so one wrk body measures both.
+
+MLServer runs the model either in its REST process (`parallel_workers` 0) or in inference
+worker processes beside it (its default, 1), and batches with its adaptive batcher when
+asked; the bench measures each combination and compares against the best."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+MLSERVER = REPO / ".venv-peer" / "bin" / "mlserver"
+RUNTIME = Path(__file__).resolve().parent / "peer" / "savedmodel_runtime.py"
+
+
+def available() -> bool:
+    return MLSERVER.is_file()
+
+
+@dataclass
+class PeerServer:
+    process: subprocess.Popen
+    http_address: str
+
+    def stop(self) -> None:
+        self.process.terminate()
+        try:
+            self.process.wait(60)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait(10)
+
+
+def start(
+    work: Path,
+    name: str,
+    saved_model: Path,
+    free_port: Callable[[], int],
+    max_batch_size: int = 0,
+    max_batch_time_s: float = 0.0,
+    parallel_workers: int = 1,
+    timeout_s: float = 300,
+) -> PeerServer:
+    """MLServer serving `saved_model` as `name` on loopback, with `parallel_workers`
+    inference processes (0: in the REST process); batching when `max_batch_size` > 1.
+    Returns once the model is ready."""
+    folder = work / f"mlserver-{time.monotonic_ns()}"
+    (folder / name).mkdir(parents=True)
+    shutil.copy(RUNTIME, folder / RUNTIME.name)
+    http_port = free_port()
+    settings = {
+        "host": "127.0.0.1",
+        "http_port": http_port,
+        "grpc_port": free_port(),
+        "metrics_port": free_port(),
+        "debug": False,
+        "parallel_workers": parallel_workers,
+    }
+    (folder / "settings.json").write_text(json.dumps(settings))
+    model = {
+        "name": name,
+        "implementation": f"{RUNTIME.stem}.SavedModelRuntime",
+        "parameters": {"uri": str(saved_model)},
+        "max_batch_size": max_batch_size,
+        "max_batch_time": max_batch_time_s,
+    }
+    (folder / name / "model-settings.json").write_text(json.dumps(model))
+    log = (folder / "mlserver.log").open("ab")
+    process = subprocess.Popen(
+        [str(MLSERVER), "start", str(folder)],
+        cwd=folder,
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"},
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    server = PeerServer(process, f"127.0.0.1:{http_port}")
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"MLServer exited with {process.returncode}; see {log.name}")
+        try:
+            url = f"http://{server.http_address}/v2/models/{name}/ready"
+            with urllib.request.urlopen(url, timeout=2) as answer:
+                if answer.status == 200:
+                    return server
+        except (urllib.error.URLError, ConnectionError):
+            pass
+        time.sleep(0.5)
+    server.stop()
+    raise TimeoutError(f"MLServer did not make {name} ready within {timeout_s} s")

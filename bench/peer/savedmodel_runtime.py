@@ -1,0 +1,28 @@
+"""An MLServer runtime for the benchmark's peer rows: a TensorFlow SavedModel's serving
+signature behind MLServer's own KServe v2 REST server and adaptive batcher.
+
+MLServer imports this file inside its own venv (`make peer`), never in tfmesh's."""
+
+import numpy as np
+import tensorflow as tf
+from mlserver import MLModel
+from mlserver.codecs import NumpyCodec
+from mlserver.types import InferenceRequest, InferenceResponse
+
+
+class SavedModelRuntime(MLModel):
+    async def load(self) -> bool:
+        loaded = tf.saved_model.load(self.settings.parameters.uri)
+        self._serve = loaded.signatures["serving_default"]
+        self._input = next(iter(self._serve.structured_input_signature[1]))
+        return True
+
+    async def predict(self, payload: InferenceRequest) -> InferenceResponse:
+        rows = NumpyCodec.decode_input(payload.inputs[0]).astype(np.float32)
+        outputs = self._serve(**{self._input: tf.constant(rows)})
+        return InferenceResponse(
+            model_name=self.name,
+            outputs=[
+                NumpyCodec.encode_output(name, value.numpy()) for name, value in outputs.items()
+            ],
+        )
