@@ -17,6 +17,7 @@ from cli import data, predict, train
 from cli.output import print_json, table
 from cli.rpc import JsonFlag, run_rpc
 from services.stack import LocalStack
+from shared.aliases import CANARY, PRODUCTION
 from shared.settings import default_home
 from tfmesh.registry.v1 import registry_pb2 as pb
 from tfmesh.registry.v1 import registry_pb2_grpc
@@ -116,7 +117,7 @@ def _set_alias(request: pb.SetAliasRequest, as_json: bool) -> None:
     if as_json:
         print_json(reply)
         return
-    weight = f" at {reply.alias.traffic_weight}%" if reply.alias.name == "canary" else ""
+    weight = f" at {reply.alias.traffic_weight}%" if reply.alias.name == CANARY else ""
     note = " (gate overridden)" if reply.change.overridden else ""
     typer.echo(f"{request.model}@{reply.alias.name} -> v{reply.alias.version}{weight}{note}")
 
@@ -140,7 +141,7 @@ def models_promote(
     _set_alias(
         pb.SetAliasRequest(
             model=model,
-            alias="production",
+            alias=PRODUCTION,
             version=version,
             actor=actor,
             reason=reason,
@@ -166,7 +167,7 @@ def models_alias(
     )
 
 
-@models.command("canary")
+@models.command(CANARY)
 def models_canary(
     model: str,
     version: int,
@@ -179,7 +180,7 @@ def models_canary(
     _set_alias(
         pb.SetAliasRequest(
             model=model,
-            alias="canary",
+            alias=CANARY,
             version=version,
             traffic_weight=weight,
             actor=actor,

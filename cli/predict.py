@@ -23,11 +23,10 @@ import typer
 
 from cli.output import print_json, table
 from cli.rpc import CALL_TIMEOUT_S, JsonFlag, run_rpc
+from shared.aliases import PRODUCTION
 from shared.tensors import from_tensor, numpy_dtype, to_tensor
 from tfmesh.inference.v1 import inference_pb2 as pb
 from tfmesh.inference.v1 import inference_pb2_grpc
-
-PRODUCTION = "production"
 
 
 def _json_inputs(document: Any) -> dict[str, Any] | Any:

@@ -27,6 +27,7 @@ from rich.table import Table
 from inference import grpc_predict_v2_pb2 as v2
 from inference import grpc_predict_v2_pb2_grpc as v2_grpc
 from services.stack import LocalStack, built_services
+from shared.aliases import CANARY, PRODUCTION
 from shared.channels import open_channel
 from shared.settings import default_home
 from shared.tensors import from_tensor, to_tensor
@@ -122,7 +123,7 @@ class Demo:
             await registry.SetAlias(
                 rpb.SetAliasRequest(
                     model=MODEL,
-                    alias="production",
+                    alias=PRODUCTION,
                     version=version1,
                     actor="demo",
                     reason="demo: serve the version just trained",
@@ -132,7 +133,7 @@ class Demo:
             self.summary.add("v1 promoted by override", "gate refused; overridden with a reason")
 
         step("3. predict the test split over gRPC and REST, through all three APIs")
-        status = await wait_for_labels(inference, {"production": version1})
+        status = await wait_for_labels(inference, {PRODUCTION: version1})
         input_name = status.versions[0].inputs[0].name
         accuracies = {
             "tfmesh gRPC": await predict_tfmesh(inference, x_test, y_test, input_name),
@@ -162,14 +163,14 @@ class Demo:
         await registry.SetAlias(
             rpb.SetAliasRequest(
                 model=MODEL,
-                alias="canary",
+                alias=CANARY,
                 version=version2,
                 traffic_weight=20,
                 actor="demo",
                 reason="demo canary",
             )
         )
-        await wait_for_labels(inference, {"production": version1, "canary": version2})
+        await wait_for_labels(inference, {PRODUCTION: version1, CANARY: version2})
         split = await observe_split(inference, x_test, input_name, 1000)
         self.summary.add(
             "canary 20%: share served by v2 over 1000 requests",
@@ -179,7 +180,7 @@ class Demo:
         step("5. promote v2 (the registry's gate decides), watch traffic move")
         request = rpb.SetAliasRequest(
             model=MODEL,
-            alias="production",
+            alias=PRODUCTION,
             version=version2,
             actor="demo",
             reason="canary looked healthy",
@@ -194,9 +195,9 @@ class Demo:
             await registry.SetAlias(request)
             self.summary.add("v2 promotion", "refused by the gate, then overridden (audited)")
         await registry.DeleteAlias(
-            rpb.DeleteAliasRequest(model=MODEL, alias="canary", actor="demo", reason="promoted")
+            rpb.DeleteAliasRequest(model=MODEL, alias=CANARY, actor="demo", reason="promoted")
         )
-        await wait_for_labels(inference, {"production": version2})
+        await wait_for_labels(inference, {PRODUCTION: version2})
         split = await observe_split(inference, x_test, input_name, 200)
         self.summary.add("after promotion: share served by v2", f"{split[version2] / 200:.1%}")
         self.summary.add(
@@ -310,7 +311,7 @@ def predict_tf_serving(address: str, x: np.ndarray, y: np.ndarray, input_name: s
         stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
         request = predict_pb2.PredictRequest()
         request.model_spec.name = MODEL
-        request.model_spec.version_label = "production"
+        request.model_spec.version_label = PRODUCTION
         request.inputs[input_name].CopyFrom(tf.make_tensor_proto(x.astype(np.float32)))
         reply = stub.Predict(request, timeout=30)
     scores = tf.make_ndarray(next(iter(reply.outputs.values())))

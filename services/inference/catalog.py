@@ -13,8 +13,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from services.inference.batcher import BatchingOptions
-from services.inference.routing import PRODUCTION, Router, RoutingTable
+from services.inference.routing import Router, RoutingTable
 from services.inference.runtimes import Signature
+from shared.aliases import PRODUCTION
 from shared.errors import NotFound
 
 

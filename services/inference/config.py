@@ -22,9 +22,9 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from services.inference.batcher import BatchingOptions, powers_of_two_up_to
-from services.inference.routing import CANARY, PRODUCTION
 from services.inference.runtimes import RUNTIMES
 from services.inference.settings import InferenceSettings
+from shared.aliases import CANARY, PRODUCTION
 from shared.names import name_problem
 from shared.settings import SettingsError
 

@@ -28,9 +28,10 @@ from services.inference.catalog import Catalog, ModelView, VersionState, Version
 from services.inference.config import ModelSpec
 from services.inference.metrics import BatcherMetrics
 from services.inference.registry_source import AliasEvent, RegistrySource
-from services.inference.routing import CANARY, RoutingTable
+from services.inference.routing import RoutingTable
 from services.inference.runtimes import RUNTIMES, Runtime, load_runtime, zero_inputs
 from services.inference.statistics import VersionStatistics
+from shared.aliases import CANARY
 from shared.errors import NotFound
 
 log = logging.getLogger(__name__)

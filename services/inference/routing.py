@@ -12,10 +12,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
+from shared.aliases import CANARY, PRODUCTION
 from shared.errors import NotFound, Unavailable, invalid
-
-PRODUCTION = "production"
-CANARY = "canary"
 
 T = TypeVar("T")
 

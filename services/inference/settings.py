@@ -16,6 +16,7 @@ from typing import Annotated
 from pydantic import Field, field_validator
 from pydantic_settings import NoDecode, SettingsConfigDict
 
+from shared.aliases import FOLLOWED
 from shared.settings import ServiceSettings
 
 CommaList = Annotated[list[str], NoDecode]
@@ -68,7 +69,7 @@ class InferenceSettings(ServiceSettings):
     models: CommaList = Field(default_factory=list)
     # Registry aliases followed for each model; `production` takes unpinned traffic and
     # `canary` its weight's share.
-    aliases: CommaList = Field(default_factory=lambda: ["production", "canary"])
+    aliases: CommaList = Field(default_factory=lambda: list(FOLLOWED))
     model_config_file: Path | None = None
     # Runtime of registry models: tensorflow (SavedModel) or keras_jax (.keras via XLA).
     runtime: str = "tensorflow"

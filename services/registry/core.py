@@ -24,6 +24,7 @@ from services.registry.store import (
     VersionRow,
 )
 from services.registry.upload import ArtifactReceiver
+from shared.aliases import CANARY, PRODUCTION
 from shared.blobstore import BlobStore, is_sha256_hex
 from shared.db import write_lock
 from shared.errors import (
@@ -499,11 +500,11 @@ class Registry:
         override_gate: bool = False,
     ) -> tuple[e.Alias, e.AliasChange | None]:
         violations = [check_name("alias", alias)]
-        if alias == e.CANARY and not 0 <= traffic_weight <= 100:
+        if alias == CANARY and not 0 <= traffic_weight <= 100:
             violations.append(FieldViolation("traffic_weight", "must be between 0 and 100"))
-        if alias != e.CANARY and traffic_weight != 0:
+        if alias != CANARY and traffic_weight != 0:
             violations.append(
-                FieldViolation("traffic_weight", f"only the {e.CANARY!r} alias carries a weight")
+                FieldViolation("traffic_weight", f"only the {CANARY!r} alias carries a weight")
             )
         if override_gate and not reason.strip():
             violations.append(FieldViolation("reason", "required when override_gate is set"))
@@ -519,7 +520,7 @@ class Registry:
             if old_version == version and old_weight == traffic_weight:
                 return _alias(current, model), None  # type: ignore[arg-type]
             overridden = False
-            if alias == e.PRODUCTION and current is not None and old_version != version:
+            if alias == PRODUCTION and current is not None and old_version != version:
                 overridden = self._check_gate(model_row, target, current.version, override_gate)
             if current is None:
                 current = AliasRow(model_id=model_row.id, name=alias)

@@ -9,9 +9,6 @@ from typing import Generic, TypeVar
 
 T = TypeVar("T")
 
-PRODUCTION = "production"
-CANARY = "canary"
-
 
 class EventType(StrEnum):
     MODEL_CREATED = "MODEL_CREATED"

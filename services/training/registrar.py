@@ -13,10 +13,9 @@ import grpc
 from services.registry.client import ArtifactFile as RegistryArtifact
 from services.registry.client import NewVersion, RegistryClient
 from services.training.jobs import PromotionOutcome, UploadedVersion, VersionUpload
+from shared.aliases import PRODUCTION
 from shared.retries import retry_idempotent
 from tfmesh.registry.v1 import registry_pb2 as registry_pb
-
-PRODUCTION_ALIAS = "production"
 
 
 class RegistryRegistrar:
@@ -48,7 +47,7 @@ class RegistryRegistrar:
     async def promote(self, model: str, version: int, job_id: str, reason: str) -> PromotionOutcome:
         request = registry_pb.SetAliasRequest(
             model=model,
-            alias=PRODUCTION_ALIAS,
+            alias=PRODUCTION,
             version=version,
             actor=f"training:{job_id}",
             reason=reason,
