@@ -1,7 +1,7 @@
-"""The conventions every tfmesh workload follows (STYLE.md "Manifests", issue 7): requests
-and limits on every container, non-root with a read-only root filesystem, native gRPC
-probes on the gRPC servers (port grpc-api) and HTTP probes on the REST one (http-api),
-pinned images, and GPUs for inference only."""
+"""The conventions every tfmesh workload follows: requests and limits on every container,
+non-root with a read-only root filesystem, native gRPC probes on the gRPC servers (port
+grpc-api) and HTTP probes on the REST one (http-api), pinned images, and GPUs for
+inference only."""
 
 from __future__ import annotations
 

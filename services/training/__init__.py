@@ -1,2 +1,2 @@
 """The training service: durable jobs that search, train, checkpoint, evaluate, export and
-register models (issue 4)."""
+register models."""
