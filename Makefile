@@ -11,7 +11,7 @@ PROTOS := $(shell find protos -name '*.proto')
 export TFMESH_HOME ?= $(CURDIR)/.tfmesh
 
 .PHONY: setup proto test lint up down status demo bench gpu-bundle gpu-check lock clean debs \
-	kubectl manifests-check triton peer
+	kubectl manifests-check triton peer docs
 
 setup: $(VENV)/.installed $(GEN)/.built debs k8s/check/node_modules/.installed kubectl
 
@@ -52,6 +52,16 @@ debs:
 		echo "installing Debian package wrk (the REST benchmark's load generator)"; \
 		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 		$$SUDO apt-get update -q && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -q wrk; }
+
+# The architecture picture, rendered from its Graphviz source (Debian's graphviz, installed
+# when missing); the source's digest goes into the picture, so a test sees a stale one.
+docs: docs/architecture.svg
+docs/architecture.svg: docs/architecture.dot
+	@command -v dot >/dev/null || { \
+		echo "installing Debian package graphviz"; \
+		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+		$$SUDO apt-get update -q && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -q graphviz; }
+	dot -Tsvg $< | sed "1a <!-- rendered from architecture.dot, sha256 $$(sha256sum $< | cut -d' ' -f1) -->" > $@
 
 # Triton's clients (tritonclient, perf_analyzer) in a venv of their own: they pin an older
 # protobuf than the project's.

@@ -1,9 +1,11 @@
-"""The README's tour, run: every `bash` code block of the tour (except those marked
-`no-test`, which start and stop the stack) runs in order, in one bash session, against a
-real stack of processes on loopback, so the documented commands cannot rot.
+"""The README's tour and the API guide, run: every `bash` code block of the README's tour
+and then of `docs/api.md` (except those marked `no-test`, which start and stop the stack)
+runs in order, in one bash session, against a real stack of processes on loopback, so the
+documented commands cannot rot.
 
 The blocks see what the tour's set-up gives a reader: `tfmesh` and `python` on PATH, the
-services' addresses in `TFMESH_<SERVICE>_ADDR` and the gateway's URL in `$GATEWAY`."""
+services' addresses in `TFMESH_<SERVICE>_ADDR`, the gateway's URL in `$GATEWAY` and the
+inference service's REST URL in `$INFERENCE_REST`."""
 
 from __future__ import annotations
 
@@ -19,6 +21,7 @@ from tests.gateway.stack import running_stack
 from tests.support.processes import REPO
 
 TOUR = REPO / "README.md"
+API_GUIDE = REPO / "docs" / "api.md"
 BLOCK = re.compile(r"^```bash([^\n]*)\n(.*?)^```$", re.MULTILINE | re.DOTALL)
 TIMEOUT_S = 300
 
@@ -32,6 +35,7 @@ def test_the_tour_has_blocks_to_run_and_marks_the_stack_set_up():
     assert len(runnable_blocks(markdown)) >= 10
     skipped = [code for info, code in BLOCK.findall(markdown) if "no-test" in info.split()]
     assert any("tfmesh up" in code for code in skipped)
+    assert len(runnable_blocks(API_GUIDE.read_text())) >= 8
 
 
 def script_of(blocks: list[str]) -> str:
@@ -54,11 +58,13 @@ def test_every_tour_block_runs(stack, tmp_path):
         **os.environ,
         **stack.cli_environment(),
         "GATEWAY": stack.gateway.url,
+        "INFERENCE_REST": stack.inference.http_url,
         "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
         "COLUMNS": "160",
     }
+    blocks = runnable_blocks(TOUR.read_text()) + runnable_blocks(API_GUIDE.read_text())
     run = subprocess.run(
-        ["bash", "-c", script_of(runnable_blocks(TOUR.read_text()))],
+        ["bash", "-c", script_of(blocks)],
         cwd=tmp_path,
         env=environment,
         capture_output=True,
