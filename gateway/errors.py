@@ -22,8 +22,6 @@ from gateway.jsonio import OrjsonResponse
 from shared.errors import DomainError
 from shared.http_codes import HTTP_STATUS
 
-STATUS_NAME = {http: code.name for code, http in reversed(list(HTTP_STATUS.items()))}
-
 
 def error_body(http_status: int, status: str, message: str, details: list[Any] | None = None):
     return {

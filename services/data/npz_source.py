@@ -235,10 +235,6 @@ def _channel_name(channel: int) -> str:
     return f"x[..., {channel}]"
 
 
-def _bound(value: float | None, default: float) -> float:
-    return default if value is None else value
-
-
 def _label_strings(y: np.ndarray) -> list[str | None]:
     """Each label as text (the vocabulary's form), None where it is missing (NaN, empty)."""
     texts: list[str | None] = []

@@ -93,9 +93,6 @@ def _version_view(model: str, record: VersionRecord) -> VersionView:
     )
 
 
-Fetch = Callable[[str, int, str], Awaitable[Path]]
-
-
 def warm_up(runtime: Runtime, batching: BatchingOptions) -> None:
     """Run a zero batch at every size a batch can have, checking the rows that come back."""
     for size in batching.warmup_sizes():
