@@ -16,11 +16,10 @@ from services.inference.converters import deadline_of
 from services.inference.serving import Serving
 from services.inference.streaming import answer_stream
 from shared.errors import DomainError
+from shared.serving_names import SERVER_NAME, SERVER_VERSION
 
 log = logging.getLogger(__name__)
 
-SERVER_NAME = "tfmesh"
-SERVER_VERSION = "0.1.0"
 EXTENSIONS = ["model_configuration", "statistics", "streaming"]
 
 

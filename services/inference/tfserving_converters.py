@@ -18,6 +18,7 @@ from tensorflow_serving.apis import model_pb2
 from services.inference.runtimes import Signature, TensorSpec
 from services.inference.serving import Prediction
 from shared.errors import invalid
+from shared.serving_names import SIGNATURE
 
 DTYPES: dict[int, np.dtype] = {
     types_pb2.DT_FLOAT: np.dtype("<f4"),
@@ -50,7 +51,6 @@ VALUE_FIELD = {
     types_pb2.DT_UINT64: "uint64_val",
     types_pb2.DT_BOOL: "bool_val",
 }
-SIGNATURE_KEY = "serving_default"
 PREDICT_METHOD = "tensorflow/serving/predict"
 
 
@@ -110,16 +110,16 @@ def _shape(dims) -> tensor_shape_pb2.TensorShapeProto:
 
 
 def model_spec(name: str, version: int) -> model_pb2.ModelSpec:
-    spec = model_pb2.ModelSpec(name=name, signature_name=SIGNATURE_KEY)
+    spec = model_pb2.ModelSpec(name=name, signature_name=SIGNATURE)
     spec.version.value = version
     return spec
 
 
 def version_pin(spec: model_pb2.ModelSpec) -> tuple[int, str]:
-    if spec.signature_name not in ("", SIGNATURE_KEY):
+    if spec.signature_name not in ("", SIGNATURE):
         raise invalid(
             "model_spec.signature_name",
-            f"unknown signature {spec.signature_name!r}; the model serves {SIGNATURE_KEY!r}",
+            f"unknown signature {spec.signature_name!r}; the model serves {SIGNATURE!r}",
         )
     which = spec.WhichOneof("version_choice")
     if which == "version":
@@ -137,7 +137,7 @@ def outputs_to_proto(prediction: Prediction) -> dict[str, tensor_pb2.TensorProto
 
 def _tensor_info(spec: TensorSpec) -> meta_graph_pb2.TensorInfo:
     return meta_graph_pb2.TensorInfo(
-        name=f"{SIGNATURE_KEY}_{spec.name}:0",
+        name=f"{SIGNATURE}_{spec.name}:0",
         dtype=ENUMS.get(spec.dtype, types_pb2.DT_INVALID),
         tensor_shape=_shape(spec.shape),
     )

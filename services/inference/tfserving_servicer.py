@@ -23,6 +23,7 @@ from services.inference.catalog import VersionState, VersionView
 from services.inference.converters import deadline_of
 from services.inference.serving import Serving
 from shared.errors import NotFound, invalid
+from shared.serving_names import SIGNATURE
 
 SIGNATURE_DEF_FIELD = "signature_def"
 STATES = {
@@ -73,7 +74,7 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
         target = self._serving.catalog().resolve(request.model_spec.name, version, label)
         assert target.signature is not None  # routable versions are loaded
         signatures = get_model_metadata_pb2.SignatureDefMap()
-        signatures.signature_def[c.SIGNATURE_KEY].CopyFrom(c.signature_def_map(target.signature))
+        signatures.signature_def[SIGNATURE].CopyFrom(c.signature_def_map(target.signature))
         packed = any_pb2.Any()
         packed.Pack(signatures)
         return get_model_metadata_pb2.GetModelMetadataResponse(

@@ -22,7 +22,6 @@ from services.training.models import INPUT_NAME
 SAVED_MODEL_ARTIFACT = "saved_model.tar"
 KERAS_ARTIFACT = "model.keras"
 TFLITE_ARTIFACT = "model.tflite"
-SERVING_SIGNATURE = "serving_default"
 MEDIA_TYPES = {
     SAVED_MODEL_ARTIFACT: "application/x-tar",
     KERAS_ARTIFACT: "application/vnd.keras+zip",

@@ -30,16 +30,12 @@ from inference import grpc_predict_v2_pb2 as v2
 from services.inference import triton_converters as triton
 from services.inference.catalog import VersionState
 from services.inference.kserve_converters import tensor_metadata, version_pin
-from services.inference.kserve_servicer import (
-    EXTENSIONS,
-    SERVER_NAME,
-    SERVER_VERSION,
-    platform_of,
-)
+from services.inference.kserve_servicer import EXTENSIONS, platform_of
 from services.inference.rest import kserve_json, tfserving_json
 from services.inference.serving import Serving
 from shared.errors import DomainError, invalid
 from shared.http_codes import HTTP_STATUS
+from shared.serving_names import SERVER_NAME, SERVER_VERSION
 
 log = logging.getLogger(__name__)
 

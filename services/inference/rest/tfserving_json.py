@@ -23,8 +23,8 @@ from services.inference.runtimes import TensorSpec
 from services.inference.serving import Prediction
 from shared.errors import invalid
 from shared.json_tensors import array_from_json
+from shared.serving_names import SIGNATURE
 
-SIGNATURE = "serving_default"
 PREDICT_METHOD = "tensorflow/serving/predict"
 STATES = {
     VersionState.LOADING: "LOADING",

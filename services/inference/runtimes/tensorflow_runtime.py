@@ -18,8 +18,7 @@ import numpy as np
 import tensorflow as tf
 
 from services.inference.runtimes import Signature, TensorSpec
-
-SIGNATURE_KEY = "serving_default"
+from shared.serving_names import SIGNATURE
 
 
 @functools.cache
@@ -57,7 +56,7 @@ class TensorFlowRuntime:
 
     def __init__(self, loaded: Any, device: str) -> None:
         self._loaded = loaded
-        self._function = loaded.signatures[SIGNATURE_KEY]
+        self._function = loaded.signatures[SIGNATURE]
         self._device = device
         _, inputs = self._function.structured_input_signature
         outputs = self._function.structured_outputs
@@ -87,6 +86,6 @@ def load(path: Path | None, options: Mapping[str, Any]) -> TensorFlowRuntime:
     device = "/GPU:0" if gpus else "/CPU:0"
     with tf.device(device):
         loaded = tf.saved_model.load(str(saved_model_folder(path)))
-    if SIGNATURE_KEY not in loaded.signatures:
-        raise ValueError(f"the SavedModel has no {SIGNATURE_KEY!r} signature")
+    if SIGNATURE not in loaded.signatures:
+        raise ValueError(f"the SavedModel has no {SIGNATURE!r} signature")
     return TensorFlowRuntime(loaded, device)
