@@ -1,19 +1,33 @@
 # tfmesh: one entry point for set-up, code generation, tests and the local stack.
-# Every target installs what it needs on a fresh machine (venv, pinned deps,
-# generated protos, Debian packages), so `make demo` and `make test` work from
-# a clean clone with nothing but Python 3.11.
+# Every target installs what it needs on a fresh machine, and no more: `make demo` the venv
+# and the generated code; `make test` also Debian packages, npm schemas, kubectl and
+# Triton's clients. Both work from a clean clone with a supported Python on PATH.
 
-PYTHON ?= python3
+# The Python versions the pinned packages are installed and tested with; PYTHON, when not
+# given, is the first python3.X of these on PATH.
+SUPPORTED_PYTHONS := 3.11 3.12 3.13
+PYTHON ?= $(firstword $(foreach v,$(SUPPORTED_PYTHONS),$(shell command -v python$(v))) python3)
 VENV := .venv
 PY := $(VENV)/bin/python
 GEN := gen
 PROTOS := $(shell find protos -name '*.proto')
 export TFMESH_HOME ?= $(CURDIR)/.tfmesh
 
-.PHONY: setup proto test lint up down status demo bench gpu-bundle gpu-check lock clean debs \
-	kubectl manifests-check triton peer docs
+.PHONY: venv setup python-version proto test lint up down status demo bench gpu-bundle \
+	gpu-check lock clean debs kubectl manifests-check triton peer docs
 
-setup: $(VENV)/.installed $(GEN)/.built debs k8s/check/node_modules/.installed kubectl
+# What running the services needs: the venv and the generated code.
+venv: python-version $(VENV)/.installed $(GEN)/.built
+# Everything the tests need on top.
+setup: venv debs k8s/check/node_modules/.installed kubectl
+
+# Stops at once, in one line, when PYTHON is not a supported version.
+python-version:
+	@version=$$($(PYTHON) --version 2>&1 | sed -n 's/^Python \([0-9]*\.[0-9]*\)\..*/\1/p'); \
+	case " $(SUPPORTED_PYTHONS) " in *" $$version "*) ;; \
+	*) echo "tfmesh needs Python $(SUPPORTED_PYTHONS); '$(PYTHON)' is $${version:-not a Python}:" \
+		"install one of them or run make PYTHON=/path/to/python3.X" >&2; \
+		exit 1;; esac
 
 $(VENV)/.installed: requirements.lock
 	$(PYTHON) -m venv $(VENV)
@@ -37,30 +51,31 @@ $(GEN)/.built: $(PROTOS) $(VENV)/.installed
 		$(PROTOS)
 	touch $@
 
+# $(call deb,PACKAGE,CHECK,WHAT FOR): install Debian's PACKAGE with apt-get (as root or
+# through sudo) unless the shell test CHECK passes; where that cannot be done, one line
+# says what to install.
+define deb
+	@$(2) || { \
+		echo "installing Debian package $(1)"; \
+		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+		{ command -v apt-get >/dev/null && $$SUDO apt-get update -q \
+			&& DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -q $(1); } \
+		|| { echo "tfmesh needs the Debian package $(1) ($(3)): install it, then run make again" >&2; \
+			exit 1; }; }
+endef
+
 # PostgreSQL for the store tests (a real server started by the test fixture), the libb64
 # that Triton's perf_analyzer links against (tests and benchmark), and wrk (benchmark).
 debs:
-	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || { \
-		echo "installing Debian package postgresql"; \
-		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
-		$$SUDO apt-get update -q && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -q postgresql; }
-	@ldconfig -p | grep -q 'libb64.so.0d' || { \
-		echo "installing Debian package libb64-0d"; \
-		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
-		$$SUDO apt-get update -q && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -q libb64-0d; }
-	@command -v wrk >/dev/null || { \
-		echo "installing Debian package wrk (the REST benchmark's load generator)"; \
-		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
-		$$SUDO apt-get update -q && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -q wrk; }
+	$(call deb,postgresql,ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1,the store tests)
+	$(call deb,libb64-0d,ldconfig -p | grep -q libb64.so.0d,Triton's perf_analyzer)
+	$(call deb,wrk,command -v wrk >/dev/null,the REST benchmark's load generator)
 
-# The architecture picture, rendered from its Graphviz source (Debian's graphviz, installed
-# when missing); the source's digest goes into the picture, so a test sees a stale one.
+# The architecture picture, rendered from its Graphviz source; the source's digest goes
+# into the picture, so a test sees a stale one.
 docs: docs/architecture.svg
 docs/architecture.svg: docs/architecture.dot
-	@command -v dot >/dev/null || { \
-		echo "installing Debian package graphviz"; \
-		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
-		$$SUDO apt-get update -q && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -q graphviz; }
+	$(call deb,graphviz,command -v dot >/dev/null,to render the picture)
 	dot -Tsvg $< | sed "1a <!-- rendered from architecture.dot, sha256 $$(sha256sum $< | cut -d' ' -f1) -->" > $@
 
 # Triton's clients (tritonclient, perf_analyzer) in a venv of their own: they pin an older
@@ -100,21 +115,21 @@ manifests-check: setup
 test: setup triton
 	$(PY) -m pytest
 
-lint: setup
+lint: venv
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
 	$(PY) -m mypy
 
-up: setup
+up: venv
 	$(PY) -m services.stack up
 
-down: setup
+down: venv
 	$(PY) -m services.stack down
 
-status: setup
+status: venv
 	$(PY) -m services.stack status
 
-demo: setup
+demo: venv
 	$(PY) -m services.demo
 
 # Speed and memory figures (never timed assertions in tests); JSON under bench/results/.
