@@ -121,16 +121,16 @@ lint: venv
 	$(PY) -m mypy
 
 up: venv
-	$(PY) -m services.stack up
+	$(PY) -m cli.stack up
 
 down: venv
-	$(PY) -m services.stack down
+	$(PY) -m cli.stack down
 
 status: venv
-	$(PY) -m services.stack status
+	$(PY) -m cli.stack status
 
 demo: venv
-	$(PY) -m services.demo
+	$(PY) -m cli.demo
 
 # Speed and memory figures (never timed assertions in tests); JSON under bench/results/.
 bench: setup triton peer

@@ -1,1 +1,3 @@
-"""`tfmesh`, the command line of the platform (Typer + rich)."""
+"""The platform from a shell: `tfmesh`, its command line (Typer + rich), the local stack
+that `tfmesh up` and `make up` run (`cli.stack`) and the narrated lifecycle of `make demo`
+(`cli.demo`)."""

@@ -16,7 +16,7 @@ import typer
 from cli import data, predict, train
 from cli.output import print_json, table
 from cli.rpc import JsonFlag, run_rpc
-from services.stack import LocalStack
+from cli.stack import LocalStack
 from shared.aliases import CANARY, PRODUCTION
 from shared.settings import default_home
 from tfmesh.registry.v1 import registry_pb2 as pb

@@ -13,7 +13,7 @@ import grpc
 import typer
 
 from cli.output import errors
-from services.stack import SERVICES
+from cli.stack import SERVICES
 from shared.channels import open_channel
 
 T = TypeVar("T")

@@ -22,7 +22,7 @@ def test_demo_runs_the_lifecycle_end_to_end(tmp_path):
         "COLUMNS": "200",
     }
     finished = subprocess.run(
-        [sys.executable, "-m", "services.demo"],
+        [sys.executable, "-m", "cli.demo"],
         cwd=REPO,
         env=env,
         capture_output=True,

@@ -42,7 +42,7 @@ def test_the_demo_installs_the_venv_and_generated_code_and_nothing_else(tmp_path
     assert run.returncode == 0, run.stderr
     assert "pip install -q -r requirements.lock" in run.stdout
     assert "grpc_tools.protoc" in run.stdout
-    assert "services.demo" in run.stdout
+    assert "cli.demo" in run.stdout
     used = [word for word in INSTALLERS if word in run.stdout]
     assert not used, f"make demo would run {used}:\n{run.stdout}"
 

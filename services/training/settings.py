@@ -16,7 +16,7 @@ class TrainingSettings(ServiceSettings):
     database_url: str = ""
     # Jobs trained at the same time, each on its own thread.
     concurrency: int = Field(default=1, ge=1, le=64)
-    # Peers (`services.stack` sets `TFMESH_TRAINING_<PEER>_ADDR`).
+    # Peers (`cli.stack` sets `TFMESH_TRAINING_<PEER>_ADDR`).
     data_addr: str = "127.0.0.1:50051"
     registry_addr: str = "127.0.0.1:50053"
     # Overall time a registration (upload with retries) may take.

@@ -24,9 +24,9 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from cli.stack import LocalStack, built_services
 from inference import grpc_predict_v2_pb2 as v2
 from inference import grpc_predict_v2_pb2_grpc as v2_grpc
-from services.stack import LocalStack, built_services
 from shared.aliases import CANARY, PRODUCTION
 from shared.channels import open_channel
 from shared.settings import default_home

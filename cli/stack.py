@@ -1,6 +1,6 @@
 """The local stack: every built service as a process on loopback, under `TFMESH_HOME`.
 
-`python -m services.stack up` starts each service (skipping ones already healthy), waits
+`python -m cli.stack up` starts each service (skipping ones already healthy), waits
 for its gRPC health to be SERVING and prints the endpoints; `down` stops them with SIGTERM
 (SIGKILL after a grace period); `status` reports health. Pid files live in
 `$TFMESH_HOME/run`, logs in `$TFMESH_HOME/logs`."""
@@ -182,7 +182,7 @@ def _alive(pid: int) -> bool:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m services.stack", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m cli.stack", description=__doc__)
     parser.add_argument("command", choices=["up", "down", "status"])
     args = parser.parse_args(argv)
     stack = LocalStack(default_home())
