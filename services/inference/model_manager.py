@@ -23,11 +23,11 @@ from pathlib import Path
 
 from opentelemetry import trace
 
+from services.inference.alias_feed import AliasEvent, AliasFeed
 from services.inference.batcher import Batcher, BatchingOptions
 from services.inference.catalog import Catalog, ModelView, VersionState, VersionView
 from services.inference.config import ModelSpec
 from services.inference.metrics import BatcherMetrics
-from services.inference.registry_source import AliasEvent, RegistrySource
 from services.inference.routing import RoutingTable
 from services.inference.runtimes import RUNTIMES, Runtime, load_runtime, zero_inputs
 from services.inference.statistics import VersionStatistics
@@ -111,7 +111,7 @@ class ModelManager:
         self,
         specs: list[ModelSpec],
         *,
-        source: RegistrySource | None = None,
+        source: AliasFeed | None = None,
         tracer: trace.Tracer | None = None,
         settle_s: float = 0.05,
     ) -> None:

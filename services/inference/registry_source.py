@@ -12,11 +12,11 @@ import asyncio
 import logging
 import random
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 import grpc
 
+from services.inference.alias_feed import AliasEvent
 from services.registry.client import RegistryClient
 from shared.errors import Unavailable
 from tfmesh.registry.v1 import registry_pb2 as pb
@@ -31,15 +31,6 @@ ALIAS_EVENTS = frozenset(
     }
 )
 PROBE_TIMEOUT_S = 5.0
-
-
-@dataclass(frozen=True)
-class AliasEvent:
-    model: str
-    alias: str
-    # 0 when the alias was deleted.
-    version: int
-    traffic_weight: int
 
 
 class RegistrySource:

@@ -12,10 +12,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from services.inference.alias_feed import AliasEvent
 from services.inference.batcher import BatchingOptions
 from services.inference.config import ModelSpec
 from services.inference.model_manager import ModelManager, VersionState
-from services.inference.registry_source import AliasEvent
 from services.inference.runtimes import noop_runtime
 from tests.inference.test_batcher import wait_until
 
