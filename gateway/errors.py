@@ -19,7 +19,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from gateway.jsonio import OrjsonResponse
-from shared.errors import DomainError
+from shared.errors import Code, DomainError
 from shared.http_codes import HTTP_STATUS
 
 
@@ -35,7 +35,7 @@ def error_body(http_status: int, status: str, message: str, details: list[Any] |
 
 
 def _status_response(
-    code: grpc.StatusCode, message: str, details: Iterable[any_pb2.Any]
+    code: Code, message: str, details: Iterable[any_pb2.Any]
 ) -> tuple[int, dict[str, Any]]:
     http_status = HTTP_STATUS.get(code, 500)
     converted = [json_format.MessageToDict(detail) for detail in details]
@@ -50,7 +50,7 @@ def rpc_error_response(error: grpc.RpcError) -> tuple[int, dict[str, Any]]:
     except ValueError:  # trailers that disagree with the status: keep the status alone
         status = None
     details = status.details if status is not None else []
-    return _status_response(call.code(), call.details() or "", details)
+    return _status_response(Code(call.code().value[0]), call.details() or "", details)
 
 
 def domain_error_response(error: DomainError) -> tuple[int, dict[str, Any]]:

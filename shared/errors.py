@@ -1,16 +1,39 @@
-"""Domain exceptions raised by service cores, and their mapping to gRPC statuses.
+"""Domain exceptions raised by service cores, as `google.rpc.Status` values.
 
-Cores raise these and never build status codes themselves; the error interceptor in
-`shared.interceptors` turns each one into a `google.rpc.Status` with typed details
-(BadRequest field violations, ResourceInfo, RetryInfo)."""
+Cores raise these and never build status codes themselves; nothing here depends on a
+transport. Each error carries a canonical `Code` and typed details (BadRequest field
+violations, ResourceInfo, RetryInfo); the gRPC error interceptor (`shared.interceptors`)
+sends that status as it is, and the HTTP front ends map the code with `shared.http_codes`."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from enum import IntEnum
 
-import grpc
 from google.protobuf import any_pb2, duration_pb2
 from google.rpc import error_details_pb2, status_pb2
+
+
+class Code(IntEnum):
+    """The canonical status codes (`google.rpc.Code`), the numbers gRPC uses on the wire."""
+
+    OK = 0
+    CANCELLED = 1
+    UNKNOWN = 2
+    INVALID_ARGUMENT = 3
+    DEADLINE_EXCEEDED = 4
+    NOT_FOUND = 5
+    ALREADY_EXISTS = 6
+    PERMISSION_DENIED = 7
+    RESOURCE_EXHAUSTED = 8
+    FAILED_PRECONDITION = 9
+    ABORTED = 10
+    OUT_OF_RANGE = 11
+    UNIMPLEMENTED = 12
+    INTERNAL = 13
+    UNAVAILABLE = 14
+    DATA_LOSS = 15
+    UNAUTHENTICATED = 16
 
 
 @dataclass(frozen=True)
@@ -22,7 +45,7 @@ class FieldViolation:
 class DomainError(Exception):
     """Base of every error a core may raise on purpose."""
 
-    code: grpc.StatusCode = grpc.StatusCode.UNKNOWN
+    code: Code = Code.UNKNOWN
 
     def __init__(self, message: str) -> None:
         super().__init__(message)
@@ -32,7 +55,7 @@ class DomainError(Exception):
         return []
 
     def to_status(self) -> status_pb2.Status:
-        status = status_pb2.Status(code=self.code.value[0], message=self.message)
+        status = status_pb2.Status(code=self.code, message=self.message)
         status.details.extend(self.details())
         return status
 
@@ -46,7 +69,7 @@ def _pack(message) -> any_pb2.Any:  # type: ignore[no-untyped-def]
 class InvalidArgument(DomainError):
     """The request is malformed; `violations` say which fields and why."""
 
-    code = grpc.StatusCode.INVALID_ARGUMENT
+    code = Code.INVALID_ARGUMENT
 
     def __init__(self, violations: list[FieldViolation] | FieldViolation) -> None:
         if isinstance(violations, FieldViolation):
@@ -97,7 +120,7 @@ class _ResourceError(DomainError):
 
 
 class NotFound(_ResourceError):
-    code = grpc.StatusCode.NOT_FOUND
+    code = Code.NOT_FOUND
 
     def __init__(self, resource_type: str, resource_name: str, field: str | None = None) -> None:
         message = f"{resource_type} {resource_name!r} not found"
@@ -105,7 +128,7 @@ class NotFound(_ResourceError):
 
 
 class AlreadyExists(_ResourceError):
-    code = grpc.StatusCode.ALREADY_EXISTS
+    code = Code.ALREADY_EXISTS
 
     def __init__(self, resource_type: str, resource_name: str, field: str | None = None) -> None:
         message = f"{resource_type} {resource_name!r} already exists"
@@ -115,13 +138,13 @@ class AlreadyExists(_ResourceError):
 class FailedPrecondition(DomainError):
     """The system is not in a state that allows the operation (it may be later)."""
 
-    code = grpc.StatusCode.FAILED_PRECONDITION
+    code = Code.FAILED_PRECONDITION
 
 
 class ResourceExhausted(DomainError):
     """A bounded resource (a queue, a quota) is full; retry after `retry_after_s`."""
 
-    code = grpc.StatusCode.RESOURCE_EXHAUSTED
+    code = Code.RESOURCE_EXHAUSTED
 
     def __init__(self, message: str, retry_after_s: float | None = None) -> None:
         super().__init__(message)
@@ -138,21 +161,21 @@ class ResourceExhausted(DomainError):
 class Unavailable(ResourceExhausted):
     """A dependency or the service itself cannot answer now; safe to retry."""
 
-    code = grpc.StatusCode.UNAVAILABLE
+    code = Code.UNAVAILABLE
 
 
 class DataLoss(DomainError):
     """Stored data does not match its recorded digest."""
 
-    code = grpc.StatusCode.DATA_LOSS
+    code = Code.DATA_LOSS
 
 
 class DeadlineExceeded(DomainError):
-    code = grpc.StatusCode.DEADLINE_EXCEEDED
+    code = Code.DEADLINE_EXCEEDED
 
 
 class Cancelled(DomainError):
-    code = grpc.StatusCode.CANCELLED
+    code = Code.CANCELLED
 
 
 class RemoteStatus(DomainError):
@@ -161,10 +184,8 @@ class RemoteStatus(DomainError):
 
     def __init__(self, status: status_pb2.Status) -> None:
         super().__init__(status.message)
-        self.code = next(
-            (code for code in grpc.StatusCode if code.value[0] == status.code),
-            grpc.StatusCode.UNKNOWN,
-        )
+        known = status.code in Code._value2member_map_
+        self.code = Code(status.code) if known else Code.UNKNOWN
         self._status = status
 
     def to_status(self) -> status_pb2.Status:

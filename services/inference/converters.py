@@ -12,7 +12,7 @@ from services.inference.batcher import BatchingOptions
 from services.inference.catalog import ModelView, VersionState, VersionView
 from services.inference.runtimes import TensorSpec
 from services.inference.serving import Prediction
-from shared.errors import DomainError
+from shared.errors import Code, DomainError
 from shared.tensors import dtype_enum, from_tensor, to_tensor
 from tfmesh.common.v1 import common_pb2
 from tfmesh.inference.v1 import inference_pb2 as pb
@@ -52,7 +52,7 @@ def prediction_to_proto(prediction: Prediction, request_id: str) -> pb.PredictRe
 def error_to_proto(error: Exception) -> pb.Status:
     """A domain error's status; INTERNAL, with no detail leaked, for anything else."""
     if not isinstance(error, DomainError):
-        return pb.Status(code=grpc.StatusCode.INTERNAL.value[0], message="internal error")
+        return pb.Status(code=Code.INTERNAL, message="internal error")
     status = error.to_status()
     return pb.Status(code=status.code, message=status.message, details=status.details)
 

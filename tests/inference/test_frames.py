@@ -16,7 +16,7 @@ from services.inference.dataplane import frames
 from services.inference.routing import RoutingTable
 from services.inference.runtimes import Signature, TensorSpec
 from services.inference.statistics import BatchTiming, VersionStatistics
-from shared.errors import ResourceExhausted
+from shared.errors import Code, ResourceExhausted
 from tfmesh.inference.dataplane.v1 import dataplane_pb2 as dp
 
 
@@ -103,7 +103,7 @@ def test_an_output_that_does_not_fit_its_reservation_comes_back_inline(memory, s
 def test_an_error_crosses_with_its_code_message_and_details():
     error = ResourceExhausted("queue full", retry_after_s=0.05)
     status = frames.error_status(frames.error_bytes(error))
-    assert status.code == error.code.value[0]
+    assert status.code == error.code == Code.RESOURCE_EXHAUSTED
     assert status.message == "queue full"
     assert len(status.details) == 1
 

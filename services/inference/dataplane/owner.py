@@ -22,7 +22,6 @@ import time
 from collections.abc import Coroutine
 from typing import Any
 
-import grpc
 from google.rpc import status_pb2
 from opentelemetry import trace
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
@@ -35,7 +34,7 @@ from services.inference.dataplane.slab import Slab
 from services.inference.model_manager import LoadedVersion
 from services.inference.statistics import VersionStatistics
 from services.inference.validation import validate_inputs
-from shared.errors import Cancelled, DomainError, NotFound, RemoteStatus
+from shared.errors import Cancelled, Code, DomainError, NotFound, RemoteStatus
 from tfmesh.inference.dataplane.v1 import dataplane_pb2 as dp
 
 log = logging.getLogger(__name__)
@@ -46,7 +45,7 @@ PROPAGATOR = TraceContextTextMapPropagator()
 
 
 def _internal(message: str) -> RemoteStatus:
-    return RemoteStatus(status_pb2.Status(code=grpc.StatusCode.INTERNAL.value[0], message=message))
+    return RemoteStatus(status_pb2.Status(code=Code.INTERNAL, message=message))
 
 
 class ModelOwner:
