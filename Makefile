@@ -29,11 +29,11 @@ python-version:
 		"install one of them or run make PYTHON=/path/to/python3.X" >&2; \
 		exit 1;; esac
 
-$(VENV)/.installed: requirements.lock
+$(VENV)/.installed: requirements.lock requirements-tfserving.lock
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q -r requirements.lock
+	$(PY) -m pip install -q --require-hashes -r requirements.lock
 	# TF Serving's client stubs; --no-deps, or pip swaps tensorflow-cpu for the CUDA build.
-	$(PY) -m pip install -q --no-deps tensorflow-serving-api==2.21.0
+	$(PY) -m pip install -q --require-hashes --no-deps -r requirements-tfserving.lock
 	# The `tfmesh` command (an editable install of this repo, nothing else).
 	$(PY) -m pip install -q --no-deps --no-build-isolation -e .
 	# The repo root and the generated package are importable from the venv.
@@ -146,12 +146,22 @@ gpu-bundle: setup
 gpu-check:
 	bash bench/gpu_check.sh run
 
+# The locks, compiled from pyproject.toml by uv (pinned) with hashes, keeping the versions
+# already locked unless pyproject.toml asks for others: requirements.lock (everything: the
+# venv), requirements-tfserving.lock (TF Serving's stubs, without their dependencies) and
+# one per image under deploy/docker, holding only that service's extra.
+UV_VENV := /tmp/tfmesh-uv
+UV_COMPILE := $(UV_VENV)/bin/uv pip compile --quiet --generate-hashes --python-version 3.11 \
+	--index-url https://pypi.org/simple --custom-compile-command "make lock"
+IMAGE_EXTRAS := data:data registry:registry training:training inference:inference \
+	inference-gpu:serving gateway:gateway protoc:protoc
 lock:
-	rm -rf /tmp/tfmesh-lock && $(PYTHON) -m venv /tmp/tfmesh-lock
-	/tmp/tfmesh-lock/bin/pip install -q -r requirements-dev.txt
-	{ echo "# Every package, resolved and pinned: make setup installs exactly this set."; \
-	  echo "# Regenerate with 'make lock' after changing requirements*.txt."; \
-	  /tmp/tfmesh-lock/bin/pip freeze; } > requirements.lock
+	rm -rf $(UV_VENV) && $(PYTHON) -m venv $(UV_VENV) && $(UV_VENV)/bin/pip install -q uv==0.13.9
+	$(UV_COMPILE) pyproject.toml --extra dev -o requirements.lock
+	echo "tensorflow-serving-api==2.21.0" | $(UV_COMPILE) - --no-deps -o requirements-tfserving.lock
+	for pair in $(IMAGE_EXTRAS); do \
+		$(UV_COMPILE) pyproject.toml --extra $${pair#*:} -c requirements.lock \
+			-o deploy/docker/$${pair%%:*}.lock || exit 1; done
 
 clean:
 	rm -rf $(VENV) $(GEN) $(TRITON_VENV)

@@ -40,7 +40,7 @@ def make(*arguments: str) -> subprocess.CompletedProcess:
 def test_the_demo_installs_the_venv_and_generated_code_and_nothing_else(tmp_path):
     run = make("-n", "-B", "demo", f"VENV={tmp_path / 'venv'}")
     assert run.returncode == 0, run.stderr
-    assert "pip install -q -r requirements.lock" in run.stdout
+    assert "pip install -q --require-hashes -r requirements.lock" in run.stdout
     assert "grpc_tools.protoc" in run.stdout
     assert "cli.demo" in run.stdout
     used = [word for word in INSTALLERS if word in run.stdout]

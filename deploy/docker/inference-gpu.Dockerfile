@@ -8,14 +8,17 @@
 FROM tensorflow/tensorflow:2.21.0-gpu
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 WORKDIR /src
-COPY requirements.txt requirements.lock ./
-RUN grep -v '^tensorflow-cpu==' requirements.txt > requirements-gpu.txt \
-    && grep -v '^tensorflow-cpu==' requirements.lock > constraints-gpu.txt \
-    && python3 -m pip install -r requirements-gpu.txt -c constraints-gpu.txt \
-    && python3 -m pip install --no-deps tensorflow-serving-api==2.21.0
+# inference-gpu.lock is the inference service's set less TensorFlow (the `serving` extra).
+COPY deploy/docker/inference-gpu.lock requirements-tfserving.lock ./
+RUN python3 -m pip install --require-hashes -r inference-gpu.lock \
+    && python3 -m pip install --require-hashes --no-deps -r requirements-tfserving.lock
+# The code generator lives only as long as the one step that uses it.
+COPY deploy/docker/protoc.lock ./
 COPY protos/ protos/
-RUN mkdir -p /app/gen && python3 -m grpc_tools.protoc -I protos \
-        --python_out=/app/gen --grpc_python_out=/app/gen $(find protos -name '*.proto')
+RUN python3 -m pip install --require-hashes --target /tmp/protoc -r protoc.lock \
+    && mkdir -p /app/gen && PYTHONPATH=/tmp/protoc python3 -m grpc_tools.protoc -I protos \
+        --python_out=/app/gen --grpc_python_out=/app/gen $(find protos -name '*.proto') \
+    && rm -rf /tmp/protoc
 RUN groupadd --system --gid 10001 tfmesh \
     && useradd --system --uid 10001 --gid tfmesh --no-create-home --shell /usr/sbin/nologin tfmesh
 COPY shared/ /app/shared/

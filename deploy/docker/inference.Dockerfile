@@ -1,18 +1,19 @@
 # syntax=docker/dockerfile:1
 # The inference image: `python -m services.inference.server` as a non-root user on a slim base.
 # Build from the repository root: docker build -f deploy/docker/inference.Dockerfile -t tfmesh/inference:0.1.0 .
-# Dependencies are requirements.txt pinned by requirements.lock; the protobuf package is
-# generated here from protos/ with grpc_tools.protoc, as `make proto` does (less the .pyi).
+# Dependencies are this service's own set, inference.lock (pinned, with hashes: `make lock`);
+# the protobuf package is generated in the build stage by grpc_tools.protoc from a venv of
+# its own (protoc.lock), as `make proto` does (less the .pyi), so the tool stays out.
 
 FROM python:3.11.14-slim-bookworm AS build
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 WORKDIR /src
-COPY requirements.txt requirements.lock ./
-RUN python -m venv /venv \
-    && /venv/bin/pip install -r requirements.txt -c requirements.lock \
-    && /venv/bin/pip install --no-deps tensorflow-serving-api==2.21.0
+COPY deploy/docker/protoc.lock deploy/docker/inference.lock requirements-tfserving.lock ./
+RUN python -m venv /protoc && /protoc/bin/pip install --require-hashes -r protoc.lock \
+    && python -m venv /venv && /venv/bin/pip install --require-hashes -r inference.lock \
+    && /venv/bin/pip install --require-hashes --no-deps -r requirements-tfserving.lock
 COPY protos/ protos/
-RUN mkdir /gen && /venv/bin/python -m grpc_tools.protoc -I protos \
+RUN mkdir /gen && /protoc/bin/python -m grpc_tools.protoc -I protos \
         --python_out=/gen --grpc_python_out=/gen $(find protos -name '*.proto')
 
 FROM python:3.11.14-slim-bookworm

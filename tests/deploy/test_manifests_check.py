@@ -26,7 +26,7 @@ from tests.deploy.conftest import REPO
 FIXTURES = Path(__file__).parent / "fixtures"
 # What the check reads: manifests, Dockerfiles and what they copy, protos.
 CHECKED_PATHS = ("k8s", "istio", "deploy", "protos", "shared", "services", "gateway",
-                 "requirements.txt", "requirements.lock")  # fmt: skip
+                 "requirements-tfserving.lock")  # fmt: skip
 
 
 def run_check(repo: Path) -> subprocess.CompletedProcess:

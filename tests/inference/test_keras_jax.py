@@ -28,8 +28,8 @@ BENCH = REPO / "bench" / "inference_bench.py"
 
 if importlib.util.find_spec("jax") is None:
     pytest.skip(
-        "JAX is not installed in this venv (requirements-dev.txt pins jax): the Keras-on-JAX "
-        "runtime and the GPU check's CPU half are NOT tested",
+        "JAX is not installed in this venv (the `jax` extra in pyproject.toml pins it): the "
+        "Keras-on-JAX runtime and the GPU check's CPU half are NOT tested",
         allow_module_level=True,
     )
 
