@@ -93,6 +93,13 @@ def invalid(field: str, description: str) -> InvalidArgument:
     return InvalidArgument(FieldViolation(field, description))
 
 
+def raise_violations(checks: list[FieldViolation | None]) -> None:
+    """InvalidArgument naming every violation among `checks` (None: that check passed)."""
+    found = [v for v in checks if v is not None]
+    if found:
+        raise InvalidArgument(found)
+
+
 class _ResourceError(DomainError):
     """An error about one named resource; `field` names the request field that named it."""
 

@@ -24,6 +24,14 @@ def decode_token(token: str, field: str = "page_token") -> Any:
         raise invalid(field, "not a page token this server issued") from None
 
 
+def decode_id_token(token: str, field: str = "page_token") -> int | None:
+    """The row id a token points after (tokens of id-ordered lists), or None."""
+    after = decode_token(token, field)
+    if after is not None and not isinstance(after, int):
+        raise invalid(field, "not a page token this server issued")
+    return after
+
+
 def page_size(requested: int, default: int, field: str = "page_size") -> int:
     if requested < 0:
         raise invalid(field, "must be >= 0")

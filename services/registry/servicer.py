@@ -117,7 +117,7 @@ class RegistryServicer(registry_pb2_grpc.RegistryServiceServicer):
 
     async def SetAlias(self, request: pb.SetAliasRequest, context) -> pb.SetAliasResponse:
         alias, change = await asyncio.to_thread(
-            lambda: self._registry.set_alias(
+            lambda: self._registry.aliases.set_alias(
                 request.model,
                 request.alias,
                 request.version,
@@ -134,7 +134,7 @@ class RegistryServicer(registry_pb2_grpc.RegistryServiceServicer):
 
     async def DeleteAlias(self, request: pb.DeleteAliasRequest, context) -> pb.DeleteAliasResponse:
         await asyncio.to_thread(
-            self._registry.delete_alias,
+            self._registry.aliases.delete_alias,
             request.model,
             request.alias,
             request.actor,
@@ -143,14 +143,14 @@ class RegistryServicer(registry_pb2_grpc.RegistryServiceServicer):
         return pb.DeleteAliasResponse()
 
     async def ListAliases(self, request: pb.ListAliasesRequest, context) -> pb.ListAliasesResponse:
-        aliases = await asyncio.to_thread(self._registry.list_aliases, request.model)
+        aliases = await asyncio.to_thread(self._registry.aliases.list_aliases, request.model)
         return pb.ListAliasesResponse(aliases=[c.alias_to_proto(a) for a in aliases])
 
     async def ListAliasHistory(
         self, request: pb.ListAliasHistoryRequest, context
     ) -> pb.ListAliasHistoryResponse:
         page = await asyncio.to_thread(
-            self._registry.list_alias_history,
+            self._registry.aliases.list_alias_history,
             request.model,
             request.page_size,
             request.page_token,

@@ -68,40 +68,40 @@ def test_promotion_gate_respects_direction_and_margin(core):
     add_version(core, "loss", b"2", metrics={"loss": 0.47})
     add_version(core, "loss", b"3", metrics={"loss": 0.40})
     add_version(core, "loss", b"4")
-    core.set_alias("loss", "production", 1)
+    core.aliases.set_alias("loss", "production", 1)
     with pytest.raises(FailedPrecondition, match="does not beat"):
-        core.set_alias("loss", "production", 2)
+        core.aliases.set_alias("loss", "production", 2)
     with pytest.raises(FailedPrecondition, match="no 'loss' metric"):
-        core.set_alias("loss", "production", 4)
+        core.aliases.set_alias("loss", "production", 4)
     with pytest.raises(InvalidArgument) as refused:
-        core.set_alias("loss", "production", 2, override_gate=True)
+        core.aliases.set_alias("loss", "production", 2, override_gate=True)
     assert refused.value.violations[0].field == "reason"
-    alias, change = core.set_alias("loss", "production", 3, actor="ci")
+    alias, change = core.aliases.set_alias("loss", "production", 3, actor="ci")
     assert alias.version == 3 and change is not None and not change.overridden
 
 
 def test_canary_weight_changes_are_events_and_audited(core):
     add_version(core, "m", b"1")
     add_version(core, "m", b"2")
-    core.set_alias("m", "canary", 2, traffic_weight=20, actor="alice", reason="try")
-    core.set_alias("m", "canary", 2, traffic_weight=50, actor="alice")
-    alias, change = core.set_alias("m", "canary", 2, traffic_weight=50)
+    core.aliases.set_alias("m", "canary", 2, traffic_weight=20, actor="alice", reason="try")
+    core.aliases.set_alias("m", "canary", 2, traffic_weight=50, actor="alice")
+    alias, change = core.aliases.set_alias("m", "canary", 2, traffic_weight=50)
     assert alias.traffic_weight == 50 and change is None  # no-op writes no event
     with pytest.raises(InvalidArgument):
-        core.set_alias("m", "production", 1, traffic_weight=10)
+        core.aliases.set_alias("m", "production", 1, traffic_weight=10)
     kinds = [c.event_type for c in core.changes_after(0, ["m"])]
     assert kinds[-2:] == [e.EventType.ALIAS_MOVED, e.EventType.ALIAS_WEIGHT_CHANGED]
-    history = core.list_alias_history("m").items
+    history = core.aliases.list_alias_history("m").items
     assert [(h.old_traffic_weight, h.new_traffic_weight) for h in history] == [(0, 20), (20, 50)]
 
 
 def test_delete_of_aliased_version_is_refused_and_blob_kept_while_shared(core):
     first, _ = add_version(core, "m", b"shared")
     add_version(core, "n", b"shared")
-    core.set_alias("m", "production", 1)
+    core.aliases.set_alias("m", "production", 1)
     with pytest.raises(FailedPrecondition):
         core.delete_version("m", 1)
-    core.delete_alias("m", "production")
+    core.aliases.delete_alias("m", "production")
     core.delete_version("m", 1)
     digest = first.artifacts[0].sha256
     assert core.blobs.exists(digest), "still used by model n"
@@ -112,7 +112,7 @@ def test_delete_of_aliased_version_is_refused_and_blob_kept_while_shared(core):
 def test_change_feed_is_ordered_and_filterable(core):
     add_version(core, "a", b"1")
     add_version(core, "b", b"2")
-    core.set_alias("a", "production", 1)
+    core.aliases.set_alias("a", "production", 1)
     everything = core.changes_after(0)
     revisions = [c.revision for c in everything]
     assert revisions == sorted(revisions) and len(everything) == 5
