@@ -25,6 +25,8 @@ OPEN_PREFIXES = ("/v2/health/",)
 # Past the limit a body is still read (and dropped) up to this much more, so the client
 # gets its 413 rather than a reset connection; beyond, the connection is closed.
 DRAIN_LIMIT_BYTES = 64 * 1024 * 1024
+# Seconds an idle pooled connection to a front end is kept.
+POOL_IDLE_S = 30
 REQUEST_HEADERS = (b"content-type", b"accept", b"inference-header-content-length")
 ANSWER_HEADERS = ("Content-Type", "Content-Length", "Inference-Header-Content-Length")
 
@@ -114,8 +116,10 @@ async def _answer(send: Send, status: int, message: str, www_authenticate: bool 
 
 
 def inference_session(timeout_s: float) -> aiohttp.ClientSession:
-    """A session whose connections to the inference service's REST port stay open."""
-    connector = aiohttp.TCPConnector(limit=256, keepalive_timeout=60)
+    """A session whose connections to the inference service's REST port stay open, idle
+    for less time than the front ends keep them (services.inference.rest.serve.KEEP_ALIVE_S),
+    so the gateway never reuses a connection the server is closing."""
+    connector = aiohttp.TCPConnector(limit=256, keepalive_timeout=POOL_IDLE_S)
     return aiohttp.ClientSession(
         connector=connector,
         timeout=aiohttp.ClientTimeout(total=timeout_s),

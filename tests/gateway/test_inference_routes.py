@@ -304,3 +304,10 @@ async def test_forwarded_paths_check_the_bearer_token_and_the_body_limit(platfor
             headers={"authorization": "Bearer s3cret"},
         )
         assert big.status_code == 413 and "4096" in big.json()["error"]
+
+
+def test_the_gateway_pool_lets_go_of_idle_connections_before_the_front_ends_do():
+    from gateway.forward import POOL_IDLE_S
+    from services.inference.rest.serve import KEEP_ALIVE_S
+
+    assert POOL_IDLE_S < KEEP_ALIVE_S

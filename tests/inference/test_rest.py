@@ -5,6 +5,7 @@ with a 4xx and the APIs' error body while the server keeps serving."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 
@@ -311,3 +312,25 @@ async def test_a_body_over_the_limit_is_413_not_a_reset_connection(http):
     assert "TFMESH_INFERENCE_MAX_MESSAGE_BYTES" in answer.json()["error"]
     wrong_method = await http.get("/v2/models/digits/infer")
     assert wrong_method.status_code == 405
+
+
+async def test_an_idle_keep_alive_connection_outlives_uvicorns_default_timeout(server):
+    # uvicorn closes idle connections after 5 s by default; a pool in front of the front ends
+    # (the gateway's) that reuses one as it closes fails that request. The front ends keep
+    # them KEEP_ALIVE_S, longer than the gateway's pool keeps its own.
+    reader, writer = await asyncio.open_connection("127.0.0.1", server.http_port)
+    request = f"GET /v2/health/live HTTP/1.1\r\nHost: 127.0.0.1:{server.http_port}\r\n\r\n".encode()
+    try:
+        for pause_s in (0.0, 6.0):
+            await asyncio.sleep(pause_s)
+            writer.write(request)
+            await writer.drain()
+            status = await asyncio.wait_for(reader.readline(), 5)
+            assert status.startswith(b"HTTP/1.1 200"), (pause_s, status)
+            length = 0
+            while (line := await asyncio.wait_for(reader.readline(), 5)) != b"\r\n":
+                if line.lower().startswith(b"content-length:"):
+                    length = int(line.split(b":")[1])
+            await reader.readexactly(length)
+    finally:
+        writer.close()

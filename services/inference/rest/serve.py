@@ -18,6 +18,10 @@ import uvicorn
 from services.inference.rest.app import RestApi
 
 BACKLOG = 2048
+# How long an idle keep-alive connection stays open. Longer than any pool in front of it
+# keeps one (the gateway's: gateway.forward.POOL_IDLE_S), so the client side always closes
+# first: a server closing a connection while the client reuses it fails that request.
+KEEP_ALIVE_S = 75
 
 
 class _Server(uvicorn.Server):
@@ -66,6 +70,7 @@ async def start_http(api: RestApi, host: str, port: int, reuse_port: bool) -> Ht
         access_log=False,
         log_level="warning",
         backlog=BACKLOG,
+        timeout_keep_alive=KEEP_ALIVE_S,
     )
     server = _Server(config)
     task = asyncio.create_task(server.serve(sockets=[sock]), name="rest")
