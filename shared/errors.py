@@ -13,6 +13,19 @@ from enum import IntEnum
 from google.protobuf import any_pb2, duration_pb2
 from google.rpc import error_details_pb2, status_pb2
 
+# Caller-supplied text (names, values) in a status is cut to this many characters, and a
+# whole message to MAX_MESSAGE: a status travels in HTTP/2 trailers, which clients refuse
+# past 8 KiB, so an echoed 3,000-character name must not turn NOT_FOUND into a failed call.
+MAX_ECHO = 256
+MAX_MESSAGE = 1024
+
+
+def bounded(text: str, limit: int = MAX_ECHO) -> str:
+    """`text`, or its first `limit` characters with how many more there were."""
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit]}... ({len(text) - limit} more characters)"
+
 
 class Code(IntEnum):
     """The canonical status codes (`google.rpc.Code`), the numbers gRPC uses on the wire."""
@@ -55,7 +68,7 @@ class DomainError(Exception):
         return []
 
     def to_status(self) -> status_pb2.Status:
-        status = status_pb2.Status(code=self.code, message=self.message)
+        status = status_pb2.Status(code=self.code, message=bounded(self.message, MAX_MESSAGE))
         status.details.extend(self.details())
         return status
 
@@ -81,7 +94,7 @@ class InvalidArgument(DomainError):
         bad_request = error_details_pb2.BadRequest(
             field_violations=[
                 error_details_pb2.BadRequest.FieldViolation(
-                    field=v.field, description=v.description
+                    field=bounded(v.field), description=bounded(v.description)
                 )
                 for v in self.violations
             ]
@@ -114,13 +127,13 @@ class _ResourceError(DomainError):
     def details(self) -> list[any_pb2.Any]:
         info = error_details_pb2.ResourceInfo(
             resource_type=self.resource_type,
-            resource_name=self.resource_name,
-            description=self.message,
+            resource_name=bounded(self.resource_name),
+            description=bounded(self.message),
         )
         details = [_pack(info)]
         if self.field is not None:
             violation = error_details_pb2.BadRequest.FieldViolation(
-                field=self.field, description=self.message
+                field=self.field, description=bounded(self.message)
             )
             details.append(_pack(error_details_pb2.BadRequest(field_violations=[violation])))
         return details
@@ -130,7 +143,7 @@ class NotFound(_ResourceError):
     code = Code.NOT_FOUND
 
     def __init__(self, resource_type: str, resource_name: str, field: str | None = None) -> None:
-        message = f"{resource_type} {resource_name!r} not found"
+        message = f"{resource_type} {bounded(resource_name)!r} not found"
         super().__init__(resource_type, resource_name, message, field)
 
 
@@ -138,7 +151,7 @@ class AlreadyExists(_ResourceError):
     code = Code.ALREADY_EXISTS
 
     def __init__(self, resource_type: str, resource_name: str, field: str | None = None) -> None:
-        message = f"{resource_type} {resource_name!r} already exists"
+        message = f"{resource_type} {bounded(resource_name)!r} already exists"
         super().__init__(resource_type, resource_name, message, field)
 
 

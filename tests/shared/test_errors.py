@@ -60,6 +60,10 @@ def raise_on_request(request: Request) -> None:
         raise Unavailable("warming up")
     if request.service == "data-loss":
         raise DataLoss("blob abc is corrupt")
+    if request.service == "long-name":
+        raise NotFound("model", "n" * 3000, "name")
+    if request.service == "not-implemented":
+        raise NotImplementedError("Method not implemented!")
     if request.service == "bug":
         raise ValueError(f"connect failed with {SECRET}")
 
@@ -160,6 +164,22 @@ async def test_not_found_and_already_exists_carry_resource_info(probe: RunningSe
     assert code == grpc.StatusCode.ALREADY_EXISTS
     info = unpack(status, error_details_pb2.ResourceInfo)
     assert (info.resource_type, info.resource_name) == ("dataset", "iris@abc")
+
+
+async def test_caller_text_is_cut_so_the_status_reaches_the_client(probe: RunningServer) -> None:
+    code, details, status = await unary_failure(probe, "long-name")
+    assert code == grpc.StatusCode.NOT_FOUND
+    assert details.endswith("(2744 more characters)' not found")
+    assert status is not None and len(status.SerializeToString()) < 4096
+    info = error_details_pb2.ResourceInfo()
+    assert status.details[0].Unpack(info)
+    assert info.resource_name == "n" * 256 + "... (2744 more characters)"
+
+
+async def test_a_method_left_out_is_unimplemented_not_internal(probe: RunningServer) -> None:
+    code, _, _ = await unary_failure(probe, "not-implemented")
+    assert code == grpc.StatusCode.UNIMPLEMENTED
+    await assert_still_serving(probe)
 
 
 async def test_retry_info_and_plain_codes(probe: RunningServer) -> None:
