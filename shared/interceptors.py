@@ -41,6 +41,10 @@ async def _abort(context: grpc.aio.ServicerContext, error: BaseException) -> Non
     if isinstance(error, DomainError):
         status = rpc_status.to_status(error.to_status())
         await context.abort(status.code, status.details, status.trailing_metadata)
+    if isinstance(error, NotImplementedError):
+        # What a generated servicer base class raises for a method the server leaves out
+        # (TF Serving's Classify, Regress, MultiInference): the caller's answer is that.
+        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "this server does not implement it")
     log.exception("unhandled error in RPC", exc_info=error)
     await context.abort(grpc.StatusCode.INTERNAL, f"internal error: {type(error).__name__}")
 

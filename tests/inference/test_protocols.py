@@ -16,11 +16,14 @@ import numpy as np
 import pytest
 import tensorflow as tf
 from tensorflow_serving.apis import (
+    classification_pb2,
     get_model_metadata_pb2,
     get_model_status_pb2,
+    inference_pb2,
     model_service_pb2_grpc,
     predict_pb2,
     prediction_service_pb2_grpc,
+    regression_pb2,
 )
 
 from bench import triton_tools
@@ -189,6 +192,37 @@ def test_tf_serving_unknown_model_is_not_found(prediction):
     with pytest.raises(grpc.RpcError) as error:
         prediction.Predict(tf_request(digits_rows(1), name="nope"), timeout=10)
     assert error.value.code() is grpc.StatusCode.NOT_FOUND
+
+
+def test_a_3000_character_model_name_is_answered_not_refused_by_the_client(prediction, channel):
+    # The name comes back in the status, cut short: the whole status must fit the client's
+    # 8 KiB limit on trailers, or the caller sees RESOURCE_EXHAUSTED instead of the answer.
+    with pytest.raises(grpc.RpcError) as error:
+        prediction.Predict(tf_request(digits_rows(1), name="n" * 3000), timeout=10)
+    assert error.value.code() in (grpc.StatusCode.NOT_FOUND, grpc.StatusCode.INVALID_ARGUMENT)
+    assert "more characters" in error.value.details()
+    status = model_service_pb2_grpc.ModelServiceStub(channel)
+    with pytest.raises(grpc.RpcError) as error:
+        status.GetModelStatus(
+            get_model_status_pb2.GetModelStatusRequest(model_spec={"name": "n" * 3000}),
+            timeout=10,
+        )
+    assert error.value.code() in (grpc.StatusCode.NOT_FOUND, grpc.StatusCode.INVALID_ARGUMENT)
+
+
+@pytest.mark.parametrize(
+    "method, request_type",
+    [
+        ("Classify", classification_pb2.ClassificationRequest),
+        ("Regress", regression_pb2.RegressionRequest),
+        ("MultiInference", inference_pb2.MultiInferenceRequest),
+    ],
+)
+def test_tf_serving_calls_it_leaves_out_are_unimplemented(prediction, method, request_type):
+    with pytest.raises(grpc.RpcError) as error:
+        getattr(prediction, method)(request_type(), timeout=10)
+    assert error.value.code() is grpc.StatusCode.UNIMPLEMENTED
+    prediction.Predict(tf_request(digits_rows(1)), timeout=10)
 
 
 # --- KServe v2 -----------------------------------------------------------------------------
