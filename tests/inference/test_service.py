@@ -183,6 +183,14 @@ def computed_rows(model: str) -> float:
     )
 
 
+async def wait_for_queued_rows(model: str, rows: int, timeout_s: float = 10) -> None:
+    deadline = time.monotonic() + timeout_s
+    labels = {"model": model, "version": "1"}
+    while (REGISTRY.get_sample_value("tfmesh_inference_queued_rows", labels) or 0) < rows:
+        assert time.monotonic() < deadline, f"{rows} rows of {model} never queued"
+        await asyncio.sleep(0.005)
+
+
 def slow_request(value: float) -> pb.PredictRequest:
     return pb.PredictRequest(
         model="slow", inputs={"x": to_tensor(np.full((1, 64), value, np.float32))}
@@ -192,17 +200,28 @@ def slow_request(value: float) -> pb.PredictRequest:
 async def test_overload_fails_fast_and_expired_requests_are_not_computed(stub):
     await stub.Predict(slow_request(0))
     before = computed_rows("slow")
-    # One batch of one row computing (200 ms), two rows queued: the queue is full.
+    # One batch of one row computing (200 ms), two rows queued: the queue is full. Waited
+    # for by the queue gauge, not by a sleep, so a slow machine only makes it wait longer.
     busy = [asyncio.ensure_future(stub.Predict(slow_request(i))) for i in (1, 2, 3)]
-    await asyncio.sleep(0.05)
-    refused_after = []
-    for _ in range(5):
+    await wait_for_queued_rows("slow", 2)
+
+    async def probe() -> tuple[grpc.StatusCode, float]:
         started = time.perf_counter()
-        with pytest.raises(grpc.aio.AioRpcError) as error:
+        try:
             await stub.Predict(slow_request(9))
-        refused_after.append(time.perf_counter() - started)
-        assert error.value.code() is grpc.StatusCode.RESOURCE_EXHAUSTED
-    assert sorted(refused_after)[2] < 0.010, refused_after
+            return grpc.StatusCode.OK, time.perf_counter() - started
+        except grpc.aio.AioRpcError as error:
+            return error.code(), time.perf_counter() - started
+
+    # Five at once while the queue is full. A probe that a very slow machine delivers after
+    # the batch in front ended finds room and is served: counted, not failed.
+    outcomes = await asyncio.gather(*(probe() for _ in range(5)))
+    refused = [s for code, s in outcomes if code is grpc.StatusCode.RESOURCE_EXHAUSTED]
+    served = sum(code is grpc.StatusCode.OK for code, _ in outcomes)
+    assert len(refused) + served == 5, outcomes
+    assert len(refused) >= 3, outcomes
+    # Refused without waiting for the 200 ms batch in front; how fast is a benchmark question.
+    assert max(refused) < 0.1, outcomes
     await asyncio.gather(*busy)
     # Now requests with a 1 ms deadline, queued behind a busy model: never computed.
     busy = [asyncio.ensure_future(stub.Predict(slow_request(4)))]
@@ -214,12 +233,12 @@ async def test_overload_fails_fast_and_expired_requests_are_not_computed(stub):
         assert error.value.code() is grpc.StatusCode.DEADLINE_EXCEEDED
     await asyncio.gather(*busy)
     await asyncio.sleep(0.3)
-    assert computed_rows("slow") - before == 4
+    assert computed_rows("slow") - before == 4 + served
     refusals = REGISTRY.get_sample_value(
         "tfmesh_inference_requests_total",
         {"model": "slow", "version": "1", "code": "RESOURCE_EXHAUSTED"},
     )
-    assert refusals >= 5
+    assert refusals >= len(refused)
 
 
 @pytest.mark.parametrize("shape", ["single", "split"])
