@@ -167,8 +167,10 @@ async def test_hot_swap_under_load_fails_nothing_and_ends_on_v2(stack):
     after = [version for started, version, _ in log if started > swapped_at]
     assert 1 in before and len(after) > 50
     assert set(after) == {2}
+    # Each front end routes with its own copy of the catalog, which the owner sends to all of
+    # them at once: they switch within moments of each other, not at the same instant.
     first_v2 = min(started for started, version, _ in log if version == 2)
-    assert {version for started, version, _ in log if started > first_v2 + 0.01} == {2}
+    assert {version for started, version, _ in log if started > first_v2 + 0.5} == {2}
     status = model_status(inference.address)
     states = {v.version: v.state for v in status.versions}
     assert states[1] == pb.VersionStatus.STATE_END
