@@ -1,6 +1,6 @@
 # tfmesh: one entry point for set-up, code generation, tests and the local stack.
-# Every target installs what it needs on a fresh machine, and no more: `make demo` the venv
-# and the generated code; `make test` also Debian packages, npm schemas, kubectl and
+# Every target installs what it needs on a fresh machine, and no more: `make demo` the venv,
+# the generated code and Prometheus; `make test` also Debian packages, npm schemas, kubectl and
 # Triton's clients. Both work from a clean clone with a supported Python on PATH.
 
 # The Python versions the pinned packages are installed and tested with; PYTHON, when not
@@ -14,7 +14,7 @@ PROTOS := $(shell find protos -name '*.proto')
 export TFMESH_HOME ?= $(CURDIR)/.tfmesh
 
 .PHONY: venv setup python-version proto test lint up down status demo bench gpu-bundle \
-	gpu-check lock clean debs kubectl manifests-check triton peer docs
+	gpu-check lock clean debs kubectl manifests-check triton peer docs prometheus
 
 # What running the services needs: the venv and the generated code.
 venv: python-version $(VENV)/.installed $(GEN)/.built
@@ -65,11 +65,17 @@ define deb
 endef
 
 # PostgreSQL for the store tests (a real server started by the test fixture), the libb64
-# that Triton's perf_analyzer links against (tests and benchmark), and wrk (benchmark).
+# that Triton's perf_analyzer links against (tests and benchmark), wrk (benchmark), and
+# Prometheus (the local monitoring stack; its promtool runs the alert rules' unit tests).
 debs:
 	$(call deb,postgresql,ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1,the store tests)
 	$(call deb,libb64-0d,ldconfig -p | grep -q libb64.so.0d,Triton's perf_analyzer)
 	$(call deb,wrk,command -v wrk >/dev/null,the REST benchmark's load generator)
+	$(call deb,prometheus,command -v promtool >/dev/null,the monitoring stack and its rule tests)
+
+# Only Prometheus, for `make demo` (which shows figures read back from it).
+prometheus: venv
+	$(call deb,prometheus,command -v promtool >/dev/null,the demo's monitoring)
 
 # The architecture picture, rendered from its Graphviz source; the source's digest goes
 # into the picture, so a test sees a stale one.
@@ -129,7 +135,7 @@ down: venv
 status: venv
 	$(PY) -m cli.stack status
 
-demo: venv
+demo: venv prometheus
 	$(PY) -m cli.demo
 
 # Speed and memory figures (never timed assertions in tests); JSON under bench/results/.

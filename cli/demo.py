@@ -5,8 +5,8 @@ model with a small hyperparameter search (progress shown), registers it and prom
 predicts the test split through the inference service's three APIs (tfmesh, TF Serving,
 KServe v2), each over gRPC and over the REST gateway, and checks that the accuracies
 agree; trains v2, puts it on canary at 20% and shows the observed split, promotes it and
-shows the traffic move, then stops the stack. It ends with a summary table and writes a
-training-curve PNG."""
+shows the traffic move, reads live figures of that traffic back from the stack's Prometheus,
+then stops the stack. It ends with a summary table and writes a training-curve PNG."""
 
 from __future__ import annotations
 
@@ -24,6 +24,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from cli.prometheus import LocalPrometheus
 from cli.stack import LocalStack, built_services
 from inference import grpc_predict_v2_pb2 as v2
 from inference import grpc_predict_v2_pb2_grpc as v2_grpc
@@ -206,6 +207,42 @@ class Demo:
         )
         history = await registry.ListAliasHistory(rpb.ListAliasHistoryRequest(model=MODEL))
         self.summary.add("audited alias changes", len(history.changes))
+
+        step("6. read the live figures back from Prometheus")
+        await asyncio.to_thread(self.show_monitoring, version2)
+
+    def show_monitoring(self, version2: int) -> None:
+        prometheus = LocalPrometheus(self.home)
+        self.summary.add("Prometheus", prometheus.url)
+        # The last requests are in once a scrape after them has counted v2's answers.
+        served = f'sum by (version) (tfmesh_inference_requests_total{{model="{MODEL}"}})'
+        deadline = time.monotonic() + 60
+        by_version: dict[str, float] = {}
+        while time.monotonic() < deadline:
+            by_version = {
+                r["metric"]["version"]: float(r["value"][1]) for r in prometheus.query(served)
+            }
+            if by_version.get(str(version2), 0) >= 200:
+                break
+            time.sleep(1)
+        for version, count in sorted(by_version.items()):
+            self.summary.add(f"requests answered by v{version} (Prometheus)", f"{count:.0f}")
+        p99 = prometheus.query(
+            "histogram_quantile(0.99, sum by (le) (rate("
+            f'tfmesh_inference_request_duration_seconds_bucket{{model="{MODEL}"}}[5m])))'
+        )
+        if p99:
+            self.summary.add(
+                "p99 prediction latency, last 5 min (Prometheus)",
+                f"{float(p99[0]['value'][1]) * 1000:.1f} ms",
+            )
+        queued = prometheus.query(
+            f'max_over_time(sum(tfmesh_inference_queued_rows{{model="{MODEL}"}})[10m:])'
+        )
+        if queued:
+            self.summary.add(
+                "most rows queued at a scrape (Prometheus)", f"{float(queued[0]['value'][1]):.0f}"
+            )
 
     async def train(self, training, spec: tpb.JobSpec, label: str) -> tpb.Job:  # type: ignore[no-untyped-def]
         submitted = await training.SubmitJob(tpb.SubmitJobRequest(spec=spec))
@@ -403,7 +440,7 @@ def main() -> None:
     stack = LocalStack(home)
     step("0. start the local stack")
     stack.down()
-    stack.up()
+    stack.up(monitoring=True)
     addresses = {spec.name: spec.address for spec in built_services()}
     demo = Demo(addresses, home)
     try:
@@ -412,7 +449,7 @@ def main() -> None:
         write_curves(demo.curves, png)
         demo.summary.add("training curves", png)
     finally:
-        step("6. stop the local stack")
+        step("7. stop the local stack")
         stack.down()
     table = Table(title="tfmesh demo summary", title_justify="left")
     table.add_column("what")

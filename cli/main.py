@@ -19,6 +19,7 @@ from cli.rpc import JsonFlag, run_rpc
 from cli.stack import LocalStack
 from shared.aliases import CANARY, PRODUCTION
 from shared.settings import default_home
+from tfmesh.inference.v1 import inference_pb2, inference_pb2_grpc
 from tfmesh.registry.v1 import registry_pb2 as pb
 from tfmesh.registry.v1 import registry_pb2_grpc
 
@@ -39,9 +40,13 @@ def registry(channel: grpc.aio.Channel) -> registry_pb2_grpc.RegistryServiceStub
 
 
 @app.command()
-def up() -> None:
+def up(
+    monitoring: Annotated[
+        bool, typer.Option(help="Also start Prometheus, scraping every service.")
+    ] = False,
+) -> None:
     """Start every built service on loopback and wait until each is SERVING."""
-    LocalStack(default_home()).up()
+    LocalStack(default_home()).up(monitoring=monitoring)
 
 
 @app.command()
@@ -52,7 +57,7 @@ def down() -> None:
 
 @app.command()
 def status() -> None:
-    """Health of each service of the local stack."""
+    """Health of each service of the local stack, its metrics URL, and Prometheus's."""
     LocalStack(default_home()).status()
 
 
@@ -218,3 +223,43 @@ def models_history(model: str, as_json: JsonFlag = False) -> None:
             for c in reply.changes
         ],
     )
+
+
+@models.command("drift")
+def models_drift(
+    model: str,
+    version: Annotated[int, typer.Option(help="One loaded version; 0 shows them all.")] = 0,
+    as_json: JsonFlag = False,
+) -> None:
+    """How far the live inputs of a served model have drifted from its training data."""
+    reply = run_rpc(
+        "inference",
+        lambda ch: inference_pb2_grpc.InferenceServiceStub(ch).GetDrift(
+            inference_pb2.GetDriftRequest(model=model, version=version)
+        ),
+    )
+    if as_json:
+        print_json(reply)
+        return
+    for served in reply.versions:
+        title = (
+            f"drift of {model} v{served.version} from {served.baseline or 'no baseline'} "
+            f"({served.window_rows} rows in the window, {served.sampled_rows} sampled)"
+        )
+        if not served.features:
+            table(title, ["note"], [[served.note]])
+            continue
+        table(
+            title,
+            ["feature", "statistic", "score", "threshold", "drifted"],
+            [
+                [
+                    f.feature,
+                    f.statistic,
+                    f"{f.score:.4f}",
+                    f.threshold,
+                    "DRIFT" if f.drifted else "",
+                ]
+                for f in served.features
+            ],
+        )

@@ -1,9 +1,10 @@
 """The local stack: every built service as a process on loopback, under `TFMESH_HOME`.
 
 `python -m cli.stack up` starts each service (skipping ones already healthy), waits
-for its gRPC health to be SERVING and prints the endpoints; `down` stops them with SIGTERM
-(SIGKILL after a grace period); `status` reports health. Pid files live in
-`$TFMESH_HOME/run`, logs in `$TFMESH_HOME/logs`."""
+for its gRPC health to be SERVING and prints the endpoints; with `--monitoring` it then
+starts a Prometheus scraping every service's /metrics port (cli.prometheus). `down` stops
+them all with SIGTERM (SIGKILL after a grace period); `status` reports health and where
+the metrics are. Pid files live in `$TFMESH_HOME/run`, logs in `$TFMESH_HOME/logs`."""
 
 from __future__ import annotations
 
@@ -20,9 +21,11 @@ from pathlib import Path
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from cli.prometheus import LocalPrometheus, ScrapeTarget
 from shared.settings import default_home
 
 REPO = Path(__file__).resolve().parents[1]
+PROMETHEUS = "prometheus"
 
 
 @dataclass(frozen=True)
@@ -31,6 +34,8 @@ class ServiceSpec:
     module: str
     env_prefix: str
     port: int
+    # Its Prometheus /metrics port, on `<PREFIX>METRICS_PORT` when that is set.
+    metrics_port: int
     # The gateway speaks HTTP: its health is GET /healthz instead of grpc.health.v1.
     http: bool = False
     # A REST port beside the gRPC one (inference), on `<PREFIX>HTTP_PORT` when that is set.
@@ -46,13 +51,18 @@ class ServiceSpec:
 
 # Start order: dependencies first.
 SERVICES = [
-    ServiceSpec("registry", "services.registry.server", "TFMESH_REGISTRY_", 50053),
-    ServiceSpec("data", "services.data.server", "TFMESH_DATA_", 50051),
-    ServiceSpec("training", "services.training.server", "TFMESH_TRAINING_", 50052),
+    ServiceSpec("registry", "services.registry.server", "TFMESH_REGISTRY_", 50053, 9103),
+    ServiceSpec("data", "services.data.server", "TFMESH_DATA_", 50051, 9101),
+    ServiceSpec("training", "services.training.server", "TFMESH_TRAINING_", 50052, 9102),
     ServiceSpec(
-        "inference", "services.inference.server", "TFMESH_INFERENCE_", 50054, http_port=50055
+        "inference",
+        "services.inference.server",
+        "TFMESH_INFERENCE_",
+        50054,
+        9104,
+        http_port=50055,
     ),
-    ServiceSpec("gateway", "gateway.server", "TFMESH_GATEWAY_", 8080, http=True),
+    ServiceSpec("gateway", "gateway.server", "TFMESH_GATEWAY_", 8080, 9105, http=True),
 ]
 
 
@@ -62,6 +72,7 @@ def built_services() -> list[ServiceSpec]:
         replace(
             s,
             port=int(os.environ.get(f"{s.env_prefix}PORT", s.port)),
+            metrics_port=int(os.environ.get(f"{s.env_prefix}METRICS_PORT", s.metrics_port)),
             http_port=s.http_port and int(os.environ.get(f"{s.env_prefix}HTTP_PORT", s.http_port)),
         )
         for s in SERVICES
@@ -108,9 +119,12 @@ class LocalStack:
         self.log_dir = home / "logs"
 
     def _pid_file(self, spec: ServiceSpec) -> Path:
-        return self.run_dir / f"{spec.name}.pid"
+        return self._pid_file_named(spec.name)
 
-    def up(self, timeout_s: float = 120.0) -> list[ServiceSpec]:
+    def _pid_file_named(self, name: str) -> Path:
+        return self.run_dir / f"{name}.pid"
+
+    def up(self, timeout_s: float = 120.0, monitoring: bool = False) -> list[ServiceSpec]:
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.log_dir.mkdir(parents=True, exist_ok=True)
         services = built_services()
@@ -123,7 +137,11 @@ class LocalStack:
             with (self.log_dir / f"{spec.name}.log").open("ab") as log:
                 process = subprocess.Popen(
                     [sys.executable, "-m", spec.module],
-                    env={**env, f"{spec.env_prefix}PORT": str(spec.port)},
+                    env={
+                        **env,
+                        f"{spec.env_prefix}PORT": str(spec.port),
+                        f"{spec.env_prefix}METRICS_PORT": str(spec.metrics_port),
+                    },
                     stdout=log,
                     stderr=subprocess.STDOUT,
                     start_new_session=True,
@@ -131,7 +149,29 @@ class LocalStack:
             self._pid_file(spec).write_text(str(process.pid))
             self._wait_serving(spec, process, timeout_s)
             print(f"{spec.name:<10} serving on {spec.address}  (pid {process.pid})")
+        if monitoring:
+            self._start_prometheus(services, timeout_s)
         return services
+
+    def _start_prometheus(self, services: list[ServiceSpec], timeout_s: float) -> None:
+        prometheus = LocalPrometheus(self.home)
+        if prometheus.ready():
+            print(f"{'prometheus':<10} already serving on {prometheus.url}")
+            return
+        prometheus.write_config(
+            [ScrapeTarget(s.name, f"127.0.0.1:{s.metrics_port}") for s in services]
+        )
+        log = self.log_dir / "prometheus.log"
+        with log.open("ab") as output:
+            process = subprocess.Popen(
+                prometheus.command(),
+                stdout=output,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        self._pid_file_named(PROMETHEUS).write_text(str(process.pid))
+        prometheus.wait_ready(process, log, timeout_s)
+        print(f"{PROMETHEUS:<10} serving on {prometheus.url}  (pid {process.pid})")
 
     def _wait_serving(self, spec: ServiceSpec, process: subprocess.Popen, timeout_s: float) -> None:
         deadline = time.monotonic() + timeout_s
@@ -145,8 +185,8 @@ class LocalStack:
         raise SystemExit(f"{spec.name} was not SERVING on {spec.address} within {timeout_s} s")
 
     def down(self, grace_s: float = 20.0) -> None:
-        for spec in reversed(built_services()):
-            pid_file = self._pid_file(spec)
+        for name in [PROMETHEUS, *(spec.name for spec in reversed(built_services()))]:
+            pid_file = self._pid_file_named(name)
             if not pid_file.exists():
                 continue
             pid = int(pid_file.read_text())
@@ -161,11 +201,15 @@ class LocalStack:
             if _alive(pid):
                 os.kill(pid, signal.SIGKILL)
             pid_file.unlink()
-            print(f"{spec.name:<10} stopped")
+            print(f"{name:<10} stopped")
 
     def status(self) -> None:
         for spec in built_services():
-            print(f"{spec.name:<10} {spec.address:<18} {health(spec)}")
+            metrics = f"http://127.0.0.1:{spec.metrics_port}/metrics"
+            print(f"{spec.name:<10} {spec.address:<18} {health(spec):<12} {metrics}")
+        prometheus = LocalPrometheus(self.home)
+        state = "SERVING" if prometheus.ready() else "DOWN"
+        print(f"{PROMETHEUS:<10} {prometheus.url:<18} {state}")
 
 
 def _alive(pid: int) -> bool:
@@ -184,10 +228,13 @@ def _alive(pid: int) -> bool:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m cli.stack", description=__doc__)
     parser.add_argument("command", choices=["up", "down", "status"])
+    parser.add_argument(
+        "--monitoring", action="store_true", help="up: also start Prometheus scraping the stack"
+    )
     args = parser.parse_args(argv)
     stack = LocalStack(default_home())
     if args.command == "up":
-        stack.up()
+        stack.up(monitoring=args.monitoring)
     elif args.command == "down":
         stack.down()
     else:

@@ -6,7 +6,8 @@ KServe v2's `/v2`, the last two forwarded to the inference service's REST port) 
 Every failure is a JSON body: gRPC errors and the gateway's own domain errors map to HTTP
 codes (gateway.errors), malformed JSON and schema errors are 400, an oversized body 413,
 a missing or wrong bearer token 401. The OpenAPI document at `/openapi.json` carries the
-schemas of the protobuf messages routes answer, and of the forwarded bodies."""
+schemas of the protobuf messages routes answer, and of the forwarded bodies. Every request
+is counted and timed by route template (shared.http_metrics)."""
 
 from __future__ import annotations
 
@@ -31,12 +32,13 @@ from gateway.errors import (
     rpc_error_response,
     validation_error_response,
 )
-from gateway.forward import DataPlaneForwarder
+from gateway.forward import DataPlaneForwarder, is_data_plane
 from gateway.jsonio import OrjsonResponse
 from gateway.routes import data, inference, kserve, registry, tfserving, training
 from gateway.schemas import add_model_schemas, add_proto_schemas
 from gateway.settings import GatewaySettings
 from shared.errors import DomainError
+from shared.http_metrics import HttpMetrics, route_template
 from shared.telemetry import Telemetry
 
 OPEN_PATHS = ("/openapi.json", "/docs", "/healthz", "/v2/health/")
@@ -168,4 +170,14 @@ def create_app(
     app.add_middleware(
         DataPlaneForwarder, api_token=settings.api_token, max_body_bytes=settings.max_body_bytes
     )
+    app.add_middleware(HttpMetrics, handler_of=_handler)
     return app
+
+
+def _handler(scope: dict[str, Any]) -> str:
+    """The `handler` label of a request: its route's template; forwarded data-plane
+    requests by API, since the inference service's own metrics name their routes."""
+    path = scope["path"]
+    if is_data_plane(path):
+        return "/v1/models/{forwarded}" if path.startswith("/v1/") else "/v2/{forwarded}"
+    return route_template(scope)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uvicorn
+from prometheus_client import start_http_server
 
 from gateway.app import create_app
 from gateway.backends import Backends
@@ -15,6 +16,8 @@ def main() -> None:
     settings = load_settings(GatewaySettings)
     telemetry = setup_telemetry("gateway")
     app = create_app(settings, Backends(settings, telemetry), telemetry)
+    if settings.metrics_port >= 0:
+        start_http_server(settings.metrics_port, addr=settings.host)
     uvicorn.run(app, host=settings.host, port=settings.port, log_config=None)
     telemetry.shutdown()
 

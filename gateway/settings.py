@@ -21,6 +21,8 @@ class GatewaySettings(BaseSettings):
     # `Authorization: Bearer <token>`.
     api_token: str = ""
     max_body_bytes: int = Field(default=16 * 1024 * 1024, ge=1024)
+    # Prometheus /metrics HTTP port; 0 picks a free one, -1 turns it off.
+    metrics_port: int = Field(default=-1, ge=-1, le=65535)
     # Deadline of each gRPC call made for a request, retries included.
     deadline_s: float = Field(default=30.0, gt=0)
     # Deadline of a training job's event stream (`GET /api/v1/jobs/{job}/events`), which

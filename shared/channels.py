@@ -1,4 +1,5 @@
-"""Client channels to tfmesh services: tracing interceptors, message limits, optional TLS."""
+"""Client channels to tfmesh services: tracing and metrics interceptors, message limits,
+optional TLS."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ from pathlib import Path
 
 import grpc
 
+from shared.grpc_metrics import client_interceptors
 from shared.telemetry import Telemetry
 
 
@@ -18,12 +20,13 @@ def open_channel(
     client_cert_file: Path | None = None,
     client_key_file: Path | None = None,
 ) -> grpc.aio.Channel:
-    """An asyncio channel to `target`; TLS when a root CA is given, mTLS with a client pair."""
+    """An asyncio channel to `target`; TLS when a root CA is given, mTLS with a client pair.
+    A service's channel (one given its telemetry) is traced and its calls counted."""
     options = [
         ("grpc.max_receive_message_length", max_message_bytes),
         ("grpc.max_send_message_length", max_message_bytes),
     ]
-    interceptors = telemetry.client_interceptors() if telemetry else None
+    interceptors = [*telemetry.client_interceptors(), *client_interceptors()] if telemetry else None
     if root_ca_file is None:
         return grpc.aio.insecure_channel(target, options=options, interceptors=interceptors)
     credentials = grpc.ssl_channel_credentials(

@@ -5,36 +5,24 @@ code and typed details, any other exception becomes INTERNAL with its message lo
 (never leaked) so a bug in one call never takes the server down. Request bytes that do
 not parse as the method's message are the caller's mistake: INVALID_ARGUMENT naming the
 message type, for a unary request and for any message of a request stream alike (gRPC
-itself would answer UNKNOWN or INTERNAL)."""
+itself would answer UNKNOWN or INTERNAL). Every call is counted and timed under the gRPC
+ecosystem's metric names (shared.grpc_metrics)."""
 
 from __future__ import annotations
 
 import inspect
 import logging
-import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import grpc
 from google.protobuf.message import DecodeError
 from grpc_status import rpc_status
-from prometheus_client import Counter, Histogram
 
 from shared.errors import DomainError, invalid
+from shared.grpc_metrics import ServerCall, call_type
 
 log = logging.getLogger(__name__)
-
-RPC_HANDLED = Counter(
-    "tfmesh_grpc_server_handled_total",
-    "RPCs completed by the server, by method and status code.",
-    ["service", "method", "code"],
-)
-RPC_SECONDS = Histogram(
-    "tfmesh_grpc_server_handling_seconds",
-    "Time from RPC start to its last response, by method.",
-    ["service", "method"],
-    buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
-)
 
 
 async def _abort(context: grpc.aio.ServicerContext, error: BaseException) -> None:
@@ -47,20 +35,6 @@ async def _abort(context: grpc.aio.ServicerContext, error: BaseException) -> Non
         await context.abort(grpc.StatusCode.UNIMPLEMENTED, "this server does not implement it")
     log.exception("unhandled error in RPC", exc_info=error)
     await context.abort(grpc.StatusCode.INTERNAL, f"internal error: {type(error).__name__}")
-
-
-def _split_method(full_method: str) -> tuple[str, str]:
-    _, service, method = full_method.split("/", 2)
-    return service, method
-
-
-def _record(full_method: str, started: float, context: grpc.aio.ServicerContext) -> None:
-    service, method = _split_method(full_method)
-    code = context.code() or grpc.StatusCode.OK
-    if isinstance(code, int):
-        code = next((c for c in grpc.StatusCode if c.value[0] == code), grpc.StatusCode.UNKNOWN)
-    RPC_HANDLED.labels(service, method, code.name).inc()
-    RPC_SECONDS.labels(service, method).observe(time.perf_counter() - started)
 
 
 class ErrorAndMetricsInterceptor(grpc.aio.ServerInterceptor):
@@ -76,11 +50,12 @@ class ErrorAndMetricsInterceptor(grpc.aio.ServerInterceptor):
             return handler
         method = handler_call_details.method
         streaming_requests = bool(handler.stream_unary or handler.stream_stream)
+        kind = call_type(streaming_requests, bool(handler.unary_stream or handler.stream_stream))
         if handler.unary_unary or handler.stream_unary:
             inner = _checking_requests(
                 handler.unary_unary or handler.stream_unary, streaming_requests
             )
-            wrapped = _wrap_unary_response(inner, method)
+            wrapped = _wrap_unary_response(inner, kind, method)
             factory = (
                 grpc.unary_unary_rpc_method_handler
                 if handler.unary_unary
@@ -90,7 +65,7 @@ class ErrorAndMetricsInterceptor(grpc.aio.ServerInterceptor):
             inner = _checking_requests(
                 handler.unary_stream or handler.stream_stream, streaming_requests
             )
-            wrapped = _wrap_stream_response(inner, method)
+            wrapped = _wrap_stream_response(inner, kind, method)
             factory = (
                 grpc.unary_stream_rpc_method_handler
                 if handler.unary_stream
@@ -141,9 +116,9 @@ def _checking_requests(inner: Callable[..., Any], streaming: bool) -> Callable[.
     return lambda request, context: inner(_checked(request), context)
 
 
-def _wrap_unary_response(inner: Callable[..., Any], method: str) -> Callable[..., Any]:
+def _wrap_unary_response(inner: Callable[..., Any], kind: str, method: str) -> Callable[..., Any]:
     async def call(request: Any, context: grpc.aio.ServicerContext) -> Any:
-        started = time.perf_counter()
+        counted = ServerCall(kind, method)
         try:
             return await inner(request, context)
         except Exception as error:  # noqa: BLE001 - mapped to a status, never re-raised
@@ -151,14 +126,14 @@ def _wrap_unary_response(inner: Callable[..., Any], method: str) -> Callable[...
                 raise
             await _abort(context, error)
         finally:
-            _record(method, started, context)
+            counted.finish(context.code())
 
     return call
 
 
-def _wrap_stream_response(inner: Callable[..., Any], method: str) -> Callable[..., Any]:
+def _wrap_stream_response(inner: Callable[..., Any], kind: str, method: str) -> Callable[..., Any]:
     async def call(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
-        started = time.perf_counter()
+        counted = ServerCall(kind, method)
         try:
             responses = inner(request, context)
             if inspect.isawaitable(responses):
@@ -173,7 +148,7 @@ def _wrap_stream_response(inner: Callable[..., Any], method: str) -> Callable[..
                 raise
             await _abort(context, error)
         finally:
-            _record(method, started, context)
+            counted.finish(context.code())
 
     return call
 

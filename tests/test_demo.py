@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 
 from tests.support.processes import REPO, free_port
+
+SERVICES = ("REGISTRY", "DATA", "TRAINING", "INFERENCE", "GATEWAY")
 
 
 def test_demo_runs_the_lifecycle_end_to_end(tmp_path):
@@ -19,6 +22,9 @@ def test_demo_runs_the_lifecycle_end_to_end(tmp_path):
         "TFMESH_INFERENCE_PORT": str(free_port()),
         "TFMESH_INFERENCE_HTTP_PORT": str(free_port()),
         "TFMESH_GATEWAY_PORT": str(free_port()),
+        **{f"TFMESH_{s}_METRICS_PORT": str(free_port()) for s in SERVICES},
+        "TFMESH_PROMETHEUS_PORT": str(free_port()),
+        "TFMESH_PROMETHEUS_INTERVAL": "1s",
         "COLUMNS": "200",
     }
     finished = subprocess.run(
@@ -33,5 +39,9 @@ def test_demo_runs_the_lifecycle_end_to_end(tmp_path):
     assert finished.returncode == 0, output[-4000:]
     assert "gRPC and REST, all three APIs agree: yes" in output
     assert "after promotion: share served by v2: 100.0%" in output
+    # The closing figures come from the real Prometheus the demo started.
+    assert "Prometheus: http://127.0.0.1:" in output
+    assert re.search(r"requests answered by v2 \(Prometheus\): [1-9]\d+", output), output[-3000:]
+    assert "p99 prediction latency, last 5 min (Prometheus)" in output
     assert (tmp_path / "demo" / "training_curve.png").stat().st_size > 10_000
     assert not list((tmp_path / "run").glob("*.pid")), "the demo stops the stack it started"

@@ -1,8 +1,9 @@
 """The Makefile's set-up is split by need, and refuses an unsupported Python in one line.
 
-`make demo` must install only the venv and the generated code: its whole recipe, as make
-would run it from scratch (`make -n -B`, into a scratch venv path), names pip and protoc
-and no system installer, npm or binary download. Running it for real would rebuild the
+`make demo` must install only the venv, the generated code and Prometheus: its whole
+recipe, as make would run it from scratch (`make -n -B`, into a scratch venv path), names
+pip, protoc and Debian's prometheus package, and no other system package, npm or binary
+download. Running it for real would rebuild the
 venv (minutes of pip); the dry run shows every command that would run. `make test`'s
 recipe does add the system packages."""
 
@@ -37,13 +38,16 @@ def make(*arguments: str) -> subprocess.CompletedProcess:
     )
 
 
-def test_the_demo_installs_the_venv_and_generated_code_and_nothing_else(tmp_path):
+def test_the_demo_installs_the_venv_generated_code_and_prometheus_and_nothing_else(tmp_path):
     run = make("-n", "-B", "demo", f"VENV={tmp_path / 'venv'}")
     assert run.returncode == 0, run.stderr
     assert "pip install -q --require-hashes -r requirements.lock" in run.stdout
     assert "grpc_tools.protoc" in run.stdout
     assert "cli.demo" in run.stdout
-    used = [word for word in INSTALLERS if word in run.stdout]
+    # The one system package: the demo reads its figures back from a real Prometheus.
+    assert "apt-get install -y -q prometheus" in run.stdout
+    others = "\n".join(line for line in run.stdout.splitlines() if "prometheus" not in line)
+    used = [word for word in INSTALLERS if word in others]
     assert not used, f"make demo would run {used}:\n{run.stdout}"
 
 

@@ -129,3 +129,19 @@ async def serving_model(request: Request, model: ModelName) -> OrjsonResponse:
     b = _backends(request)
     message = pb.GetModelStatusRequest(model=model)
     return message_response(await b.read(b.inference.GetModelStatus, message))
+
+
+@router.get(
+    "/serving/{model}/drift",
+    summary="Drift of a served model's live inputs from its training data, per version",
+    response_model=None,
+    responses={200: proto_response(pb.GetDriftResponse)},
+)
+async def serving_drift(
+    request: Request,
+    model: ModelName,
+    version: Annotated[int, Query(ge=0, description="0: every loaded version")] = 0,
+) -> OrjsonResponse:
+    b = _backends(request)
+    message = pb.GetDriftRequest(model=model, version=version)
+    return message_response(await b.read(b.inference.GetDrift, message))

@@ -29,6 +29,7 @@ from services.data.ingest import (
     ingest,
     open_source,
 )
+from services.data.metrics import ROWS_INGESTED, ROWS_REJECTED
 from services.data.store import MetadataStore
 from shared.blobstore import BlobStore, BlobWriter
 from shared.errors import invalid
@@ -164,6 +165,8 @@ class Upload:
                 if known is not None:
                     return self._existing(*known)
                 self._store.insert(version, result.statistics, result.shards)
+            ROWS_INGESTED.labels(version.dataset).inc(result.rows.kept)
+            ROWS_REJECTED.labels(version.dataset).inc(result.rows.dropped)
             log.info(
                 "dataset version created",
                 extra={

@@ -175,6 +175,8 @@ class Batcher:
         self.options = options
         self.name = name
         self._metrics = metrics
+        if metrics:
+            metrics.capacity_rows.set(options.max_queued_rows)
         self._statistics = statistics
         self._tracer = tracer or trace.NoOpTracer()
         self._timeout_s = options.batch_timeout_micros / 1e6

@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 import grpc
 import numpy as np
 
 from services.inference.batcher import BatchingOptions
 from services.inference.catalog import ModelView, VersionState, VersionView
+from services.inference.live_drift import THRESHOLDS
 from services.inference.runtimes import TensorSpec
 from services.inference.serving import Prediction
+from services.inference.statistics import VersionStatistics
 from shared.errors import Code, DomainError
 from shared.tensors import dtype_enum, from_tensor, to_tensor
 from tfmesh.common.v1 import common_pb2
@@ -103,4 +105,31 @@ def model_status_to_proto(model: ModelView, queued_rows: Mapping[int, int]) -> p
         ],
         canary_weight=model.table.canary_weight,
         batching=batching_to_proto(model.batching),
+    )
+
+
+def drift_to_proto(model: str, statistics: Sequence[VersionStatistics]) -> pb.GetDriftResponse:
+    """The drift of each version in `statistics`, with the thresholds it is judged by."""
+    return pb.GetDriftResponse(
+        model=model,
+        versions=[
+            pb.VersionDrift(
+                version=s.version,
+                baseline=s.drift.baseline,
+                sampled_rows=s.drift.sampled_rows,
+                window_rows=s.drift.window_rows,
+                features=[
+                    pb.FeatureDrift(
+                        feature=score.feature,
+                        statistic=score.statistic,
+                        score=score.score,
+                        threshold=THRESHOLDS[score.statistic],
+                        drifted=score.score > THRESHOLDS[score.statistic],
+                    )
+                    for score in s.drift.scores
+                ],
+                note=s.drift.note,
+            )
+            for s in statistics
+        ],
     )

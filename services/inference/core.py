@@ -76,6 +76,7 @@ class InferenceCore:
                 if output_filter:
                     check_output_filter(output_filter, signature, output_filter_field)
                 span.set_attribute("rows", rows)
+                target.drift.observe(inputs)
                 queued = submit_in_batches(target.batcher, inputs, rows, deadline)
                 outputs = await queued
             except DomainError as error:
@@ -89,7 +90,7 @@ class InferenceCore:
                 raise
             finally:
                 count_request(
-                    model, self.manager.knows(model), target.version if target else 0, code
+                    model, self.manager.knows(model), target.version if target else 0, code, started
                 )
                 if queued is not None and target is not None:
                     # Only requests the version took count as its answers (as in the owner).
@@ -110,7 +111,9 @@ def version_statistics(manager: ModelManager, model: str, version: int) -> list[
         for number, record in sorted(served.records.items()):
             if record.loaded is not None and version in (0, number):
                 loaded = record.loaded
-                found.append(loaded.statistics.snapshot(loaded.batcher.queued_rows))
+                found.append(
+                    loaded.statistics.snapshot(loaded.batcher.queued_rows, loaded.drift.status())
+                )
     if model and version and not found:
         raise NotFound("model version", f"{model}/{version}", "version")
     return found

@@ -1,10 +1,16 @@
-"""Prometheus metrics of the inference service: batching, queues and answers by code.
+"""Prometheus metrics of the inference service: answers, batching, queues, the versions it
+serves and how traffic is split between them.
 
 Queue and compute times, batch sizes and padding are observed by each version's batcher;
-requests by status code by the core. Labels are the model and version, so a dashboard
-can compare a canary with production."""
+requests by status code and their latency by whichever process answered them (a front end,
+or the in-process core); loads, unloads, alias moves and route weights by the model
+manager. Labels are the model and version, so a dashboard can compare a canary with
+production. With front ends the metrics live in prometheus_client's multiprocess files:
+gauges the model owner alone sets say how the processes' values combine."""
 
 from __future__ import annotations
+
+import time
 
 from prometheus_client import Counter, Gauge, Histogram
 
@@ -54,21 +60,82 @@ QUEUED_ROWS = Gauge(
     "tfmesh_inference_queued_rows",
     "Rows waiting in a version's batch queue.",
     ["model", "version"],
+    multiprocess_mode="livesum",
+)
+QUEUE_CAPACITY_ROWS = Gauge(
+    "tfmesh_inference_queue_capacity_rows",
+    "Rows a version's batch queue takes before it refuses requests.",
+    ["model", "version"],
+    multiprocess_mode="livemax",
 )
 REQUESTS = Counter(
     "tfmesh_inference_requests_total",
     "Prediction requests answered, by model, version (0 when none was chosen) and code.",
     ["model", "version", "code"],
 )
+REQUEST_SECONDS = Histogram(
+    "tfmesh_inference_request_duration_seconds",
+    "Time from a prediction request's arrival in the service to its answer.",
+    ["model", "version"],
+    buckets=LATENCY_BUCKETS,
+)
+MODEL_LOADS = Counter(
+    "tfmesh_inference_model_loads_total",
+    "Attempts to load a version, by outcome (loaded, failed).",
+    ["model", "version", "outcome"],
+)
+MODEL_UNLOADS = Counter(
+    "tfmesh_inference_model_unloads_total",
+    "Versions unloaded (no served alias names them any more).",
+    ["model", "version"],
+)
+ALIAS_SWAPS = Counter(
+    "tfmesh_inference_alias_swaps_total",
+    "Times an alias (production, canary) started routing to another version.",
+    ["model", "alias"],
+)
+ROUTE_WEIGHT = Gauge(
+    "tfmesh_inference_route_weight_ratio",
+    "Share of a model's unpinned requests routed to a version (0 to 1).",
+    ["model", "version"],
+    multiprocess_mode="livemax",
+)
+DRIFT_SCORE = Gauge(
+    "tfmesh_inference_drift_score",
+    "How far a feature of a version's live inputs has drifted from its training data "
+    "(statistic psi: population stability index; linf: L-infinity distance).",
+    ["model", "version", "feature", "statistic"],
+    multiprocess_mode="livemax",
+)
+DRIFT_SAMPLED_ROWS = Counter(
+    "tfmesh_inference_drift_sampled_rows_total",
+    "Rows of live inputs sampled for drift, by version.",
+    ["model", "version"],
+)
 
 
 UNKNOWN_MODEL_LABEL = "unknown"
 
 
-def count_request(model: str, known: bool, version: int, code: str) -> None:
-    """Count one answered request; names of unknown models share one label value, so a
-    client cannot grow the series without bound."""
-    REQUESTS.labels(model if known else UNKNOWN_MODEL_LABEL, str(version), code).inc()
+def count_request(model: str, known: bool, version: int, code: str, started: float) -> None:
+    """Count and time one answered request that arrived at `started` (perf_counter);
+    names of unknown models share one label value, so a client cannot grow the series
+    without bound."""
+    labels = (model if known else UNKNOWN_MODEL_LABEL, str(version))
+    REQUESTS.labels(*labels, code).inc()
+    REQUEST_SECONDS.labels(*labels).observe(time.perf_counter() - started)
+
+
+def record_routing(
+    model: str, before: dict[str, int], after: dict[str, int], weights: dict[int, float]
+) -> None:
+    """After a routing table swap: count the aliases that moved, and set each version's
+    share of traffic (0 for versions that no longer get any)."""
+    for alias, version in after.items():
+        if before.get(alias) != version:
+            ALIAS_SWAPS.labels(model, alias).inc()
+    for version in {*before.values(), *after.values()}:
+        ROUTE_WEIGHT.labels(model, str(version)).set(weights.get(version, 0.0))
 
 
 class BatcherMetrics:
@@ -81,3 +148,4 @@ class BatcherMetrics:
         self.batch_rows = BATCH_ROWS.labels(*labels)
         self.padding_rows = PADDING_ROWS.labels(*labels)
         self.queued_rows = QUEUED_ROWS.labels(*labels)
+        self.capacity_rows = QUEUE_CAPACITY_ROWS.labels(*labels)

@@ -9,7 +9,8 @@ version that is wanted and not loaded (fetch with digest check, load, warm up at
 allowed batch size), then swaps the routing table in one assignment. A version that
 fails to load or warm up never replaces a working one: the alias keeps its old target.
 Versions no alias names any more leave the table first, then drain their queue, then
-unload."""
+unload. Each loaded version watches its live inputs for drift from the dataset version
+its lineage names, when a baseline source is given (services.inference.live_drift)."""
 
 from __future__ import annotations
 
@@ -20,18 +21,27 @@ import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
 
 from opentelemetry import trace
 
+from services.inference import metrics
 from services.inference.alias_feed import AliasEvent, AliasFeed
 from services.inference.batcher import Batcher, BatchingOptions
 from services.inference.catalog import Catalog, ModelView, VersionState, VersionView
 from services.inference.config import ModelSpec
+from services.inference.drift import (
+    Baseline,
+    DriftWindow,
+    baselines_from_statistics,
+    drift_applicable,
+)
+from services.inference.live_drift import LiveDrift
 from services.inference.metrics import BatcherMetrics
 from services.inference.routing import RoutingTable
-from services.inference.runtimes import RUNTIMES, Runtime, load_runtime, zero_inputs
+from services.inference.runtimes import RUNTIMES, Runtime, Signature, load_runtime, zero_inputs
 from services.inference.statistics import VersionStatistics
-from shared.aliases import CANARY
+from shared.aliases import CANARY, PRODUCTION
 from shared.errors import NotFound
 
 log = logging.getLogger(__name__)
@@ -46,6 +56,20 @@ class LoadedVersion:
     runtime: Runtime
     batcher: Batcher
     statistics: VersionStatistics
+    drift: LiveDrift
+
+
+@dataclass(frozen=True)
+class DriftOptions:
+    """How each version's live inputs are sampled for drift, and from where baselines come."""
+
+    baselines: BaselineSource
+    sampling_rate: float = 0.1
+    window_rows: int = 2000
+
+
+class BaselineSource(Protocol):
+    async def fetch(self, model: str, version: int) -> Baseline | None: ...
 
 
 @dataclass
@@ -114,9 +138,11 @@ class ModelManager:
         source: AliasFeed | None = None,
         tracer: trace.Tracer | None = None,
         settle_s: float = 0.05,
+        drift: DriftOptions | None = None,
     ) -> None:
         self._models = {spec.name: ServedModel(spec) for spec in specs}
         self._source = source
+        self._drift = drift
         self._tracer = tracer
         self._settle_s = settle_s
         self._tasks: list[asyncio.Task[None]] = []
@@ -255,6 +281,12 @@ class ModelManager:
         weight = desired[CANARY][1] if CANARY in by_label and CANARY in desired else 0
         served.table = RoutingTable({v.version: v for v in by_label.values()}, by_label, weight)
         self._changed()
+        metrics.record_routing(
+            served.name,
+            {label: v.version for label, v in old.by_label.items()},
+            {label: v.version for label, v in by_label.items()},
+            traffic_shares(served.table),
+        )
         log.info(
             "routing table swapped",
             extra={
@@ -288,12 +320,14 @@ class ModelManager:
             record.state = VersionState.FAILED
             record.reason = f"{stage} failed: {type(error).__name__}: {error}"
             self._changed()
+            metrics.MODEL_LOADS.labels(spec.name, str(version), "failed").inc()
             log.warning(
                 "version failed to load",
                 extra={"model": spec.name, "version": version, "reason": record.reason},
             )
             return
         statistics = VersionStatistics(spec.name, version)
+        drift = await self._watch_drift(spec, version, runtime.signature)
         batcher = Batcher(
             runtime.predict,
             spec.batching,
@@ -302,14 +336,49 @@ class ModelManager:
             statistics=statistics,
             tracer=self._tracer,
         )
-        record.loaded = LoadedVersion(spec.name, version, runtime, batcher, statistics)
+        record.loaded = LoadedVersion(spec.name, version, runtime, batcher, statistics, drift)
         record.device = runtime.device
         record.state = VersionState.AVAILABLE
         self._changed()
+        metrics.MODEL_LOADS.labels(spec.name, str(version), "loaded").inc()
         log.info(
             "version loaded",
             extra={"model": spec.name, "version": version, "device": runtime.device},
         )
+
+    async def _watch_drift(self, spec: ModelSpec, version: int, signature: Signature) -> LiveDrift:
+        """The version's drift watch, or one saying why there is none; never fails a load."""
+        if self._drift is None:
+            return LiveDrift.off(spec.name, version, "drift is off (no data service configured)")
+        if not spec.from_registry:
+            return LiveDrift.off(spec.name, version, "a static model has no lineage")
+        try:
+            baseline = await self._drift.baselines.fetch(spec.name, version)
+        except Exception as error:  # noqa: BLE001 - drift is an extra; the version still serves
+            log.warning(
+                "no drift baseline",
+                extra={"model": spec.name, "version": version, "reason": repr(error)},
+            )
+            return LiveDrift.off(spec.name, version, f"baseline unavailable: {error}")
+        if baseline is None:
+            return LiveDrift.off(spec.name, version, "the version's lineage names no dataset")
+        name = baseline.dataset_version
+        if len(signature.inputs) != 1:
+            note = f"the model takes {len(signature.inputs)} inputs; drift watches one"
+            return LiveDrift.off(spec.name, version, note, name)
+        only = signature.inputs[0]
+        try:
+            features = baselines_from_statistics(baseline.features)
+        except ValueError as error:
+            return LiveDrift.off(spec.name, version, f"unusable statistics: {error}", name)
+        if not drift_applicable(only.shape, features):
+            note = (
+                f"input {only.name!r} {list(only.shape)} does not end in the dataset's "
+                f"{len(features)} features"
+            )
+            return LiveDrift.off(spec.name, version, note, name)
+        window = DriftWindow(features, self._drift.sampling_rate, self._drift.window_rows)
+        return LiveDrift(spec.name, version, baseline=name, input_name=only.name, window=window)
 
     def _begin_unload(self, served: ServedModel, record: VersionRecord, reason: str) -> None:
         record.state = VersionState.UNLOADING
@@ -324,13 +393,28 @@ class ModelManager:
         loaded = record.loaded
         assert loaded is not None
         await loaded.batcher.close()
+        loaded.drift.close()
         await asyncio.to_thread(loaded.runtime.unload)
         record.loaded = None
         record.state = VersionState.END
         self._changed()
+        metrics.MODEL_UNLOADS.labels(served.name, str(record.version)).inc()
         log.info("version unloaded", extra={"model": served.name, "version": record.version})
         if any(version == record.version for version, _ in served.desired.values()):
             served.dirty.set()
+
+
+def traffic_shares(table: RoutingTable[LoadedVersion]) -> dict[int, float]:
+    """Each routed version's share (0 to 1) of the requests that pin nothing."""
+    shares: dict[int, float] = {}
+    canary = table.by_label.get(CANARY)
+    canary_share = table.canary_weight / 100 if canary is not None else 0.0
+    production = table.by_label.get(PRODUCTION)
+    if production is not None:
+        shares[production.version] = 1.0 - canary_share
+    if canary is not None and canary_share:
+        shares[canary.version] = shares.get(canary.version, 0.0) + canary_share
+    return shares
 
 
 async def _local_file(path: Path | None, version: int) -> Path | None:

@@ -27,13 +27,14 @@ from grpc_health.v1 import health_pb2
 
 from inference import grpc_predict_v2_pb2, grpc_predict_v2_pb2_grpc
 from services.inference import tfserving_protos
+from services.inference.baselines import LineageBaselines
 from services.inference.config import model_specs
 from services.inference.core import InferenceCore
 from services.inference.dataplane.link import OwnerLink
 from services.inference.dataplane.owner import ModelOwner
 from services.inference.dataplane.slab import Slab
 from services.inference.kserve_servicer import KServeServicer
-from services.inference.model_manager import ModelManager
+from services.inference.model_manager import DriftOptions, ModelManager
 from services.inference.registry_source import RegistrySource
 from services.inference.rest.app import RestApi
 from services.inference.rest.serve import start_http
@@ -111,24 +112,35 @@ async def start_models(
     """Load the static models and follow the registry; the core, and how to stop it."""
     specs = model_specs(settings)
     registry_models = [spec.name for spec in specs if spec.from_registry]
-    channel = None
+    channels: list[grpc.aio.Channel] = []
     source = None
+    drift = None
     if registry_models:
-        channel = open_channel(settings.registry_addr, telemetry)
+        channels.append(open_channel(settings.registry_addr, telemetry))
+        registry = RegistryClient(channels[-1])
         source = RegistrySource(
-            RegistryClient(channel),
+            registry,
             settings.home / "inference" / "artifacts",
             registry_models,
             max_backoff_s=settings.registry_max_backoff_s,
         )
+        if settings.data_addr:
+            channels.append(open_channel(settings.data_addr, telemetry))
+            drift = DriftOptions(
+                LineageBaselines(registry, channels[-1]),
+                settings.drift_sampling_rate,
+                settings.drift_window_rows,
+            )
     tracer = telemetry.tracer("tfmesh.inference")
-    manager = ModelManager(specs, source=source, tracer=tracer, settle_s=settings.swap_settle_s)
+    manager = ModelManager(
+        specs, source=source, tracer=tracer, settle_s=settings.swap_settle_s, drift=drift
+    )
     core = InferenceCore(manager, Router(), tracer)
     await manager.start()
 
     async def stop() -> None:
         await manager.stop()
-        if channel is not None:
+        for channel in channels:
             await channel.close()
 
     return core, stop

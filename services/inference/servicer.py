@@ -67,6 +67,17 @@ class InferenceServicer(inference_pb2_grpc.InferenceServiceServicer):
         queued = {s.version: s.queued_rows for s in statistics}
         return pb.GetModelStatusResponse(status=c.model_status_to_proto(model, queued))
 
+    async def GetDrift(self, request: pb.GetDriftRequest, context) -> pb.GetDriftResponse:
+        if not request.model:
+            raise invalid("model", "name the model whose drift to show")
+        if request.version < 0:
+            raise invalid(
+                "version", f"must be >= 0 (0: every loaded version), got {request.version}"
+            )
+        model = self._serving.catalog().model(request.model)
+        statistics = await self._serving.statistics(model.name, request.version)
+        return c.drift_to_proto(model.name, statistics)
+
     async def ListModels(self, request: pb.ListModelsRequest, context) -> pb.ListModelsResponse:
         if request.page_size < 0:
             raise invalid("page_size", "must be >= 0")

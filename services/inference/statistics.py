@@ -6,13 +6,15 @@ time in the batch queue, and per request the assembly, forward pass and split du
 of the batch it ran in, also broken down by batch size. The batcher records batches and
 queue times, whoever owns a request's life (the core, or the model owner for a front
 end) records its answer. Every update happens on the event loop's thread, so no lock is
-needed; `snapshot` hands out a copy."""
+needed; `snapshot` hands out a copy, with the version's drift status as of then."""
 
 from __future__ import annotations
 
 import copy
 import time
 from dataclasses import dataclass, field
+
+from services.inference.drift import DriftStatus
 
 
 @dataclass
@@ -61,6 +63,8 @@ class VersionStatistics:
     batches: dict[int, BatchDurations] = field(default_factory=dict)
     # Rows waiting in the batch queue when the snapshot was taken.
     queued_rows: int = 0
+    # The version's live-input drift when the snapshot was taken.
+    drift: DriftStatus = field(default_factory=DriftStatus)
 
     def record_queued(self, waited_s: float) -> None:
         self.queue.add(int(waited_s * 1e9))
@@ -81,7 +85,8 @@ class VersionStatistics:
         if ok:
             self.last_inference_ms = int(time.time() * 1000)
 
-    def snapshot(self, queued_rows: int) -> VersionStatistics:
+    def snapshot(self, queued_rows: int, drift: DriftStatus | None = None) -> VersionStatistics:
         taken = copy.deepcopy(self)
         taken.queued_rows = queued_rows
+        taken.drift = drift or DriftStatus()
         return taken

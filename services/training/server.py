@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import asyncio
 
+from prometheus_client import REGISTRY
+
 from services.training.core import TrainingCore
 from services.training.data_client import DataServiceSource
 from services.training.datasource import DataSource
 from services.training.jobs import Registrar
+from services.training.metrics import JobsByState
 from services.training.registrar import RegistryRegistrar
 from services.training.servicer import TrainingServicer
 from services.training.settings import TrainingSettings
@@ -52,8 +55,11 @@ async def start_training(
         [SERVICE_NAME],
     )
     await pool.start()
+    jobs_by_state = JobsByState(store.count_by_state)
+    REGISTRY.register(jobs_by_state)
 
     async def dispose() -> None:
+        REGISTRY.unregister(jobs_by_state)
         await pool.stop()
         engine.dispose()
 

@@ -23,11 +23,13 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    func,
     select,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
 from services.training.jobs import EventKind, JobEvent, JobRecord, JobState, Registration
+from services.training.metrics import JOBS_FINISHED
 from services.training.spec import JobSpec, spec_from_dict, spec_to_dict
 from shared.errors import FailedPrecondition, NotFound, invalid
 
@@ -145,6 +147,7 @@ class _Change:
             self.row.started_at = _now()
         if state.is_terminal:
             self.row.ended_at = _now()
+            JOBS_FINISHED.labels(state.value).inc()
         self.emit(EventKind.STATE, {"state": state.value, "message": message})
 
 
@@ -192,6 +195,11 @@ class JobStore:
             _Change(session, row).emit(EventKind.STATE, {"state": "QUEUED", "message": ""})
             session.flush()
             return _record(row), True
+
+    def count_by_state(self) -> dict[JobState, int]:
+        with Session(self.engine) as session:
+            rows = session.execute(select(JobRow.state, func.count()).group_by(JobRow.state))
+            return {JobState(state): count for state, count in rows}
 
     def get(self, job_id: str) -> JobRecord:
         with Session(self.engine) as session:

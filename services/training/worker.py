@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -26,6 +27,7 @@ from services.training.jobs import (
     StopRequested,
     VersionUpload,
 )
+from services.training.metrics import EPOCH_SECONDS, UNREGISTERED
 from services.training.store import JobStore
 from shared.errors import DomainError
 
@@ -55,21 +57,29 @@ class StopSignal:
 class JobReporter:
     """The trainer's progress, written to the store (called on the training thread)."""
 
-    def __init__(self, store: JobStore, job_id: str) -> None:
+    def __init__(self, store: JobStore, job_id: str, model: str) -> None:
         self._store = store
         self._job_id = job_id
+        self._epoch_seconds = EPOCH_SECONDS.labels(model or UNREGISTERED)
+        self._epoch_started = time.monotonic()
 
     def phase_started(self, phase: str) -> None:
         self._store.set_phase(self._job_id, phase)
+        self._epoch_started = time.monotonic()
 
     def epoch_ended(self, trial: int, epoch: int, epochs: int, metrics: dict[str, float]) -> None:
+        now = time.monotonic()
+        self._epoch_seconds.observe(now - self._epoch_started)
+        self._epoch_started = now
         self._store.record_epoch(self._job_id, trial, epoch, epochs, metrics)
 
     def trial_ended(self, trial: TrialRecord) -> None:
         self._store.record_trial(self._job_id, trial.number, trial.params, trial.objective)
+        self._epoch_started = time.monotonic()
 
     def resumed(self, epoch: int) -> None:
         self._store.record_resume(self._job_id, epoch)
+        self._epoch_started = time.monotonic()
 
 
 class WorkerPool:
@@ -181,7 +191,7 @@ class WorkerPool:
         from services.training.trainer import Trainer, TrialRecord
 
         previous = [TrialRecord(t["number"], t["params"], t["objective"]) for t in job.trials]
-        reporter = JobReporter(self._store, job.job_id)
+        reporter = JobReporter(self._store, job.job_id, job.spec.model_name)
         trainer = Trainer(job.spec, data, self._jobs_root / job.job_id, reporter, signal)
         return trainer.run(previous)
 

@@ -137,8 +137,14 @@ async def assert_still_serving(server: RunningServer) -> None:
 
 
 def handled_count(method: str, code: str) -> float:
-    labels = {"service": PROBE_SERVICE, "method": method, "code": code}
-    return REGISTRY.get_sample_value("tfmesh_grpc_server_handled_total", labels) or 0.0
+    kind = "server_stream" if method.endswith("Stream") else "unary"
+    labels = {
+        "grpc_type": kind,
+        "grpc_service": PROBE_SERVICE,
+        "grpc_method": method,
+        "grpc_code": code,
+    }
+    return REGISTRY.get_sample_value("grpc_server_handled_total", labels) or 0.0
 
 
 async def test_invalid_argument_carries_field_violations(probe: RunningServer) -> None:

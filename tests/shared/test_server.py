@@ -17,9 +17,11 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha.proto_reflection_descriptor_database import (
     ProtoReflectionDescriptorDatabase,
 )
+from prometheus_client import REGISTRY
 
 from shared.channels import open_channel
 from shared.server import RunningServer
+from shared.telemetry import Telemetry
 from tests.shared.conftest import StartServer
 from tests.support.certs import Pki, make_pki
 from tests.support.probe import (
@@ -102,12 +104,36 @@ async def test_metrics_port_serves_prometheus_text(serve: StartServer) -> None:
     async with grpc.aio.insecure_channel(running.address) as channel:
         await unary_method(channel, "Echo")(Request(), timeout=3)
     text = await asyncio.to_thread(fetch, f"http://127.0.0.1:{running.metrics_port}/metrics")
-    assert "# TYPE tfmesh_grpc_server_handled_total counter" in text
-    assert (
-        f'tfmesh_grpc_server_handled_total{{code="OK",method="Echo",service="{PROBE_SERVICE}"}}'
-        in text
-    )
-    assert "tfmesh_grpc_server_handling_seconds_bucket" in text
+    assert "# TYPE grpc_server_handled_total counter" in text
+    labels = f'grpc_method="Echo",grpc_service="{PROBE_SERVICE}",grpc_type="unary"'
+    assert f"grpc_server_started_total{{{labels}}}" in text
+    assert f'grpc_server_handled_total{{grpc_code="OK",{labels}}}' in text
+    assert f'grpc_server_handling_seconds_bucket{{{labels},le="0.005"}}' in text
+
+
+def client_handled(method: str, code: str) -> float:
+    labels = {
+        "grpc_type": "unary",
+        "grpc_service": PROBE_SERVICE,
+        "grpc_method": method,
+        "grpc_code": code,
+    }
+    return REGISTRY.get_sample_value("grpc_client_handled_total", labels) or 0.0
+
+
+async def test_a_service_channel_counts_its_calls_by_code(
+    serve: StartServer, telemetry: Telemetry
+) -> None:
+    running = await serve(register_probe(unary={"Echo": echo}), [PROBE_SERVICE])
+    before = client_handled("Echo", "OK"), client_handled("Missing", "UNIMPLEMENTED")
+    async with open_channel(running.address, telemetry) as channel:
+        await unary_method(channel, "Echo")(Request(), timeout=3)
+        with pytest.raises(grpc.aio.AioRpcError):
+            await unary_method(channel, "Missing")(Request(), timeout=3)
+        # The count is recorded by a callback the call's completion schedules.
+        await asyncio.sleep(0.05)
+    after = client_handled("Echo", "OK"), client_handled("Missing", "UNIMPLEMENTED")
+    assert (after[0] - before[0], after[1] - before[1]) == (1, 1)
 
 
 async def test_metrics_port_is_off_by_default(serve: StartServer) -> None:

@@ -19,6 +19,7 @@ from google.rpc import status_pb2
 
 from services.inference.batcher import BatchingOptions
 from services.inference.catalog import Catalog, ModelView, VersionState, VersionView
+from services.inference.drift import DriftScore, DriftStatus
 from services.inference.routing import RoutingTable
 from services.inference.runtimes import Signature, TensorSpec
 from services.inference.statistics import BatchDurations, Duration, VersionStatistics
@@ -303,6 +304,16 @@ def statistics_to_frame(query: int, statistics: Sequence[VersionStatistics]) -> 
                 for size, b in sorted(s.batches.items())
             ],
             queued_rows=s.queued_rows,
+            drift=dp.Drift(
+                baseline=s.drift.baseline,
+                sampled_rows=s.drift.sampled_rows,
+                window_rows=s.drift.window_rows,
+                features=[
+                    dp.FeatureScore(feature=d.feature, statistic=d.statistic, score=d.score)
+                    for d in s.drift.scores
+                ],
+                note=s.drift.note,
+            ),
         )
         for s in statistics
     ]
@@ -332,6 +343,16 @@ def statistics_from_frame(frame: dp.Statistics) -> list[VersionStatistics]:
                 for b in s.batches
             },
             queued_rows=s.queued_rows,
+            drift=DriftStatus(
+                s.drift.baseline,
+                s.drift.sampled_rows,
+                s.drift.window_rows,
+                [
+                    DriftScore(d.feature, d.statistic, d.score, s.drift.window_rows)  # type: ignore[arg-type]
+                    for d in s.drift.features
+                ],
+                s.drift.note,
+            ),
         )
         for s in frame.versions
     ]

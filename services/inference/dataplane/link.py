@@ -16,6 +16,7 @@ import itertools
 import logging
 import os
 import socket
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -204,6 +205,7 @@ class OwnerLink:
         field_of: Callable[[str], str] = default_field,
         output_filter_field: str = "output_filter",
     ) -> Prediction:
+        started = time.perf_counter()
         known = False
         chosen = 0
         code = "OK"
@@ -238,7 +240,7 @@ class OwnerLink:
                 code = "INTERNAL"
                 raise
             finally:
-                count_request(model, known, chosen, code)
+                count_request(model, known, chosen, code, started)
         return Prediction(model, chosen, outputs)
 
     async def _call(

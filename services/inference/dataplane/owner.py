@@ -193,6 +193,7 @@ class _Session:
                 validate_inputs(
                     inputs, target.runtime.signature, target.batcher.options.max_queued_rows
                 )
+            target.drift.observe(inputs)
             link = None
             if submit.traceparent:
                 context = PROPAGATOR.extract({"traceparent": submit.traceparent})

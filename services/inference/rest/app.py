@@ -13,12 +13,14 @@ Every failure is `{"error": "<message>"}` (both APIs' shape) with the HTTP statu
 gRPC code. The body is read up to the service's message limit (413 past it); a body that
 declares a content type neither API reads is refused with 415; readiness answers 400 for
 false, as KServe's protocol says. The routes are matched by regular expressions, not a web
-framework, so a request costs what uvicorn, the JSON codec and the prediction cost."""
+framework, so a request costs what uvicorn, the JSON codec and the prediction cost. Each
+answer is counted and timed under its route's template (shared.http_metrics)."""
 
 from __future__ import annotations
 
 import logging
 import re
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -33,6 +35,7 @@ from services.inference.kserve_converters import tensor_metadata, version_pin
 from services.inference.kserve_servicer import EXTENSIONS, platform_of
 from services.inference.rest import kserve_json, tfserving_json
 from services.inference.serving import Serving
+from shared import http_metrics
 from shared.errors import DomainError, invalid
 from shared.http_codes import HTTP_STATUS
 from shared.serving_names import SERVER_NAME, SERVER_VERSION
@@ -88,7 +91,8 @@ class RestApi:
     async def __call__(self, scope: dict[str, Any], receive, send) -> None:  # type: ignore[no-untyped-def]
         if scope["type"] != "http":
             return
-        reply = await self._handle(scope, receive)
+        started = time.perf_counter()
+        template, reply = await self._handle(scope, receive)
         headers = [
             (b"content-type", reply.content_type),
             (b"content-length", str(len(reply.body)).encode()),
@@ -96,14 +100,21 @@ class RestApi:
         ]
         await send({"type": "http.response.start", "status": reply.status, "headers": headers})
         await send({"type": "http.response.body", "body": reply.body})
+        http_metrics.record(template, scope["method"], reply.status, started)
 
-    async def _handle(self, scope: dict[str, Any], receive) -> Reply:  # type: ignore[no-untyped-def]
+    async def _handle(self, scope: dict[str, Any], receive) -> tuple[str, Reply]:  # type: ignore[no-untyped-def]
+        """The answer to a request, and the template of the route that took it."""
         method, path = scope["method"], scope["path"]
-        handler, params, allowed = _route(method, path)
-        if handler is None:
+        route, params, allowed = _route(method, path)
+        if route is None:
             if allowed:
-                return error_reply(405, f"{path} takes {' or '.join(sorted(allowed))}")
-            return error_reply(404, f"no route for {method} {path}")
+                reply = error_reply(405, f"{path} takes {' or '.join(sorted(allowed))}")
+                return http_metrics.UNMATCHED, reply
+            return http_metrics.UNMATCHED, error_reply(404, f"no route for {method} {path}")
+        return route.template, await self._answer(route.handler, params, scope, receive)
+
+    async def _answer(self, handler: Handler, params: dict[str, str], scope, receive) -> Reply:  # type: ignore[no-untyped-def]
+        method, path = scope["method"], scope["path"]
         headers = dict(scope["headers"])
         try:
             body = await self._read_body(headers, receive) if method == "POST" else b""
@@ -326,34 +337,50 @@ def _split_binary(call: Call) -> tuple[bytes, memoryview | None]:
     return call.body[:length], memoryview(call.body)[length:]
 
 
-ROUTES: list[tuple[str, re.Pattern[str], Handler]] = [
-    (method, re.compile(pattern), handler)
-    for method, pattern, handler in (
-        ("GET", r"/v2", RestApi.server_metadata),
-        ("GET", r"/v2/health/live", RestApi.live),
-        ("GET", r"/v2/health/ready", RestApi.ready),
-        ("GET", r"/v2/models/stats", RestApi.model_stats),
-        ("GET", MODEL, RestApi.model_metadata),
-        ("GET", MODEL + r"/ready", RestApi.model_ready),
-        ("GET", MODEL + r"/config", RestApi.model_config),
-        ("GET", MODEL + r"/stats", RestApi.model_stats),
-        ("POST", MODEL + r"/infer", RestApi.infer),
-        ("GET", TF_MODEL, RestApi.tf_status),
-        ("GET", TF_MODEL + r"/metadata", RestApi.tf_metadata),
-        ("POST", TF_MODEL + r":predict", RestApi.tf_predict),
-        ("POST", TF_MODEL + r":(?P<verb>classify|regress)", RestApi.tf_unimplemented),
+@dataclass(frozen=True)
+class Route:
+    method: str
+    pattern: re.Pattern[str]
+    handler: Handler
+    # How the route is named in metrics: the path with its parameters as `{name}`.
+    template: str
+
+
+_V2_MODEL = "/v2/models/{model}[/versions/{version}]"
+_TF_MODEL = "/v1/models/{model}[/versions/{version}|/labels/{label}]"
+ROUTES = [
+    Route(method, re.compile(pattern), handler, template)
+    for method, pattern, handler, template in (
+        ("GET", r"/v2", RestApi.server_metadata, "/v2"),
+        ("GET", r"/v2/health/live", RestApi.live, "/v2/health/live"),
+        ("GET", r"/v2/health/ready", RestApi.ready, "/v2/health/ready"),
+        ("GET", r"/v2/models/stats", RestApi.model_stats, "/v2/models/stats"),
+        ("GET", MODEL, RestApi.model_metadata, _V2_MODEL),
+        ("GET", MODEL + r"/ready", RestApi.model_ready, _V2_MODEL + "/ready"),
+        ("GET", MODEL + r"/config", RestApi.model_config, _V2_MODEL + "/config"),
+        ("GET", MODEL + r"/stats", RestApi.model_stats, _V2_MODEL + "/stats"),
+        ("POST", MODEL + r"/infer", RestApi.infer, _V2_MODEL + "/infer"),
+        ("GET", TF_MODEL, RestApi.tf_status, _TF_MODEL),
+        ("GET", TF_MODEL + r"/metadata", RestApi.tf_metadata, _TF_MODEL + "/metadata"),
+        ("POST", TF_MODEL + r":predict", RestApi.tf_predict, _TF_MODEL + ":predict"),
+        (
+            "POST",
+            TF_MODEL + r":(?P<verb>classify|regress)",
+            RestApi.tf_unimplemented,
+            _TF_MODEL + ":{verb}",
+        ),
     )
 ]
 
 
-def _route(method: str, path: str) -> tuple[Handler | None, dict[str, str], set[str]]:
-    """The handler for a request, its path parameters, and the methods the path takes."""
+def _route(method: str, path: str) -> tuple[Route | None, dict[str, str], set[str]]:
+    """The route of a request, its path parameters, and the methods the path takes."""
     allowed = set()
-    for route_method, pattern, handler in ROUTES:
-        match = pattern.fullmatch(path)
+    for route in ROUTES:
+        match = route.pattern.fullmatch(path)
         if match is None:
             continue
-        if route_method == method:
-            return handler, {k: v for k, v in match.groupdict().items() if v is not None}, set()
-        allowed.add(route_method)
+        if route.method == method:
+            return route, {k: v for k, v in match.groupdict().items() if v is not None}, set()
+        allowed.add(route.method)
     return None, {}, allowed
