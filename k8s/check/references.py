@@ -8,7 +8,15 @@ import re
 from collections.abc import Iterator
 from typing import Any
 
-from k8s.check.model import NAMESPACE, Catalog, Problem, Resource, selects, service_host
+from k8s.check.model import (
+    NAMESPACE,
+    Catalog,
+    Problem,
+    Resource,
+    label_selector_matches,
+    selects,
+    service_host,
+)
 from k8s.check.protos import path_problem
 
 ISTIO_PROTOCOLS = (
@@ -451,6 +459,44 @@ def check_canaries(catalog: Catalog) -> Iterator[Problem]:
                 )
 
 
+def check_monitors(catalog: Catalog) -> Iterator[Problem]:
+    """A ServiceMonitor selects Services (by their labels) and scrapes a named port of
+    each; a PodMonitor selects pods and scrapes a named container port of each. Monitors
+    are checked against this namespace's resources (none here selects other namespaces)."""
+    for monitor in catalog.of_kind("ServiceMonitor"):
+        selector = monitor.spec.get("selector") or {}
+        services = [
+            s
+            for s in catalog.of_kind("Service")
+            if label_selector_matches(selector, s.doc.get("metadata", {}).get("labels") or {})
+        ]
+        if not services:
+            yield _problem(monitor, "spec.selector", f"selects no Service: {selector}")
+        for e, endpoint in enumerate(monitor.spec.get("endpoints") or []):
+            port = endpoint.get("port")
+            for service in services:
+                if not any(p.get("name") == port for p in _service_ports(service)):
+                    yield _problem(
+                        monitor, f"spec.endpoints[{e}].port", f"{service.ref} has no port {port!r}"
+                    )
+    for monitor in catalog.of_kind("PodMonitor"):
+        selector = monitor.spec.get("selector") or {}
+        workloads = [
+            w for w in catalog.workloads() if label_selector_matches(selector, w.pod_labels())
+        ]
+        if not workloads:
+            yield _problem(monitor, "spec.selector", f"selects no pods: {selector}")
+        for e, endpoint in enumerate(monitor.spec.get("podMetricsEndpoints") or []):
+            port = endpoint.get("port")
+            for workload in workloads:
+                if not any(p.get("name") == port for p in _container_ports(workload)):
+                    yield _problem(
+                        monitor,
+                        f"spec.podMetricsEndpoints[{e}].port",
+                        f"{workload.ref} has no container port {port!r}",
+                    )
+
+
 def check_all(catalog: Catalog, methods: set[str]) -> list[Problem]:
     expand_flagger(catalog)
     checks = [
@@ -464,5 +510,6 @@ def check_all(catalog: Catalog, methods: set[str]) -> list[Problem]:
         check_authorization(catalog, methods),
         check_telemetry(catalog),
         check_canaries(catalog),
+        check_monitors(catalog),
     ]
     return [problem for check in checks for problem in check]

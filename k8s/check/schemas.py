@@ -1,6 +1,7 @@
 """Schema validation: core resources with kubernetes-validate (strict: unknown fields fail),
-Istio resources with Istio's published CRD schemas through `istio_validate.mjs`, Flagger
-resources with flagger-subset.schema.json."""
+Istio resources with Istio's published CRD schemas through `istio_validate.mjs`, and the
+custom resources that no installed package describes (Flagger's, the Prometheus
+Operator's) with hand-written schemas of the fields used here (*-subset.schema.json)."""
 
 from __future__ import annotations
 
@@ -24,7 +25,11 @@ ISTIO_GROUPS = (
     "install.istio.io",
     "extensions.istio.io",
 )
-FLAGGER_GROUP = "flagger.app"
+# API group: (the family's name in messages, its schema file beside this module).
+SUBSET_SCHEMAS = {
+    "flagger.app": ("Flagger", "flagger-subset.schema.json"),
+    "monitoring.coreos.com": ("Prometheus Operator", "prometheus-operator-subset.schema.json"),
+}
 
 
 def _group(resource: Resource) -> str:
@@ -97,10 +102,10 @@ def validate_istio(resources: list[Resource]) -> list[Problem]:
     return problems
 
 
-def validate_flagger(resource: Resource, schema: dict) -> list[Problem]:
+def validate_subset(resource: Resource, family: str, schema: dict) -> list[Problem]:
     definition = schema["$defs"].get(resource.kind)
     if definition is None:
-        return [Problem(resource.source, resource.ref, "kind", "no schema for this Flagger kind")]
+        return [Problem(resource.source, resource.ref, "kind", f"no schema for this {family} kind")]
     validator = jsonschema.Draft202012Validator({**definition, "$defs": schema["$defs"]})
     return [
         Problem(resource.source, resource.ref, _field(error.absolute_path), error.message)
@@ -109,15 +114,18 @@ def validate_flagger(resource: Resource, schema: dict) -> list[Problem]:
 
 
 def validate_all(resources: list[Resource]) -> list[Problem]:
-    flagger_schema = json.loads((HERE / "flagger-subset.schema.json").read_text())
+    subsets = {
+        group: (family, json.loads((HERE / file).read_text()))
+        for group, (family, file) in SUBSET_SCHEMAS.items()
+    }
     problems: list[Problem] = []
     istio = []
     for resource in resources:
         group = _group(resource)
         if group in ISTIO_GROUPS:
             istio.append(resource)
-        elif group == FLAGGER_GROUP:
-            problems += validate_flagger(resource, flagger_schema)
+        elif group in subsets:
+            problems += validate_subset(resource, *subsets[group])
         else:
             problems += validate_core(resource)
     return problems + validate_istio(istio)

@@ -178,6 +178,24 @@ BROKEN_REFERENCES = [
         "HorizontalPodAutoscaler/inference-stable", "spec.scaleTargetRef",
         "no Deployment/inference", id="hpa-target",
     ),
+    pytest.param(
+        "production", "ServiceMonitor", "registry",
+        _set(("spec", "endpoints", 0, "port"), "metrics"),
+        "ServiceMonitor/registry", "spec.endpoints[0].port",
+        "Service/registry has no port 'metrics'", id="service-monitor-port",
+    ),
+    pytest.param(
+        "progressive", "PodMonitor", "gateway",
+        _set(("spec", "selector", "matchLabels"), {"app": "gatewya"}),
+        "PodMonitor/gateway", "spec.selector", "selects no pods", id="pod-monitor-selector",
+    ),
+    pytest.param(
+        "production", "PodMonitor", "inference",
+        _set(("spec", "podMetricsEndpoints", 0, "port"), "http-metric"),
+        "PodMonitor/inference", "spec.podMetricsEndpoints[0].port",
+        "Deployment/inference-stable has no container port 'http-metric'",
+        id="pod-monitor-port",
+    ),
 ]  # fmt: skip
 
 
@@ -219,6 +237,23 @@ def test_schemas_catch_a_bad_value_in_each_api_family(rendered):
     assert ("Deployment/registry", "spec") in found, problems
     assert ("Canary/inference", "spec.analysis") in found, problems
     assert len(problems) == 3, problems
+
+
+def test_schemas_catch_a_typo_in_each_prometheus_operator_kind(rendered):
+    production = "k8s/overlays/production"
+    monitor = _resource(rendered, production, "ServiceMonitor", "data")
+    monitor.doc["spec"]["endpoints"][0]["intreval"] = "15s"
+    pods = _resource(rendered, production, "PodMonitor", "inference")
+    pods.doc["spec"]["podMetricsEndpoints"][0]["relabelings"][0]["action"] = "rename"
+    rule = _resource(rendered, production, "PrometheusRule", "tfmesh")
+    rule.doc["spec"]["groups"][0]["rules"][0]["for"] = "10 minutes"
+    problems = validate_all([monitor, pods, rule])
+    found = {(p.resource, p.field) for p in problems}
+    assert found == {
+        ("ServiceMonitor/data", "spec.endpoints[0]"),
+        ("PodMonitor/inference", "spec.podMetricsEndpoints[0].relabelings[0].action"),
+        ("PrometheusRule/tfmesh", "spec.groups[0].rules[0].for"),
+    }, problems
 
 
 def test_conventions_catch_missing_limits_root_filesystem_and_stray_gpus(rendered):
