@@ -349,7 +349,8 @@ class ModelManager:
     async def _watch_drift(self, spec: ModelSpec, version: int, signature: Signature) -> LiveDrift:
         """The version's drift watch, or one saying why there is none; never fails a load."""
         if self._drift is None:
-            return LiveDrift.off(spec.name, version, "drift is off (no data service configured)")
+            note = "drift is off (no data service, or a sampling rate of 0)"
+            return LiveDrift.off(spec.name, version, note)
         if not spec.from_registry:
             return LiveDrift.off(spec.name, version, "a static model has no lineage")
         try:

@@ -124,7 +124,7 @@ async def start_models(
             registry_models,
             max_backoff_s=settings.registry_max_backoff_s,
         )
-        if settings.data_addr:
+        if settings.data_addr and settings.drift_sampling_rate > 0:
             channels.append(open_channel(settings.data_addr, telemetry))
             drift = DriftOptions(
                 LineageBaselines(registry, channels[-1]),

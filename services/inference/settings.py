@@ -88,9 +88,9 @@ class InferenceSettings(ServiceSettings):
     # The data service, for the statistics a version's live inputs are compared with
     # (drift); empty turns drift off.
     data_addr: str = ""
-    # Share of requests whose rows are sampled for drift, and the sampled rows each
-    # version keeps (memory: rows x the features' histogram bins x 4 bytes).
-    drift_sampling_rate: float = Field(default=0.1, gt=0, le=1)
+    # Share of requests whose rows are sampled for drift (0 turns drift off), and the
+    # sampled rows each version keeps (memory: rows x the features' histogram bins x 4 bytes).
+    drift_sampling_rate: float = Field(default=0.1, ge=0, le=1)
     drift_window_rows: int = Field(default=2000, ge=100, le=1_000_000)
 
     @field_validator("models", "aliases", "allowed_batch_sizes", mode="before")
