@@ -65,5 +65,27 @@ def check_workload(workload: Resource) -> Iterator[Problem]:
             yield from _probe_problems(workload, field, container)
 
 
+# Kinds that live outside any namespace.
+CLUSTER_SCOPED = {
+    "Namespace",
+    "ClusterRole",
+    "ClusterRoleBinding",
+    "CustomResourceDefinition",
+    "PriorityClass",
+    "StorageClass",
+    "IngressClass",
+}
+
+
+def check_namespace(resource: Resource) -> Iterator[Problem]:
+    """An overlay is applied with `kubectl apply -f`: a namespaced resource that names no
+    namespace would land in whatever namespace the caller's context has (often default)."""
+    if resource.kind in CLUSTER_SCOPED or not resource.source.startswith("k8s/overlays/"):
+        return
+    if not resource.doc.get("metadata", {}).get("namespace"):
+        yield _problem(resource, "metadata.namespace", "a namespaced resource names no namespace")
+
+
 def check_conventions(resources: list[Resource]) -> list[Problem]:
-    return [p for r in resources if r.pod_template() is not None for p in check_workload(r)]
+    problems = [p for r in resources if r.pod_template() is not None for p in check_workload(r)]
+    return problems + [p for r in resources for p in check_namespace(r)]

@@ -271,6 +271,15 @@ def test_conventions_catch_missing_limits_root_filesystem_and_stray_gpus(rendere
     }
 
 
+def test_conventions_catch_a_namespaced_resource_without_a_namespace(rendered):
+    collector = _resource(rendered, "k8s/overlays/production", "Service", "otel-collector")
+    del collector.doc["metadata"]["namespace"]
+    problems = check_conventions([collector])
+    assert [(p.field, p.message) for p in problems] == [
+        ("metadata.namespace", "a namespaced resource names no namespace")
+    ]
+
+
 def test_dockerfile_check_catches_root_missing_sources_and_modules(tmp_path):
     dockerfile = tmp_path / "deploy" / "docker" / "broken.Dockerfile"
     dockerfile.parent.mkdir(parents=True)
