@@ -23,6 +23,7 @@ from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from gateway.access_log import AccessLog
 from gateway.auth import bearer_matches
 from gateway.backends import Backends
 from gateway.errors import (
@@ -171,6 +172,7 @@ def create_app(
         DataPlaneForwarder, api_token=settings.api_token, max_body_bytes=settings.max_body_bytes
     )
     app.add_middleware(HttpMetrics, handler_of=_handler)
+    app.add_middleware(AccessLog)
     return app
 
 

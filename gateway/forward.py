@@ -20,6 +20,7 @@ from opentelemetry.propagate import inject
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from gateway.auth import bearer_matches
+from shared.serving_names import VERSION_HEADER
 
 OPEN_PREFIXES = ("/v2/health/",)
 # Past the limit a body is still read (and dropped) up to this much more, so the client
@@ -28,7 +29,12 @@ DRAIN_LIMIT_BYTES = 64 * 1024 * 1024
 # Seconds an idle pooled connection to a front end is kept.
 POOL_IDLE_S = 30
 REQUEST_HEADERS = (b"content-type", b"accept", b"inference-header-content-length")
-ANSWER_HEADERS = ("Content-Type", "Content-Length", "Inference-Header-Content-Length")
+ANSWER_HEADERS = (
+    "Content-Type",
+    "Content-Length",
+    "Inference-Header-Content-Length",
+    VERSION_HEADER,
+)
 
 
 def is_data_plane(path: str) -> bool:

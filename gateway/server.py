@@ -18,7 +18,8 @@ def main() -> None:
     app = create_app(settings, Backends(settings, telemetry), telemetry)
     if settings.metrics_port >= 0:
         start_http_server(settings.metrics_port, addr=settings.host)
-    uvicorn.run(app, host=settings.host, port=settings.port, log_config=None)
+    # gateway.access_log writes the access lines (with the model and version).
+    uvicorn.run(app, host=settings.host, port=settings.port, log_config=None, access_log=False)
     telemetry.shutdown()
 
 

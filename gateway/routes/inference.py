@@ -18,6 +18,7 @@ from gateway.jsonio import OrjsonResponse, message_response
 from gateway.schemas import proto_response
 from shared.errors import invalid
 from shared.json_tensors import DTYPE_NAMES, array_from_json, dtype_named
+from shared.serving_names import VERSION_HEADER
 from shared.tensors import from_tensor, to_tensor
 from tfmesh.common.v1 import common_pb2
 from tfmesh.inference.v1 import inference_pb2 as pb
@@ -99,7 +100,8 @@ async def predict(request: Request, model: ModelName, body: PredictBody) -> Orjs
             "version": reply.version,
             "outputs": outputs,
             "request_id": reply.request_id,
-        }
+        },
+        headers={VERSION_HEADER: str(reply.version)},
     )
 
 

@@ -309,3 +309,20 @@ def test_metric_names_follow_the_conventions(live: LiveStack) -> None:
     } <= seen["inference"]
     assert {"tfmesh_training_jobs", "tfmesh_training_epoch_seconds"} <= seen["training"]
     assert {"tfmesh_data_rows_ingested", "tfmesh_data_rows_rejected"} <= seen["data"]
+
+
+def test_access_log_lines_name_the_model_version_and_trace(live: LiveStack) -> None:
+    lines = [
+        json.loads(line)
+        for line in (live.home / "logs" / "gateway.log").read_text().splitlines()
+        if line.startswith("{")
+    ]
+    access = {
+        entry["path"]: entry
+        for entry in lines
+        if entry["name"] == "tfmesh.access" and entry["status"] == 200
+    }
+    for path in (f"/api/v1/models/{MODEL}/predict", f"/v2/models/{MODEL}/infer"):
+        entry = access[path]
+        assert entry["model"] == MODEL and entry["version"] in (1, 2), entry
+        assert len(entry["trace_id"]) == 32 and entry["duration_ms"] > 0, entry

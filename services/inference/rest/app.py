@@ -38,7 +38,7 @@ from services.inference.serving import Serving
 from shared import http_metrics
 from shared.errors import DomainError, invalid
 from shared.http_codes import HTTP_STATUS
-from shared.serving_names import SERVER_NAME, SERVER_VERSION
+from shared.serving_names import SERVER_NAME, SERVER_VERSION, VERSION_HEADER
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +57,10 @@ class Reply:
     body: bytes
     content_type: bytes = JSON
     headers: tuple[tuple[bytes, bytes], ...] = ()
+
+
+def _version_header(version: int) -> tuple[bytes, bytes]:
+    return VERSION_HEADER.lower().encode(), str(version).encode()
 
 
 def json_reply(document: Any, status: int = 200) -> Reply:
@@ -241,12 +245,15 @@ class RestApi:
         )
         body, header_length = kserve_json.infer_response(prediction, request)
         if header_length == len(body):
-            return Reply(200, body)
+            return Reply(200, body, headers=(_version_header(prediction.version),))
         return Reply(
             200,
             body,
             BINARY,
-            ((kserve_json.HEADER_LENGTH.encode(), str(header_length).encode()),),
+            (
+                (kserve_json.HEADER_LENGTH.encode(), str(header_length).encode()),
+                _version_header(prediction.version),
+            ),
         )
 
     # --- TF Serving -------------------------------------------------------------------------
@@ -275,7 +282,8 @@ class RestApi:
         target = self._serving.catalog().resolve(name, version, label)
         inputs, rows = tfserving_json.predict_inputs(call.body, target)
         prediction = await self._serving.predict(name, inputs, version=version, label=label)
-        return Reply(200, tfserving_json.predict_answer(prediction, rows))
+        body = tfserving_json.predict_answer(prediction, rows)
+        return Reply(200, body, headers=(_version_header(prediction.version),))
 
     async def tf_unimplemented(self, call: Call) -> Reply:
         return error_reply(501, f"{call.params['verb']} is not served: only :predict is")
