@@ -70,27 +70,32 @@ class Result:
     p99_ms: float
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+def free_ports(count: int) -> list[int]:
+    """Different free ports (every probe held until all are chosen)."""
+    probes = [socket.socket() for _ in range(count)]
+    try:
+        for probe in probes:
+            probe.bind(("127.0.0.1", 0))
+        return [int(probe.getsockname()[1]) for probe in probes]
+    finally:
+        for probe in probes:
+            probe.close()
 
 
 def stack_environment(home: Path, config: Config) -> dict[str, str]:
+    ports = iter(free_ports(12))
     environment = {
         "TFMESH_HOME": str(home),
-        "TFMESH_PROMETHEUS_PORT": str(free_port()),
+        "TFMESH_PROMETHEUS_PORT": str(next(ports)),
         "TFMESH_PROMETHEUS_INTERVAL": "1s",
         "TFMESH_INFERENCE_MODELS": MODEL,
         "TFMESH_INFERENCE_DRIFT_SAMPLING_RATE": str(config.drift_sampling_rate),
-        "TFMESH_INFERENCE_HTTP_PORT": str(free_port()),
+        "TFMESH_INFERENCE_HTTP_PORT": str(next(ports)),
         "TF_CPP_MIN_LOG_LEVEL": "2",
     }
     for prefix in SERVICES:
-        environment[f"TFMESH_{prefix}_PORT"] = os.environ.get(
-            f"TFMESH_{prefix}_PORT", str(free_port())
-        )
-        environment[f"TFMESH_{prefix}_METRICS_PORT"] = str(free_port())
+        environment[f"TFMESH_{prefix}_PORT"] = str(next(ports))
+        environment[f"TFMESH_{prefix}_METRICS_PORT"] = str(next(ports))
     return environment
 
 

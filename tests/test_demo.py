@@ -7,23 +7,20 @@ import re
 import subprocess
 import sys
 
-from tests.support.processes import REPO, free_port
+from tests.support.processes import REPO, free_ports
 
 SERVICES = ("REGISTRY", "DATA", "TRAINING", "INFERENCE", "GATEWAY")
 
 
 def test_demo_runs_the_lifecycle_end_to_end(tmp_path):
+    ports = iter(free_ports(12))
     env = {
         **os.environ,
         "TFMESH_HOME": str(tmp_path),
-        "TFMESH_REGISTRY_PORT": str(free_port()),
-        "TFMESH_DATA_PORT": str(free_port()),
-        "TFMESH_TRAINING_PORT": str(free_port()),
-        "TFMESH_INFERENCE_PORT": str(free_port()),
-        "TFMESH_INFERENCE_HTTP_PORT": str(free_port()),
-        "TFMESH_GATEWAY_PORT": str(free_port()),
-        **{f"TFMESH_{s}_METRICS_PORT": str(free_port()) for s in SERVICES},
-        "TFMESH_PROMETHEUS_PORT": str(free_port()),
+        **{f"TFMESH_{s}_PORT": str(next(ports)) for s in SERVICES},
+        "TFMESH_INFERENCE_HTTP_PORT": str(next(ports)),
+        **{f"TFMESH_{s}_METRICS_PORT": str(next(ports)) for s in SERVICES},
+        "TFMESH_PROMETHEUS_PORT": str(next(ports)),
         "TFMESH_PROMETHEUS_INTERVAL": "1s",
         "COLUMNS": "200",
     }

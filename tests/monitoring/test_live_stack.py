@@ -32,7 +32,7 @@ from monitoring.panels import dashboard_files, panel_queries
 from shared.aliases import CANARY, PRODUCTION
 from shared.channels import open_channel
 from shared.tensors import to_tensor
-from tests.support.processes import free_port
+from tests.support.processes import free_ports
 from tfmesh.data.v1 import data_pb2 as dpb
 from tfmesh.data.v1 import data_pb2_grpc
 from tfmesh.inference.v1 import inference_pb2 as ipb
@@ -61,18 +61,19 @@ class LiveStack:
 def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveStack]:
     home = tmp_path_factory.mktemp("live")
     patch = pytest.MonkeyPatch()
+    ports = iter(free_ports(12))
     environment = {
         "TFMESH_HOME": str(home),
-        "TFMESH_PROMETHEUS_PORT": str(free_port()),
+        "TFMESH_PROMETHEUS_PORT": str(next(ports)),
         "TFMESH_PROMETHEUS_INTERVAL": "1s",
         "TFMESH_INFERENCE_MODELS": MODEL,
         "TFMESH_INFERENCE_DRIFT_SAMPLING_RATE": "1",
-        "TFMESH_INFERENCE_HTTP_PORT": str(free_port()),
+        "TFMESH_INFERENCE_HTTP_PORT": str(next(ports)),
         "TF_CPP_MIN_LOG_LEVEL": "2",
     }
     for prefix in ("REGISTRY", "DATA", "TRAINING", "INFERENCE", "GATEWAY"):
-        environment[f"TFMESH_{prefix}_PORT"] = str(free_port())
-        environment[f"TFMESH_{prefix}_METRICS_PORT"] = str(free_port())
+        environment[f"TFMESH_{prefix}_PORT"] = str(next(ports))
+        environment[f"TFMESH_{prefix}_METRICS_PORT"] = str(next(ports))
     for name, value in environment.items():
         patch.setenv(name, value)
     stack = LocalStack(home)

@@ -23,6 +23,19 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
+def free_ports(count: int) -> list[int]:
+    """`count` different free ports: each probe stays bound until all are chosen, so two
+    calls of free_port cannot hand out one port twice to a stack of many listeners."""
+    probes = [socket.socket() for _ in range(count)]
+    try:
+        for probe in probes:
+            probe.bind(("127.0.0.1", 0))
+        return [probe.getsockname()[1] for probe in probes]
+    finally:
+        for probe in probes:
+            probe.close()
+
+
 def wait_serving(address: str, timeout_s: float = 60.0, process: subprocess.Popen | None = None):
     deadline = time.monotonic() + timeout_s
     with grpc.insecure_channel(address) as channel:
