@@ -136,7 +136,7 @@ status: venv
 	$(PY) -m cli.stack status
 
 demo: venv prometheus
-	$(PY) -m cli.demo
+	$(PY) -m cli.demo $(DEMO_FLAGS)
 
 # Speed and memory figures (never timed assertions in tests); JSON under bench/results/.
 bench: setup triton peer

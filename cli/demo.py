@@ -10,6 +10,7 @@ then stops the stack. It ends with a summary table and writes a training-curve P
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import os
 import time
@@ -25,13 +26,14 @@ from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedCo
 from rich.table import Table
 
 from cli.prometheus import LocalPrometheus
-from cli.stack import LocalStack, built_services
+from cli.stack import LocalStack, built_services, stack_tls
 from inference import grpc_predict_v2_pb2 as v2
 from inference import grpc_predict_v2_pb2_grpc as v2_grpc
 from shared.aliases import CANARY, PRODUCTION
 from shared.channels import open_channel
 from shared.settings import default_home
 from shared.tensors import from_tensor, to_tensor
+from shared.tls import TlsFiles
 from tfmesh.data.v1 import data_pb2 as dpb
 from tfmesh.data.v1 import data_pb2_grpc
 from tfmesh.inference.v1 import inference_pb2 as ipb
@@ -68,17 +70,23 @@ class Summary:
 
 
 class Demo:
-    def __init__(self, addresses: dict[str, str], home: Path) -> None:
+    def __init__(self, addresses: dict[str, str], home: Path, tls: TlsFiles) -> None:
         self.addresses = addresses
         self.home = home
+        self.tls = tls
         self.summary = Summary()
         self.curves = Curves()
 
     async def run(self) -> None:
-        data = data_pb2_grpc.DataServiceStub(open_channel(self.addresses["data"]))
-        training = training_pb2_grpc.TrainingServiceStub(open_channel(self.addresses["training"]))
-        registry = registry_pb2_grpc.RegistryServiceStub(open_channel(self.addresses["registry"]))
-        inference_channel = open_channel(self.addresses["inference"])
+        tls = self.tls
+        data = data_pb2_grpc.DataServiceStub(open_channel(self.addresses["data"], tls=tls))
+        training = training_pb2_grpc.TrainingServiceStub(
+            open_channel(self.addresses["training"], tls=tls)
+        )
+        registry = registry_pb2_grpc.RegistryServiceStub(
+            open_channel(self.addresses["registry"], tls=tls)
+        )
+        inference_channel = open_channel(self.addresses["inference"], tls=tls)
         inference = inference_pb2_grpc.InferenceServiceStub(inference_channel)
 
         step("1. import scikit-learn's digits into the data service")
@@ -139,10 +147,10 @@ class Demo:
         accuracies = {
             "tfmesh gRPC": await predict_tfmesh(inference, x_test, y_test, input_name),
             "TF Serving gRPC": await asyncio.to_thread(
-                predict_tf_serving, self.addresses["inference"], x_test, y_test, input_name
+                predict_tf_serving, self.addresses["inference"], x_test, y_test, input_name, tls
             ),
             "KServe v2 gRPC": await predict_kserve(inference_channel, x_test, y_test, input_name),
-            **await predict_rest(self.addresses["gateway"], x_test, y_test, input_name),
+            **await predict_rest(self.addresses["gateway"], x_test, y_test, input_name, tls),
         }
         for api, accuracy in accuracies.items():
             self.summary.add(f"served accuracy via {api}", f"{accuracy:.4f}")
@@ -339,12 +347,17 @@ async def predict_tfmesh(inference, x: np.ndarray, y: np.ndarray, input_name: st
     return float(np.mean(np.array(predicted) == y))
 
 
-def predict_tf_serving(address: str, x: np.ndarray, y: np.ndarray, input_name: str) -> float:
+def predict_tf_serving(
+    address: str, x: np.ndarray, y: np.ndarray, input_name: str, tls: TlsFiles
+) -> float:
     """TF Serving's own client stubs, used exactly as an existing TF Serving client would."""
     import tensorflow as tf
     from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
 
-    with grpc.insecure_channel(address) as channel:
+    credentials = tls.channel_credentials()
+    with (
+        grpc.secure_channel(address, credentials) if credentials else grpc.insecure_channel(address)
+    ) as channel:
         stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
         request = predict_pb2.PredictRequest()
         request.model_spec.name = MODEL
@@ -368,11 +381,13 @@ async def predict_kserve(channel, x: np.ndarray, y: np.ndarray, input_name: str)
 
 
 async def predict_rest(
-    gateway: str, x: np.ndarray, y: np.ndarray, input_name: str
+    gateway: str, x: np.ndarray, y: np.ndarray, input_name: str, tls: TlsFiles
 ) -> dict[str, float]:
     """The same predictions over the REST gateway: its own API, TF Serving's, KServe v2's."""
     data = x.astype(np.float32).tolist()
-    async with httpx.AsyncClient(base_url=f"http://{gateway}", timeout=60) as client:
+    base = f"{tls.scheme()}://{gateway}"
+    verify = tls.client_context() or True
+    async with httpx.AsyncClient(base_url=base, timeout=60, verify=verify) as client:
         own = await client.post(
             f"/api/v1/models/{MODEL}/predict",
             json={"inputs": {input_name: {"dtype": "float32", "data": data}}},
@@ -431,7 +446,10 @@ def write_curves(curves: Curves, path: Path) -> None:
     figure.savefig(path, dpi=100)
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m cli.demo", description=__doc__)
+    parser.add_argument("--tls", action="store_true", help="run the stack on mutual TLS")
+    args = parser.parse_args(argv)
     started = time.monotonic()
     home = default_home()
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -440,9 +458,9 @@ def main() -> None:
     stack = LocalStack(home)
     step("0. start the local stack")
     stack.down()
-    stack.up(monitoring=True)
+    stack.up(monitoring=True, tls=args.tls)
     addresses = {spec.name: spec.address for spec in built_services()}
-    demo = Demo(addresses, home)
+    demo = Demo(addresses, home, stack_tls(home))
     try:
         asyncio.run(demo.run())
         png = home / "demo" / "training_curve.png"

@@ -44,9 +44,10 @@ def up(
     monitoring: Annotated[
         bool, typer.Option(help="Also start Prometheus, scraping every service.")
     ] = False,
+    tls: Annotated[bool, typer.Option(help="Run the stack on mutual TLS with a local CA.")] = False,
 ) -> None:
     """Start every built service on loopback and wait until each is SERVING."""
-    LocalStack(default_home()).up(monitoring=monitoring)
+    LocalStack(default_home()).up(monitoring=monitoring, tls=tls)
 
 
 @app.command()

@@ -13,8 +13,9 @@ import grpc
 import typer
 
 from cli.output import errors
-from cli.stack import SERVICES
+from cli.stack import SERVICES, stack_tls
 from shared.channels import open_channel
+from shared.settings import default_home
 
 T = TypeVar("T")
 
@@ -40,7 +41,7 @@ def run_rpc(service: str, call: Callable[[grpc.aio.Channel], Awaitable[T]]) -> T
     """Run one async gRPC interaction; a failure becomes a message and exit code 1."""
 
     async def go() -> T:
-        async with open_channel(address(service)) as channel:
+        async with open_channel(address(service), tls=stack_tls(default_home())) as channel:
             return await call(channel)
 
     try:
@@ -55,4 +56,7 @@ def blocking_channel(service: str) -> grpc.Channel:
         ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
         ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
     ]
+    credentials = stack_tls(default_home()).channel_credentials()
+    if credentials is not None:
+        return grpc.secure_channel(address(service), credentials, options=options)
     return grpc.insecure_channel(address(service), options=options)

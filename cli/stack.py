@@ -2,13 +2,18 @@
 
 `python -m cli.stack up` starts each service (skipping ones already healthy), waits
 for its gRPC health to be SERVING and prints the endpoints; with `--monitoring` it then
-starts a Prometheus scraping every service's /metrics port (cli.prometheus). `down` stops
-them all with SIGTERM (SIGKILL after a grace period); `status` reports health and where
-the metrics are. Pid files live in `$TFMESH_HOME/run`, logs in `$TFMESH_HOME/logs`."""
+starts a Prometheus scraping every service's /metrics port (cli.prometheus). With `--tls`
+the whole stack runs on mutual TLS: a local CA and a certificate per service (and one for
+the CLI) under `$TFMESH_HOME/tls` (cli.pki), every server demanding client certificates
+from that CA, every client (services, gateway, CLI, these probes) verifying with it.
+`down` stops them all with SIGTERM (SIGKILL after a grace period); `status` reports health
+and where the metrics are. Pid files live in `$TFMESH_HOME/run`, logs in
+`$TFMESH_HOME/logs`."""
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import signal
 import subprocess
@@ -21,11 +26,15 @@ from pathlib import Path
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from cli.pki import local_pki
 from cli.prometheus import LocalPrometheus, ScrapeTarget
 from shared.settings import default_home
+from shared.tls import TlsFiles, tls_from_environment
 
 REPO = Path(__file__).resolve().parents[1]
 PROMETHEUS = "prometheus"
+# Present in the run folder while the stack runs on TLS; the CLI then uses its identity.
+TLS_MARKER = "tls"
 
 
 @dataclass(frozen=True)
@@ -94,16 +103,35 @@ def peer_environment(services: list[ServiceSpec]) -> dict[str, str]:
     return env
 
 
-def health(spec: ServiceSpec, timeout_s: float = 1.0) -> str:
+def stack_tls(home: Path) -> TlsFiles:
+    """The TLS a client of the local stack uses: the process-wide `TFMESH_TLS_*` files when
+    set, else the CLI's identity when the stack runs on TLS (`up --tls`), else none."""
+    configured = tls_from_environment()
+    if configured.calls_tls or not (home / "run" / TLS_MARKER).exists():
+        return configured
+    directory = home / "tls"
+    return TlsFiles(directory / "ca.pem", directory / "cli.pem", directory / "cli-key.pem")
+
+
+def health(spec: ServiceSpec, tls: TlsFiles | None = None, timeout_s: float = 1.0) -> str:
+    tls = tls or TlsFiles()
     if spec.http:
+        url = f"{tls.scheme()}://{spec.address}/healthz"
         try:
-            with urllib.request.urlopen(f"http://{spec.address}/healthz", timeout=timeout_s):
-                return "SERVING"
-        except OSError:
+            with urllib.request.urlopen(
+                url, timeout=timeout_s, context=tls.client_context()
+            ) as answer:
+                # Another HTTP server on the port (a metrics port, say) is not the gateway.
+                return "SERVING" if json.load(answer) == {"status": "ok"} else "DOWN"
+        except (OSError, ValueError):
             return "DOWN"
-    address = spec.address
+    credentials = tls.channel_credentials()
     try:
-        with grpc.insecure_channel(address) as channel:
+        with (
+            grpc.secure_channel(spec.address, credentials)
+            if credentials
+            else grpc.insecure_channel(spec.address)
+        ) as channel:
             reply = health_pb2_grpc.HealthStub(channel).Check(
                 health_pb2.HealthCheckRequest(), timeout=timeout_s
             )
@@ -124,14 +152,19 @@ class LocalStack:
     def _pid_file_named(self, name: str) -> Path:
         return self.run_dir / f"{name}.pid"
 
-    def up(self, timeout_s: float = 120.0, monitoring: bool = False) -> list[ServiceSpec]:
+    def up(
+        self, timeout_s: float = 120.0, monitoring: bool = False, tls: bool = False
+    ) -> list[ServiceSpec]:
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.log_dir.mkdir(parents=True, exist_ok=True)
         services = built_services()
         env = {**os.environ, "TFMESH_HOME": str(self.home), "TF_CPP_MIN_LOG_LEVEL": "2"}
         env.update(peer_environment(services))
+        if tls:
+            env.update(self._tls_environment(services))
+        probe = stack_tls(self.home)
         for spec in services:
-            if health(spec) == "SERVING":
+            if health(spec, probe) == "SERVING":
                 print(f"{spec.name:<10} already serving on {spec.address}")
                 continue
             with (self.log_dir / f"{spec.name}.log").open("ab") as log:
@@ -147,7 +180,7 @@ class LocalStack:
                     start_new_session=True,
                 )
             self._pid_file(spec).write_text(str(process.pid))
-            self._wait_serving(spec, process, timeout_s)
+            self._wait_serving(spec, process, probe, timeout_s)
             print(f"{spec.name:<10} serving on {spec.address}  (pid {process.pid})")
         if monitoring:
             self._start_prometheus(services, timeout_s)
@@ -173,13 +206,30 @@ class LocalStack:
         prometheus.wait_ready(process, log, timeout_s)
         print(f"{PROMETHEUS:<10} serving on {prometheus.url}  (pid {process.pid})")
 
-    def _wait_serving(self, spec: ServiceSpec, process: subprocess.Popen, timeout_s: float) -> None:
+    def _tls_environment(self, services: list[ServiceSpec]) -> dict[str, str]:
+        """Mutual TLS for every service: one CA, a certificate each; the CLI's too."""
+        pki = local_pki(self.home / "tls", [s.name for s in services] + ["cli"])
+        env = {
+            "TFMESH_TLS_CA_FILE": str(pki.ca_cert),
+            "TFMESH_TLS_CLIENT_CA_FILE": str(pki.ca_cert),
+        }
+        for spec in services:
+            identity = pki.identities[spec.name]
+            env[f"{spec.env_prefix}TLS_CERT_FILE"] = str(identity.cert)
+            env[f"{spec.env_prefix}TLS_KEY_FILE"] = str(identity.key)
+        (self.run_dir / TLS_MARKER).write_text(str(pki.ca_cert))
+        print(f"{'tls':<10} mutual TLS, CA {pki.ca_cert}")
+        return env
+
+    def _wait_serving(
+        self, spec: ServiceSpec, process: subprocess.Popen, tls: TlsFiles, timeout_s: float
+    ) -> None:
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if process.poll() is not None:
                 log = self.log_dir / f"{spec.name}.log"
                 raise SystemExit(f"{spec.name} exited with {process.returncode}; see {log}")
-            if health(spec) == "SERVING":
+            if health(spec, tls) == "SERVING":
                 return
             time.sleep(0.2)
         raise SystemExit(f"{spec.name} was not SERVING on {spec.address} within {timeout_s} s")
@@ -202,11 +252,13 @@ class LocalStack:
                 os.kill(pid, signal.SIGKILL)
             pid_file.unlink()
             print(f"{name:<10} stopped")
+        (self.run_dir / TLS_MARKER).unlink(missing_ok=True)
 
     def status(self) -> None:
+        tls = stack_tls(self.home)
         for spec in built_services():
             metrics = f"http://127.0.0.1:{spec.metrics_port}/metrics"
-            print(f"{spec.name:<10} {spec.address:<18} {health(spec):<12} {metrics}")
+            print(f"{spec.name:<10} {spec.address:<18} {health(spec, tls):<12} {metrics}")
         prometheus = LocalPrometheus(self.home)
         state = "SERVING" if prometheus.ready() else "DOWN"
         print(f"{PROMETHEUS:<10} {prometheus.url:<18} {state}")
@@ -231,10 +283,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--monitoring", action="store_true", help="up: also start Prometheus scraping the stack"
     )
+    parser.add_argument("--tls", action="store_true", help="up: run the stack on mutual TLS")
     args = parser.parse_args(argv)
     stack = LocalStack(default_home())
     if args.command == "up":
-        stack.up(monitoring=args.monitoring)
+        stack.up(monitoring=args.monitoring, tls=args.tls)
     elif args.command == "down":
         stack.down()
     else:

@@ -42,21 +42,24 @@ class Backends:
             "inference": settings.inference_addr,
         }
         self._telemetry = telemetry
+        self._tls = settings.tls_files()
         self._blocking_channels: dict[str, grpc.Channel] = {}
-        self.inference_http_base = f"http://{settings.inference_http_addr}"
+        self.inference_http_base = f"{self._tls.scheme()}://{settings.inference_http_addr}"
         self._inference_http: aiohttp.ClientSession | None = None
 
     @property
     def inference_http(self) -> aiohttp.ClientSession:
         """The keep-alive pool to the inference service's REST port, opened on first use."""
         if self._inference_http is None:
-            self._inference_http = inference_session(self.deadline_s)
+            self._inference_http = inference_session(self.deadline_s, self._tls.client_context())
         return self._inference_http
 
     def channel(self, service: str) -> grpc.aio.Channel:
         """The channel to `service`, opened on first use (peers may start after us)."""
         if service not in self._channels:
-            self._channels[service] = open_channel(self._addresses[service], self._telemetry)
+            self._channels[service] = open_channel(
+                self._addresses[service], self._telemetry, tls=self._tls
+            )
         return self._channels[service]
 
     def blocking_channel(self, service: str) -> grpc.Channel:
@@ -66,7 +69,12 @@ class Backends:
                 ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
                 ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
             ]
-            channel = grpc.insecure_channel(self._addresses[service], options=options)
+            credentials = self._tls.channel_credentials()
+            channel = (
+                grpc.secure_channel(self._addresses[service], credentials, options=options)
+                if credentials
+                else grpc.insecure_channel(self._addresses[service], options=options)
+            )
             if self._telemetry is not None:
                 tracing = client_interceptor(tracer_provider=self._telemetry.tracer_provider)
                 channel = grpcext.intercept_channel(channel, tracing)

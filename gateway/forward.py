@@ -13,6 +13,8 @@ context goes along in `traceparent`. Everything else goes on to the framework.""
 
 from __future__ import annotations
 
+import ssl
+
 import aiohttp
 import orjson
 import yarl
@@ -121,11 +123,13 @@ async def _answer(send: Send, status: int, message: str, www_authenticate: bool 
     await send({"type": "http.response.body", "body": body})
 
 
-def inference_session(timeout_s: float) -> aiohttp.ClientSession:
+def inference_session(timeout_s: float, tls: ssl.SSLContext | None = None) -> aiohttp.ClientSession:
     """A session whose connections to the inference service's REST port stay open, idle
     for less time than the front ends keep them (services.inference.rest.serve.KEEP_ALIVE_S),
-    so the gateway never reuses a connection the server is closing."""
-    connector = aiohttp.TCPConnector(limit=256, keepalive_timeout=POOL_IDLE_S)
+    so the gateway never reuses a connection the server is closing; over TLS with `tls`."""
+    connector = aiohttp.TCPConnector(
+        limit=256, keepalive_timeout=POOL_IDLE_S, ssl=tls if tls is not None else True
+    )
     return aiohttp.ClientSession(
         connector=connector,
         timeout=aiohttp.ClientTimeout(total=timeout_s),

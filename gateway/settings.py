@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import SettingsConfigDict
+
+from shared.settings import TlsSettings
 
 
-class GatewaySettings(BaseSettings):
+class GatewaySettings(TlsSettings):
     model_config = SettingsConfigDict(env_prefix="TFMESH_GATEWAY_", extra="ignore", frozen=True)
 
     host: str = "127.0.0.1"

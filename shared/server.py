@@ -63,17 +63,6 @@ class RunningServer:
             await callback()
 
 
-def _credentials(settings: ServiceSettings) -> grpc.ServerCredentials | None:
-    if settings.tls_cert_file is None or settings.tls_key_file is None:
-        return None
-    key = settings.tls_key_file.read_bytes()
-    cert = settings.tls_cert_file.read_bytes()
-    client_ca = settings.tls_client_ca_file.read_bytes() if settings.tls_client_ca_file else None
-    return grpc.ssl_server_credentials(
-        [(key, cert)], root_certificates=client_ca, require_client_auth=client_ca is not None
-    )
-
-
 async def start_server(
     settings: ServiceSettings,
     telemetry: Telemetry,
@@ -105,7 +94,7 @@ async def start_server(
         server,
     )
     address = f"{settings.host}:{settings.port}"
-    credentials = _credentials(settings)
+    credentials = settings.tls_files().server_credentials()
     if credentials is None:
         port = server.add_insecure_port(address)
     else:

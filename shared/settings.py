@@ -13,16 +13,77 @@ from typing import Any, TypeVar
 from pydantic import Field, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from shared.tls import TlsFiles
+
 
 def default_home() -> Path:
     return Path(os.environ.get("TFMESH_HOME", ".tfmesh")).resolve()
+
+
+TLS_FIELDS = ("tls_ca_file", "tls_cert_file", "tls_key_file", "tls_client_ca_file")
 
 
 class SettingsError(Exception):
     """A setting is missing or invalid; the message names the variable."""
 
 
-class ServiceSettings(BaseSettings):
+class TlsSettings(BaseSettings):
+    """The TLS files of a process that serves and calls (every service, the gateway)."""
+
+    model_config = SettingsConfigDict(env_prefix="TFMESH_", extra="ignore", frozen=True)
+
+    # TLS (shared.tls): this process's certificate and key turn TLS on for its servers
+    # and are its identity as a client; a client CA makes its servers demand client
+    # certificates (mTLS); the CA is what it verifies the servers it calls with. Unset,
+    # each falls back to the process-wide TFMESH_TLS_* variable.
+    tls_ca_file: Path | None = None
+    tls_cert_file: Path | None = None
+    tls_key_file: Path | None = None
+    tls_client_ca_file: Path | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _process_wide_tls(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        for name in TLS_FIELDS:
+            value = os.environ.get(f"TFMESH_{name.upper()}")
+            if data.get(name) is None and value:
+                data = {**data, name: value}
+        return data
+
+    def tls_files(self) -> TlsFiles:
+        return TlsFiles(
+            self.tls_ca_file, self.tls_cert_file, self.tls_key_file, self.tls_client_ca_file
+        )
+
+    @model_validator(mode="after")
+    def _tls_pair(self) -> TlsSettings:
+        # A cross-field error has no single field location, so its message names the
+        # environment variables itself (the service's own, or the process-wide one).
+        prefix = str(self.model_config.get("env_prefix", "")).upper()
+
+        def variable(name: str) -> str:
+            own, shared = f"{prefix}{name.upper()}", f"TFMESH_{name.upper()}"
+            return own if own == shared else f"{own} (or {shared})"
+
+        ca, cert, key, client_ca = (variable(name) for name in TLS_FIELDS)
+        if (self.tls_cert_file is None) != (self.tls_key_file is None):
+            raise ValueError(f"{cert} and {key} must be set together")
+        if self.tls_client_ca_file is not None and self.tls_cert_file is None:
+            raise ValueError(f"{client_ca} needs {cert} and {key}")
+        for setting, path in (
+            (ca, self.tls_ca_file),
+            (cert, self.tls_cert_file),
+            (key, self.tls_key_file),
+            (client_ca, self.tls_client_ca_file),
+        ):
+            if path is not None and not path.is_file():
+                raise ValueError(f"{setting}: {path} is not a readable file")
+        return self
+
+
+class ServiceSettings(TlsSettings):
     """What every gRPC service is configured with."""
 
     model_config = SettingsConfigDict(env_prefix="TFMESH_", extra="ignore", frozen=True)
@@ -35,32 +96,6 @@ class ServiceSettings(BaseSettings):
     max_message_bytes: int = Field(default=64 * 1024 * 1024, ge=1024)
     # Seconds in-flight calls get to finish after SIGTERM.
     shutdown_grace_s: float = Field(default=10.0, ge=0)
-    # TLS: a server certificate and key turn TLS on; a client CA turns on mTLS.
-    tls_cert_file: Path | None = None
-    tls_key_file: Path | None = None
-    tls_client_ca_file: Path | None = None
-
-    @model_validator(mode="after")
-    def _tls_pair(self) -> ServiceSettings:
-        # A cross-field error has no single field location, so its message names the
-        # environment variables itself.
-        prefix = str(self.model_config.get("env_prefix", "")).upper()
-        cert, key, client_ca = (
-            f"{prefix}{name.upper()}"
-            for name in ("tls_cert_file", "tls_key_file", "tls_client_ca_file")
-        )
-        if (self.tls_cert_file is None) != (self.tls_key_file is None):
-            raise ValueError(f"{cert} and {key} must be set together")
-        if self.tls_client_ca_file is not None and self.tls_cert_file is None:
-            raise ValueError(f"{client_ca} needs {cert} and {key}")
-        for variable, path in (
-            (cert, self.tls_cert_file),
-            (key, self.tls_key_file),
-            (client_ca, self.tls_client_ca_file),
-        ):
-            if path is not None and not path.is_file():
-                raise ValueError(f"{variable}: {path} is not a readable file")
-        return self
 
 
 S = TypeVar("S", bound=BaseSettings)

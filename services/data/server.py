@@ -12,7 +12,7 @@ from services.data.servicer import DataServicer
 from services.data.settings import DataSettings
 from services.data.store import MetadataStore
 from shared.blobstore import BlobStore
-from shared.channels import open_channel
+from shared.channels import check_peer_tls, open_channel
 from shared.db import make_engine, sqlite_url
 from shared.server import RunningServer, serve, start_server
 from shared.settings import load_settings
@@ -47,7 +47,13 @@ async def start_data(settings: DataSettings, telemetry: Telemetry) -> RunningSer
     engine = make_engine(settings.database_url or sqlite_url(home / "data.db"))
     blobs = BlobStore(home / "blobs")
     swept = blobs.sweep_temp()
-    registry = open_channel(settings.registry_addr, telemetry) if settings.registry_addr else None
+    if settings.registry_addr:
+        await check_peer_tls({"registry": settings.registry_addr}, settings.tls_files())
+    registry = (
+        open_channel(settings.registry_addr, telemetry, tls=settings.tls_files())
+        if settings.registry_addr
+        else None
+    )
     lineage = RegistryLineage(registry, settings.registry_deadline_s) if registry else None
     core = DataCore(MetadataStore(engine), blobs, core_config(settings), lineage)
     collected = await asyncio.to_thread(core.collect_garbage)

@@ -43,7 +43,7 @@ from services.inference.servicer import InferenceServicer
 from services.inference.serving import Serving
 from services.inference.settings import InferenceSettings, usable_cores
 from services.registry.client import RegistryClient
-from shared.channels import open_channel
+from shared.channels import check_peer_tls, open_channel
 from shared.server import RunningServer, serve, serve_until_signalled, signalled, start_server
 from shared.settings import load_settings
 from shared.telemetry import Telemetry, setup_telemetry
@@ -116,7 +116,11 @@ async def start_models(
     source = None
     drift = None
     if registry_models:
-        channels.append(open_channel(settings.registry_addr, telemetry))
+        peers = {"registry": settings.registry_addr}
+        if settings.data_addr:
+            peers["data"] = settings.data_addr
+        await check_peer_tls(peers, settings.tls_files())
+        channels.append(open_channel(settings.registry_addr, telemetry, tls=settings.tls_files()))
         registry = RegistryClient(channels[-1])
         source = RegistrySource(
             registry,
@@ -125,7 +129,7 @@ async def start_models(
             max_backoff_s=settings.registry_max_backoff_s,
         )
         if settings.data_addr and settings.drift_sampling_rate > 0:
-            channels.append(open_channel(settings.data_addr, telemetry))
+            channels.append(open_channel(settings.data_addr, telemetry, tls=settings.tls_files()))
             drift = DriftOptions(
                 LineageBaselines(registry, channels[-1]),
                 settings.drift_sampling_rate,
@@ -165,7 +169,9 @@ async def _serve_rest(
     if settings.http_port < 0:
         return
     api = RestApi(serving, settings.max_message_bytes)
-    http = await start_http(api, settings.host, settings.http_port, reuse_port)
+    http = await start_http(
+        api, settings.host, settings.http_port, reuse_port, settings.tls_files()
+    )
     running.http_port = http.port
     running.on_stop(http.stop)
 

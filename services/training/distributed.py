@@ -22,6 +22,7 @@ import numpy as np
 
 from services.training.datasource import TrainingData, load_npz
 from services.training.spec import JobSpec, base_params, spec_from_dict
+from shared.tls import tls_from_environment
 
 
 def _load_data(args: argparse.Namespace, spec: JobSpec) -> TrainingData:
@@ -31,7 +32,7 @@ def _load_data(args: argparse.Namespace, spec: JobSpec) -> TrainingData:
     from shared.channels import open_channel
 
     async def fetch() -> TrainingData:
-        async with open_channel(args.data_addr) as channel:
+        async with open_channel(args.data_addr, tls=tls_from_environment()) as channel:
             return await DataServiceSource(channel).load(spec.dataset_version)
 
     return asyncio.run(fetch())

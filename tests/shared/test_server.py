@@ -22,6 +22,7 @@ from prometheus_client import REGISTRY
 from shared.channels import open_channel
 from shared.server import RunningServer
 from shared.telemetry import Telemetry
+from shared.tls import TlsFiles
 from tests.shared.conftest import StartServer
 from tests.support.certs import Pki, make_pki
 from tests.support.probe import (
@@ -178,11 +179,11 @@ async def test_tls_server_accepts_clients_that_trust_its_ca(
         tls_cert_file=pki.server_cert,
         tls_key_file=pki.server_key,
     )
-    async with open_channel(running.address, root_ca_file=pki.ca_cert) as channel:
+    async with open_channel(running.address, tls=TlsFiles(pki.ca_cert)) as channel:
         assert await health_status(channel) == SERVING
     async with grpc.aio.insecure_channel(running.address) as plaintext:
         assert await check_fails(plaintext) == grpc.StatusCode.UNAVAILABLE
-    async with open_channel(running.address, root_ca_file=stranger.ca_cert) as wrong_ca:
+    async with open_channel(running.address, tls=TlsFiles(stranger.ca_cert)) as wrong_ca:
         assert await check_fails(wrong_ca) == grpc.StatusCode.UNAVAILABLE
 
 
@@ -196,21 +197,13 @@ async def test_mtls_server_requires_a_client_certificate_from_its_ca(
         tls_key_file=pki.server_key,
         tls_client_ca_file=pki.ca_cert,
     )
-    async with open_channel(
-        running.address,
-        root_ca_file=pki.ca_cert,
-        client_cert_file=pki.client_cert,
-        client_key_file=pki.client_key,
-    ) as channel:
+    identity = TlsFiles(pki.ca_cert, pki.client_cert, pki.client_key)
+    async with open_channel(running.address, tls=identity) as channel:
         assert await health_status(channel) == SERVING
-    async with open_channel(running.address, root_ca_file=pki.ca_cert) as anonymous:
+    async with open_channel(running.address, tls=TlsFiles(pki.ca_cert)) as anonymous:
         assert await check_fails(anonymous) == grpc.StatusCode.UNAVAILABLE
-    async with open_channel(
-        running.address,
-        root_ca_file=pki.ca_cert,
-        client_cert_file=stranger.client_cert,
-        client_key_file=stranger.client_key,
-    ) as impostor:
+    impostor_identity = TlsFiles(pki.ca_cert, stranger.client_cert, stranger.client_key)
+    async with open_channel(running.address, tls=impostor_identity) as impostor:
         assert await check_fails(impostor) == grpc.StatusCode.UNAVAILABLE
 
 

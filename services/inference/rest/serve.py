@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import uvicorn
 
 from services.inference.rest.app import RestApi
+from shared.tls import TlsFiles, uvicorn_tls
 
 BACKLOG = 2048
 # How long an idle keep-alive connection stays open. Longer than any pool in front of it
@@ -60,10 +61,15 @@ def bind(host: str, port: int, reuse_port: bool) -> socket.socket:
     return sock
 
 
-async def start_http(api: RestApi, host: str, port: int, reuse_port: bool) -> HttpServer:
+async def start_http(
+    api: RestApi, host: str, port: int, reuse_port: bool, tls: TlsFiles | None = None
+) -> HttpServer:
+    """Serve `api` on `port` (HTTPS when `tls` has a certificate; client certificates
+    required when it has a client CA)."""
     sock = bind(host, port, reuse_port)
     config = uvicorn.Config(
         api,
+        **uvicorn_tls(tls),
         http="httptools",
         loop="none",
         lifespan="off",

@@ -1,0 +1,239 @@
+"""The whole local stack on mutual TLS (`tfmesh up --tls`), as processes on free ports.
+
+One module-scoped stack: a local CA and a certificate per service under the test's
+TFMESH_HOME. Over it: the lifecycle (import digits, train, register, promote, predict over
+gRPC and through the gateway's HTTPS, the CLI), then what must be refused: plaintext on
+every port, a client whose certificate another CA signed, a client with no certificate;
+and a service started with the wrong CA stops at once naming the setting."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import ssl
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+import numpy as np
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from cli.demo import read_split, wait_for_labels
+from cli.stack import LocalStack, ServiceSpec, stack_tls
+from shared.aliases import PRODUCTION
+from shared.channels import open_channel
+from shared.tensors import to_tensor
+from shared.tls import TlsFiles
+from tests.support.certs import make_pki
+from tests.support.processes import REPO, free_port, free_ports
+from tfmesh.data.v1 import data_pb2 as dpb
+from tfmesh.data.v1 import data_pb2_grpc
+from tfmesh.inference.v1 import inference_pb2 as ipb
+from tfmesh.inference.v1 import inference_pb2_grpc
+from tfmesh.registry.v1 import registry_pb2 as rpb
+from tfmesh.registry.v1 import registry_pb2_grpc
+from tfmesh.training.v1 import training_pb2 as tpb
+from tfmesh.training.v1 import training_pb2_grpc
+
+MODEL = "digits"
+PREFIXES = ("REGISTRY", "DATA", "TRAINING", "INFERENCE", "GATEWAY")
+
+
+@dataclass
+class TlsStack:
+    home: Path
+    services: list[ServiceSpec]
+    tls: TlsFiles
+    environment: dict[str, str]
+
+    def address(self, name: str) -> str:
+        return next(s.address for s in self.services if s.name == name)
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TlsStack]:
+    home = tmp_path_factory.mktemp("tls-stack")
+    ports = iter(free_ports(11))
+    environment = {
+        "TFMESH_HOME": str(home),
+        "TFMESH_INFERENCE_MODELS": MODEL,
+        "TFMESH_INFERENCE_HTTP_PORT": str(next(ports)),
+        "TF_CPP_MIN_LOG_LEVEL": "2",
+    }
+    for prefix in PREFIXES:
+        environment[f"TFMESH_{prefix}_PORT"] = str(next(ports))
+        environment[f"TFMESH_{prefix}_METRICS_PORT"] = str(next(ports))
+    patch = pytest.MonkeyPatch()
+    for name, value in environment.items():
+        patch.setenv(name, value)
+    local = LocalStack(home)
+    try:
+        services = local.up(tls=True)
+        yield TlsStack(home, services, stack_tls(home), environment)
+    finally:
+        local.down()
+        patch.undo()
+
+
+async def lifecycle(stack: TlsStack) -> tuple[int, str, np.ndarray]:
+    tls = stack.tls
+    async with (
+        open_channel(stack.address("data"), tls=tls) as data_channel,
+        open_channel(stack.address("training"), tls=tls) as training_channel,
+        open_channel(stack.address("registry"), tls=tls) as registry_channel,
+        open_channel(stack.address("inference"), tls=tls) as inference_channel,
+    ):
+        data = data_pb2_grpc.DataServiceStub(data_channel)
+        training = training_pb2_grpc.TrainingServiceStub(training_channel)
+        dataset = (await data.ImportSample(dpb.ImportSampleRequest(sample="digits"))).version
+        x_test, _ = await read_split(data, dataset.name, dpb.SPLIT_TEST)
+        spec = tpb.JobSpec(
+            dataset_version=dataset.name,
+            model_name=MODEL,
+            model=tpb.ModelSpec(mlp=tpb.MlpTemplate(hidden_units=[16])),
+            hyperparameters=tpb.Hyperparameters(epochs=2, batch_size=64),
+        )
+        job = (await training.SubmitJob(tpb.SubmitJobRequest(spec=spec))).job
+        deadline = time.monotonic() + 180
+        while job.state not in (tpb.JOB_STATE_SUCCEEDED, tpb.JOB_STATE_FAILED):
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.5)
+            job = (await training.GetJob(tpb.GetJobRequest(name=job.name))).job
+        # Training called the data service and the registry over mutual TLS to get here.
+        assert job.state == tpb.JOB_STATE_SUCCEEDED, job.error
+        version = job.registration.version
+        await registry_pb2_grpc.RegistryServiceStub(registry_channel).SetAlias(
+            rpb.SetAliasRequest(
+                model=MODEL,
+                alias=PRODUCTION,
+                version=version,
+                actor="test",
+                reason="tls test",
+                override_gate=True,
+            )
+        )
+        inference = inference_pb2_grpc.InferenceServiceStub(inference_channel)
+        # Inference followed the registry and downloaded the version over mutual TLS.
+        status = await wait_for_labels(inference, {PRODUCTION: version})
+        input_name = status.versions[0].inputs[0].name
+        rows = x_test[:4].astype(np.float32)
+        answer = await inference.Predict(
+            ipb.PredictRequest(model=MODEL, inputs={input_name: to_tensor(rows)})
+        )
+        assert answer.version == version
+        return version, input_name, rows
+
+
+def https_post(url: str, body: object, context: ssl.SSLContext | None) -> tuple[int, dict]:
+    request = urllib.request.Request(
+        url, json.dumps(body).encode(), {"content-type": "application/json"}
+    )
+    with urllib.request.urlopen(request, timeout=30, context=context) as answer:
+        return answer.status, json.load(answer)
+
+
+def test_the_lifecycle_runs_on_mutual_tls(stack: TlsStack) -> None:
+    version, input_name, rows = asyncio.run(lifecycle(stack))
+    gateway = stack.address("gateway")
+    context = stack.tls.client_context()
+    own = {"inputs": {input_name: {"dtype": "float32", "data": rows.tolist()}}}
+    status, body = https_post(f"https://{gateway}/api/v1/models/{MODEL}/predict", own, context)
+    assert (status, body["version"]) == (200, version)
+    # KServe v2 REST: the gateway forwards to the inference REST port over HTTPS.
+    v2 = {
+        "inputs": [
+            {
+                "name": input_name,
+                "datatype": "FP32",
+                "shape": list(rows.shape),
+                "data": rows.ravel().tolist(),
+            }
+        ]
+    }
+    status, body = https_post(f"https://{gateway}/v2/models/{MODEL}/infer", v2, context)
+    assert status == 200 and len(body["outputs"][0]["data"]) > 0
+    # The CLI finds the stack's TLS by itself (TFMESH_HOME), as after `tfmesh up --tls`.
+    environment = {**os.environ, **stack.environment}
+    for name in ("registry", "data", "training", "inference"):
+        environment[f"TFMESH_{name.upper()}_ADDR"] = stack.address(name)
+    listed = subprocess.run(
+        [sys.executable, "-m", "cli", "models", "list", "--json"],
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=REPO,
+    )
+    assert listed.returncode == 0, listed.stderr
+    assert MODEL in listed.stdout
+
+
+async def health_code(address: str, tls: TlsFiles | None) -> grpc.StatusCode:
+    async with open_channel(address, tls=tls) as channel:
+        try:
+            await health_pb2_grpc.HealthStub(channel).Check(
+                health_pb2.HealthCheckRequest(), timeout=5
+            )
+        except grpc.aio.AioRpcError as error:
+            return error.code()
+    return grpc.StatusCode.OK
+
+
+def test_plaintext_and_strangers_are_refused_on_every_port(stack: TlsStack, tmp_path: Path) -> None:
+    stranger = make_pki(tmp_path / "stranger", organisation="stranger")
+    # Trusts the stack's CA, but presents a certificate that another CA signed.
+    impostor = TlsFiles(stack.tls.ca_file, stranger.client_cert, stranger.client_key)
+    anonymous = TlsFiles(stack.tls.ca_file)
+    for spec in stack.services:
+        if spec.http:
+            continue
+        assert asyncio.run(health_code(spec.address, stack.tls)) == grpc.StatusCode.OK
+        for client in (None, impostor, anonymous):
+            code = asyncio.run(health_code(spec.address, client))
+            assert code == grpc.StatusCode.UNAVAILABLE, (spec.name, client)
+    gateway = stack.address("gateway")
+    with pytest.raises(OSError):
+        urllib.request.urlopen(f"http://{gateway}/healthz", timeout=5)
+    with pytest.raises(OSError):
+        urllib.request.urlopen(
+            f"https://{gateway}/healthz", timeout=5, context=impostor.client_context()
+        )
+    with urllib.request.urlopen(
+        f"https://{gateway}/healthz", timeout=5, context=stack.tls.client_context()
+    ) as answer:
+        assert answer.status == 200
+
+
+def test_a_service_given_the_wrong_ca_stops_at_start_naming_the_setting(
+    stack: TlsStack, tmp_path: Path
+) -> None:
+    stranger = make_pki(tmp_path / "stranger", organisation="stranger")
+    identity = stack.home / "tls"
+    environment = {
+        **os.environ,
+        "TFMESH_HOME": str(tmp_path / "home"),
+        "TFMESH_DATA_PORT": str(free_port()),
+        "TFMESH_DATA_REGISTRY_ADDR": stack.address("registry"),
+        "TFMESH_TLS_CA_FILE": str(stranger.ca_cert),
+        "TFMESH_DATA_TLS_CERT_FILE": str(identity / "data.pem"),
+        "TFMESH_DATA_TLS_KEY_FILE": str(identity / "data-key.pem"),
+    }
+    started = subprocess.run(
+        [sys.executable, "-m", "services.data.server"],
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=REPO,
+    )
+    assert started.returncode != 0
+    assert "TFMESH_TLS_CA_FILE" in started.stderr
+    assert "registry" in started.stderr
