@@ -12,7 +12,7 @@ import typer
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
 
 from cli.output import console, print_json, table
-from cli.rpc import CALL_TIMEOUT_S, JsonFlag, blocking_channel, fail, run_rpc
+from cli.rpc import CALL_TIMEOUT_S, JsonFlag, blocking_channel, call_metadata, fail, run_rpc
 from tfmesh.data.v1 import data_pb2 as pb
 from tfmesh.data.v1 import data_pb2_grpc
 
@@ -107,7 +107,7 @@ def upload(
         with blocking_channel("data") as channel:
             try:
                 reply = data_pb2_grpc.DataServiceStub(channel).UploadDataset(
-                    messages(), timeout=UPLOAD_TIMEOUT_S
+                    messages(), timeout=UPLOAD_TIMEOUT_S, metadata=call_metadata()
                 )
             except grpc.RpcError as error:
                 raise fail(error) from None

@@ -15,6 +15,7 @@ import asyncio
 import os
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -26,7 +27,7 @@ from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedCo
 from rich.table import Table
 
 from cli.prometheus import LocalPrometheus
-from cli.stack import LocalStack, built_services, stack_tls
+from cli.stack import LocalStack, built_services, stack_authorization, stack_tls
 from inference import grpc_predict_v2_pb2 as v2
 from inference import grpc_predict_v2_pb2_grpc as v2_grpc
 from shared.aliases import CANARY, PRODUCTION
@@ -70,23 +71,33 @@ class Summary:
 
 
 class Demo:
-    def __init__(self, addresses: dict[str, str], home: Path, tls: TlsFiles) -> None:
+    def __init__(
+        self,
+        addresses: dict[str, str],
+        home: Path,
+        tls: TlsFiles,
+        authorization: Callable[[], str] | None,
+    ) -> None:
         self.addresses = addresses
         self.home = home
         self.tls = tls
+        self.authorization = authorization
         self.summary = Summary()
         self.curves = Curves()
 
     async def run(self) -> None:
         tls = self.tls
-        data = data_pb2_grpc.DataServiceStub(open_channel(self.addresses["data"], tls=tls))
+        auth = self.authorization
+        data = data_pb2_grpc.DataServiceStub(
+            open_channel(self.addresses["data"], tls=tls, authorization=auth)
+        )
         training = training_pb2_grpc.TrainingServiceStub(
-            open_channel(self.addresses["training"], tls=tls)
+            open_channel(self.addresses["training"], tls=tls, authorization=auth)
         )
         registry = registry_pb2_grpc.RegistryServiceStub(
-            open_channel(self.addresses["registry"], tls=tls)
+            open_channel(self.addresses["registry"], tls=tls, authorization=auth)
         )
-        inference_channel = open_channel(self.addresses["inference"], tls=tls)
+        inference_channel = open_channel(self.addresses["inference"], tls=tls, authorization=auth)
         inference = inference_pb2_grpc.InferenceServiceStub(inference_channel)
 
         step("1. import scikit-learn's digits into the data service")
@@ -147,10 +158,16 @@ class Demo:
         accuracies = {
             "tfmesh gRPC": await predict_tfmesh(inference, x_test, y_test, input_name),
             "TF Serving gRPC": await asyncio.to_thread(
-                predict_tf_serving, self.addresses["inference"], x_test, y_test, input_name, tls
+                predict_tf_serving,
+                self.addresses["inference"],
+                x_test,
+                y_test,
+                input_name,
+                tls,
+                auth,
             ),
             "KServe v2 gRPC": await predict_kserve(inference_channel, x_test, y_test, input_name),
-            **await predict_rest(self.addresses["gateway"], x_test, y_test, input_name, tls),
+            **await predict_rest(self.addresses["gateway"], x_test, y_test, input_name, tls, auth),
         }
         for api, accuracy in accuracies.items():
             self.summary.add(f"served accuracy via {api}", f"{accuracy:.4f}")
@@ -348,7 +365,12 @@ async def predict_tfmesh(inference, x: np.ndarray, y: np.ndarray, input_name: st
 
 
 def predict_tf_serving(
-    address: str, x: np.ndarray, y: np.ndarray, input_name: str, tls: TlsFiles
+    address: str,
+    x: np.ndarray,
+    y: np.ndarray,
+    input_name: str,
+    tls: TlsFiles,
+    authorization: Callable[[], str] | None,
 ) -> float:
     """TF Serving's own client stubs, used exactly as an existing TF Serving client would."""
     import tensorflow as tf
@@ -363,7 +385,8 @@ def predict_tf_serving(
         request.model_spec.name = MODEL
         request.model_spec.version_label = PRODUCTION
         request.inputs[input_name].CopyFrom(tf.make_tensor_proto(x.astype(np.float32)))
-        reply = stub.Predict(request, timeout=30)
+        metadata = (("authorization", authorization()),) if authorization else ()
+        reply = stub.Predict(request, timeout=30, metadata=metadata)
     scores = tf.make_ndarray(next(iter(reply.outputs.values())))
     return float(np.mean(scores.argmax(axis=-1) == y))
 
@@ -381,13 +404,21 @@ async def predict_kserve(channel, x: np.ndarray, y: np.ndarray, input_name: str)
 
 
 async def predict_rest(
-    gateway: str, x: np.ndarray, y: np.ndarray, input_name: str, tls: TlsFiles
+    gateway: str,
+    x: np.ndarray,
+    y: np.ndarray,
+    input_name: str,
+    tls: TlsFiles,
+    authorization: Callable[[], str] | None,
 ) -> dict[str, float]:
     """The same predictions over the REST gateway: its own API, TF Serving's, KServe v2's."""
     data = x.astype(np.float32).tolist()
     base = f"{tls.scheme()}://{gateway}"
     verify = tls.client_context() or True
-    async with httpx.AsyncClient(base_url=base, timeout=60, verify=verify) as client:
+    headers = {"authorization": authorization()} if authorization else {}
+    async with httpx.AsyncClient(
+        base_url=base, timeout=60, verify=verify, headers=headers
+    ) as client:
         own = await client.post(
             f"/api/v1/models/{MODEL}/predict",
             json={"inputs": {input_name: {"dtype": "float32", "data": data}}},
@@ -449,6 +480,7 @@ def write_curves(curves: Curves, path: Path) -> None:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m cli.demo", description=__doc__)
     parser.add_argument("--tls", action="store_true", help="run the stack on mutual TLS")
+    parser.add_argument("--auth", action="store_true", help="every call needs a token")
     args = parser.parse_args(argv)
     started = time.monotonic()
     home = default_home()
@@ -458,9 +490,9 @@ def main(argv: list[str] | None = None) -> None:
     stack = LocalStack(home)
     step("0. start the local stack")
     stack.down()
-    stack.up(monitoring=True, tls=args.tls)
+    stack.up(monitoring=True, tls=args.tls, auth=args.auth)
     addresses = {spec.name: spec.address for spec in built_services()}
-    demo = Demo(addresses, home, stack_tls(home))
+    demo = Demo(addresses, home, stack_tls(home), stack_authorization(home))
     try:
         asyncio.run(demo.run())
         png = home / "demo" / "training_curve.png"

@@ -45,9 +45,12 @@ def up(
         bool, typer.Option(help="Also start Prometheus, scraping every service.")
     ] = False,
     tls: Annotated[bool, typer.Option(help="Run the stack on mutual TLS with a local CA.")] = False,
+    auth: Annotated[
+        bool, typer.Option(help="Every call needs a principal's token; prints the admin's.")
+    ] = False,
 ) -> None:
     """Start every built service on loopback and wait until each is SERVING."""
-    LocalStack(default_home()).up(monitoring=monitoring, tls=tls)
+    LocalStack(default_home()).up(monitoring=monitoring, tls=tls, auth=auth)
 
 
 @app.command()

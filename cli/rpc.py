@@ -13,7 +13,7 @@ import grpc
 import typer
 
 from cli.output import errors
-from cli.stack import SERVICES, stack_tls
+from cli.stack import SERVICES, stack_authorization, stack_tls
 from shared.channels import open_channel
 from shared.settings import default_home
 
@@ -41,13 +41,22 @@ def run_rpc(service: str, call: Callable[[grpc.aio.Channel], Awaitable[T]]) -> T
     """Run one async gRPC interaction; a failure becomes a message and exit code 1."""
 
     async def go() -> T:
-        async with open_channel(address(service), tls=stack_tls(default_home())) as channel:
+        home = default_home()
+        async with open_channel(
+            address(service), tls=stack_tls(home), authorization=stack_authorization(home)
+        ) as channel:
             return await call(channel)
 
     try:
         return asyncio.run(go())
     except grpc.aio.AioRpcError as error:
         raise fail(error) from None
+
+
+def call_metadata() -> tuple[tuple[str, str], ...]:
+    """The `authorization` metadata of a blocking call (the asyncio channels add it)."""
+    authorization = stack_authorization(default_home())
+    return (("authorization", authorization()),) if authorization else ()
 
 
 def blocking_channel(service: str) -> grpc.Channel:

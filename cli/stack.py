@@ -5,7 +5,10 @@ for its gRPC health to be SERVING and prints the endpoints; with `--monitoring` 
 starts a Prometheus scraping every service's /metrics port (cli.prometheus). With `--tls`
 the whole stack runs on mutual TLS: a local CA and a certificate per service (and one for
 the CLI) under `$TFMESH_HOME/tls` (cli.pki), every server demanding client certificates
-from that CA, every client (services, gateway, CLI, these probes) verifying with it.
+from that CA, every client (services, gateway, CLI, these probes) verifying with it. With
+`--auth` every call needs a principal's token (shared.auth): the stack keeps a tokens file
+under `$TFMESH_HOME/auth` (made once, with an admin and the services' own principals;
+add principals to it by hand), prints the admin token, and the CLI uses it.
 `down` stops them all with SIGTERM (SIGKILL after a grace period); `status` reports health
 and where the metrics are. Pid files live in `$TFMESH_HOME/run`, logs in
 `$TFMESH_HOME/logs`."""
@@ -15,11 +18,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import secrets
 import signal
 import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -28,6 +33,8 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from cli.pki import local_pki
 from cli.prometheus import LocalPrometheus, ScrapeTarget
+from shared.auth import token_sha256
+from shared.channels import bearer
 from shared.settings import default_home
 from shared.tls import TlsFiles, tls_from_environment
 
@@ -35,6 +42,14 @@ REPO = Path(__file__).resolve().parents[1]
 PROMETHEUS = "prometheus"
 # Present in the run folder while the stack runs on TLS; the CLI then uses its identity.
 TLS_MARKER = "tls"
+AUTH_MARKER = "auth"
+# The principals `up --auth` makes: people's admin, and each service that calls others.
+STACK_PRINCIPALS = {
+    "admin": ["admin"],
+    "training": ["trainer", "deployer"],
+    "inference": ["viewer"],
+    "data": ["viewer"],
+}
 
 
 @dataclass(frozen=True)
@@ -113,6 +128,16 @@ def stack_tls(home: Path) -> TlsFiles:
     return TlsFiles(directory / "ca.pem", directory / "cli.pem", directory / "cli-key.pem")
 
 
+def stack_authorization(home: Path) -> Callable[[], str] | None:
+    """What a client of the local stack sends as `authorization`: `TFMESH_TOKEN` when set,
+    else the admin token while the stack runs with `--auth`, else nothing."""
+    token = os.environ.get("TFMESH_TOKEN", "")
+    admin = home / "auth" / "admin.token"
+    if not token and (home / "run" / AUTH_MARKER).exists() and admin.exists():
+        token = admin.read_text().strip()
+    return bearer(token)
+
+
 def health(spec: ServiceSpec, tls: TlsFiles | None = None, timeout_s: float = 1.0) -> str:
     tls = tls or TlsFiles()
     if spec.http:
@@ -153,7 +178,11 @@ class LocalStack:
         return self.run_dir / f"{name}.pid"
 
     def up(
-        self, timeout_s: float = 120.0, monitoring: bool = False, tls: bool = False
+        self,
+        timeout_s: float = 120.0,
+        monitoring: bool = False,
+        tls: bool = False,
+        auth: bool = False,
     ) -> list[ServiceSpec]:
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.log_dir.mkdir(parents=True, exist_ok=True)
@@ -162,6 +191,8 @@ class LocalStack:
         env.update(peer_environment(services))
         if tls:
             env.update(self._tls_environment(services))
+        if auth:
+            env.update(self._auth_environment())
         probe = stack_tls(self.home)
         for spec in services:
             if health(spec, probe) == "SERVING":
@@ -205,6 +236,37 @@ class LocalStack:
         self._pid_file_named(PROMETHEUS).write_text(str(process.pid))
         prometheus.wait_ready(process, log, timeout_s)
         print(f"{PROMETHEUS:<10} serving on {prometheus.url}  (pid {process.pid})")
+
+    def ensure_tokens(self) -> Path:
+        """The stack's tokens file, made on first use: an admin principal for people (its
+        token in `auth/admin.token`) and one per calling service (`auth/<service>.token`)."""
+        directory = self.home / "auth"
+        tokens = directory / "tokens.json"
+        if tokens.exists():
+            return tokens
+        directory.mkdir(parents=True, exist_ok=True)
+        principals = []
+        for name, roles in STACK_PRINCIPALS.items():
+            secret = secrets.token_urlsafe(32)
+            path = directory / f"{name}.token"
+            path.write_text(secret)
+            path.chmod(0o600)
+            principals.append({"name": name, "roles": roles, "token_sha256": token_sha256(secret)})
+        tokens.write_text(json.dumps({"principals": principals}, indent=2))
+        return tokens
+
+    def _auth_environment(self) -> dict[str, str]:
+        tokens = self.ensure_tokens()
+        env = {"TFMESH_AUTH_TOKENS_FILE": str(tokens)}
+        for name in STACK_PRINCIPALS:
+            if name != "admin":
+                env[f"TFMESH_{name.upper()}_AUTH_TOKEN"] = (
+                    (tokens.parent / f"{name}.token").read_text().strip()
+                )
+        (self.run_dir / AUTH_MARKER).write_text(str(tokens))
+        admin = (tokens.parent / "admin.token").read_text().strip()
+        print(f"{'auth':<10} admin token {admin}  (in {tokens.parent / 'admin.token'})")
+        return env
 
     def _tls_environment(self, services: list[ServiceSpec]) -> dict[str, str]:
         """Mutual TLS for every service: one CA, a certificate each; the CLI's too."""
@@ -253,6 +315,7 @@ class LocalStack:
             pid_file.unlink()
             print(f"{name:<10} stopped")
         (self.run_dir / TLS_MARKER).unlink(missing_ok=True)
+        (self.run_dir / AUTH_MARKER).unlink(missing_ok=True)
 
     def status(self) -> None:
         tls = stack_tls(self.home)
@@ -284,10 +347,11 @@ def main(argv: list[str] | None = None) -> None:
         "--monitoring", action="store_true", help="up: also start Prometheus scraping the stack"
     )
     parser.add_argument("--tls", action="store_true", help="up: run the stack on mutual TLS")
+    parser.add_argument("--auth", action="store_true", help="up: every call needs a token")
     args = parser.parse_args(argv)
     stack = LocalStack(default_home())
     if args.command == "up":
-        stack.up(monitoring=args.monitoring, tls=args.tls)
+        stack.up(monitoring=args.monitoring, tls=args.tls, auth=args.auth)
     elif args.command == "down":
         stack.down()
     else:

@@ -7,7 +7,8 @@ Every failure is a JSON body: gRPC errors and the gateway's own domain errors ma
 codes (gateway.errors), malformed JSON and schema errors are 400, an oversized body 413,
 a missing or wrong bearer token 401. The OpenAPI document at `/openapi.json` carries the
 schemas of the protobuf messages routes answer, and of the forwarded bodies. Every request
-is counted and timed by route template (shared.http_metrics)."""
+is counted and timed by route template (shared.http_metrics), and its caller's
+`Authorization` goes on with every call made for it, so the services authorize the caller."""
 
 from __future__ import annotations
 
@@ -25,7 +26,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from gateway.access_log import AccessLog
 from gateway.auth import bearer_matches
-from gateway.backends import Backends
+from gateway.backends import FORWARDED_AUTHORIZATION, Backends
 from gateway.errors import (
     document_errors,
     domain_error_response,
@@ -173,7 +174,22 @@ def create_app(
     )
     app.add_middleware(HttpMetrics, handler_of=_handler)
     app.add_middleware(AccessLog)
+    app.add_middleware(ForwardAuthorization)
     return app
+
+
+class ForwardAuthorization:
+    """The caller's `Authorization` header goes on to the services with every call made
+    for its request (gateway.backends), so they check the caller's own permissions."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            value = dict(scope["headers"]).get(b"authorization", b"")
+            FORWARDED_AUTHORIZATION.set(value.decode("latin-1"))
+        await self.app(scope, receive, send)
 
 
 def _handler(scope: dict[str, Any]) -> str:

@@ -8,7 +8,9 @@ while the blocking API reports the server's own status."""
 
 from __future__ import annotations
 
+from collections import namedtuple
 from collections.abc import Awaitable, Callable
+from contextvars import ContextVar
 from typing import Any, TypeVar
 
 import aiohttp
@@ -28,6 +30,41 @@ from tfmesh.training.v1 import training_pb2_grpc
 T = TypeVar("T")
 
 MAX_MESSAGE_BYTES = 64 * 1024 * 1024
+
+
+# The caller's `Authorization` header, passed on to the services with each call it makes,
+# so they authorize the caller itself (set per request by gateway.app).
+FORWARDED_AUTHORIZATION: ContextVar[str] = ContextVar("forwarded_authorization", default="")
+
+
+class ForwardingAuthorization(grpc.StreamUnaryClientInterceptor):
+    """The same, for the blocking channel's client-streaming uploads."""
+
+    def intercept_stream_unary(self, continuation, client_call_details, request_iterator):  # type: ignore[no-untyped-def]
+        value = FORWARDED_AUTHORIZATION.get()
+        if value:
+            metadata = [
+                (k, v) for k, v in (client_call_details.metadata or ()) if k != "authorization"
+            ]
+            client_call_details = _CallDetails(
+                client_call_details.method,
+                client_call_details.timeout,
+                [*metadata, ("authorization", value)],
+                client_call_details.credentials,
+                client_call_details.wait_for_ready,
+                client_call_details.compression,
+            )
+        return continuation(client_call_details, request_iterator)
+
+
+class _CallDetails(
+    namedtuple(
+        "_CallDetails",
+        ["method", "timeout", "metadata", "credentials", "wait_for_ready", "compression"],
+    ),
+    grpc.ClientCallDetails,
+):
+    pass
 
 
 class Backends:
@@ -58,7 +95,10 @@ class Backends:
         """The channel to `service`, opened on first use (peers may start after us)."""
         if service not in self._channels:
             self._channels[service] = open_channel(
-                self._addresses[service], self._telemetry, tls=self._tls
+                self._addresses[service],
+                self._telemetry,
+                tls=self._tls,
+                authorization=FORWARDED_AUTHORIZATION.get,
             )
         return self._channels[service]
 
@@ -75,6 +115,7 @@ class Backends:
                 if credentials
                 else grpc.insecure_channel(self._addresses[service], options=options)
             )
+            channel = grpc.intercept_channel(channel, ForwardingAuthorization())
             if self._telemetry is not None:
                 tracing = client_interceptor(tracer_provider=self._telemetry.tracer_provider)
                 channel = grpcext.intercept_channel(channel, tracing)

@@ -30,7 +30,13 @@ OPEN_PREFIXES = ("/v2/health/",)
 DRAIN_LIMIT_BYTES = 64 * 1024 * 1024
 # Seconds an idle pooled connection to a front end is kept.
 POOL_IDLE_S = 30
-REQUEST_HEADERS = (b"content-type", b"accept", b"inference-header-content-length")
+# The caller's credentials go on too: the inference service authorizes the caller itself.
+REQUEST_HEADERS = (
+    b"content-type",
+    b"accept",
+    b"inference-header-content-length",
+    b"authorization",
+)
 ANSWER_HEADERS = (
     "Content-Type",
     "Content-Length",

@@ -3,11 +3,14 @@ optional TLS, and the start-up check that the TLS to each peer works."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from shared.grpc_metrics import client_interceptors
-from shared.settings import SettingsError
+from shared.settings import SecuritySettings, SettingsError
 from shared.telemetry import Telemetry
 from shared.tls import TlsFiles, is_handshake_failure
 
@@ -18,19 +21,89 @@ def open_channel(
     *,
     max_message_bytes: int = 64 * 1024 * 1024,
     tls: TlsFiles | None = None,
+    authorization: Callable[[], str] | None = None,
 ) -> grpc.aio.Channel:
     """An asyncio channel to `target`: TLS when `tls` names a CA (mutual when it also names
-    this process's certificate). A service's channel (one given its telemetry) is traced
-    and its calls counted."""
+    this process's certificate); every call carries `authorization: <authorization()>`
+    when that gives a value (`bearer(token)` for a fixed token). A service's channel (one
+    given its telemetry) is traced and its calls counted."""
     options = [
         ("grpc.max_receive_message_length", max_message_bytes),
         ("grpc.max_send_message_length", max_message_bytes),
     ]
-    interceptors = [*telemetry.client_interceptors(), *client_interceptors()] if telemetry else None
+    interceptors: list[grpc.aio.ClientInterceptor] = (
+        [*telemetry.client_interceptors(), *client_interceptors()] if telemetry else []
+    )
+    if authorization is not None:
+        interceptors += authorization_interceptors(authorization)
     credentials = tls.channel_credentials() if tls else None
     if credentials is None:
-        return grpc.aio.insecure_channel(target, options=options, interceptors=interceptors)
-    return grpc.aio.secure_channel(target, credentials, options=options, interceptors=interceptors)
+        return grpc.aio.insecure_channel(target, options=options, interceptors=interceptors or None)
+    return grpc.aio.secure_channel(
+        target, credentials, options=options, interceptors=interceptors or None
+    )
+
+
+def peer_channel(
+    address: str, settings: SecuritySettings, telemetry: Telemetry | None
+) -> grpc.aio.Channel:
+    """A service's channel to a peer: its TLS files, and its own token on every call."""
+    return open_channel(
+        address, telemetry, tls=settings.tls_files(), authorization=bearer(settings.auth_token)
+    )
+
+
+def bearer(token: str) -> Callable[[], str] | None:
+    """The `authorization` of a fixed token (None when there is none)."""
+    return (lambda: f"Bearer {token}") if token else None
+
+
+def _with_authorization(details: Any, value: str) -> Any:
+    metadata = [(k, v) for k, v in (details.metadata or ()) if k != "authorization"]
+    return details._replace(metadata=grpc.aio.Metadata(*metadata, ("authorization", value)))
+
+
+class _Authorizing:
+    def __init__(self, authorization: Callable[[], str]) -> None:
+        self._authorization = authorization
+
+    def _details(self, details: Any) -> Any:
+        value = self._authorization()
+        return _with_authorization(details, value) if value else details
+
+
+class _UnaryUnaryAuthorizing(_Authorizing, grpc.aio.UnaryUnaryClientInterceptor):
+    async def intercept_unary_unary(self, continuation: Any, details: Any, request: Any) -> Any:
+        return await continuation(self._details(details), request)
+
+
+class _UnaryStreamAuthorizing(_Authorizing, grpc.aio.UnaryStreamClientInterceptor):
+    async def intercept_unary_stream(self, continuation: Any, details: Any, request: Any) -> Any:
+        return await continuation(self._details(details), request)
+
+
+class _StreamUnaryAuthorizing(_Authorizing, grpc.aio.StreamUnaryClientInterceptor):
+    async def intercept_stream_unary(self, continuation: Any, details: Any, requests: Any) -> Any:
+        return await continuation(self._details(details), requests)
+
+
+class _StreamStreamAuthorizing(_Authorizing, grpc.aio.StreamStreamClientInterceptor):
+    async def intercept_stream_stream(self, continuation: Any, details: Any, requests: Any) -> Any:
+        return await continuation(self._details(details), requests)
+
+
+def authorization_interceptors(
+    authorization: Callable[[], str],
+) -> list[grpc.aio.ClientInterceptor]:
+    return [
+        cls(authorization)
+        for cls in (
+            _UnaryUnaryAuthorizing,
+            _UnaryStreamAuthorizing,
+            _StreamUnaryAuthorizing,
+            _StreamStreamAuthorizing,
+        )
+    ]
 
 
 async def check_peer_tls(peers: dict[str, str], tls: TlsFiles, timeout_s: float = 3.0) -> None:

@@ -184,6 +184,18 @@ class Unavailable(ResourceExhausted):
     code = Code.UNAVAILABLE
 
 
+class Unauthenticated(DomainError):
+    """The call carries no credentials, or credentials this service does not accept."""
+
+    code = Code.UNAUTHENTICATED
+
+
+class PermissionDenied(DomainError):
+    """The caller is known, and its roles do not grant what the call needs."""
+
+    code = Code.PERMISSION_DENIED
+
+
 class DataLoss(DomainError):
     """Stored data does not match its recorded digest."""
 

@@ -5,7 +5,9 @@ code and typed details, any other exception becomes INTERNAL with its message lo
 (never leaked) so a bug in one call never takes the server down. Request bytes that do
 not parse as the method's message are the caller's mistake: INVALID_ARGUMENT naming the
 message type, for a unary request and for any message of a request stream alike (gRPC
-itself would answer UNKNOWN or INTERNAL). Every call is counted and timed under the gRPC
+itself would answer UNKNOWN or INTERNAL). With an authenticator, every call's caller is
+checked against the permission table before its handler runs (shared.auth), and refused
+calls are statuses like any other. Every call is counted and timed under the gRPC
 ecosystem's metric names (shared.grpc_metrics)."""
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import grpc
 from google.protobuf.message import DecodeError
 from grpc_status import rpc_status
 
+from shared.auth import Authenticator, act_as
 from shared.errors import DomainError, invalid
 from shared.grpc_metrics import ServerCall, call_type
 
@@ -38,7 +41,11 @@ async def _abort(context: grpc.aio.ServicerContext, error: BaseException) -> Non
 
 
 class ErrorAndMetricsInterceptor(grpc.aio.ServerInterceptor):
-    """Wraps every handler kind so that errors map to statuses and each call is counted."""
+    """Wraps every handler kind so that callers are checked, errors map to statuses and
+    each call is counted."""
+
+    def __init__(self, authenticator: Authenticator | None = None) -> None:
+        self._authenticator = authenticator
 
     async def intercept_service(
         self,
@@ -55,7 +62,7 @@ class ErrorAndMetricsInterceptor(grpc.aio.ServerInterceptor):
             inner = _checking_requests(
                 handler.unary_unary or handler.stream_unary, streaming_requests
             )
-            wrapped = _wrap_unary_response(inner, kind, method)
+            wrapped = _wrap_unary_response(inner, kind, method, self._authenticator)
             factory = (
                 grpc.unary_unary_rpc_method_handler
                 if handler.unary_unary
@@ -65,7 +72,7 @@ class ErrorAndMetricsInterceptor(grpc.aio.ServerInterceptor):
             inner = _checking_requests(
                 handler.unary_stream or handler.stream_stream, streaming_requests
             )
-            wrapped = _wrap_stream_response(inner, kind, method)
+            wrapped = _wrap_stream_response(inner, kind, method, self._authenticator)
             factory = (
                 grpc.unary_stream_rpc_method_handler
                 if handler.unary_stream
@@ -116,10 +123,24 @@ def _checking_requests(inner: Callable[..., Any], streaming: bool) -> Callable[.
     return lambda request, context: inner(_checked(request), context)
 
 
-def _wrap_unary_response(inner: Callable[..., Any], kind: str, method: str) -> Callable[..., Any]:
+def _check_caller(
+    authenticator: Authenticator | None, method: str, context: grpc.aio.ServicerContext
+) -> None:
+    if authenticator is None or not authenticator.enabled:
+        return
+    metadata = context.invocation_metadata() or ()
+    authorization = next((str(v) for k, v in metadata if k == "authorization"), "")
+    names = (context.auth_context() or {}).get("x509_common_name", [])
+    act_as(authenticator.check(method, authorization, [n.decode(errors="replace") for n in names]))
+
+
+def _wrap_unary_response(
+    inner: Callable[..., Any], kind: str, method: str, authenticator: Authenticator | None
+) -> Callable[..., Any]:
     async def call(request: Any, context: grpc.aio.ServicerContext) -> Any:
         counted = ServerCall(kind, method)
         try:
+            _check_caller(authenticator, method, context)
             return await inner(request, context)
         except Exception as error:  # noqa: BLE001 - mapped to a status, never re-raised
             if _is_abort(error):
@@ -131,10 +152,13 @@ def _wrap_unary_response(inner: Callable[..., Any], kind: str, method: str) -> C
     return call
 
 
-def _wrap_stream_response(inner: Callable[..., Any], kind: str, method: str) -> Callable[..., Any]:
+def _wrap_stream_response(
+    inner: Callable[..., Any], kind: str, method: str, authenticator: Authenticator | None
+) -> Callable[..., Any]:
     async def call(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
         counted = ServerCall(kind, method)
         try:
+            _check_caller(authenticator, method, context)
             responses = inner(request, context)
             if inspect.isawaitable(responses):
                 # A handler that streams with `context.write` (e.g. health Watch) is a

@@ -21,6 +21,7 @@ from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
 from prometheus_client import start_http_server
 
+from shared.auth import authenticator_for
 from shared.discovery import ConsulDiscovery
 from shared.interceptors import ErrorAndMetricsInterceptor
 from shared.settings import ServiceSettings
@@ -79,7 +80,10 @@ async def start_server(
         ("grpc.so_reuseport", 1 if reuse_port else 0),
     ]
     server = grpc.aio.server(
-        interceptors=[telemetry.server_interceptor(), ErrorAndMetricsInterceptor()],
+        interceptors=[
+            telemetry.server_interceptor(),
+            ErrorAndMetricsInterceptor(authenticator_for(settings.auth_tokens_file)),
+        ],
         options=options,
     )
     register(server)

@@ -21,6 +21,8 @@ def default_home() -> Path:
 
 
 TLS_FIELDS = ("tls_ca_file", "tls_cert_file", "tls_key_file", "tls_client_ca_file")
+# Process-wide when a service's own is unset: TFMESH_<FIELD>.
+SHARED_FIELDS = (*TLS_FIELDS, "auth_tokens_file")
 
 
 class SettingsError(Exception):
@@ -46,7 +48,7 @@ class TlsSettings(BaseSettings):
     def _process_wide_tls(cls, data: Any) -> Any:
         if not isinstance(data, dict):
             return data
-        for name in TLS_FIELDS:
+        for name in SHARED_FIELDS:
             value = os.environ.get(f"TFMESH_{name.upper()}")
             if data.get(name) is None and value:
                 data = {**data, name: value}
@@ -83,7 +85,25 @@ class TlsSettings(BaseSettings):
         return self
 
 
-class ServiceSettings(TlsSettings):
+class SecuritySettings(TlsSettings):
+    """TLS, and who may call: the principals' tokens file (shared.auth; unset, anyone may)
+    and this process's own token for the calls it makes to other services."""
+
+    auth_tokens_file: Path | None = None
+    auth_token: str = ""
+
+    @model_validator(mode="after")
+    def _tokens_file(self) -> SecuritySettings:
+        if self.auth_tokens_file is not None and not self.auth_tokens_file.is_file():
+            prefix = str(self.model_config.get("env_prefix", "")).upper()
+            raise ValueError(
+                f"{prefix}AUTH_TOKENS_FILE (or TFMESH_AUTH_TOKENS_FILE): "
+                f"{self.auth_tokens_file} is not a readable file"
+            )
+        return self
+
+
+class ServiceSettings(SecuritySettings):
     """What every gRPC service is configured with."""
 
     model_config = SettingsConfigDict(env_prefix="TFMESH_", extra="ignore", frozen=True)

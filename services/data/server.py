@@ -12,7 +12,7 @@ from services.data.servicer import DataServicer
 from services.data.settings import DataSettings
 from services.data.store import MetadataStore
 from shared.blobstore import BlobStore
-from shared.channels import check_peer_tls, open_channel
+from shared.channels import check_peer_tls, peer_channel
 from shared.db import make_engine, sqlite_url
 from shared.server import RunningServer, serve, start_server
 from shared.settings import load_settings
@@ -50,7 +50,7 @@ async def start_data(settings: DataSettings, telemetry: Telemetry) -> RunningSer
     if settings.registry_addr:
         await check_peer_tls({"registry": settings.registry_addr}, settings.tls_files())
     registry = (
-        open_channel(settings.registry_addr, telemetry, tls=settings.tls_files())
+        peer_channel(settings.registry_addr, settings, telemetry)
         if settings.registry_addr
         else None
     )

@@ -43,7 +43,8 @@ from services.inference.servicer import InferenceServicer
 from services.inference.serving import Serving
 from services.inference.settings import InferenceSettings, usable_cores
 from services.registry.client import RegistryClient
-from shared.channels import check_peer_tls, open_channel
+from shared.auth import authenticator_for
+from shared.channels import check_peer_tls, peer_channel
 from shared.server import RunningServer, serve, serve_until_signalled, signalled, start_server
 from shared.settings import load_settings
 from shared.telemetry import Telemetry, setup_telemetry
@@ -120,7 +121,7 @@ async def start_models(
         if settings.data_addr:
             peers["data"] = settings.data_addr
         await check_peer_tls(peers, settings.tls_files())
-        channels.append(open_channel(settings.registry_addr, telemetry, tls=settings.tls_files()))
+        channels.append(peer_channel(settings.registry_addr, settings, telemetry))
         registry = RegistryClient(channels[-1])
         source = RegistrySource(
             registry,
@@ -129,7 +130,7 @@ async def start_models(
             max_backoff_s=settings.registry_max_backoff_s,
         )
         if settings.data_addr and settings.drift_sampling_rate > 0:
-            channels.append(open_channel(settings.data_addr, telemetry, tls=settings.tls_files()))
+            channels.append(peer_channel(settings.data_addr, settings, telemetry))
             drift = DriftOptions(
                 LineageBaselines(registry, channels[-1]),
                 settings.drift_sampling_rate,
@@ -168,7 +169,7 @@ async def _serve_rest(
     """REST beside gRPC, on the HTTP port (unless it is -1), stopped with the server."""
     if settings.http_port < 0:
         return
-    api = RestApi(serving, settings.max_message_bytes)
+    api = RestApi(serving, settings.max_message_bytes, authenticator_for(settings.auth_tokens_file))
     http = await start_http(
         api, settings.host, settings.http_port, reuse_port, settings.tls_files()
     )

@@ -11,11 +11,20 @@ import grpc
 from services.registry import converters as c
 from services.registry.core import Registry
 from services.registry.watch import ChangeSignal
+from shared.auth import current_principal, require
 from shared.errors import invalid
+from shared.permissions import ADMIN
 from tfmesh.registry.v1 import registry_pb2 as pb
 from tfmesh.registry.v1 import registry_pb2_grpc
 
 WATCH_BATCH = 500
+
+
+def audit_actor(claimed: str) -> str:
+    """Who the audit log names: the authenticated principal, never a request field, when
+    callers are authenticated; the caller's own word only when nobody is."""
+    principal = current_principal()
+    return principal.name if principal is not None else claimed
 
 
 class RegistryServicer(registry_pb2_grpc.RegistryServiceServicer):
@@ -116,13 +125,16 @@ class RegistryServicer(registry_pb2_grpc.RegistryServiceServicer):
             yield pb.DownloadArtifactResponse(chunk=chunk)
 
     async def SetAlias(self, request: pb.SetAliasRequest, context) -> pb.SetAliasResponse:
+        if request.override_gate:
+            require(ADMIN, "override the promotion gate")
+        actor = audit_actor(request.actor)
         alias, change = await asyncio.to_thread(
             lambda: self._registry.aliases.set_alias(
                 request.model,
                 request.alias,
                 request.version,
                 traffic_weight=request.traffic_weight,
-                actor=request.actor,
+                actor=actor,
                 reason=request.reason,
                 override_gate=request.override_gate,
             )
@@ -137,7 +149,7 @@ class RegistryServicer(registry_pb2_grpc.RegistryServiceServicer):
             self._registry.aliases.delete_alias,
             request.model,
             request.alias,
-            request.actor,
+            audit_actor(request.actor),
             request.reason,
         )
         return pb.DeleteAliasResponse()

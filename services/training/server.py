@@ -16,7 +16,7 @@ from services.training.servicer import TrainingServicer
 from services.training.settings import TrainingSettings
 from services.training.store import JobStore
 from services.training.worker import WorkerPool
-from shared.channels import check_peer_tls, open_channel
+from shared.channels import check_peer_tls, peer_channel
 from shared.db import make_engine, sqlite_url
 from shared.server import RunningServer, serve, start_server
 from shared.settings import load_settings
@@ -72,8 +72,8 @@ async def main() -> None:
     telemetry = setup_telemetry("training")
     peers = {"data": settings.data_addr, "registry": settings.registry_addr}
     await check_peer_tls(peers, settings.tls_files())
-    data_channel = open_channel(settings.data_addr, telemetry, tls=settings.tls_files())
-    registry_channel = open_channel(settings.registry_addr, telemetry, tls=settings.tls_files())
+    data_channel = peer_channel(settings.data_addr, settings, telemetry)
+    registry_channel = peer_channel(settings.registry_addr, settings, telemetry)
     running = await start_training(
         settings,
         telemetry,

@@ -36,8 +36,10 @@ from services.inference.kserve_servicer import EXTENSIONS, platform_of
 from services.inference.rest import kserve_json, tfserving_json
 from services.inference.serving import Serving
 from shared import http_metrics
+from shared.auth import Authenticator
 from shared.errors import DomainError, invalid
 from shared.http_codes import HTTP_STATUS
+from shared.permissions import REST_PERMISSIONS
 from shared.serving_names import SERVER_NAME, SERVER_VERSION, VERSION_HEADER
 
 log = logging.getLogger(__name__)
@@ -88,9 +90,12 @@ TF_MODEL = r"/v1/models/(?P<model>[^/:]+)(?:/versions/(?P<version>\d+)|/labels/(
 
 
 class RestApi:
-    def __init__(self, serving: Serving, max_body_bytes: int) -> None:
+    def __init__(
+        self, serving: Serving, max_body_bytes: int, authenticator: Authenticator | None = None
+    ) -> None:
         self._serving = serving
         self._max_body_bytes = max_body_bytes
+        self._authenticator = authenticator
 
     async def __call__(self, scope: dict[str, Any], receive, send) -> None:  # type: ignore[no-untyped-def]
         if scope["type"] != "http":
@@ -115,6 +120,14 @@ class RestApi:
                 reply = error_reply(405, f"{path} takes {' or '.join(sorted(allowed))}")
                 return http_metrics.UNMATCHED, reply
             return http_metrics.UNMATCHED, error_reply(404, f"no route for {method} {path}")
+        if self._authenticator is not None:
+            authorization = dict(scope["headers"]).get(b"authorization", b"").decode("latin-1")
+            try:
+                self._authenticator.check_permission(
+                    REST_PERMISSIONS.get(route.template), f"{method} {path}", authorization
+                )
+            except DomainError as error:
+                return route.template, error_reply(HTTP_STATUS[error.code], error.message)
         return route.template, await self._answer(route.handler, params, scope, receive)
 
     async def _answer(self, handler: Handler, params: dict[str, str], scope, receive) -> Reply:  # type: ignore[no-untyped-def]
