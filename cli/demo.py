@@ -490,10 +490,11 @@ def main(argv: list[str] | None = None) -> None:
     stack = LocalStack(home)
     step("0. start the local stack")
     stack.down()
-    stack.up(monitoring=True, tls=args.tls, auth=args.auth)
-    addresses = {spec.name: spec.address for spec in built_services()}
-    demo = Demo(addresses, home, stack_tls(home), stack_authorization(home))
     try:
+        # Inside the try: a part that fails to start must not leave the others running.
+        stack.up(monitoring=True, tls=args.tls, auth=args.auth)
+        addresses = {spec.name: spec.address for spec in built_services()}
+        demo = Demo(addresses, home, stack_tls(home), stack_authorization(home))
         asyncio.run(demo.run())
         png = home / "demo" / "training_curve.png"
         write_curves(demo.curves, png)
