@@ -144,6 +144,7 @@ bench: setup triton peer
 	$(PY) -m bench.training_bench
 	$(PY) -m bench.inference_bench run
 	$(PY) -m bench.monitoring_bench
+	$(PY) -m bench.overload_bench
 
 # On this CPU machine: wheels, generated protos and .keras artifacts into .tfmesh/gpu_bundle.
 gpu-bundle: setup
