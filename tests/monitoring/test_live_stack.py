@@ -17,8 +17,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
-from dataclasses import dataclass
-from pathlib import Path
+from dataclasses import dataclass, field
 
 import grpc
 import numpy as np
@@ -32,7 +31,7 @@ from monitoring.panels import dashboard_files, panel_queries
 from shared.aliases import CANARY, PRODUCTION
 from shared.channels import open_channel
 from shared.tensors import to_tensor
-from tests.support.processes import free_ports
+from tests.support.stack import RunningStack, stack_environment, train
 from tfmesh.data.v1 import data_pb2 as dpb
 from tfmesh.data.v1 import data_pb2_grpc
 from tfmesh.inference.v1 import inference_pb2 as ipb
@@ -48,38 +47,28 @@ ROWS_PER_REQUEST = 8
 
 
 @dataclass
-class LiveStack:
-    services: list[ServiceSpec]
-    prometheus: LocalPrometheus
-    home: Path
+class LiveStack(RunningStack):
+    prometheus: LocalPrometheus = field(init=False)
 
-    def address(self, name: str) -> str:
-        return next(s.address for s in self.services if s.name == name)
+    def __post_init__(self) -> None:
+        self.prometheus = LocalPrometheus(self.home)
 
 
 @pytest.fixture(scope="module")
 def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveStack]:
     home = tmp_path_factory.mktemp("live")
     patch = pytest.MonkeyPatch()
-    ports = iter(free_ports(12))
-    environment = {
-        "TFMESH_HOME": str(home),
-        "TFMESH_PROMETHEUS_PORT": str(next(ports)),
-        "TFMESH_PROMETHEUS_INTERVAL": "1s",
-        "TFMESH_INFERENCE_MODELS": MODEL,
-        "TFMESH_INFERENCE_DRIFT_SAMPLING_RATE": "1",
-        "TFMESH_INFERENCE_HTTP_PORT": str(next(ports)),
-        "TF_CPP_MIN_LOG_LEVEL": "2",
-    }
-    for prefix in ("REGISTRY", "DATA", "TRAINING", "INFERENCE", "GATEWAY"):
-        environment[f"TFMESH_{prefix}_PORT"] = str(next(ports))
-        environment[f"TFMESH_{prefix}_METRICS_PORT"] = str(next(ports))
+    environment = stack_environment(
+        home,
+        TFMESH_PROMETHEUS_INTERVAL="1s",
+        TFMESH_INFERENCE_MODELS=MODEL,
+        TFMESH_INFERENCE_DRIFT_SAMPLING_RATE="1",
+    )
     for name, value in environment.items():
         patch.setenv(name, value)
     stack = LocalStack(home)
     try:
-        services = stack.up(monitoring=True)
-        live = LiveStack(services, LocalPrometheus(home), home)
+        live = LiveStack(home, stack.up(monitoring=True), environment)
         asyncio.run(drive(live))
         # Two rule evaluations after the last request: every series has its newest sample.
         time.sleep(3)
@@ -87,17 +76,6 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveStack]:
     finally:
         stack.down()
         patch.undo()
-
-
-async def train(training: training_pb2_grpc.TrainingServiceStub, spec: tpb.JobSpec) -> int:
-    job = (await training.SubmitJob(tpb.SubmitJobRequest(spec=spec))).job
-    deadline = time.monotonic() + 180
-    while job.state not in (tpb.JOB_STATE_SUCCEEDED, tpb.JOB_STATE_FAILED):
-        assert time.monotonic() < deadline, f"job {job.name} still {job.state}"
-        await asyncio.sleep(0.5)
-        job = (await training.GetJob(tpb.GetJobRequest(name=job.name))).job
-    assert job.state == tpb.JOB_STATE_SUCCEEDED, job.error
-    return job.registration.version
 
 
 async def drive(live: LiveStack) -> None:

@@ -15,40 +15,21 @@ import sys
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
-from dataclasses import dataclass
-from pathlib import Path
 
 import pytest
 
-from cli.stack import LocalStack, ServiceSpec
+from cli.stack import LocalStack
 from shared.auth import token_sha256
-from tests.support.processes import REPO, free_ports
+from tests.support.processes import REPO
+from tests.support.stack import RunningStack, stack_environment
 
 VIEWER_TOKEN = "viewer-token-for-the-test"
 
 
-@dataclass
-class AuthStack:
-    home: Path
-    services: list[ServiceSpec]
-    environment: dict[str, str]
-
-    def address(self, name: str) -> str:
-        return next(s.address for s in self.services if s.name == name)
-
-
 @pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AuthStack]:
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningStack]:
     home = tmp_path_factory.mktemp("auth-stack")
-    ports = iter(free_ports(11))
-    environment = {
-        "TFMESH_HOME": str(home),
-        "TFMESH_INFERENCE_HTTP_PORT": str(next(ports)),
-        "TF_CPP_MIN_LOG_LEVEL": "2",
-    }
-    for prefix in ("REGISTRY", "DATA", "TRAINING", "INFERENCE", "GATEWAY"):
-        environment[f"TFMESH_{prefix}_PORT"] = str(next(ports))
-        environment[f"TFMESH_{prefix}_METRICS_PORT"] = str(next(ports))
+    environment = stack_environment(home)
     patch = pytest.MonkeyPatch()
     for name, value in environment.items():
         patch.setenv(name, value)
@@ -60,13 +41,13 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AuthStack]:
     )
     tokens.write_text(json.dumps(document))
     try:
-        yield AuthStack(home, local.up(auth=True), environment)
+        yield RunningStack(home, local.up(auth=True), environment)
     finally:
         local.down()
         patch.undo()
 
 
-def cli(stack: AuthStack, *arguments: str, **extra: str) -> subprocess.CompletedProcess:
+def cli(stack: RunningStack, *arguments: str, **extra: str) -> subprocess.CompletedProcess:
     environment = {**os.environ, **stack.environment, **extra}
     for name in ("registry", "data", "training", "inference"):
         environment[f"TFMESH_{name.upper()}_ADDR"] = stack.address(name)
@@ -80,7 +61,7 @@ def cli(stack: AuthStack, *arguments: str, **extra: str) -> subprocess.Completed
     )
 
 
-def test_the_cli_uses_the_admin_token_and_a_wrong_token_is_refused(stack: AuthStack) -> None:
+def test_the_cli_uses_the_admin_token_and_a_wrong_token_is_refused(stack: RunningStack) -> None:
     assert "admin" in (stack.home / "auth" / "tokens.json").read_text()
     imported = cli(stack, "data", "import-sample", "iris", "--json")
     assert imported.returncode == 0, imported.stderr
@@ -104,7 +85,7 @@ def request(
         return error.code, json.load(error)
 
 
-def test_rest_routes_answer_401_and_403_for_the_callers_own_principal(stack: AuthStack) -> None:
+def test_rest_routes_answer_401_and_403_for_the_callers_own_principal(stack: RunningStack) -> None:
     gateway = f"http://{stack.address('gateway')}"
     assert request(f"{gateway}/api/v1/models", None)[0] == 401
     assert request(f"{gateway}/api/v1/models", VIEWER_TOKEN)[0] == 200

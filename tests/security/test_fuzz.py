@@ -24,6 +24,7 @@ from tensorflow_serving.apis import model_service_pb2, prediction_service_pb2
 
 from inference import grpc_predict_v2_pb2 as v2
 from tests.support.processes import ServiceProcess, platform_processes
+from tests.support.stack import raw_call_code
 from tfmesh.common.v1 import common_pb2
 from tfmesh.data.v1 import data_pb2
 from tfmesh.inference.v1 import inference_pb2 as ipb
@@ -116,37 +117,6 @@ def structured_cases(rng: random.Random) -> list[tuple[str, bytes]]:
     return cases
 
 
-async def code_of(address: str, method: str, body: bytes) -> grpc.StatusCode:
-    service, name = method.strip("/").split("/")
-    descriptor = descriptor_pool.Default().FindServiceByName(service).FindMethodByName(name)
-    if descriptor.client_streaming:
-        return await asyncio.to_thread(_streaming_code, address, method, descriptor, body)
-    async with grpc.aio.insecure_channel(address) as channel:
-        try:
-            if descriptor.server_streaming:
-                async for _ in channel.unary_stream(method)(body, timeout=2):
-                    pass
-            else:
-                await channel.unary_unary(method)(body, timeout=2)
-        except grpc.aio.AioRpcError as error:
-            return error.code()
-    return grpc.StatusCode.OK
-
-
-def _streaming_code(address, method, descriptor, body):  # type: ignore[no-untyped-def]
-    # The blocking API reports the server's own status (see tests/security/test_permissions).
-    with grpc.insecure_channel(address) as channel:
-        try:
-            if descriptor.server_streaming:
-                for _ in channel.stream_stream(method)(iter([body, body]), timeout=2):
-                    pass
-            else:
-                channel.stream_unary(method)(iter([body, body]), timeout=2)
-        except grpc.RpcError as error:
-            return error.code()  # type: ignore[attr-defined]
-    return grpc.StatusCode.OK
-
-
 def methods_of(service: str) -> list[str]:
     found = descriptor_pool.Default().FindServiceByName(service)
     return [f"/{service}/{method.name}" for method in found.methods]
@@ -166,7 +136,7 @@ def test_two_thousand_malformed_rpcs_get_no_server_fault(platform) -> None:
     async def run_all() -> list[tuple[str, grpc.StatusCode]]:
         codes = []
         for index, (name, method, body) in enumerate(cases):
-            code = await code_of(platform[name].address, method, body)
+            code = await raw_call_code(platform[name].address, method, body)
             codes.append((f"case {index} {method}", code))
         return codes
 

@@ -16,7 +16,6 @@ from pathlib import Path
 
 import grpc
 import pytest
-from google.protobuf import descriptor_pool
 from grpc_health.v1 import health_pb2
 from grpc_reflection.v1alpha import reflection_pb2
 from tensorflow_serving.apis import model_service_pb2, prediction_service_pb2
@@ -27,6 +26,7 @@ from shared.auth import token_sha256
 from shared.permissions import METHOD_PERMISSIONS, OPEN, READ, REST_PERMISSIONS
 from tests.registry.conftest import header_for, upload_messages
 from tests.support.processes import ServiceProcess, platform_processes
+from tests.support.stack import raw_call_code
 from tfmesh.data.v1 import data_pb2
 from tfmesh.inference.v1 import inference_pb2
 from tfmesh.registry.v1 import registry_pb2, registry_pb2_grpc
@@ -103,47 +103,10 @@ def platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Ser
             process.stop_quietly()
 
 
-def _method_descriptor(full_method: str):  # type: ignore[no-untyped-def]
-    service, method = full_method.strip("/").split("/")
-    pool = descriptor_pool.Default()
-    return pool.FindServiceByName(service).FindMethodByName(method)
-
-
 async def call_code(address: str, full_method: str, token: str | None) -> grpc.StatusCode:
     """The status of an empty request to `full_method`, made as its shape requires."""
-    descriptor = _method_descriptor(full_method)
     metadata = (("authorization", f"Bearer {token}"),) if token else ()
-    if descriptor.client_streaming:
-        # The blocking API: grpc.aio can report INTERNAL instead of the server's status
-        # when the server ends a call while the client is still writing (grpc/grpc#36066).
-        return await asyncio.to_thread(
-            _streaming_request_code, address, full_method, descriptor, metadata
-        )
-    async with grpc.aio.insecure_channel(address) as channel:
-        try:
-            if descriptor.server_streaming:
-                call = channel.unary_stream(full_method)(b"", metadata=metadata, timeout=2)
-                async for _ in call:
-                    pass
-            else:
-                await channel.unary_unary(full_method)(b"", metadata=metadata, timeout=2)
-        except grpc.aio.AioRpcError as error:
-            return error.code()
-    return grpc.StatusCode.OK
-
-
-def _streaming_request_code(address, full_method, descriptor, metadata):  # type: ignore[no-untyped-def]
-    with grpc.insecure_channel(address) as channel:
-        try:
-            if descriptor.server_streaming:
-                call = channel.stream_stream(full_method)
-                for _ in call(iter([b""]), metadata=metadata, timeout=2):
-                    pass
-            else:
-                channel.stream_unary(full_method)(iter([b""]), metadata=metadata, timeout=2)
-        except grpc.RpcError as error:
-            return error.code()  # type: ignore[attr-defined]
-    return grpc.StatusCode.OK
+    return await raw_call_code(address, full_method, b"", metadata)
 
 
 def test_every_rpc_refuses_strangers_and_the_unpermitted_and_admits_the_permitted(platform):

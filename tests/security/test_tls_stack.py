@@ -14,11 +14,10 @@ import os
 import ssl
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import grpc
@@ -27,13 +26,14 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from cli.demo import read_split, wait_for_labels
-from cli.stack import LocalStack, ServiceSpec, stack_tls
+from cli.stack import LocalStack, stack_tls
 from shared.aliases import PRODUCTION
 from shared.channels import open_channel
 from shared.tensors import to_tensor
 from shared.tls import TlsFiles
 from tests.support.certs import make_pki
-from tests.support.processes import REPO, free_port, free_ports
+from tests.support.processes import REPO, free_port
+from tests.support.stack import RunningStack, stack_environment, train
 from tfmesh.data.v1 import data_pb2 as dpb
 from tfmesh.data.v1 import data_pb2_grpc
 from tfmesh.inference.v1 import inference_pb2 as ipb
@@ -44,40 +44,24 @@ from tfmesh.training.v1 import training_pb2 as tpb
 from tfmesh.training.v1 import training_pb2_grpc
 
 MODEL = "digits"
-PREFIXES = ("REGISTRY", "DATA", "TRAINING", "INFERENCE", "GATEWAY")
 
 
 @dataclass
-class TlsStack:
-    home: Path
-    services: list[ServiceSpec]
-    tls: TlsFiles
-    environment: dict[str, str]
-
-    def address(self, name: str) -> str:
-        return next(s.address for s in self.services if s.name == name)
+class TlsStack(RunningStack):
+    tls: TlsFiles = field(default_factory=TlsFiles)
 
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TlsStack]:
     home = tmp_path_factory.mktemp("tls-stack")
-    ports = iter(free_ports(11))
-    environment = {
-        "TFMESH_HOME": str(home),
-        "TFMESH_INFERENCE_MODELS": MODEL,
-        "TFMESH_INFERENCE_HTTP_PORT": str(next(ports)),
-        "TF_CPP_MIN_LOG_LEVEL": "2",
-    }
-    for prefix in PREFIXES:
-        environment[f"TFMESH_{prefix}_PORT"] = str(next(ports))
-        environment[f"TFMESH_{prefix}_METRICS_PORT"] = str(next(ports))
+    environment = stack_environment(home, TFMESH_INFERENCE_MODELS=MODEL)
     patch = pytest.MonkeyPatch()
     for name, value in environment.items():
         patch.setenv(name, value)
     local = LocalStack(home)
     try:
         services = local.up(tls=True)
-        yield TlsStack(home, services, stack_tls(home), environment)
+        yield TlsStack(home, services, environment, stack_tls(home))
     finally:
         local.down()
         patch.undo()
@@ -101,15 +85,8 @@ async def lifecycle(stack: TlsStack) -> tuple[int, str, np.ndarray]:
             model=tpb.ModelSpec(mlp=tpb.MlpTemplate(hidden_units=[16])),
             hyperparameters=tpb.Hyperparameters(epochs=2, batch_size=64),
         )
-        job = (await training.SubmitJob(tpb.SubmitJobRequest(spec=spec))).job
-        deadline = time.monotonic() + 180
-        while job.state not in (tpb.JOB_STATE_SUCCEEDED, tpb.JOB_STATE_FAILED):
-            assert time.monotonic() < deadline
-            await asyncio.sleep(0.5)
-            job = (await training.GetJob(tpb.GetJobRequest(name=job.name))).job
-        # Training called the data service and the registry over mutual TLS to get here.
-        assert job.state == tpb.JOB_STATE_SUCCEEDED, job.error
-        version = job.registration.version
+        # Training calls the data service and the registry over mutual TLS to finish.
+        version = await train(training, spec)
         await registry_pb2_grpc.RegistryServiceStub(registry_channel).SetAlias(
             rpb.SetAliasRequest(
                 model=MODEL,
