@@ -19,7 +19,7 @@ from opentelemetry.instrumentation.grpc import client_interceptor, grpcext
 
 from gateway.forward import inference_session
 from gateway.settings import GatewaySettings
-from shared.channels import open_channel
+from shared.channels import peer_channel
 from shared.retries import retry_idempotent
 from shared.telemetry import Telemetry
 from tfmesh.data.v1 import data_pb2_grpc
@@ -79,6 +79,7 @@ class Backends:
             "inference": settings.inference_addr,
         }
         self._telemetry = telemetry
+        self._settings = settings
         self._tls = settings.tls_files()
         self._blocking_channels: dict[str, grpc.Channel] = {}
         self.inference_http_base = f"{self._tls.scheme()}://{settings.inference_http_addr}"
@@ -94,10 +95,11 @@ class Backends:
     def channel(self, service: str) -> grpc.aio.Channel:
         """The channel to `service`, opened on first use (peers may start after us)."""
         if service not in self._channels:
-            self._channels[service] = open_channel(
+            self._channels[service] = peer_channel(
+                service,
                 self._addresses[service],
+                self._settings,
                 self._telemetry,
-                tls=self._tls,
                 authorization=FORWARDED_AUTHORIZATION.get,
             )
         return self._channels[service]

@@ -3,14 +3,17 @@ optional TLS, and the start-up check that the TLS to each peer works."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
+import consul
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from shared.discovery import BalancedChannel, ConsulWatch
 from shared.grpc_metrics import client_interceptors
-from shared.settings import SecuritySettings, SettingsError
+from shared.settings import SettingsError, TlsSettings
 from shared.telemetry import Telemetry
 from shared.tls import TlsFiles, is_handshake_failure
 
@@ -45,12 +48,29 @@ def open_channel(
 
 
 def peer_channel(
-    address: str, settings: SecuritySettings, telemetry: Telemetry | None
+    name: str,
+    address: str,
+    settings: TlsSettings,
+    telemetry: Telemetry | None,
+    authorization: Callable[[], str] | None = None,
 ) -> grpc.aio.Channel:
-    """A service's channel to a peer: its TLS files, and its own token on every call."""
-    return open_channel(
-        address, telemetry, tls=settings.tls_files(), authorization=bearer(settings.auth_token)
-    )
+    """A service's channel to its peer `name`: its TLS files, its own token on every call
+    (or `authorization`), at `address`, or over the peer's passing instances in Consul
+    when `TFMESH_DISCOVERY=consul` (shared.discovery)."""
+    credentials = authorization or bearer(getattr(settings, "auth_token", ""))
+
+    def to(target: str) -> grpc.aio.Channel:
+        return open_channel(target, telemetry, tls=settings.tls_files(), authorization=credentials)
+
+    if uses_consul():
+        watch = ConsulWatch(consul.Consul(), name)
+        # Duck-typed: a generated stub needs only the four multicallable factories.
+        return cast(grpc.aio.Channel, BalancedChannel(watch, to))
+    return to(address)
+
+
+def uses_consul() -> bool:
+    return os.environ.get("TFMESH_DISCOVERY", "static") == "consul"
 
 
 def bearer(token: str) -> Callable[[], str] | None:
@@ -109,7 +129,10 @@ def authorization_interceptors(
 async def check_peer_tls(peers: dict[str, str], tls: TlsFiles, timeout_s: float = 3.0) -> None:
     """At start: ask each peer's health once; a TLS failure stops the start with
     SettingsError naming the setting, where a retry loop would hide it. A peer that is
-    down (or not up yet) is left to the usual retries."""
+    down (or not up yet) is left to the usual retries; peers found in Consul are checked
+    by their calls."""
+    if uses_consul():
+        return
     for name, address in peers.items():
         async with open_channel(address, tls=tls) as channel:
             try:

@@ -50,7 +50,7 @@ async def start_data(settings: DataSettings, telemetry: Telemetry) -> RunningSer
     if settings.registry_addr:
         await check_peer_tls({"registry": settings.registry_addr}, settings.tls_files())
     registry = (
-        peer_channel(settings.registry_addr, settings, telemetry)
+        peer_channel("registry", settings.registry_addr, settings, telemetry)
         if settings.registry_addr
         else None
     )

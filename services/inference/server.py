@@ -121,7 +121,7 @@ async def start_models(
         if settings.data_addr:
             peers["data"] = settings.data_addr
         await check_peer_tls(peers, settings.tls_files())
-        channels.append(peer_channel(settings.registry_addr, settings, telemetry))
+        channels.append(peer_channel("registry", settings.registry_addr, settings, telemetry))
         registry = RegistryClient(channels[-1])
         source = RegistrySource(
             registry,
@@ -130,7 +130,7 @@ async def start_models(
             max_backoff_s=settings.registry_max_backoff_s,
         )
         if settings.data_addr and settings.drift_sampling_rate > 0:
-            channels.append(peer_channel(settings.data_addr, settings, telemetry))
+            channels.append(peer_channel("data", settings.data_addr, settings, telemetry))
             drift = DriftOptions(
                 LineageBaselines(registry, channels[-1]),
                 settings.drift_sampling_rate,

@@ -72,8 +72,8 @@ async def main() -> None:
     telemetry = setup_telemetry("training")
     peers = {"data": settings.data_addr, "registry": settings.registry_addr}
     await check_peer_tls(peers, settings.tls_files())
-    data_channel = peer_channel(settings.data_addr, settings, telemetry)
-    registry_channel = peer_channel(settings.registry_addr, settings, telemetry)
+    data_channel = peer_channel("data", settings.data_addr, settings, telemetry)
+    registry_channel = peer_channel("registry", settings.registry_addr, settings, telemetry)
     running = await start_training(
         settings,
         telemetry,

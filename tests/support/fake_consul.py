@@ -6,15 +6,21 @@ three endpoints ConsulDiscovery uses: `PUT /v1/agent/service/register`,
 `PUT /v1/agent/service/deregister/<id>` and `GET /v1/health/service/<name>` (with
 `?passing=1`), answering in Consul's JSON shape with an `X-Consul-Index` header.
 
-Health is real, not assumed: each registered gRPC check is run (a `grpc.health.v1` Check
-call against the registered `grpc` address, `host:port` or `host:port/service`) whenever
-the health endpoint is asked, where a real agent would run it every `interval`. An
-instance whose check does not answer SERVING is `critical` and left out of `passing`."""
+Health is real, not assumed: each registered gRPC check is a `grpc.health.v1` Check call
+against the registered `grpc` address (`host:port` or `host:port/service`), run every
+`interval` of the check by a checker thread, as an agent does. A status change moves the
+index, and a blocking query (`?index=N&wait=5s`, what watchers send) waits until the
+index passes N or the wait ends, as Consul's does. An instance critical for longer than
+its `DeregisterCriticalServiceAfter` is deregistered. One difference, for the tests' sake:
+a query without `index` also runs the checks at once, so a test sees a health change
+without waiting out an interval. An instance whose check does not answer SERVING is
+`critical` and left out of `passing`."""
 
 from __future__ import annotations
 
 import json
 import threading
+import time
 from dataclasses import dataclass
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -36,6 +42,21 @@ class RegisteredService:
     address: str
     port: int
     grpc_target: str | None
+    interval_s: float = 10.0
+    deregister_after_s: float | None = None
+    passing: bool = True
+    critical_since: float | None = None
+    checked_at: float = 0.0
+
+
+def duration_s(text: str | None) -> float | None:
+    """Consul's duration strings: `500ms`, `10s`, `1m`, `1h`."""
+    if not text:
+        return None
+    for suffix, factor in (("ms", 0.001), ("s", 1.0), ("m", 60.0), ("h", 3600.0)):
+        if text.endswith(suffix) and text[: -len(suffix)].replace(".", "", 1).isdigit():
+            return float(text[: -len(suffix)]) * factor
+    raise ValueError(f"not a Consul duration: {text!r}")
 
 
 def grpc_check_passes(target: str) -> bool:
@@ -59,8 +80,11 @@ class FakeConsul:
         self.health_queries = 0
         self._index = 1
         self._lock = threading.Lock()
+        self._changed = threading.Condition(self._lock)
         self._httpd: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
+        self._checker: threading.Thread | None = None
+        self._stopping = threading.Event()
 
     @property
     def port(self) -> int:
@@ -82,47 +106,105 @@ class FakeConsul:
             target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
         )
         self._thread.start()
+        self._checker = threading.Thread(target=self._check_forever, daemon=True)
+        self._checker.start()
 
     def stop(self) -> None:
+        self._stopping.set()
         if self._httpd is not None:
             self._httpd.shutdown()
             self._httpd.server_close()
         if self._thread is not None:
             self._thread.join()
+        if self._checker is not None:
+            self._checker.join()
+
+    def _check_forever(self) -> None:
+        """Each check on its own interval; a status change moves the index."""
+        while not self._stopping.wait(0.05):
+            now = time.monotonic()
+            with self._lock:
+                due = [s for s in self.services.values() if now - s.checked_at >= s.interval_s]
+            for service in due:
+                self._run_check(service)
+            self._deregister_long_critical()
+
+    def _run_check(self, service: RegisteredService) -> None:
+        passing = service.grpc_target is None or grpc_check_passes(service.grpc_target)
+        now = time.monotonic()
+        with self._lock:
+            service.checked_at = now
+            if passing != service.passing:
+                service.passing = passing
+                service.critical_since = None if passing else now
+                self._bump()
+
+    def _deregister_long_critical(self) -> None:
+        now = time.monotonic()
+        with self._lock:
+            for service in list(self.services.values()):
+                after = service.deregister_after_s
+                since = service.critical_since
+                if after is not None and since is not None and now - since > after:
+                    del self.services[service.service_id]
+                    self._bump()
+
+    def _bump(self) -> None:
+        """The index moves on every change; blocked queries wake (lock held)."""
+        self._index += 1
+        self._changed.notify_all()
 
     def register(self, payload: dict[str, Any]) -> None:
         checks = payload.get("checks") or []
-        grpc_targets = [check["grpc"] for check in checks if "grpc" in check]
+        grpc_checks = [check for check in checks if "grpc" in check]
+        check = grpc_checks[0] if grpc_checks else {}
         service = RegisteredService(
             service_id=payload.get("id") or payload["name"],
             name=payload["name"],
             address=payload.get("address", ""),
             port=int(payload.get("port", 0)),
-            grpc_target=grpc_targets[0] if grpc_targets else None,
+            grpc_target=check.get("grpc"),
+            interval_s=duration_s(check.get("interval")) or 10.0,
+            deregister_after_s=duration_s(check.get("DeregisterCriticalServiceAfter")),
         )
+        # The first check runs at registration, as an agent's does.
+        service.passing = service.grpc_target is None or grpc_check_passes(service.grpc_target)
+        service.checked_at = time.monotonic()
+        service.critical_since = None if service.passing else service.checked_at
         with self._lock:
             self.services[service.service_id] = service
-            self._index += 1
+            self._bump()
 
     def deregister(self, service_id: str) -> bool:
         with self._lock:
             if self.services.pop(service_id, None) is None:
                 return False
-            self._index += 1
+            self._bump()
             return True
 
-    def health(self, name: str, passing_only: bool) -> tuple[int, list[dict[str, Any]]]:
+    def health(
+        self,
+        name: str,
+        passing_only: bool,
+        index: int | None = None,
+        wait_s: float = 300.0,
+    ) -> tuple[int, list[dict[str, Any]]]:
+        """The instances of `name`; with `index`, first wait for the index to pass it."""
+        if index is None:
+            with self._lock:
+                instances = [s for s in self.services.values() if s.name == name]
+            for service in instances:
+                self._run_check(service)
         with self._lock:
             self.health_queries += 1
-            index = self._index
-            instances = [s for s in self.services.values() if s.name == name]
-        entries = []
-        for service in instances:
-            passing = service.grpc_target is None or grpc_check_passes(service.grpc_target)
-            if passing_only and not passing:
-                continue
-            entries.append(_health_entry(service, "passing" if passing else "critical"))
-        return index, entries
+            if index is not None:
+                self._changed.wait_for(lambda: self._index > index, timeout=wait_s)
+            entries = [
+                _health_entry(s, "passing" if s.passing else "critical")
+                for s in self.services.values()
+                if s.name == name and (s.passing or not passing_only)
+            ]
+            return self._index, entries
 
 
 def _health_entry(service: RegisteredService, status: str) -> dict[str, Any]:
@@ -206,5 +288,7 @@ class _AgentRequestHandler(BaseHTTPRequestHandler):
         name = unquote(parts.path.removeprefix("/v1/health/service/"))
         query = parse_qs(parts.query, keep_blank_values=True)
         passing_only = "passing" in query and query["passing"] != ["0"]
-        index, entries = self.consul.health(name, passing_only)
-        self._answer(HTTPStatus.OK, entries, index)
+        index = int(query["index"][0]) if "index" in query else None
+        wait_s = duration_s(query.get("wait", [None])[0]) or 300.0
+        answer_index, entries = self.consul.health(name, passing_only, index, wait_s)
+        self._answer(HTTPStatus.OK, entries, answer_index)
