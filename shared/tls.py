@@ -12,6 +12,7 @@ everything is plaintext, as before."""
 
 from __future__ import annotations
 
+import os
 import ssl
 from dataclasses import dataclass
 from pathlib import Path
@@ -108,8 +109,6 @@ def uvicorn_tls(tls: TlsFiles | None) -> dict[str, Any]:
 
 def tls_from_environment(environ: dict[str, str] | None = None) -> TlsFiles:
     """The process-wide `TFMESH_TLS_*` files (what the CLI and the stack's probes use)."""
-    import os
-
     source = os.environ if environ is None else environ
     values = {}
     for name in FIELDS:

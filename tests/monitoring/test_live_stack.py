@@ -31,15 +31,18 @@ from monitoring.panels import dashboard_files, panel_queries
 from shared.aliases import CANARY, PRODUCTION
 from shared.channels import open_channel
 from shared.tensors import to_tensor
-from tests.support.stack import RunningStack, stack_environment, train
+from tests.support.stack import (
+    RunningStack,
+    http_json,
+    service_stubs,
+    stack_environment,
+    train,
+)
 from tfmesh.data.v1 import data_pb2 as dpb
-from tfmesh.data.v1 import data_pb2_grpc
 from tfmesh.inference.v1 import inference_pb2 as ipb
 from tfmesh.inference.v1 import inference_pb2_grpc
 from tfmesh.registry.v1 import registry_pb2 as rpb
-from tfmesh.registry.v1 import registry_pb2_grpc
 from tfmesh.training.v1 import training_pb2 as tpb
-from tfmesh.training.v1 import training_pb2_grpc
 
 MODEL = "digits"
 SHIFT = 8.0
@@ -79,16 +82,13 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveStack]:
 
 
 async def drive(live: LiveStack) -> None:
-    async with (
-        open_channel(live.address("data")) as data_channel,
-        open_channel(live.address("training")) as training_channel,
-        open_channel(live.address("registry")) as registry_channel,
-        open_channel(live.address("inference")) as inference_channel,
-    ):
-        data = data_pb2_grpc.DataServiceStub(data_channel)
-        training = training_pb2_grpc.TrainingServiceStub(training_channel)
-        registry = registry_pb2_grpc.RegistryServiceStub(registry_channel)
-        inference = inference_pb2_grpc.InferenceServiceStub(inference_channel)
+    async with service_stubs(live) as stubs:
+        data, training, registry, inference = (
+            stubs.data,
+            stubs.training,
+            stubs.registry,
+            stubs.inference,
+        )
         dataset = (await data.ImportSample(dpb.ImportSampleRequest(sample="digits"))).version
         x_test, _ = await read_split(data, dataset.name, dpb.SPLIT_TEST)
         spec = tpb.JobSpec(
@@ -140,7 +140,7 @@ async def drive(live: LiveStack) -> None:
             await inference.Predict(ipb.PredictRequest(model=MODEL))
     rest = {"inputs": {input_name: {"dtype": "float32", "data": x_test[:2].tolist()}}}
     gateway = live.address("gateway")
-    assert post_json(f"http://{gateway}/api/v1/models/{MODEL}/predict", rest)[0] == 200
+    assert http_json(f"http://{gateway}/api/v1/models/{MODEL}/predict", rest)[0] == 200
     # KServe v2 REST: forwarded by the gateway to the inference service's own REST port.
     v2 = {
         "inputs": [
@@ -152,26 +152,7 @@ async def drive(live: LiveStack) -> None:
             }
         ]
     }
-    assert post_json(f"http://{gateway}/v2/models/{MODEL}/infer", v2)[0] == 200
-
-
-def post_json(url: str, body: object) -> tuple[int, dict]:
-    request = urllib.request.Request(
-        url, json.dumps(body).encode(), {"content-type": "application/json"}
-    )
-    try:
-        with urllib.request.urlopen(request, timeout=30) as answer:
-            return answer.status, json.load(answer)
-    except urllib.error.HTTPError as error:
-        return error.code, json.load(error)
-
-
-def get_json(url: str) -> tuple[int, dict]:
-    try:
-        with urllib.request.urlopen(url, timeout=30) as answer:
-            return answer.status, json.load(answer)
-    except urllib.error.HTTPError as error:
-        return error.code, json.load(error)
+    assert http_json(f"http://{gateway}/v2/models/{MODEL}/infer", v2)[0] == 200
 
 
 def test_every_dashboard_panel_returns_data_from_the_real_prometheus(live: LiveStack) -> None:
@@ -226,9 +207,9 @@ def test_drift_of_an_unknown_model_is_not_found(live: LiveStack) -> None:
 
     assert asyncio.run(drift()) == grpc.StatusCode.NOT_FOUND
     gateway = live.address("gateway")
-    status, body = get_json(f"http://{gateway}/api/v1/serving/nope/drift")
+    status, body = http_json(f"http://{gateway}/api/v1/serving/nope/drift")
     assert status == 404, body
-    status, body = get_json(f"http://{gateway}/api/v1/serving/{MODEL}/drift?version=2")
+    status, body = http_json(f"http://{gateway}/api/v1/serving/{MODEL}/drift?version=2")
     assert status == 200 and body["versions"][0]["version"] in ("2", 2), body
 
 

@@ -12,8 +12,6 @@ import json
 import os
 import subprocess
 import sys
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 
 import pytest
@@ -21,7 +19,7 @@ import pytest
 from cli.stack import LocalStack
 from shared.auth import token_sha256
 from tests.support.processes import REPO
-from tests.support.stack import RunningStack, stack_environment
+from tests.support.stack import RunningStack, http_json, stack_environment
 
 VIEWER_TOKEN = "viewer-token-for-the-test"
 
@@ -70,33 +68,18 @@ def test_the_cli_uses_the_admin_token_and_a_wrong_token_is_refused(stack: Runnin
     assert "UNAUTHENTICATED" in refused.stderr + refused.stdout
 
 
-def request(
-    url: str, token: str | None, method: str = "GET", body: object = None
-) -> tuple[int, dict]:
-    headers = {"content-type": "application/json"}
-    if token:
-        headers["authorization"] = f"Bearer {token}"
-    data = json.dumps(body).encode() if body is not None else None
-    call = urllib.request.Request(url, data, headers, method=method)
-    try:
-        with urllib.request.urlopen(call, timeout=30) as answer:
-            return answer.status, json.load(answer)
-    except urllib.error.HTTPError as error:
-        return error.code, json.load(error)
-
-
 def test_rest_routes_answer_401_and_403_for_the_callers_own_principal(stack: RunningStack) -> None:
     gateway = f"http://{stack.address('gateway')}"
-    assert request(f"{gateway}/api/v1/models", None)[0] == 401
-    assert request(f"{gateway}/api/v1/models", VIEWER_TOKEN)[0] == 200
-    status, body = request(
+    assert http_json(f"{gateway}/api/v1/models")[0] == 401
+    assert http_json(f"{gateway}/api/v1/models", token=VIEWER_TOKEN)[0] == 200
+    status, body = http_json(
         f"{gateway}/api/v1/models/digits/aliases/production",
-        VIEWER_TOKEN,
-        "PUT",
         {"version": 1, "reason": "not allowed"},
+        method="PUT",
+        token=VIEWER_TOKEN,
     )
     assert status == 403, body
     assert "vera" in json.dumps(body)
     # Forwarded to the inference REST port, which checks the same caller.
-    assert request(f"{gateway}/v2/models/digits", None)[0] == 401
-    assert request(f"{gateway}/v2/health/live", None)[0] == 200
+    assert http_json(f"{gateway}/v2/models/digits")[0] == 401
+    assert http_json(f"{gateway}/v2/health/live")[0] == 200

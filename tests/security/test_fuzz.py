@@ -23,7 +23,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from tensorflow_serving.apis import model_service_pb2, prediction_service_pb2
 
 from inference import grpc_predict_v2_pb2 as v2
-from tests.support.processes import ServiceProcess, platform_processes
+from tests.support.processes import ServiceProcess, platform_processes, started
 from tests.support.stack import raw_call_code
 from tfmesh.common.v1 import common_pb2
 from tfmesh.data.v1 import data_pb2
@@ -53,14 +53,8 @@ LONG = "m" * 5000
 @pytest.fixture(scope="module")
 def platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, ServiceProcess]]:
     home: Path = tmp_path_factory.mktemp("fuzz")
-    processes = platform_processes(home, TFMESH_INFERENCE_MODELS="digits")
-    try:
-        for process in processes.values():
-            process.start()
+    with started(platform_processes(home, TFMESH_INFERENCE_MODELS="digits")) as processes:
         yield processes
-    finally:
-        for process in processes.values():
-            process.stop_quietly()
 
 
 def garbage(rng: random.Random) -> bytes:

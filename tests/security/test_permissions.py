@@ -25,7 +25,7 @@ from services.inference.rest.app import ROUTES
 from shared.auth import token_sha256
 from shared.permissions import METHOD_PERMISSIONS, OPEN, READ, REST_PERMISSIONS
 from tests.registry.conftest import header_for, upload_messages
-from tests.support.processes import ServiceProcess, platform_processes
+from tests.support.processes import ServiceProcess, platform_processes, started
 from tests.support.stack import raw_call_code
 from tfmesh.data.v1 import data_pb2
 from tfmesh.inference.v1 import inference_pb2
@@ -94,13 +94,8 @@ def platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Ser
         process.env["TFMESH_AUTH_TOKENS_FILE"] = str(tokens)
         if name in SERVICE_TOKENS:
             process.env[f"TFMESH_{name.upper()}_AUTH_TOKEN"] = SERVICE_TOKENS[name]
-    try:
-        for process in processes.values():
-            process.start()
+    with started(processes):
         yield processes
-    finally:
-        for process in processes.values():
-            process.stop_quietly()
 
 
 async def call_code(address: str, full_method: str, token: str | None) -> grpc.StatusCode:

@@ -9,9 +9,7 @@ and a service started with the wrong CA stops at once naming the setting."""
 from __future__ import annotations
 
 import asyncio
-import json
 import os
-import ssl
 import subprocess
 import sys
 import urllib.error
@@ -33,15 +31,11 @@ from shared.tensors import to_tensor
 from shared.tls import TlsFiles
 from tests.support.certs import make_pki
 from tests.support.processes import REPO, free_port
-from tests.support.stack import RunningStack, stack_environment, train
+from tests.support.stack import RunningStack, http_json, service_stubs, stack_environment, train
 from tfmesh.data.v1 import data_pb2 as dpb
-from tfmesh.data.v1 import data_pb2_grpc
 from tfmesh.inference.v1 import inference_pb2 as ipb
-from tfmesh.inference.v1 import inference_pb2_grpc
 from tfmesh.registry.v1 import registry_pb2 as rpb
-from tfmesh.registry.v1 import registry_pb2_grpc
 from tfmesh.training.v1 import training_pb2 as tpb
-from tfmesh.training.v1 import training_pb2_grpc
 
 MODEL = "digits"
 
@@ -68,15 +62,8 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TlsStack]:
 
 
 async def lifecycle(stack: TlsStack) -> tuple[int, str, np.ndarray]:
-    tls = stack.tls
-    async with (
-        open_channel(stack.address("data"), tls=tls) as data_channel,
-        open_channel(stack.address("training"), tls=tls) as training_channel,
-        open_channel(stack.address("registry"), tls=tls) as registry_channel,
-        open_channel(stack.address("inference"), tls=tls) as inference_channel,
-    ):
-        data = data_pb2_grpc.DataServiceStub(data_channel)
-        training = training_pb2_grpc.TrainingServiceStub(training_channel)
+    async with service_stubs(stack, stack.tls) as stubs:
+        data, training = stubs.data, stubs.training
         dataset = (await data.ImportSample(dpb.ImportSampleRequest(sample="digits"))).version
         x_test, _ = await read_split(data, dataset.name, dpb.SPLIT_TEST)
         spec = tpb.JobSpec(
@@ -87,7 +74,7 @@ async def lifecycle(stack: TlsStack) -> tuple[int, str, np.ndarray]:
         )
         # Training calls the data service and the registry over mutual TLS to finish.
         version = await train(training, spec)
-        await registry_pb2_grpc.RegistryServiceStub(registry_channel).SetAlias(
+        await stubs.registry.SetAlias(
             rpb.SetAliasRequest(
                 model=MODEL,
                 alias=PRODUCTION,
@@ -97,7 +84,7 @@ async def lifecycle(stack: TlsStack) -> tuple[int, str, np.ndarray]:
                 override_gate=True,
             )
         )
-        inference = inference_pb2_grpc.InferenceServiceStub(inference_channel)
+        inference = stubs.inference
         # Inference followed the registry and downloaded the version over mutual TLS.
         status = await wait_for_labels(inference, {PRODUCTION: version})
         input_name = status.versions[0].inputs[0].name
@@ -109,20 +96,14 @@ async def lifecycle(stack: TlsStack) -> tuple[int, str, np.ndarray]:
         return version, input_name, rows
 
 
-def https_post(url: str, body: object, context: ssl.SSLContext | None) -> tuple[int, dict]:
-    request = urllib.request.Request(
-        url, json.dumps(body).encode(), {"content-type": "application/json"}
-    )
-    with urllib.request.urlopen(request, timeout=30, context=context) as answer:
-        return answer.status, json.load(answer)
-
-
 def test_the_lifecycle_runs_on_mutual_tls(stack: TlsStack) -> None:
     version, input_name, rows = asyncio.run(lifecycle(stack))
     gateway = stack.address("gateway")
     context = stack.tls.client_context()
     own = {"inputs": {input_name: {"dtype": "float32", "data": rows.tolist()}}}
-    status, body = https_post(f"https://{gateway}/api/v1/models/{MODEL}/predict", own, context)
+    status, body = http_json(
+        f"https://{gateway}/api/v1/models/{MODEL}/predict", own, context=context
+    )
     assert (status, body["version"]) == (200, version)
     # KServe v2 REST: the gateway forwards to the inference REST port over HTTPS.
     v2 = {
@@ -135,7 +116,7 @@ def test_the_lifecycle_runs_on_mutual_tls(stack: TlsStack) -> None:
             }
         ]
     }
-    status, body = https_post(f"https://{gateway}/v2/models/{MODEL}/infer", v2, context)
+    status, body = http_json(f"https://{gateway}/v2/models/{MODEL}/infer", v2, context=context)
     assert status == 200 and len(body["outputs"][0]["data"]) > 0
     # The CLI finds the stack's TLS by itself (TFMESH_HOME), as after `tfmesh up --tls`.
     environment = {**os.environ, **stack.environment}

@@ -8,6 +8,8 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -139,3 +141,15 @@ def platform_processes(home: Path, **inference_env: str) -> dict[str, ServicePro
         **inference_env,
     )
     return {"registry": registry, "data": data, "training": training, "inference": inference}
+
+
+@contextmanager
+def started(processes: dict[str, ServiceProcess]) -> Iterator[dict[str, ServiceProcess]]:
+    """Start the processes in order; kill every one on exit, also when one fails to start."""
+    try:
+        for process in processes.values():
+            process.start()
+        yield processes
+    finally:
+        for process in processes.values():
+            process.stop_quietly()

@@ -1,11 +1,17 @@
 """What the tests that start the whole local stack share: its environment on free ports, a
-handle on the running services, a training job run to its end, and any gRPC method called
-with raw bytes as its shape requires."""
+handle on the running services with a stub for each, a training job run to its end, a
+JSON call over HTTP(S), and any gRPC method called with raw bytes as its shape requires."""
 
 from __future__ import annotations
 
 import asyncio
+import json
+import ssl
 import time
+import urllib.error
+import urllib.request
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -13,7 +19,12 @@ import grpc
 from google.protobuf import descriptor_pool
 
 from cli.stack import ServiceSpec
+from shared.channels import open_channel
+from shared.tls import TlsFiles
 from tests.support.processes import free_ports
+from tfmesh.data.v1 import data_pb2_grpc
+from tfmesh.inference.v1 import inference_pb2_grpc
+from tfmesh.registry.v1 import registry_pb2_grpc
 from tfmesh.training.v1 import training_pb2 as tpb
 from tfmesh.training.v1 import training_pb2_grpc
 
@@ -44,6 +55,51 @@ class RunningStack:
 
     def address(self, name: str) -> str:
         return next(s.address for s in self.services if s.name == name)
+
+
+@dataclass
+class Stubs:
+    data: data_pb2_grpc.DataServiceStub
+    training: training_pb2_grpc.TrainingServiceStub
+    registry: registry_pb2_grpc.RegistryServiceStub
+    inference: inference_pb2_grpc.InferenceServiceStub
+
+
+@asynccontextmanager
+async def service_stubs(stack: RunningStack, tls: TlsFiles | None = None) -> AsyncIterator[Stubs]:
+    """A stub on its own channel for each gRPC service of the stack, closed on exit."""
+    async with AsyncExitStack() as channels:
+
+        async def channel(name: str):  # type: ignore[no-untyped-def]
+            return await channels.enter_async_context(open_channel(stack.address(name), tls=tls))
+
+        yield Stubs(
+            data_pb2_grpc.DataServiceStub(await channel("data")),
+            training_pb2_grpc.TrainingServiceStub(await channel("training")),
+            registry_pb2_grpc.RegistryServiceStub(await channel("registry")),
+            inference_pb2_grpc.InferenceServiceStub(await channel("inference")),
+        )
+
+
+def http_json(
+    url: str,
+    body: object = None,
+    *,
+    method: str | None = None,
+    token: str | None = None,
+    context: ssl.SSLContext | None = None,
+) -> tuple[int, dict]:
+    """The status and JSON body of a call (an error status's JSON body too)."""
+    headers = {"content-type": "application/json"}
+    if token:
+        headers["authorization"] = f"Bearer {token}"
+    data = json.dumps(body).encode() if body is not None else None
+    request = urllib.request.Request(url, data, headers, method=method)
+    try:
+        with urllib.request.urlopen(request, timeout=30, context=context) as answer:
+            return answer.status, json.load(answer)
+    except urllib.error.HTTPError as error:
+        return error.code, json.load(error)
 
 
 async def train(
