@@ -197,6 +197,25 @@ def slow_request(value: float) -> pb.PredictRequest:
     )
 
 
+async def test_drift_questions_are_checked_and_a_version_without_drift_says_why(stub):
+    for bad in (pb.GetDriftRequest(), pb.GetDriftRequest(model="digits", version=-1)):
+        with pytest.raises(grpc.aio.AioRpcError) as error:
+            await stub.GetDrift(bad)
+        assert error.value.code() is grpc.StatusCode.INVALID_ARGUMENT
+    for unknown in (
+        pb.GetDriftRequest(model="nope"),
+        pb.GetDriftRequest(model="digits", version=7),
+    ):
+        with pytest.raises(grpc.aio.AioRpcError) as error:
+            await stub.GetDrift(unknown)
+        assert error.value.code() is grpc.StatusCode.NOT_FOUND
+    # A static model with no data service: no scores, and the answer says why (through the
+    # front ends' statistics frames too, in the split shape).
+    reply = await stub.GetDrift(pb.GetDriftRequest(model="digits"))
+    assert [v.version for v in reply.versions] == [1, 2]
+    assert all(not v.features and "drift is off" in v.note for v in reply.versions)
+
+
 async def test_overload_fails_fast_and_expired_requests_are_not_computed(stub):
     await stub.Predict(slow_request(0))
     before = computed_rows("slow")
