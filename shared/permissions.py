@@ -65,6 +65,8 @@ _BY_SERVICE: dict[str, dict[str, str]] = {
         "GetModelStatus": READ,
         "ListModels": READ,
         "GetDrift": READ,
+        "ReportFeedback": PREDICT,
+        "GetVersionStats": READ,
     },
     "inference.GRPCInferenceService": {
         "ServerLive": OPEN,

@@ -3,7 +3,8 @@
 A prediction's tensors travel as JSON: `{"dtype": "float32", "shape": [rows, ...],
 "data": [...]}` with `data` nested or flat (in row-major order, `shape` then required),
 converted to the raw tensors of `tfmesh.inference.v1` and back. Left unpinned, a request
-follows `production` (or the canary, by its weight); `version` or `label` pin it."""
+follows `production` (or the canary, by its weight); `version` or `label` pin it. Every
+prediction carries a request id, by which feedback reports its true outcome later."""
 
 from __future__ import annotations
 
@@ -42,7 +43,9 @@ class PredictBody(BaseModel):
     version: int = Field(default=0, ge=0, le=2**62, description="Pin a version")
     label: str = Field(default="", max_length=128, description="Pin an alias, e.g. canary")
     output_filter: list[str] = Field(default_factory=list, description="Outputs to return")
-    request_id: str = Field(default="", max_length=256)
+    request_id: str = Field(
+        default="", max_length=128, description="Made up by the service when empty"
+    )
 
 
 class Prediction(BaseModel):
@@ -147,3 +150,47 @@ async def serving_drift(
     b = _backends(request)
     message = pb.GetDriftRequest(model=model, version=version)
     return message_response(await b.read(b.inference.GetDrift, message))
+
+
+class FeedbackItemBody(BaseModel):
+    request_id: str = Field(min_length=1, max_length=128, description="The prediction's id")
+    labels: list[float] = Field(
+        min_length=1, max_length=65536, description="The true value of each row, in order"
+    )
+    version: int = Field(default=0, ge=0, le=2**62, description="Check the serving version")
+
+
+class FeedbackBody(BaseModel):
+    items: list[FeedbackItemBody] = Field(min_length=1, max_length=10_000)
+
+
+@router.post(
+    "/serving/{model}/feedback",
+    summary="Report the true outcomes of earlier predictions, by request id",
+    response_model=None,
+    responses={200: proto_response(pb.ReportFeedbackResponse)},
+)
+async def serving_feedback(
+    request: Request, model: ModelName, body: FeedbackBody
+) -> OrjsonResponse:
+    b = _backends(request)
+    message = pb.ReportFeedbackRequest(
+        model=model,
+        items=[
+            pb.FeedbackItem(request_id=i.request_id, labels=i.labels, version=i.version)
+            for i in body.items
+        ],
+    )
+    return message_response(await b.call(b.inference.ReportFeedback, message))
+
+
+@router.get(
+    "/serving/{model}/stats",
+    summary="Per loaded version: requests, model errors, latencies and live accuracy",
+    response_model=None,
+    responses={200: proto_response(pb.GetVersionStatsResponse)},
+)
+async def serving_stats(request: Request, model: ModelName) -> OrjsonResponse:
+    b = _backends(request)
+    message = pb.GetVersionStatsRequest(model=model)
+    return message_response(await b.read(b.inference.GetVersionStats, message))

@@ -3,17 +3,18 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 import grpc
 import numpy as np
 
 from services.inference.batcher import BatchingOptions
 from services.inference.catalog import ModelView, VersionState, VersionView
+from services.inference.feedback import FeedbackItem
 from services.inference.live_drift import THRESHOLDS
 from services.inference.runtimes import TensorSpec
 from services.inference.serving import Prediction
-from services.inference.statistics import VersionStatistics
+from services.inference.statistics import LATENCY_BOUNDS_S, VersionStatistics
 from shared.errors import Code, DomainError
 from shared.tensors import dtype_enum, from_tensor, to_tensor
 from tfmesh.common.v1 import common_pb2
@@ -42,12 +43,35 @@ def inputs_from_proto(tensors: Mapping[str, common_pb2.Tensor]) -> dict[str, np.
     return {name: from_tensor(tensor, input_field(name)) for name, tensor in tensors.items()}
 
 
-def prediction_to_proto(prediction: Prediction, request_id: str) -> pb.PredictResponse:
+def prediction_to_proto(prediction: Prediction) -> pb.PredictResponse:
     return pb.PredictResponse(
         model=prediction.model,
         version=prediction.version,
         outputs={name: to_tensor(value) for name, value in prediction.outputs.items()},
-        request_id=request_id,
+        request_id=prediction.request_id,
+    )
+
+
+def feedback_items_from_proto(items: Iterable[pb.FeedbackItem]) -> list[FeedbackItem]:
+    return [FeedbackItem(i.request_id, tuple(i.labels), i.version) for i in items]
+
+
+def version_stats_to_proto(model: ModelView, stats: VersionStatistics) -> pb.VersionStats:
+    feedback = stats.feedback
+    return pb.VersionStats(
+        version=stats.version,
+        labels=model.labels_of(stats.version),
+        requests=stats.success.count + stats.model_errors,
+        model_errors=stats.model_errors,
+        latency_bounds_seconds=LATENCY_BOUNDS_S,
+        latency_counts=stats.latency_counts,
+        feedback=pb.LiveFeedback(
+            requests=feedback.requests,
+            rows=feedback.rows,
+            correct_rows=feedback.correct_rows,
+            abs_error_sum=feedback.abs_error_sum,
+            late=feedback.late,
+        ),
     )
 
 

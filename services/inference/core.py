@@ -6,7 +6,8 @@ share), validates the inputs against that version's signature, queues them on it
 batcher and awaits the answer; the model owner of a multi-process server calls `route`
 and `enqueue` for requests a front end has already validated. It opens one span per
 request (the batch span links back to it), counts requests by model, version and status
-code, and keeps each version's statistics of answers."""
+code, keeps each version's statistics of answers, and logs each prediction for the
+feedback that may follow it."""
 
 from __future__ import annotations
 
@@ -19,10 +20,11 @@ from opentelemetry import trace
 
 from services.inference.batcher import Arrays, Batcher
 from services.inference.catalog import Catalog
-from services.inference.metrics import count_request
+from services.inference.feedback import FeedbackItem, FeedbackOutcome
+from services.inference.metrics import count_feedback, count_request
 from services.inference.model_manager import LoadedVersion, ModelManager
 from services.inference.routing import Router
-from services.inference.serving import Prediction
+from services.inference.serving import Prediction, request_id_or_new
 from services.inference.statistics import VersionStatistics
 from services.inference.validation import check_output_filter, default_field, validate_inputs
 from shared.errors import DomainError, NotFound
@@ -59,9 +61,11 @@ class InferenceCore:
         output_filter: Sequence[str] = (),
         field_of: Callable[[str], str] = default_field,
         output_filter_field: str = "output_filter",
+        request_id: str = "",
     ) -> Prediction:
         """Outputs for `inputs`; `deadline` is a `time.monotonic()` instant."""
         started = time.perf_counter()
+        request_id = request_id_or_new(request_id)
         target: LoadedVersion | None = None
         queued: asyncio.Future[Arrays] | None = None
         code = "OK"
@@ -87,6 +91,8 @@ class InferenceCore:
                 raise
             except Exception:
                 code = "INTERNAL"
+                if queued is not None and target is not None:
+                    target.statistics.record_model_error()
                 raise
             finally:
                 count_request(
@@ -95,12 +101,27 @@ class InferenceCore:
                 if queued is not None and target is not None:
                     # Only requests the version took count as its answers (as in the owner).
                     target.statistics.record_answer(code == "OK", time.perf_counter() - started)
+        self.manager.model(model).feedback.record(request_id, target.version, outputs)
         if output_filter:
             outputs = {name: outputs[name] for name in output_filter}
-        return Prediction(model, target.version, outputs)
+        return Prediction(model, target.version, outputs, request_id)
 
     async def statistics(self, model: str = "", version: int = 0) -> list[VersionStatistics]:
         return version_statistics(self.manager, model, version)
+
+    async def report_feedback(self, model: str, items: Sequence[FeedbackItem]) -> FeedbackOutcome:
+        return report_feedback(self.manager, model, items)
+
+
+def report_feedback(
+    manager: ModelManager, model: str, items: Sequence[FeedbackItem]
+) -> FeedbackOutcome:
+    """Join feedback to a served model's predictions, and count it."""
+    served = manager.model(model)
+    loaded = {n for n, record in served.records.items() if record.loaded is not None}
+    outcome = served.feedback.report(items, loaded)
+    count_feedback(model, outcome, served.feedback)
+    return outcome
 
 
 def version_statistics(manager: ModelManager, model: str, version: int) -> list[VersionStatistics]:
@@ -112,7 +133,11 @@ def version_statistics(manager: ModelManager, model: str, version: int) -> list[
             if record.loaded is not None and version in (0, number):
                 loaded = record.loaded
                 found.append(
-                    loaded.statistics.snapshot(loaded.batcher.queued_rows, loaded.drift.status())
+                    loaded.statistics.snapshot(
+                        loaded.batcher.queued_rows,
+                        loaded.drift.status(),
+                        served.feedback.tally(number),
+                    )
                 )
     if model and version and not found:
         raise NotFound("model version", f"{model}/{version}", "version")

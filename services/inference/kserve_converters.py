@@ -145,7 +145,7 @@ def response_to_proto(
     prediction: Prediction, request: pb.ModelInferRequest
 ) -> pb.ModelInferResponse:
     response = pb.ModelInferResponse(
-        model_name=prediction.model, model_version=str(prediction.version), id=request.id
+        model_name=prediction.model, model_version=str(prediction.version), id=prediction.request_id
     )
     raw = bool(request.raw_input_contents)
     for name, value in prediction.outputs.items():

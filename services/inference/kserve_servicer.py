@@ -88,6 +88,7 @@ class KServeServicer(grpc_predict_v2_pb2_grpc.GRPCInferenceServiceServicer):
             output_filter=[output.name for output in request.outputs],
             field_of=lambda name: c.input_field(indexes[name]) if name in indexes else "inputs",
             output_filter_field="outputs",
+            request_id=request.id,
         )
         return c.response_to_proto(prediction, request)
 

@@ -14,6 +14,8 @@ import time
 
 from prometheus_client import Counter, Gauge, Histogram
 
+from services.inference.feedback import FeedbackOutcome, PredictionLog
+
 LATENCY_BUCKETS = (
     0.0001,
     0.00025,
@@ -112,6 +114,29 @@ DRIFT_SAMPLED_ROWS = Counter(
     "Rows of live inputs sampled for drift, by version.",
     ["model", "version"],
 )
+FEEDBACK = Counter(
+    "tfmesh_inference_feedback_total",
+    "Feedback items reported, by outcome: matched to a prediction, unknown (no such "
+    "request id kept; version 0) or late (its prediction was older than the retention).",
+    ["model", "version", "outcome"],
+)
+FEEDBACK_ROWS = Counter(
+    "tfmesh_inference_feedback_rows_total",
+    "Rows whose true value was reported, by whether the version predicted it (classifiers).",
+    ["model", "version", "correct"],
+)
+LIVE_ACCURACY = Gauge(
+    "tfmesh_inference_live_accuracy_ratio",
+    "Share of a version's reported rows it predicted correctly, since it was loaded.",
+    ["model", "version"],
+    multiprocess_mode="livemax",
+)
+LIVE_ABS_ERROR = Gauge(
+    "tfmesh_inference_live_mean_absolute_error",
+    "Mean absolute error of a version's reported rows, since it was loaded.",
+    ["model", "version"],
+    multiprocess_mode="livemax",
+)
 
 
 UNKNOWN_MODEL_LABEL = "unknown"
@@ -149,3 +174,19 @@ class BatcherMetrics:
         self.padding_rows = PADDING_ROWS.labels(*labels)
         self.queued_rows = QUEUED_ROWS.labels(*labels)
         self.capacity_rows = QUEUE_CAPACITY_ROWS.labels(*labels)
+
+
+def count_feedback(model: str, outcome: FeedbackOutcome, log: PredictionLog) -> None:
+    """After a report: count what it added to each version's tally, and set the live
+    accuracy and mean absolute error of the versions it touched."""
+    FEEDBACK.labels(model, "0", "unknown").inc(outcome.unknown)
+    for version, added in outcome.added.items():
+        labels = (model, str(version))
+        FEEDBACK.labels(*labels, "matched").inc(added.requests)
+        FEEDBACK.labels(*labels, "late").inc(added.late)
+        FEEDBACK_ROWS.labels(*labels, "true").inc(added.correct_rows)
+        FEEDBACK_ROWS.labels(*labels, "false").inc(added.rows - added.correct_rows)
+        total = log.tally(version)
+        if total.rows:
+            LIVE_ACCURACY.labels(*labels).set(total.correct_rows / total.rows)
+            LIVE_ABS_ERROR.labels(*labels).set(total.abs_error_sum / total.rows)

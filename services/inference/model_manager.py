@@ -36,6 +36,7 @@ from services.inference.drift import (
     baselines_from_statistics,
     drift_applicable,
 )
+from services.inference.feedback import PredictionLog
 from services.inference.live_drift import LiveDrift
 from services.inference.metrics import BatcherMetrics
 from services.inference.routing import RoutingTable
@@ -90,6 +91,8 @@ class ServedModel:
     # Alias -> (version, traffic weight), as the registry last said.
     desired: dict[str, tuple[int, int]] = field(default_factory=dict)
     dirty: asyncio.Event = field(default_factory=asyncio.Event)
+    # Recent predictions, for the feedback clients report on them.
+    feedback: PredictionLog = field(default_factory=PredictionLog)
 
     @property
     def name(self) -> str:
@@ -139,8 +142,9 @@ class ModelManager:
         tracer: trace.Tracer | None = None,
         settle_s: float = 0.05,
         drift: DriftOptions | None = None,
+        feedback: Callable[[], PredictionLog] = PredictionLog,
     ) -> None:
-        self._models = {spec.name: ServedModel(spec) for spec in specs}
+        self._models = {spec.name: ServedModel(spec, feedback=feedback()) for spec in specs}
         self._source = source
         self._drift = drift
         self._tracer = tracer

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import logging
 import os
 import sys
@@ -33,6 +34,7 @@ from services.inference.core import InferenceCore
 from services.inference.dataplane.link import OwnerLink
 from services.inference.dataplane.owner import ModelOwner
 from services.inference.dataplane.slab import Slab
+from services.inference.feedback import PredictionLog
 from services.inference.kserve_servicer import KServeServicer
 from services.inference.model_manager import DriftOptions, ModelManager
 from services.inference.registry_source import RegistrySource
@@ -138,7 +140,14 @@ async def start_models(
             )
     tracer = telemetry.tracer("tfmesh.inference")
     manager = ModelManager(
-        specs, source=source, tracer=tracer, settle_s=settings.swap_settle_s, drift=drift
+        specs,
+        source=source,
+        tracer=tracer,
+        settle_s=settings.swap_settle_s,
+        drift=drift,
+        feedback=functools.partial(
+            PredictionLog, settings.feedback_max_predictions, settings.feedback_retention_s
+        ),
     )
     core = InferenceCore(manager, Router(), tracer)
     await manager.start()

@@ -34,8 +34,9 @@ class InferenceServicer(inference_pb2_grpc.InferenceServiceServicer):
             label=request.label,
             deadline=c.deadline_of(context),
             output_filter=list(request.output_filter),
+            request_id=request.request_id,
         )
-        return c.prediction_to_proto(prediction, request.request_id)
+        return c.prediction_to_proto(prediction)
 
     async def Predict(self, request: pb.PredictRequest, context) -> pb.PredictResponse:
         return await self._predict(request, context)
@@ -45,7 +46,7 @@ class InferenceServicer(inference_pb2_grpc.InferenceServiceServicer):
     ) -> AsyncIterator[pb.PredictStreamResponse]:
         async def answer(request: pb.PredictRequest) -> pb.PredictStreamResponse:
             response = await self._predict(request, context)
-            return pb.PredictStreamResponse(request_id=request.request_id, response=response)
+            return pb.PredictStreamResponse(request_id=response.request_id, response=response)
 
         def error_answer(request: pb.PredictRequest, error: Exception) -> pb.PredictStreamResponse:
             if not isinstance(error, DomainError):
@@ -77,6 +78,29 @@ class InferenceServicer(inference_pb2_grpc.InferenceServiceServicer):
         model = self._serving.catalog().model(request.model)
         statistics = await self._serving.statistics(model.name, request.version)
         return c.drift_to_proto(model.name, statistics)
+
+    async def ReportFeedback(
+        self, request: pb.ReportFeedbackRequest, context
+    ) -> pb.ReportFeedbackResponse:
+        if not request.model:
+            raise invalid("model", "name the model whose predictions the feedback is about")
+        outcome = await self._serving.report_feedback(
+            request.model, c.feedback_items_from_proto(request.items)
+        )
+        return pb.ReportFeedbackResponse(
+            matched=outcome.matched, unknown=outcome.unknown, late=outcome.late
+        )
+
+    async def GetVersionStats(
+        self, request: pb.GetVersionStatsRequest, context
+    ) -> pb.GetVersionStatsResponse:
+        if not request.model:
+            raise invalid("model", "name the model whose versions to describe")
+        model = self._serving.catalog().model(request.model)
+        statistics = await self._serving.statistics(model.name)
+        return pb.GetVersionStatsResponse(
+            model=model.name, versions=[c.version_stats_to_proto(model, s) for s in statistics]
+        )
 
     async def ListModels(self, request: pb.ListModelsRequest, context) -> pb.ListModelsResponse:
         if request.page_size < 0:

@@ -92,6 +92,11 @@ class InferenceSettings(ServiceSettings):
     # sampled rows each version keeps (memory: rows x the features' histogram bins x 4 bytes).
     drift_sampling_rate: float = Field(default=0.1, ge=0, le=1)
     drift_window_rows: int = Field(default=2000, ge=100, le=1_000_000)
+    # Predictions each model keeps for the feedback clients report on them (0 turns
+    # feedback off; about 200 bytes each), and how old a prediction may be when its
+    # feedback arrives before the feedback counts as late.
+    feedback_max_predictions: int = Field(default=50_000, ge=0, le=10_000_000)
+    feedback_retention_s: float = Field(default=3600.0, gt=0)
 
     @field_validator("models", "aliases", "allowed_batch_sizes", mode="before")
     @classmethod

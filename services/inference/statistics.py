@@ -5,16 +5,26 @@ batches run (`execution_count`), requests answered and failed with their total t
 time in the batch queue, and per request the assembly, forward pass and split durations
 of the batch it ran in, also broken down by batch size. The batcher records batches and
 queue times, whoever owns a request's life (the core, or the model owner for a front
-end) records its answer. Every update happens on the event loop's thread, so no lock is
-needed; `snapshot` hands out a copy, with the version's drift status as of then."""
+end) records its answer. For rollouts it also keeps the latency of each answered request
+in fine logarithmic buckets (`LATENCY_BOUNDS_S`, so a p99 can be compared between
+versions) and the requests the model itself failed (an exception in its forward pass, not
+a caller's bad input or cancel). Every update happens on the event loop's thread, so no
+lock is needed; `snapshot` hands out a copy, with the version's drift status and feedback
+tally as of then."""
 
 from __future__ import annotations
 
+import bisect
 import copy
 import time
 from dataclasses import dataclass, field
 
 from services.inference.drift import DriftStatus
+from services.inference.feedback import FeedbackTally
+
+# Upper bounds of the latency buckets: 50 us to about 2 min, each 10 % above the last
+# (the last bucket, past them, takes the rest).
+LATENCY_BOUNDS_S: tuple[float, ...] = tuple(50e-6 * 1.1**i for i in range(155))
 
 
 @dataclass
@@ -65,6 +75,13 @@ class VersionStatistics:
     queued_rows: int = 0
     # The version's live-input drift when the snapshot was taken.
     drift: DriftStatus = field(default_factory=DriftStatus)
+    # Answered requests by latency: index i counts those of at most LATENCY_BOUNDS_S[i]
+    # (and above the bound before); one more bucket for the slower ones.
+    latency_counts: list[int] = field(default_factory=lambda: [0] * (len(LATENCY_BOUNDS_S) + 1))
+    # Requests the model failed (its forward pass raised).
+    model_errors: int = 0
+    # What feedback said about the version when the snapshot was taken.
+    feedback: FeedbackTally = field(default_factory=FeedbackTally)
 
     def record_queued(self, waited_s: float) -> None:
         self.queue.add(int(waited_s * 1e9))
@@ -84,9 +101,19 @@ class VersionStatistics:
         (self.success if ok else self.fail).add(int(took_s * 1e9))
         if ok:
             self.last_inference_ms = int(time.time() * 1000)
+            self.latency_counts[bisect.bisect_left(LATENCY_BOUNDS_S, took_s)] += 1
 
-    def snapshot(self, queued_rows: int, drift: DriftStatus | None = None) -> VersionStatistics:
+    def record_model_error(self) -> None:
+        self.model_errors += 1
+
+    def snapshot(
+        self,
+        queued_rows: int,
+        drift: DriftStatus | None = None,
+        feedback: FeedbackTally | None = None,
+    ) -> VersionStatistics:
         taken = copy.deepcopy(self)
         taken.queued_rows = queued_rows
         taken.drift = drift or DriftStatus()
+        taken.feedback = copy.copy(feedback) if feedback is not None else FeedbackTally()
         return taken

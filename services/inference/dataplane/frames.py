@@ -5,8 +5,9 @@ On the socket, a frame is a 4-byte little-endian length and a serialized
 `tfmesh.inference.dataplane.v1.Frame`. Tensors lie in the front end's slab: numeric
 arrays as their C-order little-endian bytes, BYTES (string) tensors as Triton lays them
 out, each element a 4-byte little-endian length and its bytes. A `TensorRef` says where;
-an output with no reserved room comes back inline in its ref. The catalog and the
-statistics travel as frames too, converted here to and from the types the servicers use."""
+an output with no reserved room comes back inline in its ref. The catalog, the statistics
+and feedback reports travel as frames too, converted here to and from the types the
+servicers use."""
 
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ from google.rpc import status_pb2
 from services.inference.batcher import BatchingOptions
 from services.inference.catalog import Catalog, ModelView, VersionState, VersionView
 from services.inference.drift import DriftScore, DriftStatus
+from services.inference.feedback import FeedbackItem, FeedbackOutcome, FeedbackTally
 from services.inference.routing import RoutingTable
 from services.inference.runtimes import Signature, TensorSpec
 from services.inference.statistics import BatchDurations, Duration, VersionStatistics
@@ -314,6 +316,15 @@ def statistics_to_frame(query: int, statistics: Sequence[VersionStatistics]) -> 
                 ],
                 note=s.drift.note,
             ),
+            latency_counts=s.latency_counts,
+            model_errors=s.model_errors,
+            feedback=dp.FeedbackTally(
+                requests=s.feedback.requests,
+                rows=s.feedback.rows,
+                correct_rows=s.feedback.correct_rows,
+                abs_error_sum=s.feedback.abs_error_sum,
+                late=s.feedback.late,
+            ),
         )
         for s in statistics
     ]
@@ -353,6 +364,43 @@ def statistics_from_frame(frame: dp.Statistics) -> list[VersionStatistics]:
                 ],
                 s.drift.note,
             ),
+            latency_counts=list(s.latency_counts),
+            model_errors=s.model_errors,
+            feedback=FeedbackTally(
+                s.feedback.requests,
+                s.feedback.rows,
+                s.feedback.correct_rows,
+                s.feedback.abs_error_sum,
+                s.feedback.late,
+            ),
         )
         for s in frame.versions
     ]
+
+
+# --- feedback ------------------------------------------------------------------------------
+
+
+def feedback_report_to_frame(query: int, model: str, items: Sequence[FeedbackItem]) -> dp.Frame:
+    return dp.Frame(
+        feedback_report=dp.FeedbackReport(
+            query=query,
+            model=model,
+            items=[
+                dp.FeedbackItem(request_id=i.request_id, labels=i.labels, version=i.version)
+                for i in items
+            ],
+        )
+    )
+
+
+def feedback_items_from_frame(report: dp.FeedbackReport) -> list[FeedbackItem]:
+    return [FeedbackItem(i.request_id, tuple(i.labels), i.version) for i in report.items]
+
+
+def feedback_reply_to_frame(query: int, outcome: FeedbackOutcome) -> dp.Frame:
+    return dp.Frame(
+        feedback_reply=dp.FeedbackReply(
+            query=query, matched=outcome.matched, unknown=outcome.unknown, late=outcome.late
+        )
+    )

@@ -19,6 +19,7 @@ import socket
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from opentelemetry import trace
@@ -28,9 +29,10 @@ from services.inference.catalog import Catalog, VersionView
 from services.inference.dataplane import frames
 from services.inference.dataplane.connection import FrameConnection, socket_address
 from services.inference.dataplane.slab import ALIGNMENT, Slab, SlabAllocator, SlabFull
+from services.inference.feedback import FeedbackItem, FeedbackOutcome
 from services.inference.metrics import count_request
 from services.inference.routing import Router
-from services.inference.serving import Prediction
+from services.inference.serving import Prediction, request_id_or_new
 from services.inference.statistics import VersionStatistics
 from services.inference.validation import check_output_filter, default_field, validate_inputs
 from shared.errors import DomainError, RemoteStatus, ResourceExhausted, Unavailable
@@ -72,7 +74,8 @@ class OwnerLink:
         self._catalog: Catalog | None = None
         self._connection: FrameConnection | None = None
         self._calls: dict[int, _Call] = {}
-        self._queries: dict[int, asyncio.Future[dp.Statistics]] = {}
+        # Statistics queries and feedback reports awaiting the owner's reply.
+        self._queries: dict[int, asyncio.Future[Any]] = {}
         self._ids = itertools.count(1)
         self._listeners: list[Callable[[bool], None]] = []
         self._lost = asyncio.Event()
@@ -142,10 +145,11 @@ class OwnerLink:
             if first:
                 self._ready.set()
                 self._notify(True)
-        elif kind == "statistics":
-            query = self._queries.pop(frame.statistics.query, None)
+        elif kind in ("statistics", "feedback_reply"):
+            reply = getattr(frame, kind)
+            query = self._queries.pop(reply.query, None)
             if query is not None and not query.done():
-                query.set_result(frame.statistics)
+                query.set_result(reply)
         else:
             log.warning("unexpected frame from the model owner", extra={"kind": kind})
 
@@ -204,8 +208,10 @@ class OwnerLink:
         output_filter: Sequence[str] = (),
         field_of: Callable[[str], str] = default_field,
         output_filter_field: str = "output_filter",
+        request_id: str = "",
     ) -> Prediction:
         started = time.perf_counter()
+        request_id = request_id_or_new(request_id)
         known = False
         chosen = 0
         code = "OK"
@@ -227,7 +233,15 @@ class OwnerLink:
                 carrier: dict[str, str] = {}
                 PROPAGATOR.inject(carrier)
                 answered, outputs = await self._call(
-                    target, version != 0, label, rows, inputs, output_filter, deadline, carrier
+                    target,
+                    version != 0,
+                    label,
+                    rows,
+                    inputs,
+                    output_filter,
+                    deadline,
+                    carrier,
+                    request_id,
                 )
                 chosen = answered
             except DomainError as error:
@@ -241,7 +255,7 @@ class OwnerLink:
                 raise
             finally:
                 count_request(model, known, chosen, code, started)
-        return Prediction(model, chosen, outputs)
+        return Prediction(model, chosen, outputs, request_id)
 
     async def _call(
         self,
@@ -253,6 +267,7 @@ class OwnerLink:
         output_filter: Sequence[str],
         deadline: float | None,
         carrier: dict[str, str],
+        request_id: str,
     ) -> tuple[int, dict[str, np.ndarray]]:
         connection = self._live_connection()
         assert target.signature is not None
@@ -296,6 +311,7 @@ class OwnerLink:
                     traceparent=carrier.get("traceparent", ""),
                     inputs=refs,
                     outputs=reserved,
+                    request_id=request_id,
                 )
             )
         )
@@ -336,15 +352,25 @@ class OwnerLink:
         finally:
             self._allocator.free(call.offset)
 
-    async def statistics(self, model: str = "", version: int = 0) -> list[VersionStatistics]:
+    async def _ask(self, query: int, frame: dp.Frame) -> Any:
+        """Send a query frame and wait for the owner's reply to it; raises its error."""
         connection = self._live_connection()
-        query = next(self._ids)
-        future: asyncio.Future[dp.Statistics] = asyncio.get_running_loop().create_future()
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._queries[query] = future
-        connection.send(
-            dp.Frame(statistics_query=dp.StatisticsQuery(query=query, model=model, version=version))
-        )
+        connection.send(frame)
         reply = await future
         if reply.error:
             raise RemoteStatus(frames.error_status(reply.error))
-        return frames.statistics_from_frame(reply)
+        return reply
+
+    async def statistics(self, model: str = "", version: int = 0) -> list[VersionStatistics]:
+        query = next(self._ids)
+        frame = dp.Frame(
+            statistics_query=dp.StatisticsQuery(query=query, model=model, version=version)
+        )
+        return frames.statistics_from_frame(await self._ask(query, frame))
+
+    async def report_feedback(self, model: str, items: Sequence[FeedbackItem]) -> FeedbackOutcome:
+        query = next(self._ids)
+        reply = await self._ask(query, frames.feedback_report_to_frame(query, model, items))
+        return FeedbackOutcome(reply.matched, reply.unknown, reply.late)

@@ -7,7 +7,9 @@ takes `Submit` frames: it finds the version the front end routed to (routing an
 unpinned or label-pinned request again if that version left meanwhile, and checking its
 inputs against the new signature), reads the inputs in place, queues them on the
 version's batcher, and when the batch is done writes the outputs into the room the
-front end reserved and answers `Result`. `Cancel` drops a request that is still queued.
+front end reserved and answers `Result`, logging the prediction for feedback under its
+request id. `Cancel` drops a request that is still queued. Feedback reports are joined
+here, where every front end's predictions are logged.
 Every catalog change goes to every front end. A front end that goes away takes its
 queued requests with it."""
 
@@ -27,11 +29,16 @@ from opentelemetry import trace
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from services.inference.batcher import Arrays
-from services.inference.core import InferenceCore, submit_in_batches, version_statistics
+from services.inference.core import (
+    InferenceCore,
+    report_feedback,
+    submit_in_batches,
+    version_statistics,
+)
 from services.inference.dataplane import frames
 from services.inference.dataplane.connection import FrameConnection, socket_address
 from services.inference.dataplane.slab import Slab
-from services.inference.model_manager import LoadedVersion
+from services.inference.model_manager import LoadedVersion, ModelManager, ServedModel
 from services.inference.statistics import VersionStatistics
 from services.inference.validation import validate_inputs
 from shared.errors import Cancelled, Code, DomainError, NotFound, RemoteStatus
@@ -139,6 +146,13 @@ class ModelOwner:
 
     # --- requests -------------------------------------------------------------------------
 
+    @property
+    def manager(self) -> ModelManager:
+        return self._core.manager
+
+    def served(self, model: str) -> ServedModel:
+        return self._core.manager.model(model)
+
     def statistics(self, model: str, version: int) -> list[VersionStatistics]:
         return version_statistics(self._core.manager, model, version)
 
@@ -174,6 +188,8 @@ class _Session:
                 future.cancel()
         elif kind == "statistics_query":
             self._statistics(frame.statistics_query)
+        elif kind == "feedback_report":
+            self._feedback(frame.feedback_report)
         else:
             log.warning("unexpected frame from a front end", extra={"kind": kind})
 
@@ -233,15 +249,30 @@ class _Session:
         if error is not None:
             if not isinstance(error, DomainError):
                 log.error("a batch failed", exc_info=error)
+                target.statistics.record_model_error()
                 error = _internal(f"internal error: {type(error).__name__}")
             self._answer_error(submit.call, error)
             return
+        self._owner.served(submit.model).feedback.record(submit.request_id, target.version, outputs)
         self.connection.send(
             dp.Frame(result=dp.Result(call=submit.call, version=target.version, outputs=refs))
         )
 
     def _answer_error(self, call: int, error: DomainError) -> None:
         self.connection.send(dp.Frame(result=dp.Result(call=call, error=frames.error_bytes(error))))
+
+    def _feedback(self, report: dp.FeedbackReport) -> None:
+        try:
+            outcome = report_feedback(
+                self._owner.manager, report.model, frames.feedback_items_from_frame(report)
+            )
+        except DomainError as error:
+            reply = dp.Frame(
+                feedback_reply=dp.FeedbackReply(query=report.query, error=frames.error_bytes(error))
+            )
+        else:
+            reply = frames.feedback_reply_to_frame(report.query, outcome)
+        self.connection.send(reply)
 
     def _statistics(self, query: dp.StatisticsQuery) -> None:
         try:

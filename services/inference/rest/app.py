@@ -34,7 +34,7 @@ from services.inference.catalog import VersionState
 from services.inference.kserve_converters import tensor_metadata, version_pin
 from services.inference.kserve_servicer import EXTENSIONS, platform_of
 from services.inference.rest import kserve_json, tfserving_json
-from services.inference.serving import Serving
+from services.inference.serving import Prediction, Serving
 from shared import http_metrics
 from shared.auth import Authenticator
 from shared.errors import DomainError, invalid
@@ -61,8 +61,20 @@ class Reply:
     headers: tuple[tuple[bytes, bytes], ...] = ()
 
 
-def _version_header(version: int) -> tuple[bytes, bytes]:
-    return VERSION_HEADER.lower().encode(), str(version).encode()
+REQUEST_ID_HEADER = b"x-request-id"
+
+
+def _answer_headers(prediction: Prediction) -> tuple[tuple[bytes, bytes], ...]:
+    """The version that answered, and the request id feedback names the prediction by."""
+    return (
+        (VERSION_HEADER.lower().encode(), str(prediction.version).encode()),
+        (REQUEST_ID_HEADER, prediction.request_id.encode()),
+    )
+
+
+def _request_id(call: Call, given: str = "") -> str:
+    """The request id in the body, else the `x-request-id` header (Envoy sets one)."""
+    return given or call.headers.get(REQUEST_ID_HEADER, b"").decode("latin-1")
 
 
 def json_reply(document: Any, status: int = 200) -> Reply:
@@ -255,17 +267,18 @@ class RestApi:
             output_filter=request.outputs,
             field_of=lambda name: f"inputs[{indexes[name]}]" if name in indexes else "inputs",
             output_filter_field="outputs",
+            request_id=_request_id(call, request.id),
         )
         body, header_length = kserve_json.infer_response(prediction, request)
         if header_length == len(body):
-            return Reply(200, body, headers=(_version_header(prediction.version),))
+            return Reply(200, body, headers=_answer_headers(prediction))
         return Reply(
             200,
             body,
             BINARY,
             (
                 (kserve_json.HEADER_LENGTH.encode(), str(header_length).encode()),
-                _version_header(prediction.version),
+                *_answer_headers(prediction),
             ),
         )
 
@@ -294,9 +307,11 @@ class RestApi:
         version, label = self._tf_pin(call)
         target = self._serving.catalog().resolve(name, version, label)
         inputs, rows = tfserving_json.predict_inputs(call.body, target)
-        prediction = await self._serving.predict(name, inputs, version=version, label=label)
+        prediction = await self._serving.predict(
+            name, inputs, version=version, label=label, request_id=_request_id(call)
+        )
         body = tfserving_json.predict_answer(prediction, rows)
-        return Reply(200, body, headers=(_version_header(prediction.version),))
+        return Reply(200, body, headers=_answer_headers(prediction))
 
     async def tf_unimplemented(self, call: Call) -> Reply:
         return error_reply(501, f"{call.params['verb']} is not served: only :predict is")

@@ -218,7 +218,7 @@ def infer_response(prediction: Prediction, request: InferRequest) -> tuple[bytes
         {
             "model_name": prediction.model,
             "model_version": str(prediction.version),
-            "id": request.id,
+            "id": prediction.request_id,
             "outputs": outputs,
         },
         option=orjson.OPT_SERIALIZE_NUMPY,
