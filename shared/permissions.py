@@ -58,6 +58,13 @@ _BY_SERVICE: dict[str, dict[str, str]] = {
         "ListAliases": READ,
         "ListAliasHistory": READ,
         "Watch": READ,
+        "SetRolloutPolicy": DEPLOY,
+        "GetRolloutPolicy": READ,
+        "DeleteRolloutPolicy": DEPLOY,
+        "GetRollout": READ,
+        "PauseRollout": DEPLOY,
+        "ResumeRollout": DEPLOY,
+        "AbortRollout": DEPLOY,
     },
     "tfmesh.inference.v1.InferenceService": {
         "Predict": PREDICT,

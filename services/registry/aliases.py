@@ -5,7 +5,7 @@ transaction as the move itself."""
 from __future__ import annotations
 
 from sqlalchemy import select
-from sqlalchemy.orm import selectinload
+from sqlalchemy.orm import Session, selectinload
 
 from services.registry import entities as e
 from services.registry.database import RegistryDatabase, now
@@ -47,81 +47,100 @@ class AliasBook:
             violations.append(FieldViolation("reason", "actor <= 256, reason <= 4096 characters"))
         raise_violations(violations)
         with self._db.write() as session:
-            model_row = self._db.model_row(session, model)
-            target = self._db.version_row(session, model_row, version)
-            current = session.get(AliasRow, (model_row.id, alias))
-            old_version = current.version.number if current else 0
-            old_weight = current.traffic_weight if current else 0
-            if old_version == version and old_weight == traffic_weight:
-                return alias_of(current, model), None  # type: ignore[arg-type]
-            overridden = False
-            if alias == PRODUCTION and current is not None and old_version != version:
-                overridden = check_promotion(
-                    model_of(model_row).promotion_rule,
-                    target.number,
-                    target.metrics,
-                    current.version.number,
-                    current.version.metrics,
-                    override_gate,
-                )
-            if current is None:
-                current = AliasRow(model_id=model_row.id, name=alias)
-                session.add(current)
-            current.version_id = target.id
-            current.version = target
-            current.traffic_weight = traffic_weight
-            current.updated_at = now()
-            event = (
-                e.EventType.ALIAS_WEIGHT_CHANGED
-                if old_version == version
-                else e.EventType.ALIAS_MOVED
+            result = self.set_in(
+                session, model, alias, version, traffic_weight, actor, reason, override_gate
             )
-            change = self._db.append_change(session, event, model, version, alias, traffic_weight)
-            audit = AliasChangeRow(
-                model=model,
-                alias=alias,
-                old_version=old_version,
-                new_version=version,
-                old_traffic_weight=old_weight,
-                new_traffic_weight=traffic_weight,
-                actor=actor or "anonymous",
-                reason=reason,
-                overridden=overridden,
-                changed_at=change.changed_at,
-                revision=change.revision,
-            )
-            session.add(audit)
-            session.flush()
-            result = alias_of(current, model), alias_change_of(audit)
-            self._db.commit(session)
+            if result[1] is not None:
+                self._db.commit(session)
             return result
+
+    def set_in(
+        self,
+        session: Session,
+        model: str,
+        alias: str,
+        version: int,
+        traffic_weight: int,
+        actor: str,
+        reason: str,
+        override_gate: bool = False,
+    ) -> tuple[e.Alias, e.AliasChange | None]:
+        """Move an alias inside the caller's write transaction (arguments checked)."""
+        model_row = self._db.model_row(session, model)
+        target = self._db.version_row(session, model_row, version)
+        current = session.get(AliasRow, (model_row.id, alias))
+        old_version = current.version.number if current else 0
+        old_weight = current.traffic_weight if current else 0
+        if old_version == version and old_weight == traffic_weight:
+            return alias_of(current, model), None  # type: ignore[arg-type]
+        overridden = False
+        if alias == PRODUCTION and current is not None and old_version != version:
+            overridden = check_promotion(
+                model_of(model_row).promotion_rule,
+                target.number,
+                target.metrics,
+                current.version.number,
+                current.version.metrics,
+                override_gate,
+            )
+        if current is None:
+            current = AliasRow(model_id=model_row.id, name=alias)
+            session.add(current)
+        current.version_id = target.id
+        current.version = target
+        current.traffic_weight = traffic_weight
+        current.updated_at = now()
+        event = (
+            e.EventType.ALIAS_WEIGHT_CHANGED if old_version == version else e.EventType.ALIAS_MOVED
+        )
+        change = self._db.append_change(session, event, model, version, alias, traffic_weight)
+        audit = AliasChangeRow(
+            model=model,
+            alias=alias,
+            old_version=old_version,
+            new_version=version,
+            old_traffic_weight=old_weight,
+            new_traffic_weight=traffic_weight,
+            actor=actor or "anonymous",
+            reason=reason,
+            overridden=overridden,
+            changed_at=change.changed_at,
+            revision=change.revision,
+        )
+        session.add(audit)
+        session.flush()
+        return alias_of(current, model), alias_change_of(audit)
 
     def delete_alias(self, model: str, alias: str, actor: str = "", reason: str = "") -> None:
         raise_violations([check_name("alias", alias)])
         with self._db.write() as session:
-            model_row = self._db.model_row(session, model)
-            current = session.get(AliasRow, (model_row.id, alias))
-            if current is None:
-                raise NotFound("alias", f"{model}@{alias}", "alias")
-            old_version, old_weight = current.version.number, current.traffic_weight
-            session.delete(current)
-            change = self._db.append_change(session, e.EventType.ALIAS_DELETED, model, 0, alias)
-            session.add(
-                AliasChangeRow(
-                    model=model,
-                    alias=alias,
-                    old_version=old_version,
-                    new_version=0,
-                    old_traffic_weight=old_weight,
-                    new_traffic_weight=0,
-                    actor=actor or "anonymous",
-                    reason=reason,
-                    overridden=False,
-                    changed_at=change.changed_at,
-                    revision=change.revision,
-                )
-            )
+            self.delete_in(session, model, alias, actor, reason)
             self._db.commit(session)
+
+    def delete_in(self, session: Session, model: str, alias: str, actor: str, reason: str) -> None:
+        """Delete an alias inside the caller's write transaction."""
+        model_row = self._db.model_row(session, model)
+        current = session.get(AliasRow, (model_row.id, alias))
+        if current is None:
+            raise NotFound("alias", f"{model}@{alias}", "alias")
+        old_version, old_weight = current.version.number, current.traffic_weight
+        session.delete(current)
+        change = self._db.append_change(session, e.EventType.ALIAS_DELETED, model, 0, alias)
+        session.add(
+            AliasChangeRow(
+                model=model,
+                alias=alias,
+                old_version=old_version,
+                new_version=0,
+                old_traffic_weight=old_weight,
+                new_traffic_weight=0,
+                actor=actor or "anonymous",
+                reason=reason,
+                overridden=False,
+                changed_at=change.changed_at,
+                revision=change.revision,
+            )
+        )
 
     def list_aliases(self, model: str) -> list[e.Alias]:
         with self._db.read() as session:

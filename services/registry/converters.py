@@ -7,6 +7,8 @@ from datetime import datetime
 from google.protobuf import timestamp_pb2
 
 from services.registry import entities as e
+from services.registry.rollouts.policy import Metric, PolicyDraft, RolloutPolicy
+from services.registry.rollouts.records import Rollout
 from tfmesh.registry.v1 import registry_pb2 as pb
 
 
@@ -115,4 +117,86 @@ def change_to_proto(change: e.Change) -> pb.WatchResponse:
         alias=change.alias,
         traffic_weight=change.traffic_weight,
         event_time=timestamp(change.changed_at),
+        detail=change.detail,
+    )
+
+
+# --- rollouts ------------------------------------------------------------------------------
+
+METRICS = {
+    pb.RolloutCheck.METRIC_ERROR_RATIO: Metric.ERROR_RATIO,
+    pb.RolloutCheck.METRIC_LATENCY_P99: Metric.LATENCY_P99,
+    pb.RolloutCheck.METRIC_LIVE_ACCURACY: Metric.LIVE_ACCURACY,
+}
+METRIC_ENUMS = {metric: number for number, metric in METRICS.items()}
+
+
+def policy_draft_from_proto(message: pb.RolloutPolicy) -> PolicyDraft:
+    return PolicyDraft(
+        steps=list(message.steps),
+        step_seconds=message.step_seconds,
+        step_min_requests=message.step_min_requests,
+        step_timeout_seconds=message.step_timeout_seconds,
+        checks=[
+            (
+                METRICS[c.metric].value if c.metric in METRICS else "",
+                c.max_degradation,
+                c.min_samples,
+            )
+            for c in message.checks
+        ],
+        confidence=message.confidence,
+    )
+
+
+def policy_to_proto(
+    model: str, policy: RolloutPolicy, updated_at: datetime | None = None
+) -> pb.RolloutPolicy:
+    message = pb.RolloutPolicy(
+        model=model,
+        steps=policy.steps,
+        step_seconds=policy.step_seconds,
+        step_min_requests=policy.step_min_requests,
+        step_timeout_seconds=policy.step_timeout_seconds,
+        checks=[
+            pb.RolloutCheck(
+                metric=METRIC_ENUMS[c.metric],
+                max_degradation=c.max_degradation,
+                min_samples=c.min_samples,
+            )
+            for c in policy.checks
+        ],
+        confidence=policy.confidence,
+    )
+    if updated_at is not None:
+        message.update_time.CopyFrom(timestamp(updated_at))
+    return message
+
+
+def rollout_to_proto(rollout: Rollout) -> pb.Rollout:
+    return pb.Rollout(
+        model=rollout.model,
+        version=rollout.version,
+        production_version=rollout.production_version,
+        state=pb.Rollout.State.Value(f"STATE_{rollout.state.value}"),
+        step=rollout.step,
+        traffic_weight=rollout.traffic_weight,
+        start_time=timestamp(rollout.started_at),
+        step_start_time=timestamp(rollout.step_started_at),
+        update_time=timestamp(rollout.updated_at),
+        policy=policy_to_proto(rollout.model, rollout.policy),
+        events=[
+            pb.RolloutEvent(
+                version=event.version,
+                kind=event.kind,
+                step=event.step,
+                traffic_weight=event.traffic_weight,
+                actor=event.actor,
+                detail=event.detail,
+                evidence=event.evidence,
+                event_time=timestamp(event.happened_at),
+                revision=event.revision,
+            )
+            for event in rollout.events
+        ],
     )

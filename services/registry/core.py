@@ -1,7 +1,8 @@
-"""The registry's models, versions and their artifacts, and the change feed. Aliases and
-the promotion gate are `AliasBook` (services.registry.aliases), reached as
-`Registry.aliases`. No transport here; the gRPC servicer converts requests and calls these
-methods (from a worker thread)."""
+"""The registry's models, versions and their artifacts, and the change feed. Aliases and the
+promotion gate are `AliasBook` (services.registry.aliases), reached as `Registry.aliases`;
+rollout policies and rollouts are `RolloutBook` (services.registry.rollouts.book), reached
+as `Registry.rollouts`. No transport here; the gRPC servicer converts requests and calls
+these methods (from a worker thread)."""
 
 from __future__ import annotations
 
@@ -16,8 +17,16 @@ from services.registry import entities as e
 from services.registry.aliases import AliasBook
 from services.registry.database import RegistryDatabase, now
 from services.registry.pagination import decode_id_token, decode_token, encode_token, page_size
+from services.registry.rollouts.book import RolloutBook
 from services.registry.rows import change_of, model_of, version_of
-from services.registry.store import AliasRow, ArtifactRow, ChangeRow, ModelRow, VersionRow
+from services.registry.store import (
+    AliasRow,
+    ArtifactRow,
+    ChangeRow,
+    ModelRow,
+    RolloutEventRow,
+    VersionRow,
+)
 from services.registry.upload import ArtifactReceiver
 from shared.blobstore import BlobStore, is_sha256_hex
 from shared.errors import (
@@ -90,6 +99,7 @@ class Registry:
         self._db = RegistryDatabase(engine, on_change)
         self.blobs = blobs
         self.aliases = AliasBook(self._db, default_page_size)
+        self.rollouts = RolloutBook(self._db, self.aliases)
         self._default_rule = default_rule
         self._max_artifact_bytes = max_artifact_bytes
         self._default_page_size = default_page_size
@@ -362,4 +372,14 @@ class Registry:
         if models:
             query = query.where(ChangeRow.model.in_(models))
         with self._db.read() as session:
-            return [change_of(r) for r in session.scalars(query)]
+            rows = list(session.scalars(query))
+            rollout_revisions = [r.revision for r in rows if r.event_type.startswith("ROLLOUT_")]
+            details: dict[int, str] = {}
+            if rollout_revisions:
+                found = session.execute(
+                    select(RolloutEventRow.revision, RolloutEventRow.detail).where(
+                        RolloutEventRow.revision.in_(rollout_revisions)
+                    )
+                )
+                details = {revision: detail for revision, detail in found}
+            return [change_of(r, details.get(r.revision, "")) for r in rows]

@@ -17,6 +17,14 @@ class EventType(StrEnum):
     ALIAS_MOVED = "ALIAS_MOVED"
     ALIAS_WEIGHT_CHANGED = "ALIAS_WEIGHT_CHANGED"
     ALIAS_DELETED = "ALIAS_DELETED"
+    ROLLOUT_STARTED = "ROLLOUT_STARTED"
+    ROLLOUT_STEPPED = "ROLLOUT_STEPPED"
+    ROLLOUT_PAUSED = "ROLLOUT_PAUSED"
+    ROLLOUT_RESUMED = "ROLLOUT_RESUMED"
+    ROLLOUT_PROMOTED = "ROLLOUT_PROMOTED"
+    ROLLOUT_ROLLED_BACK = "ROLLOUT_ROLLED_BACK"
+    ROLLOUT_ABORTED = "ROLLOUT_ABORTED"
+    ROLLOUT_REFUSED = "ROLLOUT_REFUSED"
 
 
 @dataclass(frozen=True)
@@ -113,6 +121,8 @@ class Change:
     alias: str
     traffic_weight: int
     changed_at: datetime
+    # Rollout events: the decision and its evidence, in words.
+    detail: str = ""
 
 
 @dataclass(frozen=True)

@@ -51,7 +51,7 @@ def alias_change_of(row: AliasChangeRow) -> e.AliasChange:
     )
 
 
-def change_of(row: ChangeRow) -> e.Change:
+def change_of(row: ChangeRow, detail: str = "") -> e.Change:
     return e.Change(
         row.revision,
         e.EventType(row.event_type),
@@ -60,4 +60,5 @@ def change_of(row: ChangeRow) -> e.Change:
         row.alias,
         row.traffic_weight,
         row.changed_at,
+        detail,
     )

@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable, Callable
 
 from services.registry import entities as e
 from services.registry.core import Registry
+from services.registry.rollouts.controller import RolloutController
+from services.registry.rollouts.figures import InferenceFigures
 from services.registry.servicer import RegistryServicer
 from services.registry.settings import RegistrySettings
 from services.registry.watch import ChangeSignal
 from shared.blobstore import BlobStore
+from shared.channels import peer_channel
 from shared.db import make_engine, sqlite_url
 from shared.server import RunningServer, serve, start_server
 from shared.settings import load_settings
@@ -53,8 +57,32 @@ async def start_registry(settings: RegistrySettings, telemetry: Telemetry) -> Ru
     async def dispose() -> None:
         engine.dispose()
 
+    if settings.inference_addr:
+        # Stopped before the engine it writes through is disposed.
+        running.on_stop(start_controller(registry, settings, telemetry))
     running.on_stop(dispose)
     return running
+
+
+def start_controller(
+    registry: Registry, settings: RegistrySettings, telemetry: Telemetry
+) -> Callable[[], Awaitable[None]]:
+    """Run the rollout controller on the inference service's figures; returns its stop."""
+    channels = [
+        peer_channel("inference", address, settings, telemetry)
+        for address in settings.inference_addr
+    ]
+    controller = RolloutController(registry, registry.rollouts, InferenceFigures(channels))
+    task = asyncio.create_task(controller.run_forever(settings.rollout_interval_s))
+    log.info("rollout controller started", extra={"inference": settings.inference_addr})
+
+    async def stop() -> None:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        for channel in channels:
+            await channel.close()
+
+    return stop
 
 
 async def main() -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 import grpc
 
@@ -171,6 +171,50 @@ class RegistryServicer(registry_pb2_grpc.RegistryServiceServicer):
             changes=[c.alias_change_to_proto(ch) for ch in page.items],
             next_page_token=page.next_page_token,
         )
+
+    # --- rollouts --------------------------------------------------------------------------
+
+    async def SetRolloutPolicy(
+        self, request: pb.SetRolloutPolicyRequest, context
+    ) -> pb.SetRolloutPolicyResponse:
+        model = request.policy.model
+        policy, updated = await asyncio.to_thread(
+            self._registry.rollouts.set_policy, model, c.policy_draft_from_proto(request.policy)
+        )
+        return pb.SetRolloutPolicyResponse(policy=c.policy_to_proto(model, policy, updated))
+
+    async def GetRolloutPolicy(
+        self, request: pb.GetRolloutPolicyRequest, context
+    ) -> pb.GetRolloutPolicyResponse:
+        policy, updated = await asyncio.to_thread(self._registry.rollouts.get_policy, request.model)
+        return pb.GetRolloutPolicyResponse(policy=c.policy_to_proto(request.model, policy, updated))
+
+    async def DeleteRolloutPolicy(
+        self, request: pb.DeleteRolloutPolicyRequest, context
+    ) -> pb.DeleteRolloutPolicyResponse:
+        await asyncio.to_thread(self._registry.rollouts.delete_policy, request.model)
+        return pb.DeleteRolloutPolicyResponse()
+
+    async def GetRollout(self, request: pb.GetRolloutRequest, context) -> pb.GetRolloutResponse:
+        rollout = await asyncio.to_thread(self._registry.rollouts.latest, request.model)
+        return pb.GetRolloutResponse(rollout=c.rollout_to_proto(rollout))
+
+    async def _change_rollout(
+        self, change: Callable[[str, str, str], object], request: pb.ChangeRolloutRequest
+    ) -> pb.ChangeRolloutResponse:
+        actor = audit_actor(request.actor)
+        await asyncio.to_thread(change, request.model, actor, request.reason)
+        rollout = await asyncio.to_thread(self._registry.rollouts.latest, request.model)
+        return pb.ChangeRolloutResponse(rollout=c.rollout_to_proto(rollout))
+
+    async def PauseRollout(self, request: pb.ChangeRolloutRequest, context):  # type: ignore[no-untyped-def]
+        return await self._change_rollout(self._registry.rollouts.pause, request)
+
+    async def ResumeRollout(self, request: pb.ChangeRolloutRequest, context):  # type: ignore[no-untyped-def]
+        return await self._change_rollout(self._registry.rollouts.resume, request)
+
+    async def AbortRollout(self, request: pb.ChangeRolloutRequest, context):  # type: ignore[no-untyped-def]
+        return await self._change_rollout(self._registry.rollouts.abort, request)
 
     async def Watch(
         self, request: pb.WatchRequest, context: grpc.aio.ServicerContext

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
-from pydantic import Field
-from pydantic_settings import SettingsConfigDict
+from typing import Annotated
+
+from pydantic import Field, field_validator
+from pydantic_settings import NoDecode, SettingsConfigDict
 
 from shared.settings import ServiceSettings
+
+CommaList = Annotated[list[str], NoDecode]
 
 
 class RegistrySettings(ServiceSettings):
@@ -23,3 +27,16 @@ class RegistrySettings(ServiceSettings):
     # processes sharing the database); changes made here wake it at once.
     watch_poll_interval_s: float = Field(default=1.0, gt=0)
     default_page_size: int = Field(default=50, ge=1, le=1000)
+    # The inference service whose per-version figures the rollout controller reads:
+    # one address, or several (comma-separated) whose figures add up; empty turns the
+    # controller off (policies can still be set).
+    inference_addr: CommaList = Field(default_factory=list)
+    # How often the controller looks at rollouts and new versions.
+    rollout_interval_s: float = Field(default=2.0, gt=0, le=3600)
+
+    @field_validator("inference_addr", mode="before")
+    @classmethod
+    def _split_commas(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [item.strip() for item in value.split(",") if item.strip()]
+        return value

@@ -1,6 +1,7 @@
 """The registry's tables (SQLAlchemy 2 ORM): models, versions, artifacts, aliases, the alias
-audit log and the change feed. Every mutation appends one row to `changes` in the same
-transaction, so the feed's revisions follow commit order."""
+audit log, the change feed, and rollout policies, rollouts and their events. Every
+mutation appends one row to `changes` in the same transaction, so the feed's revisions
+follow commit order."""
 
 from __future__ import annotations
 
@@ -130,3 +131,55 @@ class ChangeRow(Base):
     alias: Mapped[str] = mapped_column(String(128), default="")
     traffic_weight: Mapped[int] = mapped_column(Integer, default=0)
     changed_at: Mapped[datetime]
+
+
+class RolloutPolicyRow(Base):
+    """A model's rollout policy (services.registry.rollouts.policy), as JSON."""
+
+    __tablename__ = "rollout_policies"
+
+    model_id: Mapped[int] = mapped_column(
+        ForeignKey("models.id", ondelete="CASCADE"), primary_key=True
+    )
+    policy: Mapped[dict[str, Any]]
+    updated_at: Mapped[datetime]
+
+
+class RolloutRow(Base):
+    """One rollout of a version; (model, version) is unique, so a version is rolled out
+    at most once, however many controllers race to start it."""
+
+    __tablename__ = "rollouts"
+    __table_args__ = (UniqueConstraint("model", "version"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    model: Mapped[str] = mapped_column(String(128), index=True)
+    version: Mapped[int] = mapped_column(BigInteger)
+    production_version: Mapped[int] = mapped_column(BigInteger)
+    state: Mapped[str] = mapped_column(String(32))
+    step: Mapped[int] = mapped_column(Integer)
+    traffic_weight: Mapped[int] = mapped_column(Integer)
+    policy: Mapped[dict[str, Any]]
+    started_at: Mapped[datetime]
+    step_started_at: Mapped[datetime]
+    updated_at: Mapped[datetime]
+
+
+class RolloutEventRow(Base):
+    """A rollout's audit trail: every step and decision, with its evidence."""
+
+    __tablename__ = "rollout_events"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    rollout_id: Mapped[int] = mapped_column(
+        ForeignKey("rollouts.id", ondelete="CASCADE"), index=True
+    )
+    version: Mapped[int] = mapped_column(BigInteger)
+    kind: Mapped[str] = mapped_column(String(32))
+    step: Mapped[int] = mapped_column(Integer)
+    traffic_weight: Mapped[int] = mapped_column(Integer)
+    actor: Mapped[str] = mapped_column(String(256))
+    detail: Mapped[str] = mapped_column(Text)
+    evidence: Mapped[dict[str, Any]]
+    happened_at: Mapped[datetime]
+    revision: Mapped[int] = mapped_column(BigInteger, index=True)

@@ -1,4 +1,5 @@
-"""Fixtures for the registry: settings -> real grpc.aio server -> stub, and upload helpers."""
+"""Fixtures for the registry: settings -> real grpc.aio server -> stub, the core on each
+store with no sockets, and upload helpers."""
 
 from __future__ import annotations
 
@@ -7,8 +8,11 @@ import hashlib
 import pytest
 
 from services.registry import entities as e
+from services.registry.core import Registry
 from services.registry.settings import RegistrySettings
+from shared.blobstore import BlobStore
 from shared.channels import open_channel
+from shared.db import make_engine
 from tests.support.registry import registry_settings, running_registry
 from tfmesh.registry.v1 import registry_pb2 as pb
 from tfmesh.registry.v1 import registry_pb2_grpc
@@ -67,3 +71,24 @@ async def upload(stub, model: str, blobs: dict[str, bytes], **fields) -> pb.Uplo
             yield message
 
     return await stub.UploadVersion(stream())
+
+
+@pytest.fixture
+def core(database_url, tmp_path) -> Registry:
+    engine = make_engine(database_url)
+    yield Registry(
+        engine,
+        BlobStore(tmp_path / "blobs"),
+        default_rule=ACCURACY_RULE,
+        max_artifact_bytes=1024 * 1024,
+    )
+    engine.dispose()
+
+
+def add_version(core: Registry, model: str, data: bytes, **fields) -> tuple[e.ModelVersion, bool]:
+    spec = e.ArtifactSpec("model.keras", len(data), hashlib.sha256(data).hexdigest())
+    upload = core.begin_upload(e.UploadHeader(model, [spec], create_model=True, **fields))
+    if upload.existing is not None:
+        return upload.existing, False
+    upload.write(data)
+    return upload.finish()

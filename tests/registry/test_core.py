@@ -2,38 +2,13 @@
 
 from __future__ import annotations
 
-import hashlib
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
 from services.registry import entities as e
-from services.registry.core import Registry
-from shared.blobstore import BlobStore
-from shared.db import make_engine
 from shared.errors import FailedPrecondition, InvalidArgument, NotFound
-from tests.registry.conftest import ACCURACY_RULE
-
-
-@pytest.fixture
-def core(database_url, tmp_path) -> Registry:
-    engine = make_engine(database_url)
-    yield Registry(
-        engine,
-        BlobStore(tmp_path / "blobs"),
-        default_rule=ACCURACY_RULE,
-        max_artifact_bytes=1024 * 1024,
-    )
-    engine.dispose()
-
-
-def add_version(core: Registry, model: str, data: bytes, **fields) -> tuple[e.ModelVersion, bool]:
-    spec = e.ArtifactSpec("model.keras", len(data), hashlib.sha256(data).hexdigest())
-    upload = core.begin_upload(e.UploadHeader(model, [spec], create_model=True, **fields))
-    if upload.existing is not None:
-        return upload.existing, False
-    upload.write(data)
-    return upload.finish()
+from tests.registry.conftest import add_version
 
 
 def test_versions_are_numbered_per_model_and_never_reused(core):
