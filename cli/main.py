@@ -13,7 +13,7 @@ from typing import Annotated
 import grpc
 import typer
 
-from cli import data, predict, train
+from cli import data, predict, rollout, train
 from cli.output import print_json, table
 from cli.rpc import JsonFlag, run_rpc
 from cli.stack import LocalStack
@@ -32,6 +32,7 @@ models = typer.Typer(
 app.add_typer(models, name="models")
 app.add_typer(data.app, name="data")
 app.add_typer(train.app, name="train")
+app.add_typer(rollout.app, name="rollout")
 app.command("predict")(predict.predict)
 
 

@@ -36,7 +36,7 @@ from gateway.errors import (
 )
 from gateway.forward import DataPlaneForwarder, is_data_plane
 from gateway.jsonio import OrjsonResponse
-from gateway.routes import data, inference, kserve, registry, tfserving, training
+from gateway.routes import data, inference, kserve, registry, rollouts, tfserving, training
 from gateway.schemas import add_model_schemas, add_proto_schemas
 from gateway.settings import GatewaySettings
 from shared.errors import DomainError
@@ -162,7 +162,7 @@ def create_app(
     async def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
-    for routes in (registry, data, training, inference):
+    for routes in (registry, rollouts, data, training, inference):
         app.include_router(routes.router)
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
