@@ -49,6 +49,8 @@ STACK_PRINCIPALS = {
     "training": ["trainer", "deployer"],
     "inference": ["viewer"],
     "data": ["viewer"],
+    # The rollout controller reads the inference service's per-version figures.
+    "registry": ["viewer"],
 }
 
 
@@ -242,7 +244,7 @@ class LocalStack:
         token in `auth/admin.token`) and one per calling service (`auth/<service>.token`)."""
         directory = self.home / "auth"
         tokens = directory / "tokens.json"
-        if tokens.exists():
+        if tokens.exists() and all((directory / f"{n}.token").exists() for n in STACK_PRINCIPALS):
             return tokens
         directory.mkdir(parents=True, exist_ok=True)
         principals = []

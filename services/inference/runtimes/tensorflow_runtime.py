@@ -64,7 +64,8 @@ class TensorFlowRuntime:
             tuple(_spec(name, spec) for name, spec in sorted(inputs.items())),
             tuple(_spec(name, spec) for name, spec in sorted(outputs.items())),
         )
-        variables = list(loaded.variables)
+        # Keras exports list their variables; a SavedModel of a plain tf.Module may not.
+        variables = list(getattr(loaded, "variables", ()))
         self.device = variables[0].device if variables else device
 
     def predict(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
