@@ -4,9 +4,11 @@ Starts the local stack, imports scikit-learn's digits into the data service, tra
 model with a small hyperparameter search (progress shown), registers it and promotes v1,
 predicts the test split through the inference service's three APIs (tfmesh, TF Serving,
 KServe v2), each over gRPC and over the REST gateway, and checks that the accuracies
-agree; trains v2, puts it on canary at 20% and shows the observed split, promotes it and
-shows the traffic move, reads live figures of that traffic back from the stack's Prometheus,
-then stops the stack. It ends with a summary table and writes a training-curve PNG."""
+agree; sets a rollout policy and trains v2, which the registry's controller rolls out by
+itself (canary 10% -> 50% -> 100%, then promotion) while the test split is sent as traffic
+and its true labels as feedback, printing each step and its evidence; shows the traffic
+move, reads live figures of that traffic back from the stack's Prometheus, then stops the
+stack. It ends with a summary table and writes a training-curve PNG."""
 
 from __future__ import annotations
 
@@ -30,7 +32,7 @@ from cli.prometheus import LocalPrometheus
 from cli.stack import LocalStack, built_services, stack_authorization, stack_tls
 from inference import grpc_predict_v2_pb2 as v2
 from inference import grpc_predict_v2_pb2_grpc as v2_grpc
-from shared.aliases import CANARY, PRODUCTION
+from shared.aliases import PRODUCTION
 from shared.channels import open_channel
 from shared.settings import default_home
 from shared.tensors import from_tensor, to_tensor
@@ -126,7 +128,7 @@ class Demo:
                         float_range=tpb.FloatRange(low=1e-3, high=1e-2, log=True),
                     ),
                     tpb.SearchParameter(
-                        name="hidden_units", choice=tpb.Choice(values=["64", "128,64"])
+                        name="hidden_units", choice=tpb.Choice(values=["16", "32,16"])
                     ),
                 ],
                 max_trials=3,
@@ -176,7 +178,9 @@ class Demo:
         if not agree:
             raise SystemExit("served accuracies differ between APIs")
 
-        step("4. train v2, put it on canary at 20%, observe the split")
+        step("4. set a rollout policy, train v2: the controller rolls it out on live evidence")
+        await registry.SetRolloutPolicy(rpb.SetRolloutPolicyRequest(policy=ROLLOUT_POLICY))
+        self.summary.add("rollout policy", policy_text(ROLLOUT_POLICY))
         spec2 = tpb.JobSpec()
         spec2.CopyFrom(spec)
         spec2.ClearField("search")
@@ -186,43 +190,16 @@ class Demo:
         v2_job = await self.train(training, spec2, "v2")
         version2 = v2_job.registration.version
         self.summary.add("v2 test accuracy (training service)", f"{v2_job.metrics['accuracy']:.4f}")
-        await registry.SetAlias(
-            rpb.SetAliasRequest(
-                model=MODEL,
-                alias=CANARY,
-                version=version2,
-                traffic_weight=20,
-                actor="demo",
-                reason="demo canary",
-            )
-        )
-        await wait_for_labels(inference, {PRODUCTION: version1, CANARY: version2})
-        split = await observe_split(inference, x_test, input_name, 1000)
+        rollout = await watch_rollout(registry, inference, version2, x_test, y_test, input_name)
+        state = rpb.Rollout.State.Name(rollout.state).removeprefix("STATE_").lower()
         self.summary.add(
-            "canary 20%: share served by v2 over 1000 requests",
-            f"{split[version2] / 1000:.1%}",
+            "rollout of v2",
+            " -> ".join(f"{e.kind} {e.traffic_weight}%" for e in rollout.events) + f": {state}",
         )
+        if rollout.state != rpb.Rollout.STATE_PROMOTED:
+            raise SystemExit(f"the rollout of v2 ended {state}: {rollout.events[-1].detail}")
 
-        step("5. promote v2 (the registry's gate decides), watch traffic move")
-        request = rpb.SetAliasRequest(
-            model=MODEL,
-            alias=PRODUCTION,
-            version=version2,
-            actor="demo",
-            reason="canary looked healthy",
-        )
-        try:
-            await registry.SetAlias(request)
-            self.summary.add("v2 promotion", "allowed by the gate")
-        except grpc.aio.AioRpcError as refused:
-            console.print(f"  gate: {refused.details()}")
-            request.override_gate = True
-            request.reason = "demo: promote the canary even though the gate refused"
-            await registry.SetAlias(request)
-            self.summary.add("v2 promotion", "refused by the gate, then overridden (audited)")
-        await registry.DeleteAlias(
-            rpb.DeleteAliasRequest(model=MODEL, alias=CANARY, actor="demo", reason="promoted")
-        )
+        step("5. v2 serves all traffic")
         await wait_for_labels(inference, {PRODUCTION: version2})
         split = await observe_split(inference, x_test, input_name, 200)
         self.summary.add("after promotion: share served by v2", f"{split[version2] / 200:.1%}")
@@ -308,6 +285,89 @@ class Demo:
             raise SystemExit(f"job {name} ended {tpb.JobState.Name(job.state)}: {job.error}")
         self.curves.by_version[label] = epochs
         return job
+
+
+ROLLOUT_POLICY = rpb.RolloutPolicy(
+    model=MODEL,
+    steps=[10, 50, 100],
+    step_seconds=2,
+    step_min_requests=60,
+    step_timeout_seconds=90,
+    checks=[
+        rpb.RolloutCheck(
+            metric=rpb.RolloutCheck.METRIC_ERROR_RATIO, max_degradation=0.02, min_samples=50
+        ),
+        rpb.RolloutCheck(
+            metric=rpb.RolloutCheck.METRIC_LATENCY_P99, max_degradation=1.0, min_samples=50
+        ),
+        rpb.RolloutCheck(
+            metric=rpb.RolloutCheck.METRIC_LIVE_ACCURACY, max_degradation=0.05, min_samples=100
+        ),
+    ],
+    confidence=0.99,
+)
+
+
+def policy_text(policy: rpb.RolloutPolicy) -> str:
+    names = {v: k.removeprefix("METRIC_").lower() for k, v in rpb.RolloutCheck.Metric.items()}
+    checks = ", ".join(
+        f"{names[c.metric]} within {c.max_degradation:g} (n>={c.min_samples})"
+        for c in policy.checks
+    )
+    steps = " -> ".join(f"{s}%" for s in policy.steps)
+    return f"{steps}, each >= {policy.step_seconds:g} s; {checks}"
+
+
+async def watch_rollout(  # type: ignore[no-untyped-def]
+    registry, inference, version: int, x: np.ndarray, y: np.ndarray, input_name: str
+) -> rpb.Rollout:
+    """Send the test split as unpinned traffic, with each answer's true label as feedback,
+    and print the rollout's events as the controller records them, until it ends."""
+    feedback: list[ipb.FeedbackItem] = []
+    stop = asyncio.Event()
+
+    async def client(offset: int) -> None:
+        row = offset
+        while not stop.is_set():
+            request = ipb.PredictRequest(
+                model=MODEL, inputs={input_name: to_tensor(x[row % len(x)][None])}
+            )
+            answer = await inference.Predict(request)
+            feedback.append(
+                ipb.FeedbackItem(request_id=answer.request_id, labels=[float(y[row % len(x)])])
+            )
+            row += 8
+
+    clients = [asyncio.create_task(client(i)) for i in range(8)]
+    shown = 0
+    deadline = time.monotonic() + 300
+    try:
+        while True:
+            await asyncio.sleep(0.25)
+            batch, feedback[:] = list(feedback), []
+            if batch:
+                await inference.ReportFeedback(ipb.ReportFeedbackRequest(model=MODEL, items=batch))
+            try:
+                reply = await registry.GetRollout(rpb.GetRolloutRequest(model=MODEL))
+            except grpc.aio.AioRpcError as error:
+                if error.code() != grpc.StatusCode.NOT_FOUND:
+                    raise
+                continue
+            rollout = reply.rollout
+            if rollout.version != version:
+                continue
+            for event in rollout.events[shown:]:
+                console.print(
+                    f"  [bold]{event.kind} {event.traffic_weight}%[/bold]: {event.detail}"
+                )
+            shown = len(rollout.events)
+            if rollout.state not in (rpb.Rollout.STATE_RUNNING, rpb.Rollout.STATE_PAUSED):
+                return rollout
+            if time.monotonic() > deadline:
+                raise SystemExit(f"the rollout of v{version} did not end in 300 s")
+    finally:
+        stop.set()
+        await asyncio.gather(*clients, return_exceptions=True)
 
 
 def registration_text(registration: tpb.Registration) -> str:

@@ -35,6 +35,11 @@ def test_demo_runs_the_lifecycle_end_to_end(tmp_path):
     output = finished.stdout + finished.stderr
     assert finished.returncode == 0, output[-4000:]
     assert "gRPC and REST, all three APIs agree: yes" in output
+    # v2 was rolled out by the registry's controller on live evidence, step by step.
+    assert (
+        "rollout of v2: started 10% -> stepped 50% -> stepped 100% -> promoted 100%: promoted"
+        in output
+    ), output[-4000:]
     assert "after promotion: share served by v2: 100.0%" in output
     # The closing figures come from the real Prometheus the demo started.
     assert "Prometheus: http://127.0.0.1:" in output
