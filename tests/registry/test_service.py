@@ -265,3 +265,43 @@ async def test_reflection_lists_the_registry_and_health(channel):
     replies = [reply async for reply in stub.ServerReflectionInfo(iter([request]))]
     names = {s.name for s in replies[0].list_services_response.service}
     assert {"tfmesh.registry.v1.RegistryService", "grpc.health.v1.Health"} <= names
+
+
+async def test_rollout_rpcs_refuse_bad_input_and_change_nothing(stub):
+    await upload(stub, "m", {"a": b"1"})
+    policy = pb.RolloutPolicy(
+        model="m",
+        steps=[5, 50, 20, 100],
+        step_seconds=1,
+        step_min_requests=10,
+        step_timeout_seconds=30,
+        checks=[
+            pb.RolloutCheck(
+                metric=pb.RolloutCheck.METRIC_ERROR_RATIO, max_degradation=2, min_samples=10
+            ),
+            pb.RolloutCheck(max_degradation=0.1, min_samples=10),
+        ],
+    )
+    error = await expect_error(
+        stub.SetRolloutPolicy(pb.SetRolloutPolicyRequest(policy=policy)),
+        grpc.StatusCode.INVALID_ARGUMENT,
+    )
+    assert set(field_violations(error)) == {
+        "policy.steps",
+        "policy.checks[0].max_degradation",
+        "policy.checks[1].metric",
+    }
+    await expect_error(
+        stub.GetRolloutPolicy(pb.GetRolloutPolicyRequest(model="m")), grpc.StatusCode.NOT_FOUND
+    )
+    await expect_error(
+        stub.PauseRollout(pb.ChangeRolloutRequest(model="m")), grpc.StatusCode.FAILED_PRECONDITION
+    )
+    await expect_error(stub.GetRollout(pb.GetRolloutRequest(model="m")), grpc.StatusCode.NOT_FOUND)
+    del policy.steps[:]
+    policy.steps.extend([5, 20, 50, 100])
+    del policy.checks[:]
+    stored = await stub.SetRolloutPolicy(pb.SetRolloutPolicyRequest(policy=policy))
+    assert list(stored.policy.steps) == [5, 20, 50, 100] and stored.policy.confidence == 0.95
+    fetched = await stub.GetRolloutPolicy(pb.GetRolloutPolicyRequest(model="m"))
+    assert fetched.policy.step_timeout_seconds == 30
