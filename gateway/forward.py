@@ -36,12 +36,14 @@ REQUEST_HEADERS = (
     b"accept",
     b"inference-header-content-length",
     b"authorization",
+    b"x-request-id",
 )
 ANSWER_HEADERS = (
     "Content-Type",
     "Content-Length",
     "Inference-Header-Content-Length",
     VERSION_HEADER,
+    "X-Request-Id",
 )
 
 

@@ -71,6 +71,7 @@ def version_stats_to_proto(model: ModelView, stats: VersionStatistics) -> pb.Ver
             correct_rows=feedback.correct_rows,
             abs_error_sum=feedback.abs_error_sum,
             late=feedback.late,
+            classified_rows=feedback.classified_rows,
         ),
     )
 

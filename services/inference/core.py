@@ -27,7 +27,7 @@ from services.inference.routing import Router
 from services.inference.serving import Prediction, request_id_or_new
 from services.inference.statistics import VersionStatistics
 from services.inference.validation import check_output_filter, default_field, validate_inputs
-from shared.errors import DomainError, NotFound
+from shared.errors import DeadlineExceeded, DomainError, NotFound
 
 __all__ = ["InferenceCore", "Prediction", "submit_in_batches"]
 
@@ -72,6 +72,7 @@ class InferenceCore:
         with self._tracer.start_as_current_span("inference.request") as span:
             try:
                 target = self.route(model, version, label)
+                predictions = self.manager.model(model).feedback
                 span.set_attributes({"model": model, "model.version": target.version})
                 signature = target.runtime.signature
                 rows = validate_inputs(
@@ -85,6 +86,8 @@ class InferenceCore:
                 outputs = await queued
             except DomainError as error:
                 code = error.code.name
+                if isinstance(error, DeadlineExceeded) and queued is not None and target:
+                    target.statistics.record_timeout(time.perf_counter() - started)
                 raise
             except asyncio.CancelledError:
                 code = "CANCELLED"
@@ -101,7 +104,7 @@ class InferenceCore:
                 if queued is not None and target is not None:
                     # Only requests the version took count as its answers (as in the owner).
                     target.statistics.record_answer(code == "OK", time.perf_counter() - started)
-        self.manager.model(model).feedback.record(request_id, target.version, outputs)
+        predictions.record(request_id, target.version, outputs)
         if output_filter:
             outputs = {name: outputs[name] for name in output_filter}
         return Prediction(model, target.version, outputs, request_id)

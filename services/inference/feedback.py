@@ -5,8 +5,10 @@ version, when, and the predicted value of each row (a classifier's class is the 
 its output; a model with one output column is a regressor and predicts that value). At most
 `max_predictions` are kept, the oldest forgotten first, so memory is bounded. A feedback
 item names a request id and gives the true value of each of its rows; joined to its
-prediction it adds to that version's `FeedbackTally` (rows, correct rows, absolute error),
-from which live accuracy and mean absolute error follow. An id the log does not hold
+prediction it adds to that version's `FeedbackTally` (rows, correct rows of classifiers,
+absolute error), from which live accuracy (classifiers) and mean absolute error follow.
+Predictions of more than `MAX_LOGGED_ROWS` rows are not logged, so each entry is small
+(about 200 bytes plus 8 per row). An id the log does not hold
 (never seen, or forgotten) counts as unknown, a prediction older than `retention_s` as
 late; neither is an error. A report is refused whole, and changes nothing, when an item is
 malformed, names a version that is not served, repeats an id, or reports an id twice."""
@@ -25,6 +27,9 @@ from shared.errors import FailedPrecondition, FieldViolation, raise_violations
 
 MAX_ITEMS = 10_000
 MAX_REQUEST_ID = 128
+# Predictions of more rows are not logged (feedback for them counts as unknown), so an
+# entry holds at most this many values and the log's memory stays bounded by its length.
+MAX_LOGGED_ROWS = 64
 
 
 @dataclass
@@ -37,6 +42,8 @@ class FeedbackTally:
     abs_error_sum: float = 0.0
     # Reports whose prediction was older than the retention.
     late: int = 0
+    # Rows of classifier predictions: live accuracy is correct_rows / classified_rows.
+    classified_rows: int = 0
 
     def plus(self, other: FeedbackTally) -> FeedbackTally:
         return FeedbackTally(
@@ -45,6 +52,7 @@ class FeedbackTally:
             self.correct_rows + other.correct_rows,
             self.abs_error_sum + other.abs_error_sum,
             self.late + other.late,
+            self.classified_rows + other.classified_rows,
         )
 
 
@@ -106,7 +114,7 @@ class PredictionLog:
         if not self.enabled or not request_id:
             return
         values = predicted_values(outputs)
-        if values is None:
+        if values is None or len(values[0]) > MAX_LOGGED_ROWS:
             return
         self._entries.pop(request_id, None)
         self._entries[request_id] = _Logged(version, values[0], values[1], self.clock())
@@ -136,6 +144,7 @@ class PredictionLog:
             delta.requests += 1
             delta.rows += len(truth)
             if logged.classifier:
+                delta.classified_rows += len(truth)
                 delta.correct_rows += int(np.sum(logged.predicted == truth))
             delta.abs_error_sum += float(np.sum(np.abs(logged.predicted - truth)))
             matched += 1

@@ -187,6 +187,7 @@ def count_feedback(model: str, outcome: FeedbackOutcome, log: PredictionLog) -> 
         FEEDBACK_ROWS.labels(*labels, "true").inc(added.correct_rows)
         FEEDBACK_ROWS.labels(*labels, "false").inc(added.rows - added.correct_rows)
         total = log.tally(version)
+        if total.classified_rows:
+            LIVE_ACCURACY.labels(*labels).set(total.correct_rows / total.classified_rows)
         if total.rows:
-            LIVE_ACCURACY.labels(*labels).set(total.correct_rows / total.rows)
             LIVE_ABS_ERROR.labels(*labels).set(total.abs_error_sum / total.rows)

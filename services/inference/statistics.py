@@ -103,6 +103,11 @@ class VersionStatistics:
             self.last_inference_ms = int(time.time() * 1000)
             self.latency_counts[bisect.bisect_left(LATENCY_BOUNDS_S, took_s)] += 1
 
+    def record_timeout(self, took_s: float) -> None:
+        """A request whose deadline passed after the version took it: it took at least
+        this long, so it counts in the latency buckets (a slow version cannot hide)."""
+        self.latency_counts[bisect.bisect_left(LATENCY_BOUNDS_S, took_s)] += 1
+
     def record_model_error(self) -> None:
         self.model_errors += 1
 

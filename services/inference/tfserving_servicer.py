@@ -38,6 +38,7 @@ STATES = {
 PREDICTION_SERVICE = prediction_service_pb2.DESCRIPTOR.services_by_name[
     "PredictionService"
 ].full_name
+REQUEST_ID_KEY = "x-request-id"
 MODEL_SERVICE = model_service_pb2.DESCRIPTOR.services_by_name["ModelService"].full_name
 
 
@@ -58,7 +59,10 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
             label=label,
             deadline=deadline_of(context),
             output_filter=list(request.output_filter),
+            request_id=dict(context.invocation_metadata() or ()).get(REQUEST_ID_KEY, ""),
         )
+        # TF Serving's messages have no request id: it travels as metadata both ways.
+        context.set_trailing_metadata(((REQUEST_ID_KEY, prediction.request_id),))
         return predict_pb2.PredictResponse(
             model_spec=c.model_spec(prediction.model, prediction.version),
             outputs=c.outputs_to_proto(prediction),

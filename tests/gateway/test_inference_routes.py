@@ -73,6 +73,11 @@ async def test_tfserving_row_and_columnar_predict(platform):
     rows = await platform.post("/v1/models/echo:predict", json={"instances": ROWS})
     assert rows.status_code == 200, rows.text
     assert rows.json() == {"predictions": ROWS}
+    assert len(rows.headers["x-request-id"]) == 32  # made up by the service, passed back
+    given = await platform.post(
+        "/v1/models/echo:predict", json={"instances": ROWS}, headers={"x-request-id": "mine"}
+    )
+    assert given.headers["x-request-id"] == "mine"
     columns = await platform.post("/v1/models/echo:predict", json={"inputs": ROWS})
     assert columns.json() == {"outputs": ROWS}
     named = await platform.post("/v1/models/echo/versions/2:predict", json={"inputs": {"x": ROWS}})

@@ -8,7 +8,12 @@ import httpx
 import numpy as np
 import pytest
 
-from services.inference.feedback import FeedbackItem, PredictionLog, predicted_values
+from services.inference.feedback import (
+    MAX_LOGGED_ROWS,
+    FeedbackItem,
+    PredictionLog,
+    predicted_values,
+)
 from shared.errors import FailedPrecondition, InvalidArgument
 from shared.tensors import from_tensor, to_tensor
 from tests.inference.models import digits_rows
@@ -43,6 +48,7 @@ def test_feedback_joins_by_id_and_counts_correct_rows_per_version():
     )
     assert (outcome.matched, outcome.unknown, outcome.late) == (2, 1, 0)
     assert (log.tally(1).rows, log.tally(1).correct_rows) == (2, 1)
+    assert log.tally(1).classified_rows == 2
     assert (log.tally(2).rows, log.tally(2).correct_rows) == (2, 0)
     assert log.unknown == 1
 
@@ -52,7 +58,14 @@ def test_a_regressor_adds_its_absolute_error():
     log.record("r", 3, {"y": np.array([[1.0], [4.0]])})
     log.report([FeedbackItem("r", (2.0, 2.5))], {3})
     assert log.tally(3).abs_error_sum == pytest.approx(2.5)
-    assert log.tally(3).correct_rows == 0
+    # No accuracy for a regressor: none of its rows are classified.
+    assert log.tally(3).correct_rows == 0 and log.tally(3).classified_rows == 0
+
+
+def test_a_prediction_of_more_rows_than_the_log_keeps_is_not_logged():
+    log = PredictionLog()
+    log.record("big", 1, {"out": np.zeros((MAX_LOGGED_ROWS + 1, 3))})
+    assert log.report([FeedbackItem("big", (0,) * (MAX_LOGGED_ROWS + 1))], {1}).unknown == 1
 
 
 def test_the_log_forgets_the_oldest_past_its_bound_and_late_feedback_is_counted():
@@ -178,3 +191,19 @@ async def test_rest_answers_carry_the_request_id(server):
     assert made_up.headers["x-request-id"] == made_up.json()["id"]
     assert header.json()["id"] == "from-envoy"
     assert tf.status_code == 200 and tf.headers["x-request-id"] == "tf-serving-call"
+
+
+async def test_tf_serving_grpc_takes_and_returns_the_request_id_as_metadata(server, channel):
+    import tensorflow as tf
+    from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
+
+    stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+    request = predict_pb2.PredictRequest()
+    request.model_spec.name = "digits"
+    request.inputs["x"].CopyFrom(tf.make_tensor_proto(digits_rows(1)))
+    given = stub.Predict(request, metadata=(("x-request-id", "tf-grpc-1"),), timeout=10)
+    await given
+    assert dict(await given.trailing_metadata())["x-request-id"] == "tf-grpc-1"
+    made_up = stub.Predict(request, timeout=10)
+    await made_up
+    assert len(dict(await made_up.trailing_metadata())["x-request-id"]) == 32

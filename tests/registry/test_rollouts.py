@@ -310,3 +310,40 @@ async def test_a_canary_moved_by_hand_ends_the_rollout_and_keeps_the_aliases(rig
     assert rollout.version == 3 and rollout.state is RolloutState.ABORTED
     assert "moved to version 2 by hand" in rollout.events[-1].detail
     assert aliases(core)["canary"] == (2, 30)
+
+
+async def test_a_decision_read_before_a_pause_and_resume_is_refused(rig):
+    core, source, clock, controller = rig
+    add_version(core, "m", b"v2", metrics={"accuracy": 0.95})
+    await controller.tick()
+    (seen,) = core.rollouts.active()
+    core.rollouts.pause("m", "ops", "")
+    core.rollouts.resume("m", "ops", "")
+    with pytest.raises(FailedPrecondition, match="moved on"):
+        core.rollouts.roll_back(seen, "judged on the step clock before the pause", {})
+    assert core.rollouts.latest("m").state is RolloutState.RUNNING
+
+
+async def test_a_step_is_refused_when_the_canary_was_moved_after_the_tick_read_it(rig):
+    core, source, clock, controller = rig
+    add_version(core, "m", b"v2", metrics={"accuracy": 0.95})
+    await controller.tick()
+    (seen,) = core.rollouts.active()
+    core.aliases.set_alias("m", "canary", 2, traffic_weight=1)
+    with pytest.raises(FailedPrecondition, match="moved by hand"):
+        core.rollouts.advance(seen, "stale", {})
+    assert aliases(core)["canary"] == (2, 1)
+
+
+def test_a_production_without_its_minimum_sample_makes_the_check_wait():
+    check = Check(Metric.LIVE_ACCURACY, 0.05, 100)
+    one_row = figures(1, rows=1, correct=1)
+    assert evaluate(check, figures(2, rows=500, correct=475), one_row, 0.95).verdict is Verdict.WAIT
+
+
+def test_a_p99_past_the_last_bucket_gives_finite_evidence():
+    check = Check(Metric.LATENCY_P99, 0.5, 10)
+    stuck = VersionFigures(2, 20, 0, BOUNDS, (0,) * len(BOUNDS) + (20,))
+    result = evaluate(check, stuck, figures(1, 5000), 0.95)
+    assert result.verdict is Verdict.FAIL
+    assert all(abs(value) < 1e10 for value in result.evidence.values())

@@ -324,6 +324,7 @@ def statistics_to_frame(query: int, statistics: Sequence[VersionStatistics]) -> 
                 correct_rows=s.feedback.correct_rows,
                 abs_error_sum=s.feedback.abs_error_sum,
                 late=s.feedback.late,
+                classified_rows=s.feedback.classified_rows,
             ),
         )
         for s in statistics
@@ -372,6 +373,7 @@ def statistics_from_frame(frame: dp.Statistics) -> list[VersionStatistics]:
                 s.feedback.correct_rows,
                 s.feedback.abs_error_sum,
                 s.feedback.late,
+                s.feedback.classified_rows,
             ),
         )
         for s in frame.versions

@@ -38,10 +38,11 @@ from services.inference.core import (
 from services.inference.dataplane import frames
 from services.inference.dataplane.connection import FrameConnection, socket_address
 from services.inference.dataplane.slab import Slab
+from services.inference.feedback import PredictionLog
 from services.inference.model_manager import LoadedVersion, ModelManager, ServedModel
 from services.inference.statistics import VersionStatistics
 from services.inference.validation import validate_inputs
-from shared.errors import Cancelled, Code, DomainError, NotFound, RemoteStatus
+from shared.errors import Cancelled, Code, DeadlineExceeded, DomainError, NotFound, RemoteStatus
 from tfmesh.inference.dataplane.v1 import dataplane_pb2 as dp
 
 log = logging.getLogger(__name__)
@@ -214,6 +215,7 @@ class _Session:
             if submit.traceparent:
                 context = PROPAGATOR.extract({"traceparent": submit.traceparent})
                 link = trace.get_current_span(context).get_span_context()
+            predictions = self._owner.served(submit.model).feedback
             future = submit_in_batches(
                 target.batcher, inputs, submit.rows, submit.deadline or None, link
             )
@@ -221,12 +223,15 @@ class _Session:
             self._answer_error(submit.call, error)
             return
         self._calls[submit.call] = future
-        future.add_done_callback(functools.partial(self._finish, submit, target, started))
+        future.add_done_callback(
+            functools.partial(self._finish, submit, target, predictions, started)
+        )
 
     def _finish(
         self,
         submit: dp.Submit,
         target: LoadedVersion,
+        predictions: PredictionLog,
         started: float,
         future: asyncio.Future[Arrays],
     ) -> None:
@@ -247,13 +252,15 @@ class _Session:
                 error = _internal(f"version {target.version} returned no output {missing}")
         target.statistics.record_answer(error is None, time.perf_counter() - started)
         if error is not None:
+            if isinstance(error, DeadlineExceeded):
+                target.statistics.record_timeout(time.perf_counter() - started)
             if not isinstance(error, DomainError):
                 log.error("a batch failed", exc_info=error)
                 target.statistics.record_model_error()
                 error = _internal(f"internal error: {type(error).__name__}")
             self._answer_error(submit.call, error)
             return
-        self._owner.served(submit.model).feedback.record(submit.request_id, target.version, outputs)
+        predictions.record(submit.request_id, target.version, outputs)
         self.connection.send(
             dp.Frame(result=dp.Result(call=submit.call, version=target.version, outputs=refs))
         )

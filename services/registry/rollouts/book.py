@@ -242,6 +242,7 @@ class RolloutBook:
         """Move the canary to the next step's weight."""
         with self._db.write() as session:
             row = self._current(session, rollout, RolloutState.RUNNING)
+            self._check_canary(session, row)
             row.step += 1
             row.traffic_weight = rollout.policy.steps[row.step]
             row.step_started_at = row.updated_at = now()
@@ -256,6 +257,7 @@ class RolloutBook:
         """Make the version production (through the promotion gate) and drop the canary."""
         with self._db.write() as session:
             row = self._current(session, rollout, RolloutState.RUNNING)
+            self._check_canary(session, row)
             self._aliases.set_in(session, row.model, PRODUCTION, row.version, 0, CONTROLLER, detail)
             self._drop_canary(session, row, detail)
             return self._finish(
@@ -318,6 +320,7 @@ class RolloutBook:
             row is None
             or row.step != rollout.step
             or row.state != rollout.state.value
+            or _aware(row.updated_at) != rollout.updated_at
             or (state is not None and row.state != state.value)
         ):
             raise FailedPrecondition(
@@ -325,6 +328,19 @@ class RolloutBook:
                 "meanwhile; read it again"
             )
         return row
+
+    def _check_canary(self, session: Session, row: RolloutRow) -> None:
+        """Refuse a step when the canary is no longer where the rollout put it (moved by
+        hand meanwhile): the next tick sees it and ends the rollout."""
+        canary = session.get(AliasRow, (self._db.model_row(session, row.model).id, CANARY))
+        if (
+            canary is None
+            or canary.version.number != row.version
+            or canary.traffic_weight != row.traffic_weight
+        ):
+            raise FailedPrecondition(
+                f"the canary of {row.model!r} was moved by hand during the rollout"
+            )
 
     def _active_row(
         self, session: Session, model: str, state: RolloutState | None, verb: str

@@ -69,6 +69,8 @@ class RolloutController:
                 await asyncio.to_thread(self._begin, model, version, production, policy)
             except FailedPrecondition as error:
                 log.info("rollout not started", extra={"model": model, "error": error.message})
+            except Exception:  # noqa: BLE001 - the other models' rollouts go on
+                log.exception("rollout could not start", extra={"model": model})
         for rollout in await asyncio.to_thread(self._book.active):
             if rollout.state is RolloutState.RUNNING:
                 try:
@@ -78,6 +80,8 @@ class RolloutController:
                     log.info(
                         "rollout moved on", extra={"model": rollout.model, "error": error.message}
                     )
+                except Exception:  # noqa: BLE001 - the other models' rollouts go on
+                    log.exception("rollout tick failed", extra={"model": rollout.model})
 
     def _begin(self, model: str, version: int, production: int, policy: RolloutPolicy) -> None:
         rule = self._registry.get_model(model).promotion_rule

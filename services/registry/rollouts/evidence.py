@@ -1,9 +1,9 @@
 """The statistical checks of a rollout: is the canary worse than production by more than
 the policy allows?
 
-Each check waits until the canary has its minimum sample, then fails when a one-sided
-z-test says, at the policy's confidence, that the canary is worse than production by more
-than `max_degradation`, and passes otherwise:
+Each check waits until the canary and production have its minimum sample, then fails
+when a one-sided z-test says, at the policy's confidence, that the canary is worse than
+production by more than `max_degradation`, and passes otherwise:
 
 - error ratio (model errors / requests) and live accuracy (correct / reported rows): a
   two-proportion test of `canary - production > max_degradation` (for accuracy,
@@ -38,6 +38,7 @@ class VersionFigures:
     # Upper bounds in seconds, and counts (one more, for the slower ones).
     latency_bounds: tuple[float, ...] = ()
     latency_counts: tuple[int, ...] = ()
+    # Reported rows of classifier predictions, and those predicted right.
     feedback_rows: int = 0
     feedback_correct: int = 0
 
@@ -82,6 +83,15 @@ class CheckResult:
 def evaluate(
     check: Check, canary: VersionFigures, production: VersionFigures, confidence: float
 ) -> CheckResult:
+    """The check's verdict; every figure in its evidence is finite (JSON has no infinity)."""
+    result = _evaluate(check, canary, production, confidence)
+    evidence = {key: _finite(value) for key, value in result.evidence.items()}
+    return CheckResult(result.metric, result.verdict, result.detail, evidence)
+
+
+def _evaluate(
+    check: Check, canary: VersionFigures, production: VersionFigures, confidence: float
+) -> CheckResult:
     critical = NormalDist().inv_cdf(confidence)
     if check.metric is Metric.ERROR_RATIO:
         return _proportions(
@@ -121,7 +131,7 @@ def _proportions(
 ) -> CheckResult:
     (hits_c, n_c), (hits_p, n_p) = canary, production
     key = check.metric.value
-    if n_c < check.min_samples or n_p == 0:
+    if n_c < check.min_samples or n_p < check.min_samples:
         return CheckResult(
             check.metric,
             Verdict.WAIT,
@@ -186,5 +196,6 @@ def _latency(
 
 
 def _finite(value: float) -> float:
-    """JSON and protobuf maps take no infinities: a sure verdict's z is capped."""
+    """JSON (PostgreSQL's too) takes no infinities: a sure verdict's z, or a p99 past the
+    last bucket, is capped."""
     return max(-1e9, min(1e9, value))

@@ -23,13 +23,15 @@ def figures_of(stats: pb.VersionStats) -> VersionFigures:
         model_errors=stats.model_errors,
         latency_bounds=tuple(stats.latency_bounds_seconds),
         latency_counts=tuple(stats.latency_counts),
-        feedback_rows=stats.feedback.rows,
+        feedback_rows=stats.feedback.classified_rows,
         feedback_correct=stats.feedback.correct_rows,
     )
 
 
 def summed(parts: Sequence[VersionFigures]) -> VersionFigures:
     first = parts[0]
+    if any(p.latency_bounds != first.latency_bounds for p in parts):
+        raise Unavailable("inference replicas report different latency buckets (mixed builds?)")
     return VersionFigures(
         version=first.version,
         requests=sum(p.requests for p in parts),
