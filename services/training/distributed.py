@@ -48,6 +48,7 @@ def train_worker(spec: JobSpec, data: TrainingData, output: Path) -> dict[str, f
     import keras
     import tensorflow as tf
 
+    from services.training.evaluation import write_evaluation
     from services.training.export import export_model
     from services.training.models import build_model
     from services.training.trainer import make_dataset
@@ -89,6 +90,7 @@ def train_worker(spec: JobSpec, data: TrainingData, output: Path) -> dict[str, f
     probabilities = np.asarray(model(data.x_test, training=False))
     accuracy = float(np.mean(np.argmax(probabilities, axis=1) == data.y_test))
     export_model(model, output, spec.export_tflite)
+    write_evaluation(probabilities, data.y_test, data.info.num_classes, output)
     metrics = {"accuracy": accuracy}
     (output / "metrics.json").write_text(json.dumps(metrics))
     return metrics

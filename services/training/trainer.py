@@ -23,6 +23,7 @@ import tensorflow as tf
 
 from services.training.checkpoints import Checkpoint, CheckpointDir, CheckpointState, StoppingState
 from services.training.datasource import TrainingData
+from services.training.evaluation import write_evaluation
 from services.training.export import export_model
 from services.training.jobs import ArtifactFile, StopRequested
 from services.training.models import build_model
@@ -139,6 +140,12 @@ class Trainer:
         metrics = self._evaluate(model, checkpoint)
         self.reporter.phase_started("export")
         artifacts = export_model(model, self.workdir / "export", self.spec.export_tflite)
+        probabilities = model.predict(self.data.x_test, batch_size=256, verbose=0)
+        artifacts.append(
+            write_evaluation(
+                probabilities, self.data.y_test, self.data.info.num_classes, self.workdir / "export"
+            )
+        )
         return TrainingOutcome(
             metrics, params.as_strings(), artifacts, checkpoint.state.epochs_completed
         )

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import json
 
 import grpc
 import keras
+import numpy as np
 import pytest
 
 from services.registry.client import RegistryClient
@@ -77,7 +79,7 @@ async def test_unknown_dataset_is_not_found_on_the_field(training):
     assert list((await training.ListJobs(pb.ListJobsRequest())).jobs) == []
 
 
-async def test_job_trains_registers_and_streams_its_progress(training, registry):
+async def test_job_trains_registers_and_streams_its_progress(training, registry, tmp_path):
     spec = mlp_spec(epochs=3, model_name="digits-mlp", request_promotion=True)
     job = (await training.SubmitJob(pb.SubmitJobRequest(spec=spec))).job
     assert job.state == pb.JOB_STATE_QUEUED
@@ -97,7 +99,7 @@ async def test_job_trains_registers_and_streams_its_progress(training, registry)
     assert done.epochs_completed == 3 and done.attempt == 1
     assert not done.HasField("resumed_from_epoch")
     assert done.metrics["accuracy"] > 0.8
-    assert list(done.artifacts) == ["saved_model.tar", "model.keras"]
+    assert list(done.artifacts) == ["saved_model.tar", "model.keras", "evaluation.json"]
     assert done.registration.version == 1 and done.registration.created
     # The first version has no production version to beat: the gate lets it through.
     assert done.registration.promotion_requested and done.registration.promoted
@@ -109,7 +111,19 @@ async def test_job_trains_registers_and_streams_its_progress(training, registry)
     assert version.lineage.training_job == job.name
     assert version.metrics["accuracy"] == pytest.approx(done.metrics["accuracy"])
     assert version.params["hidden_units"] == "32" and version.params["optimizer"] == "adam"
-    assert [a.name for a in version.artifacts] == ["saved_model.tar", "model.keras"]
+    assert [a.name for a in version.artifacts] == [
+        "saved_model.tar",
+        "model.keras",
+        "evaluation.json",
+    ]
+    # The confusion matrix on the test split, kept with the version.
+    async with open_channel(registry) as channel:
+        path = tmp_path / "evaluation.json"
+        await RegistryClient(channel).download_artifact("digits-mlp", 1, "evaluation.json", path)
+    evaluation = json.loads(path.read_text())
+    matrix = np.array(evaluation["confusion_matrix"])
+    assert matrix.shape == (10, 10) and matrix.sum() == evaluation["rows"]
+    assert np.trace(matrix) / matrix.sum() == pytest.approx(done.metrics["accuracy"], abs=1e-6)
 
 
 async def test_watch_resumes_after_a_sequence(training):

@@ -15,6 +15,7 @@ import pytest
 import tensorflow as tf
 
 from services.training.checkpoints import CheckpointDir
+from services.training.evaluation import confusion_matrix
 from services.training.jobs import StopRequested
 from services.training.spec import EarlyStopping, Hyperparameters, JobSpec, MlpTemplate
 from services.training.trainer import Trainer, TrialRecord
@@ -144,10 +145,21 @@ def exported(digits, tmp_path_factory):
     return workdir, outcome, model
 
 
-def test_artifacts_are_the_saved_model_tar_keras_and_tflite(exported):
+def test_artifacts_are_the_saved_model_tar_keras_tflite_and_the_evaluation(exported):
     _, outcome, _ = exported
-    assert [a.name for a in outcome.artifacts] == ["saved_model.tar", "model.keras", "model.tflite"]
+    assert [a.name for a in outcome.artifacts] == [
+        "saved_model.tar",
+        "model.keras",
+        "model.tflite",
+        "evaluation.json",
+    ]
     assert all(a.path.stat().st_size > 0 for a in outcome.artifacts)
+
+
+def test_the_confusion_matrix_counts_true_classes_by_row():
+    truth = np.array([0, 0, 1, 2, 2, 2])
+    predicted = np.array([0, 1, 1, 2, 0, 2])
+    assert confusion_matrix(truth, predicted, 3) == [[1, 1, 0], [0, 1, 0], [1, 0, 2]]
 
 
 def test_saved_model_from_the_tar_equals_the_in_memory_model(exported, digits, tmp_path):
