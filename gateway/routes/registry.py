@@ -1,15 +1,20 @@
-"""`/api/v1/models/...`: the registry's models, versions, aliases and audit log over REST."""
+"""`/api/v1/models/...`: the registry's models, versions (and their artifacts' bytes),
+aliases and audit log over REST."""
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
+import grpc
 from fastapi import APIRouter, Path, Query, Request
+from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, Field
 
 from gateway.backends import Backends
 from gateway.jsonio import to_json
 from gateway.schemas import proto_response
+from shared.errors import Unavailable
 from tfmesh.registry.v1 import registry_pb2 as pb
 
 router = APIRouter(prefix="/api/v1/models", tags=["registry"])
@@ -112,6 +117,42 @@ async def get_version(request: Request, model: ModelName, version: VersionNumber
     b = _backends(request)
     message = pb.GetVersionRequest(model=model, version=version)
     return to_json(await b.read(b.registry.GetVersion, message))
+
+
+@router.get(
+    "/{model}/versions/{version}/artifacts/{artifact}",
+    summary="Download one of a version's artifacts (its bytes, checked against its sha256)",
+    response_class=StreamingResponse,
+    responses={200: {"description": "The artifact's bytes, in its media type"}},
+)
+async def download_artifact(
+    request: Request, model: ModelName, version: VersionNumber, artifact: AliasName
+) -> StreamingResponse:
+    b = _backends(request)
+    message = pb.DownloadArtifactRequest(model=model, version=version, artifact=artifact)
+    call = b.registry.DownloadArtifact(message, timeout=b.watch_deadline_s)
+    try:
+        # The artifact's description (or the failure of an unknown one) before the status line.
+        first = await call.read()
+    except BaseException:
+        call.cancel()
+        raise
+    if not isinstance(first, pb.DownloadArtifactResponse) or not first.HasField("info"):
+        call.cancel()
+        raise Unavailable("the registry ended the download before describing the artifact")
+    info = first.info
+    headers = {"content-length": str(info.size_bytes), "x-sha256": info.sha256}
+    return StreamingResponse(
+        _chunks(call), media_type=info.media_type or "application/octet-stream", headers=headers
+    )
+
+
+async def _chunks(call: grpc.aio.UnaryStreamCall) -> AsyncIterator[bytes]:
+    try:
+        while isinstance(part := await call.read(), pb.DownloadArtifactResponse):
+            yield part.chunk
+    finally:
+        call.cancel()
 
 
 @router.delete("/{model}/versions/{version}", summary="Delete a version", status_code=204)
