@@ -13,7 +13,7 @@ GEN := gen
 PROTOS := $(shell find protos -name '*.proto')
 export TFMESH_HOME ?= $(CURDIR)/.tfmesh
 
-.PHONY: venv setup python-version proto test lint up down status demo bench gpu-bundle \
+.PHONY: venv setup python-version proto test lint up down status demo console-screenshots bench gpu-bundle \
 	gpu-check lock clean debs kubectl manifests-check triton peer docs prometheus
 
 # What running the services needs: the venv and the generated code.
@@ -65,13 +65,16 @@ define deb
 endef
 
 # PostgreSQL for the store tests (a real server started by the test fixture), the libb64
-# that Triton's perf_analyzer links against (tests and benchmark), wrk (benchmark), and
-# Prometheus (the local monitoring stack; its promtool runs the alert rules' unit tests).
+# that Triton's perf_analyzer links against (tests and benchmark), wrk (benchmark),
+# Prometheus (the local monitoring stack; its promtool runs the alert rules' unit tests),
+# and Chromium with its driver (the web console's browser tests drive it headless).
 debs:
 	$(call deb,postgresql,ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1,the store tests)
 	$(call deb,libb64-0d,ldconfig -p | grep -q libb64.so.0d,Triton's perf_analyzer)
 	$(call deb,wrk,command -v wrk >/dev/null,the REST benchmark's load generator)
 	$(call deb,prometheus,command -v promtool >/dev/null,the monitoring stack and its rule tests)
+	$(call deb,chromium,command -v chromium >/dev/null,the web console's browser tests)
+	$(call deb,chromium-driver,command -v chromedriver >/dev/null,the web console's browser tests)
 
 # Only Prometheus, for `make demo` (which shows figures read back from it).
 prometheus: venv
@@ -137,6 +140,10 @@ status: venv
 
 demo: venv prometheus
 	$(PY) -m cli.demo $(DEMO_FLAGS)
+
+# The console screenshots in the README, made by its browser test.
+console-screenshots: setup
+	TFMESH_CONSOLE_SCREENSHOTS=docs/console $(PY) -m pytest tests/console
 
 # Speed and memory figures (never timed assertions in tests); JSON under bench/results/.
 bench: setup triton peer

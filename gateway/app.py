@@ -27,6 +27,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from gateway.access_log import AccessLog
 from gateway.auth import bearer_matches
 from gateway.backends import FORWARDED_AUTHORIZATION, Backends
+from gateway.console import mount_console
 from gateway.errors import (
     document_errors,
     domain_error_response,
@@ -43,7 +44,8 @@ from shared.errors import DomainError
 from shared.http_metrics import HttpMetrics, route_template
 from shared.telemetry import Telemetry
 
-OPEN_PATHS = ("/openapi.json", "/docs", "/healthz", "/v2/health/")
+# The console's pages are public; the API calls they make carry the user's token.
+OPEN_PATHS = ("/openapi.json", "/docs", "/healthz", "/v2/health/", "/ui")
 
 
 class BodyLimit:
@@ -164,6 +166,7 @@ def create_app(
 
     for routes in (registry, rollouts, data, training, inference):
         app.include_router(routes.router)
+    mount_console(app)
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
     if telemetry is not None:

@@ -54,7 +54,13 @@ def test_the_demo_installs_the_venv_generated_code_and_prometheus_and_nothing_el
 def test_the_tests_set_up_add_the_system_packages(tmp_path):
     run = make("-n", "-B", "test", f"VENV={tmp_path / 'venv'}")
     assert run.returncode == 0, run.stderr
-    for needed in ("apt-get install -y -q postgresql", "npm ci", "install_kubectl", "pytest"):
+    for needed in (
+        "apt-get install -y -q postgresql",
+        "apt-get install -y -q chromium",
+        "npm ci",
+        "install_kubectl",
+        "pytest",
+    ):
         assert needed in run.stdout, f"make test does not run {needed!r}"
 
 
