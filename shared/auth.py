@@ -11,9 +11,12 @@ identifies them under mutual TLS:
        "certificate_cn": "tfmesh training"}
     ]}
 
-With no tokens file, authentication is off (every call allowed, as before). With one,
-`Authenticator.check` finds the principal (`authorization: Bearer <token>` metadata, any
-case of the scheme; else the client certificate's common name), refuses an unknown caller
+A JWKS (`TFMESH_AUTH_JWKS`, shared.jwt_auth) adds principals from signed JWTs: a bearer
+token with a JWT's three parts is verified against it, named by its `sub` and given the
+roles of its roles claim. With neither a tokens file nor a JWKS, authentication is off
+(every call allowed, as before). With either, `Authenticator.check` finds the principal
+(`authorization: Bearer <token>` metadata, any case of the scheme; else the client
+certificate's common name), refuses an unknown caller
 with UNAUTHENTICATED and a missing permission with PERMISSION_DENIED, and returns the
 principal, which the interceptor makes `current_principal()` for the handler (the
 registry audits it)."""
@@ -28,9 +31,12 @@ from contextvars import ContextVar
 from dataclasses import dataclass
 from pathlib import Path
 
+from jwt import PyJWTError
+
 from shared.errors import PermissionDenied, Unauthenticated
+from shared.jwt_auth import JwtVerifier, looks_like_jwt
 from shared.permissions import METHOD_PERMISSIONS, OPEN, ROLE_PERMISSIONS, permissions_of
-from shared.settings import SettingsError
+from shared.settings import SecuritySettings, SettingsError
 
 _CURRENT: ContextVar[Principal | None] = ContextVar("tfmesh_principal", default=None)
 
@@ -122,20 +128,25 @@ def bearer_token(authorization: str) -> str | None:
 
 
 class Authenticator:
-    def __init__(self, book: TokenBook | None) -> None:
+    def __init__(self, book: TokenBook | None, jwts: JwtVerifier | None = None) -> None:
         self._book = book
+        self._jwts = jwts
 
     @property
     def enabled(self) -> bool:
-        return self._book is not None
+        return self._book is not None or self._jwts is not None
 
     def principal(self, authorization: str, common_names: Iterable[str]) -> Principal | None:
-        """The caller: by bearer token when one is given, else by certificate."""
-        assert self._book is not None
+        """The caller: by bearer token (a JWT, or one of the tokens file) when one is
+        given, else by certificate."""
         token = bearer_token(authorization) if authorization else None
         if token is not None:
-            return self._book.by_token(token)
-        return self._book.by_certificate(common_names)
+            if self._jwts is not None and looks_like_jwt(token):
+                found = self._jwts.principal_of(token)
+                if found is not None:
+                    return Principal(*found)
+            return self._book.by_token(token) if self._book is not None else None
+        return self._book.by_certificate(common_names) if self._book is not None else None
 
     def check(
         self, method: str, authorization: str, common_names: Iterable[str]
@@ -154,7 +165,7 @@ class Authenticator:
     ) -> Principal | None:
         """The caller, refused unless it has `permission` (None: a call no role may make);
         None when authentication is off or the call is open."""
-        if self._book is None or permission == OPEN:
+        if not self.enabled or permission == OPEN:
             return None
         principal = self.principal(authorization, common_names)
         if principal is None:
@@ -175,12 +186,25 @@ def require(permission: str, what: str) -> None:
         raise PermissionDenied(f"{principal.name} may not {what}: it needs {permission}")
 
 
-def authenticator_for(tokens_file: Path | None) -> Authenticator | None:
-    """The authenticator of a tokens file (None: authentication off); a file that does not
-    read as one stops the start with SettingsError naming the variable."""
-    if tokens_file is None:
+def authenticator_for(settings: SecuritySettings) -> Authenticator | None:
+    """The authenticator of a process's settings (None: authentication off); a tokens file
+    or key set that does not read as one stops the start with SettingsError naming it."""
+    book = jwts = None
+    if settings.auth_tokens_file is not None:
+        try:
+            book = TokenBook.load(settings.auth_tokens_file)
+        except (OSError, ValueError) as error:
+            raise SettingsError(f"TFMESH_AUTH_TOKENS_FILE: {error}") from None
+    if settings.auth_jwks:
+        try:
+            jwts = JwtVerifier(
+                settings.auth_jwks,
+                settings.auth_jwt_issuer,
+                settings.auth_jwt_audience,
+                settings.auth_jwt_roles_claim,
+            )
+        except (OSError, ValueError, PyJWTError) as error:
+            raise SettingsError(f"TFMESH_AUTH_JWKS: {error}") from None
+    if book is None and jwts is None:
         return None
-    try:
-        return Authenticator(TokenBook.load(tokens_file))
-    except (OSError, ValueError) as error:
-        raise SettingsError(f"TFMESH_AUTH_TOKENS_FILE: {error}") from None
+    return Authenticator(book, jwts)

@@ -82,7 +82,7 @@ async def start_server(
     server = grpc.aio.server(
         interceptors=[
             telemetry.server_interceptor(),
-            ErrorAndMetricsInterceptor(authenticator_for(settings.auth_tokens_file)),
+            ErrorAndMetricsInterceptor(authenticator_for(settings)),
         ],
         options=options,
     )

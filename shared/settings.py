@@ -22,7 +22,14 @@ def default_home() -> Path:
 
 TLS_FIELDS = ("tls_ca_file", "tls_cert_file", "tls_key_file", "tls_client_ca_file")
 # Process-wide when a service's own is unset: TFMESH_<FIELD>.
-SHARED_FIELDS = (*TLS_FIELDS, "auth_tokens_file")
+SHARED_FIELDS = (
+    *TLS_FIELDS,
+    "auth_tokens_file",
+    "auth_jwks",
+    "auth_jwt_issuer",
+    "auth_jwt_audience",
+    "auth_jwt_roles_claim",
+)
 
 
 class SettingsError(Exception):
@@ -91,14 +98,26 @@ class SecuritySettings(TlsSettings):
 
     auth_tokens_file: Path | None = None
     auth_token: str = ""
+    # Bearer JWTs (shared.jwt_auth): the key set, a file or an http(s) URL; the issuer and
+    # audience a token must name when set; the claim that lists its roles.
+    auth_jwks: str = ""
+    auth_jwt_issuer: str = ""
+    auth_jwt_audience: str = ""
+    auth_jwt_roles_claim: str = "roles"
 
     @model_validator(mode="after")
     def _tokens_file(self) -> SecuritySettings:
+        prefix = str(self.model_config.get("env_prefix", "")).upper()
         if self.auth_tokens_file is not None and not self.auth_tokens_file.is_file():
-            prefix = str(self.model_config.get("env_prefix", "")).upper()
             raise ValueError(
                 f"{prefix}AUTH_TOKENS_FILE (or TFMESH_AUTH_TOKENS_FILE): "
                 f"{self.auth_tokens_file} is not a readable file"
+            )
+        remote = self.auth_jwks.startswith(("https://", "http://"))
+        if self.auth_jwks and not remote and not Path(self.auth_jwks).is_file():
+            raise ValueError(
+                f"{prefix}AUTH_JWKS (or TFMESH_AUTH_JWKS): {self.auth_jwks} is neither a "
+                "readable file nor an http(s) URL"
             )
         return self
 

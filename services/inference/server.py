@@ -178,7 +178,7 @@ async def _serve_rest(
     """REST beside gRPC, on the HTTP port (unless it is -1), stopped with the server."""
     if settings.http_port < 0:
         return
-    api = RestApi(serving, settings.max_message_bytes, authenticator_for(settings.auth_tokens_file))
+    api = RestApi(serving, settings.max_message_bytes, authenticator_for(settings))
     http = await start_http(
         api, settings.host, settings.http_port, reuse_port, settings.tls_files()
     )

@@ -9,7 +9,7 @@ import pytest
 
 from shared.auth import Authenticator, TokenBook, authenticator_for, bearer_token, token_sha256
 from shared.errors import PermissionDenied, Unauthenticated
-from shared.settings import SettingsError
+from shared.settings import SecuritySettings, SettingsError
 
 PRINCIPALS = [
     {"name": "alice", "roles": ["admin"], "token_sha256": token_sha256("a-token")},
@@ -64,5 +64,5 @@ def test_a_bad_tokens_file_stops_the_start_naming_the_variable(tmp_path, documen
     path = tmp_path / "tokens.json"
     path.write_text(json.dumps(document))
     with pytest.raises(SettingsError, match=f"TFMESH_AUTH_TOKENS_FILE: .*{message}"):
-        authenticator_for(path)
-    assert authenticator_for(None) is None
+        authenticator_for(SecuritySettings(auth_tokens_file=path))
+    assert authenticator_for(SecuritySettings()) is None
