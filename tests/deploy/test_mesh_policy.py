@@ -1,0 +1,159 @@
+"""The mesh's security, enforced for real: a registry process behind its inbound sidecar (a
+real Envoy configured from istio/peer-authentication.yaml and the registry's
+AuthorizationPolicy in istio/authorization-policies.yaml), called through the outbound
+sidecars of other workloads, each with its own certificate (a SPIFFE identity signed by
+the mesh CA, as Istio issues them). No Istio control plane runs here; its data plane does.
+
+- the gateway's identity may create models and read them (its rules allow both);
+- the data service's may read, but CreateModel is refused by the RBAC filter;
+- a plain-text caller, and a caller whose certificate another CA signed, never get in;
+- the callee's identity is checked too: a sidecar expecting another workload refuses it."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+import pytest
+import yaml
+from cryptography import x509
+
+from cli.pki import BOTH_SIDES, issue, write_certificate, write_key
+from tests.deploy.envoy import Envoy
+from tests.deploy.mesh_policy import inbound_bootstrap, outbound_bootstrap, spiffe
+from tests.support.processes import REPO, service_process
+from tfmesh.registry.v1 import registry_pb2 as pb
+from tfmesh.registry.v1 import registry_pb2_grpc
+
+ACCOUNTS = "cluster.local/ns/tfmesh/sa"
+
+
+def identity(folder: Path, authority, account: str) -> tuple[Path, Path]:  # type: ignore[no-untyped-def]
+    """A workload certificate for service account `account`, and its key."""
+    certificate, key = issue(
+        account,
+        authority,
+        usage=BOTH_SIDES,
+        alt_names=[x509.UniformResourceIdentifier(spiffe(f"{ACCOUNTS}/{account}"))],
+    )
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = (folder / f"{account}.pem", folder / f"{account}-key.pem")
+    write_certificate(certificate, paths[0])
+    write_key(key, paths[1])
+    return paths
+
+
+def istio(name: str, kind: str, file: str) -> dict:
+    documents = yaml.safe_load_all((REPO / "istio" / file).read_text())
+    return next(d for d in documents if d["kind"] == kind and d["metadata"]["name"] == name)
+
+
+@dataclass
+class Mesh:
+    inbound: Envoy
+    callers: dict[str, Envoy]
+
+
+@pytest.fixture(scope="module")
+def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mesh]:
+    folder = tmp_path_factory.mktemp("mesh-policy")
+    authority = issue("mesh CA", None, is_ca=True)
+    stranger = issue("another CA", None, is_ca=True)
+    ca = folder / "ca.pem"
+    write_certificate(authority[0], ca)
+    registry = service_process("services.registry.server", "TFMESH_REGISTRY_", folder)
+    envoys: list[Envoy] = []
+    try:
+        registry.start()
+        inbound = Envoy(
+            inbound_bootstrap(
+                istio("default", "PeerAuthentication", "peer-authentication.yaml"),
+                istio("registry", "AuthorizationPolicy", "authorization-policies.yaml"),
+                registry.port,
+                identity(folder, authority, "registry"),
+                ca,
+            ),
+            folder / "inbound",
+        ).start()
+        envoys.append(inbound)
+        callee = f"{ACCOUNTS}/registry"
+        callers = {
+            "gateway": outbound_bootstrap(
+                inbound.port, identity(folder, authority, "gateway"), ca, callee
+            ),
+            "data": outbound_bootstrap(
+                inbound.port, identity(folder, authority, "data"), ca, callee
+            ),
+            "stranger": outbound_bootstrap(
+                inbound.port, identity(folder / "other", stranger, "gateway"), ca, callee
+            ),
+            "wrong-callee": outbound_bootstrap(
+                inbound.port, identity(folder, authority, "gateway"), ca, f"{ACCOUNTS}/inference"
+            ),
+        }
+        started = {}
+        for name, bootstrap in callers.items():
+            started[name] = Envoy(bootstrap, folder / name).start()
+            envoys.append(started[name])
+        yield Mesh(inbound, started)
+    finally:
+        for envoy in envoys:
+            envoy.stop()
+        registry.stop_quietly()
+
+
+def stub(address: str) -> tuple[grpc.Channel, registry_pb2_grpc.RegistryServiceStub]:
+    channel = grpc.insecure_channel(address)
+    return channel, registry_pb2_grpc.RegistryServiceStub(channel)
+
+
+def code_of(call) -> grpc.StatusCode:  # type: ignore[no-untyped-def]
+    try:
+        call()
+    except grpc.RpcError as error:
+        return error.code()
+    return grpc.StatusCode.OK
+
+
+def test_the_allowed_identity_calls_the_allowed_methods(mesh: Mesh) -> None:
+    channel, registry = stub(mesh.callers["gateway"].address)
+    with channel:
+        created = registry.CreateModel(pb.CreateModelRequest(name="meshed"), timeout=10)
+        assert created.model.name == "meshed"
+        assert registry.GetModel(pb.GetModelRequest(name="meshed"), timeout=10).model.name
+    assert mesh.inbound.counters().get("http.inbound.rbac.allowed", 0) >= 2
+
+
+def test_an_identity_without_the_rule_is_refused_but_may_read(mesh: Mesh) -> None:
+    channel, registry = stub(mesh.callers["data"].address)
+    with channel:
+        refused = code_of(lambda: registry.CreateModel(pb.CreateModelRequest(name="x"), timeout=10))
+        assert refused is grpc.StatusCode.PERMISSION_DENIED
+        listed = registry.ListModels(pb.ListModelsRequest(), timeout=10)
+        assert "x" not in [m.name for m in listed.models]
+    assert mesh.inbound.counters().get("http.inbound.rbac.denied", 0) >= 1
+
+
+def test_callers_without_a_mesh_certificate_never_get_in(mesh: Mesh) -> None:
+    request = pb.ListModelsRequest()
+    # Plain text straight to the inbound sidecar: the TLS handshake fails.
+    channel, registry = stub(mesh.inbound.address)
+    with channel:
+        assert (
+            code_of(lambda: registry.ListModels(request, timeout=5)) is grpc.StatusCode.UNAVAILABLE
+        )
+    # A certificate another CA signed, with the gateway's name: refused all the same.
+    channel, registry = stub(mesh.callers["stranger"].address)
+    with channel:
+        assert (
+            code_of(lambda: registry.ListModels(request, timeout=5)) is grpc.StatusCode.UNAVAILABLE
+        )
+
+
+def test_a_sidecar_refuses_a_callee_that_is_not_who_it_expects(mesh: Mesh) -> None:
+    channel, registry = stub(mesh.callers["wrong-callee"].address)
+    with channel:
+        code = code_of(lambda: registry.ListModels(pb.ListModelsRequest(), timeout=5))
+    assert code is grpc.StatusCode.UNAVAILABLE
