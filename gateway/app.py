@@ -44,8 +44,10 @@ from shared.errors import DomainError
 from shared.http_metrics import HttpMetrics, route_template
 from shared.telemetry import Telemetry
 
-# The console's pages are public; the API calls they make carry the user's token.
-OPEN_PATHS = ("/openapi.json", "/docs", "/healthz", "/v2/health/", "/ui")
+# The console's pages (`/ui` and below) are public; the API calls they make carry the
+# user's token.
+OPEN_PATHS = ("/openapi.json", "/docs", "/healthz", "/v2/health/", "/ui/")
+CONSOLE = "/ui"
 
 
 class BodyLimit:
@@ -150,7 +152,8 @@ def create_app(
 
         @app.middleware("http")
         async def _require_token(request: Request, call_next):  # type: ignore[no-untyped-def]
-            if not request.url.path.startswith(OPEN_PATHS):
+            path = request.url.path
+            if path != CONSOLE and not path.startswith(OPEN_PATHS):
                 given = request.headers.get("authorization", "").encode()
                 if not bearer_matches(given, settings.api_token):
                     return OrjsonResponse(

@@ -30,6 +30,8 @@ async def test_the_pages_are_served_without_the_token_and_the_api_still_needs_it
         assert script.status_code == 200 and "javascript" in script.headers["content-type"]
         assert (await client.get("/ui/missing.js")).status_code == 404
         assert (await client.get("/api/v1/models")).status_code == 401
+        # Only /ui and what is below it is open, not every path that starts so.
+        assert (await client.get("/uinstall")).status_code == 401
     await app.state.backends.close()
 
 

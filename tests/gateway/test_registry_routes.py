@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import hashlib
+
+import grpc
 import httpx
+import pytest
 
 from gateway.app import create_app
 from gateway.backends import Backends
@@ -115,3 +119,27 @@ async def test_unreachable_backend_is_503(tmp_path):
         "DEADLINE_EXCEEDED",
     )
     await app.state.backends.close()
+
+
+async def test_an_artifact_downloads_whole_and_a_corrupt_one_never_looks_complete(
+    client, registry_server, tmp_path
+):
+    await register(registry_server.address, tmp_path, "dl", 0.9, "v1-bytes")
+    answer = await client.get("/api/v1/models/dl/versions/1/artifacts/model.bin")
+    assert answer.status_code == 200 and answer.content == b"v1-bytes"
+    digest = hashlib.sha256(b"v1-bytes").hexdigest()
+    assert answer.headers["x-sha256"] == digest
+    assert answer.headers["content-disposition"] == 'attachment; filename="model.bin"'
+    assert answer.headers["x-content-type-options"] == "nosniff"
+    missing = await client.get("/api/v1/models/dl/versions/1/artifacts/nope.bin")
+    assert missing.status_code == 404
+    # Flip the stored bytes: the registry finds out only at the end of the stream, and the
+    # body stops short of its length rather than handing over wrong bytes as whole ones.
+    blob = tmp_path / "registry" / "blobs" / "sha256" / digest[:2] / digest
+    blob.write_bytes(b"v1-bytez")
+    # (The ASGI test transport hands the app's failure to the client; a real server closes
+    # the connection short of content-length, which HTTP clients report as an error.)
+    with pytest.raises(RuntimeError, match="response already started") as failed:
+        await client.get("/api/v1/models/dl/versions/1/artifacts/model.bin")
+    cause = failed.value.__context__
+    assert isinstance(cause, grpc.aio.AioRpcError) and cause.code() is grpc.StatusCode.DATA_LOSS

@@ -75,6 +75,29 @@ export async function call(method, path, body, { raw = false } = {}) {
 
 export const get = (path) => call("GET", path);
 
+// Every item of a paged list: `key` of each page, following next_page_token.
+export async function getAll(path, key) {
+  const items = [];
+  let token = "";
+  do {
+    const separator = path.includes("?") ? "&" : "?";
+    const page = await get(`${path}${separator}page_size=1000${token ? `&page_token=${encodeURIComponent(token)}` : ""}`);
+    items.push(...page[key]);
+    token = page.next_page_token;
+  } while (token);
+  return items;
+}
+
+// A JSON document that may not exist: null for 404.
+export async function optional(path) {
+  try {
+    return await get(path);
+  } catch (error) {
+    if (error instanceof ApiError && error.status === 404) return null;
+    throw error;
+  }
+}
+
 // An NDJSON stream: `onEvent` for each line, until the server ends it or `signal` aborts.
 export async function stream(path, onEvent, signal) {
   const response = await fetch(path, { headers: headers(), signal });

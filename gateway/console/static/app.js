@@ -21,10 +21,13 @@ const ROUTES = [
 ];
 
 let leaving = null;
+// Each render's number: a page that finishes loading after a newer render began is dropped.
+let rendering = 0;
 
 async function render() {
   const hash = location.hash || "#/models";
   const main = document.getElementById("main");
+  const mine = ++rendering;
   if (leaving) leaving();
   leaving = null;
   for (const link of document.querySelectorAll("header nav a")) {
@@ -37,10 +40,15 @@ async function render() {
   try {
     if (!route) throw new Error(`no page at ${hash}`);
     const page = await route[1](hash.match(route[0]));
+    if (mine !== rendering) {
+      if (page.leave) page.leave();
+      return;
+    }
     main.replaceChildren(...page.nodes);
     leaving = page.leave || null;
     document.title = `${page.title} - tfmesh console`;
   } catch (error) {
+    if (mine !== rendering) return;
     main.replaceChildren(h("h1", {}, "Could not show this page"), h("div", { class: "error", role: "alert", "data-testid": "error" }, messageOf(error)));
   }
   main.focus();
@@ -68,5 +76,10 @@ document.getElementById("token-clear").addEventListener("click", () => {
 document.getElementById("token-button").addEventListener("click", () =>
   askForToken(token() ? "A token is set for this tab; enter another to replace it." : "No token is set."),
 );
+document.querySelector(".skip").addEventListener("click", (event) => {
+  // The skip link moves focus only: the hash belongs to the router.
+  event.preventDefault();
+  document.getElementById("main").focus();
+});
 window.addEventListener("hashchange", render);
 render();

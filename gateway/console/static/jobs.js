@@ -2,7 +2,7 @@
 // progress (the NDJSON event stream), training curves per epoch and trial, the final
 // evaluation with its confusion matrix, and a cancel button.
 
-import { call, get, messageOf, stream } from "./api.js";
+import { call, get, messageOf, optional, stream } from "./api.js";
 import { confusionMatrix, lineChart } from "./charts.js";
 import { errorBox, field, h, link, messages, metric, table, when } from "./dom.js";
 
@@ -98,15 +98,9 @@ export function curveCharts(byTrial, prefix = "") {
   return charts;
 }
 
-export async function evaluationOf(model, version) {
-  try {
-    const response = await fetch(`/api/v1/models/${encodeURIComponent(model)}/versions/${version}/artifacts/evaluation.json`, {
-      headers: sessionStorage.getItem("tfmesh-token") ? { authorization: `Bearer ${sessionStorage.getItem("tfmesh-token")}` } : {},
-    });
-    return response.ok ? await response.json() : null;
-  } catch {
-    return null;
-  }
+// A version's registered evaluation (its confusion matrix); null when it has none.
+export function evaluationOf(model, version) {
+  return optional(`/api/v1/models/${encodeURIComponent(model)}/versions/${version}/artifacts/evaluation.json`);
 }
 
 export async function jobPage(name) {
@@ -168,15 +162,24 @@ export async function jobPage(name) {
 
   const follow = async () => {
     try {
-      await stream(`${path}/events`, (event) => {
-        if (event.error) {
-          notes.show(errorBox(`${event.error.status}: ${event.error.message}`));
-          return;
+      // The gateway ends a stream at its deadline: follow again from the last event seen.
+      let since = 0;
+      while (!ENDED.includes(job.state) && !controller.signal.aborted) {
+        await stream(`${path}/events?since_sequence=${since}`, (event) => {
+          if (event.error) {
+            notes.show(errorBox(`${event.error.status}: ${event.error.message}`));
+            return;
+          }
+          since = Number(event.sequence);
+          events.push(event);
+          if (event.state_change) job = { ...job, state: event.state_change.state };
+          update();
+        }, controller.signal);
+        if (!ENDED.includes(job.state)) {
+          await new Promise((resolve) => setTimeout(resolve, 1000));
+          job = (await get(path)).job;
         }
-        events.push(event);
-        if (event.state_change) job = { ...job, state: event.state_change.state };
-        update();
-      }, controller.signal);
+      }
       job = (await get(path)).job;
       update();
       cancel.disabled = ENDED.includes(job.state);

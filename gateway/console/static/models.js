@@ -2,7 +2,7 @@
 // aliases with their audit history and gate decisions, its rollout, promotion; and two
 // versions side by side (metrics, training curves, confusion matrices).
 
-import { call, get, messageOf, stream } from "./api.js";
+import { call, get, getAll, messageOf, optional, stream } from "./api.js";
 import { confusionMatrix } from "./charts.js";
 import { errorBox, field, h, link, messages, metric, table, when } from "./dom.js";
 import { curveCharts, curvesOf, evaluationOf } from "./jobs.js";
@@ -22,18 +22,9 @@ export async function modelsPage() {
     title: "Models",
     nodes: [
       h("h1", {}, "Models"),
-      table([{ title: "model" }, { title: "latest", numeric: true }, { title: "promotion gate" }, { title: "created" }, { title: "" }], rows, "models"),
+      table([{ title: "model" }, { title: "latest", numeric: true }, { title: "promotion gate" }, { title: "created" }, { title: "serving" }], rows, "models"),
     ],
   };
-}
-
-async function optional(path) {
-  try {
-    return await get(path);
-  } catch (error) {
-    if (error.status === 404) return null;
-    throw error;
-  }
 }
 
 export async function promote(model, version, notes, { override = false, reason = "" } = {}) {
@@ -49,21 +40,22 @@ export async function promote(model, version, notes, { override = false, reason 
 
 export async function modelPage(name) {
   const base = `/api/v1/models/${enc(name)}`;
-  const [{ model }, { versions }, { aliases }, { changes }, rollout] = await Promise.all([
+  const [{ model }, versions, { aliases }, changes, rollout] = await Promise.all([
     get(base),
-    get(`${base}/versions?page_size=200`),
+    getAll(`${base}/versions`, "versions"),
     get(`${base}/aliases`),
-    get(`${base}/alias-history?page_size=500`),
+    getAll(`${base}/alias-history`, "changes"),
     optional(`${base}/rollout`),
   ]);
   const notes = messages();
   const refresh = () => window.dispatchEvent(new HashChangeEvent("hashchange"));
-  const overrideReason = h("input", { id: "override-reason", placeholder: "why the gate may be bypassed" });
+  const overrideReason = h("input", { id: "override-reason", placeholder: "why the gate may be bypassed", required: true });
 
   const promoteButton = (v) =>
     h("button", {
       type: "button",
       "data-testid": `promote-${v.version}`,
+      "aria-label": `Promote version ${v.version}`,
       onclick: async () => {
         if (!confirm(`Promote version ${v.version} of ${name} to production?`)) return;
         if (await promote(name, v.version, notes)) refresh();
@@ -127,7 +119,7 @@ export async function modelPage(name) {
       link(`#/serving/${enc(name)}`, "Serving"), " - ", link(`#/try/${enc(name)}`, "Try it")),
     notes,
     h("h2", {}, "Versions"),
-    table([{ title: "version", numeric: true }, { title: "metrics" }, { title: "artifacts" }, { title: "lineage" }, { title: "parameters" }, { title: "aliases" }, { title: "created" }, { title: "" }], versionRows, "versions"),
+    table([{ title: "version", numeric: true }, { title: "metrics" }, { title: "artifacts" }, { title: "lineage" }, { title: "parameters" }, { title: "aliases" }, { title: "created" }, { title: "action" }], versionRows, "versions"),
     compare,
     override,
     h("h2", {}, "Aliases"),

@@ -3,7 +3,7 @@
 // (canary weight, promote, roll back; each confirmed, then visible in the audit log); and
 // "Try it", a prediction sent from the page.
 
-import { call, get, messageOf } from "./api.js";
+import { call, get, getAll, messageOf } from "./api.js";
 import { errorBox, field, h, link, messages, okBox, percent, table, when } from "./dom.js";
 
 const enc = encodeURIComponent;
@@ -34,12 +34,12 @@ async function chooseModel(model, page) {
 
 export async function servingPage(requested) {
   const name = await chooseModel(requested, "serving");
-  const [{ status }, { versions: stats }, { versions }, { aliases }, { changes }] = await Promise.all([
+  const [{ status }, { versions: stats }, versions, { aliases }, changes] = await Promise.all([
     get(`/api/v1/serving/${enc(name)}`),
     get(`/api/v1/serving/${enc(name)}/stats`),
-    get(`/api/v1/models/${enc(name)}/versions?page_size=200`),
+    getAll(`/api/v1/models/${enc(name)}/versions`, "versions"),
     get(`/api/v1/models/${enc(name)}/aliases`),
-    get(`/api/v1/models/${enc(name)}/alias-history?page_size=500`),
+    getAll(`/api/v1/models/${enc(name)}/alias-history`, "changes"),
   ]);
   const notes = messages();
   const byVersion = new Map(stats.map((s) => [s.version, s]));
@@ -57,7 +57,9 @@ export async function servingPage(requested) {
       s ? ms(quantile(s, 0.99)) : "",
       s ? s.model_errors : "",
       v.queued_rows,
-      feedback && Number(feedback.rows) ? `${percent(Number(feedback.correct_rows) / Number(feedback.rows))} of ${feedback.rows}` : "",
+      feedback && Number(feedback.classified_rows)
+        ? `${percent(Number(feedback.correct_rows) / Number(feedback.classified_rows))} of ${feedback.classified_rows}`
+        : "",
     ];
   });
   const canary = aliases.find((a) => a.name === "canary");
@@ -155,6 +157,7 @@ export async function tryPage(requested) {
     "aria-label": "Send a prediction",
     onsubmit: async (event) => {
       event.preventDefault();
+      answer.show(h("p", { class: "muted", "data-testid": "predicting" }, "Predicting..."));
       // The row goes as typed inside the request, so a malformed one gets the API's message.
       const version = pin.value.trim() ? `,"version":${JSON.stringify(pin.value.trim())}` : "";
       const body = `{"inputs":{${JSON.stringify(input.name)}:{"dtype":"float32","shape":${JSON.stringify([1, ...dims])},"data":${row.value}}}${version}}`;
