@@ -153,7 +153,7 @@ def _proportions(
     relation = "worse" if failed else "not worse"
     detail = (
         f"{name}: canary {p_c:.4f} (n={n_c}) vs production {p_p:.4f} (n={n_p}): "
-        f"{relation} by more than {check.max_degradation:g} (z={_finite(z):.2f}, "
+        f"{relation} by more than {check.max_degradation:g} ({_z_text(z)}, "
         f"critical {critical:.2f})"
     )
     return CheckResult(check.metric, Verdict.FAIL if failed else Verdict.PASS, detail, evidence)
@@ -189,10 +189,14 @@ def _latency(
     detail = (
         f"p99 latency: canary {canary.quantile(0.99) * 1000:.2f} ms vs production "
         f"{p99_p * 1000:.2f} ms; {share:.1%} of {n_c} canary requests above "
-        f"{threshold * 1000:.2f} ms (z={_finite(z):.2f}, critical {critical:.2f}): "
+        f"{threshold * 1000:.2f} ms ({_z_text(z)}, critical {critical:.2f}): "
         f"{'worse' if failed else 'not worse'} than {1 + check.max_degradation:g}x"
     )
     return CheckResult(check.metric, Verdict.FAIL if failed else Verdict.PASS, detail, evidence)
+
+
+def _z_text(z: float) -> str:
+    return f"z={z:.2f}" if math.isfinite(z) else "no spread in either sample: z infinite"
 
 
 def _finite(value: float) -> float:
