@@ -8,7 +8,9 @@ screenshot under the test's output folder (`TFMESH_CONSOLE_SCREENSHOTS` names an
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import shutil
 import time
 from collections.abc import Iterator
@@ -215,6 +217,21 @@ def test_the_console_drives_the_lifecycle(stack: RunningStack, shots: Path) -> N
         page.get_by_label("Pin a version (optional)", exact=True).fill("2")
         page.get_by_role("button", name="Predict").click()
         expect(page.get_by_test_id("served-version")).to_have_text("2")
+        # An image drawn on the page: a vertical stroke, scaled to the data's 0-16 range.
+        page.get_by_role("button", name="Clear drawing").click()
+        box = page.get_by_test_id("sketch").bounding_box()
+        assert box is not None
+        page.mouse.move(box["x"] + box["width"] / 2, box["y"] + 10)
+        page.mouse.down()
+        page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] - 10, steps=12)
+        page.mouse.up()
+        page.get_by_role("button", name="Use the drawing").click()
+        drawn = json.loads(page.locator("#try-row").input_value())
+        assert len(drawn) == 64 and 0 < max(drawn) <= 16, drawn
+        assert drawn[3] > 8 and drawn[0] == 0  # the middle column inked, the edge blank
+        page.get_by_role("button", name="Predict").click()
+        expect(page.get_by_test_id("served-version")).to_have_text("2")
+        expect(page.get_by_test_id("predicted-class")).to_have_text(re.compile(r"^\d$"))
         page.screenshot(path=shots / "06-try-it.png", full_page=True)
         page.get_by_label("Pin a version (optional)", exact=True).fill("")
         page.locator("#try-row").fill("[1, 2,")

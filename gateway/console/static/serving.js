@@ -5,6 +5,7 @@
 
 import { call, get, getAll, messageOf } from "./api.js";
 import { errorBox, field, h, link, messages, okBox, percent, table, when } from "./dom.js";
+import { imagePad } from "./sketch.js";
 
 const enc = encodeURIComponent;
 // A handwritten zero from scikit-learn's digits (8 x 8 grey levels, 0-16).
@@ -141,6 +142,21 @@ export async function servingPage(requested) {
   };
 }
 
+// The largest value of the version's training data (its first feature), so a drawing is
+// scaled as the model saw its inputs; 1 when the lineage or statistics cannot be read.
+async function inputRange(model, version) {
+  try {
+    const { version: found } = await get(`/api/v1/models/${enc(model)}/versions/${version}`);
+    const dataset = found.lineage.dataset_version;
+    if (!dataset) return 1;
+    const statistics = await get(`/api/v1/datasets/${enc(dataset)}/statistics`);
+    const largest = Number(statistics.features[0] && statistics.features[0].max);
+    return Number.isFinite(largest) && largest > 0 ? largest : 1;
+  } catch {
+    return 1;
+  }
+}
+
 export async function tryPage(requested) {
   const name = await chooseModel(requested, "try");
   const { status } = await get(`/api/v1/serving/${enc(name)}`);
@@ -180,8 +196,15 @@ export async function tryPage(requested) {
   row,
   h("p", {}, h("label", { for: "try-version" }, "Pin a version (optional)"), " ", pin),
   h("button", { type: "submit" }, "Predict"));
+  const image = dims.length === 2 || (dims.length === 3 && [1, 3].includes(dims[2]));
+  const pad = image
+    ? imagePad(dims[0], dims[1], dims[2] || 1, await inputRange(name, loaded.version), (values) => {
+        row.value = JSON.stringify(values);
+        row.focus();
+      })
+    : null;
   return {
     title: `Try ${name}`,
-    nodes: [h("h1", {}, `Try ${name}`), h("p", {}, link(`#/serving/${enc(name)}`, "Serving")), form, answer],
+    nodes: [h("h1", {}, `Try ${name}`), h("p", {}, link(`#/serving/${enc(name)}`, "Serving")), pad, form, answer],
   };
 }
