@@ -215,6 +215,7 @@ class LocalStack:
             self._pid_file(spec).write_text(str(process.pid))
             self._wait_serving(spec, process, probe, timeout_s)
             print(f"{spec.name:<10} serving on {spec.address}  (pid {process.pid})")
+        print_console(services, tls)
         if monitoring:
             self._start_prometheus(services, timeout_s)
         return services
@@ -327,6 +328,14 @@ class LocalStack:
         prometheus = LocalPrometheus(self.home)
         state = "SERVING" if prometheus.ready() else "DOWN"
         print(f"{PROMETHEUS:<10} {prometheus.url:<18} {state}")
+        print_console(built_services(), tls.calls_tls)
+
+
+def print_console(services: list[ServiceSpec], tls: bool) -> None:
+    """Where the web console of the stack's gateway is (gateway.console)."""
+    gateway = next((s for s in services if s.name == "gateway"), None)
+    if gateway is not None:
+        print(f"{'console':<10} {'https' if tls else 'http'}://{gateway.address}/ui/")
 
 
 def _alive(pid: int) -> bool:
