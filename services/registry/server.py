@@ -68,19 +68,19 @@ def start_controller(
     registry: Registry, settings: RegistrySettings, telemetry: Telemetry
 ) -> Callable[[], Awaitable[None]]:
     """Run the rollout controller on the inference service's figures; returns its stop."""
-    channels = [
-        peer_channel("inference", address, settings, telemetry)
-        for address in settings.inference_addr
-    ]
-    controller = RolloutController(registry, registry.rollouts, InferenceFigures(channels))
+    figures = InferenceFigures(
+        settings.inference_addr,
+        lambda address: peer_channel("inference", address, settings, telemetry),
+        fan_out=settings.inference_fan_out,
+    )
+    controller = RolloutController(registry, registry.rollouts, figures)
     task = asyncio.create_task(controller.run_forever(settings.rollout_interval_s))
     log.info("rollout controller started", extra={"inference": settings.inference_addr})
 
     async def stop() -> None:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
-        for channel in channels:
-            await channel.close()
+        await figures.close()
 
     return stop
 

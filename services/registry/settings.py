@@ -31,6 +31,9 @@ class RegistrySettings(ServiceSettings):
     # one address, or several (comma-separated) whose figures add up; empty turns the
     # controller off (policies can still be set).
     inference_addr: CommaList = Field(default_factory=list)
+    # Read every IP each address's name resolves to (a headless Service: every pod), on
+    # every tick, and add their figures up.
+    inference_fan_out: bool = False
     # How often the controller looks at rollouts and new versions.
     rollout_interval_s: float = Field(default=2.0, gt=0, le=3600)
 
