@@ -34,6 +34,7 @@ from inference import grpc_predict_v2_pb2 as v2
 from inference import grpc_predict_v2_pb2_grpc as v2_grpc
 from shared.aliases import PRODUCTION
 from shared.channels import open_channel
+from shared.rollout_metrics import BY_NUMBER
 from shared.settings import default_home
 from shared.tensors import from_tensor, to_tensor
 from shared.tls import TlsFiles
@@ -309,9 +310,8 @@ ROLLOUT_POLICY = rpb.RolloutPolicy(
 
 
 def policy_text(policy: rpb.RolloutPolicy) -> str:
-    names = {v: k.removeprefix("METRIC_").lower() for k, v in rpb.RolloutCheck.Metric.items()}
     checks = ", ".join(
-        f"{names[c.metric]} within {c.max_degradation:g} (n>={c.min_samples})"
+        f"{BY_NUMBER[c.metric]} within {c.max_degradation:g} (n>={c.min_samples})"
         for c in policy.checks
     )
     steps = " -> ".join(f"{s}%" for s in policy.steps)

@@ -9,6 +9,7 @@ import typer
 
 from cli.output import print_json, table
 from cli.rpc import JsonFlag, run_rpc
+from shared.rollout_metrics import BY_NAME, BY_NUMBER
 from tfmesh.registry.v1 import registry_pb2 as pb
 from tfmesh.registry.v1 import registry_pb2_grpc
 
@@ -17,12 +18,6 @@ app = typer.Typer(
     no_args_is_help=True,
 )
 
-METRICS = {
-    "error_ratio": pb.RolloutCheck.METRIC_ERROR_RATIO,
-    "latency_p99": pb.RolloutCheck.METRIC_LATENCY_P99,
-    "live_accuracy": pb.RolloutCheck.METRIC_LIVE_ACCURACY,
-}
-METRIC_NAMES = {number: name for name, number in METRICS.items()}
 Reason = Annotated[str, typer.Option(help="Why; recorded in the rollout's events.")]
 
 
@@ -33,13 +28,13 @@ def _registry(channel) -> registry_pb2_grpc.RegistryServiceStub:  # type: ignore
 def parse_check(text: str) -> pb.RolloutCheck:
     """`metric:max_degradation:min_samples`, e.g. `error_ratio:0.01:100`."""
     parts = text.split(":")
-    if len(parts) != 3 or parts[0] not in METRICS:
+    if len(parts) != 3 or parts[0] not in BY_NAME:
         raise typer.BadParameter(
-            f"{text!r}: want metric:max_degradation:min_samples, metric one of {', '.join(METRICS)}"
+            f"{text!r}: want metric:max_degradation:min_samples, metric one of {', '.join(BY_NAME)}"
         )
     try:
         return pb.RolloutCheck(
-            metric=METRICS[parts[0]], max_degradation=float(parts[1]), min_samples=int(parts[2])
+            metric=BY_NAME[parts[0]], max_degradation=float(parts[1]), min_samples=int(parts[2])
         )
     except ValueError:
         raise typer.BadParameter(f"{text!r}: max_degradation and min_samples are numbers") from None
@@ -69,7 +64,7 @@ def print_policy(policy: pb.RolloutPolicy) -> None:
     table(
         "checks",
         ["metric", "max degradation", "min samples"],
-        [[METRIC_NAMES[c.metric], c.max_degradation, c.min_samples] for c in policy.checks],
+        [[BY_NUMBER.get(c.metric, "?"), c.max_degradation, c.min_samples] for c in policy.checks],
     )
 
 

@@ -11,16 +11,12 @@ from pydantic import BaseModel, Field
 from gateway.backends import Backends
 from gateway.jsonio import to_json
 from gateway.schemas import proto_response
+from shared.rollout_metrics import BY_NAME
 from tfmesh.registry.v1 import registry_pb2 as pb
 
 router = APIRouter(prefix="/api/v1/models", tags=["rollouts"])
 
 ModelName = Annotated[str, Path(min_length=1, max_length=128, description="Model name")]
-METRICS = {
-    "error_ratio": pb.RolloutCheck.METRIC_ERROR_RATIO,
-    "latency_p99": pb.RolloutCheck.METRIC_LATENCY_P99,
-    "live_accuracy": pb.RolloutCheck.METRIC_LIVE_ACCURACY,
-}
 
 
 class CheckBody(BaseModel):
@@ -66,7 +62,7 @@ async def set_policy(request: Request, model: ModelName, body: PolicyBody) -> di
         step_timeout_seconds=body.step_timeout_seconds,
         checks=[
             pb.RolloutCheck(
-                metric=METRICS[c.metric],
+                metric=BY_NAME[c.metric],
                 max_degradation=c.max_degradation,
                 min_samples=c.min_samples,
             )

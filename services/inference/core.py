@@ -71,8 +71,9 @@ class InferenceCore:
         code = "OK"
         with self._tracer.start_as_current_span("inference.request") as span:
             try:
-                target = self.route(model, version, label)
-                predictions = self.manager.model(model).feedback
+                served = self.manager.model(model)
+                target = self._router.route(model, served.table, version, label)
+                predictions = served.feedback
                 span.set_attributes({"model": model, "model.version": target.version})
                 signature = target.runtime.signature
                 rows = validate_inputs(

@@ -7,8 +7,9 @@ from datetime import datetime
 from google.protobuf import timestamp_pb2
 
 from services.registry import entities as e
-from services.registry.rollouts.policy import Metric, PolicyDraft, RolloutPolicy
+from services.registry.rollouts.policy import PolicyDraft, RolloutPolicy
 from services.registry.rollouts.records import Rollout
+from shared.rollout_metrics import BY_NAME, BY_NUMBER
 from tfmesh.registry.v1 import registry_pb2 as pb
 
 
@@ -123,13 +124,6 @@ def change_to_proto(change: e.Change) -> pb.WatchResponse:
 
 # --- rollouts ------------------------------------------------------------------------------
 
-METRICS = {
-    pb.RolloutCheck.METRIC_ERROR_RATIO: Metric.ERROR_RATIO,
-    pb.RolloutCheck.METRIC_LATENCY_P99: Metric.LATENCY_P99,
-    pb.RolloutCheck.METRIC_LIVE_ACCURACY: Metric.LIVE_ACCURACY,
-}
-METRIC_ENUMS = {metric: number for number, metric in METRICS.items()}
-
 
 def policy_draft_from_proto(message: pb.RolloutPolicy) -> PolicyDraft:
     return PolicyDraft(
@@ -138,12 +132,7 @@ def policy_draft_from_proto(message: pb.RolloutPolicy) -> PolicyDraft:
         step_min_requests=message.step_min_requests,
         step_timeout_seconds=message.step_timeout_seconds,
         checks=[
-            (
-                METRICS[c.metric].value if c.metric in METRICS else "",
-                c.max_degradation,
-                c.min_samples,
-            )
-            for c in message.checks
+            (BY_NUMBER.get(c.metric, ""), c.max_degradation, c.min_samples) for c in message.checks
         ],
         confidence=message.confidence,
     )
@@ -160,7 +149,7 @@ def policy_to_proto(
         step_timeout_seconds=policy.step_timeout_seconds,
         checks=[
             pb.RolloutCheck(
-                metric=METRIC_ENUMS[c.metric],
+                metric=BY_NAME[c.metric.value],
                 max_degradation=c.max_degradation,
                 min_samples=c.min_samples,
             )

@@ -27,6 +27,7 @@ import pytest
 
 from services.registry.client import ArtifactFile, NewVersion, RegistryClient
 from shared.tensors import to_tensor
+from tests.inference.test_process import wait_for_labels
 from tests.rollouts import models
 from tests.support.processes import REPO, service_process
 from tfmesh.inference.v1 import inference_pb2 as ipb
@@ -160,20 +161,6 @@ def wait_rollout(address: str, version: int, until, timeout_s: float = 120) -> p
     raise AssertionError(f"the rollout of v{version} did not get there: {rollout_of(address)}")
 
 
-def served_labels(address: str) -> dict[str, int]:
-    with grpc.insecure_channel(address) as channel:
-        stub = inference_pb2_grpc.InferenceServiceStub(channel)
-        status = stub.GetModelStatus(ipb.GetModelStatusRequest(model=MODEL), timeout=5).status
-    return {label: v.version for v in status.versions for label in v.labels}
-
-
-def wait_labels(address: str, expected: dict[str, int], timeout_s: float = 60) -> None:
-    deadline = time.monotonic() + timeout_s
-    while served_labels(address) != expected:
-        assert time.monotonic() < deadline, f"labels {served_labels(address)}, want {expected}"
-        time.sleep(0.1)
-
-
 def alias_history(address: str) -> list[pb.AliasChange]:
     channel, stub = registry_stub(address)
     with channel:
@@ -230,7 +217,7 @@ def stack(tmp_path_factory):
             stub.SetAlias(pb.SetAliasRequest(model=MODEL, alias="production", version=1))
             stub.SetRolloutPolicy(pb.SetRolloutPolicyRequest(policy=POLICY))
         inference.start(timeout_s=120)
-        wait_labels(inference.address, {"production": 1})
+        wait_for_labels(inference.address, {"production": 1})
         traffic.start()
         yield registry, inference, traffic, tars
     finally:
@@ -261,7 +248,7 @@ def test_a_better_version_rolls_out_to_all_traffic_and_survives_a_killed_registr
     assert passed.detail.startswith("step 4 of 4 (100%) passed")
     assert passed.evidence["live_accuracy.canary"] > 0.9
     assert passed.evidence["error_ratio.canary"] == 0
-    wait_labels(inference.address, {"production": 2})
+    wait_for_labels(inference.address, {"production": 2})
     answers = traffic.take()
     assert {code for _, code in answers} == {"OK"}, answers
     assert answers[(2, "OK")] > 100 and answers[(1, "OK")] > 0
@@ -298,7 +285,7 @@ def test_a_version_that_fails_a_fifth_of_rows_is_rolled_back_in_its_first_step(s
     assert "error ratio" in event.detail and "worse by more than 0.02" in event.detail
     assert event.evidence["error_ratio.canary"] > 0.05
     assert event.evidence["error_ratio.production"] == 0
-    wait_labels(inference.address, {"production": 2})
+    wait_for_labels(inference.address, {"production": 2})
     answers = traffic.take()
     failed = sum(n for (_, code), n in answers.items() if code != "OK")
     assert 0 < failed < answers[(2, "OK")] / 10, answers
@@ -314,7 +301,7 @@ def test_a_version_with_poor_live_accuracy_is_rolled_back_at_its_minimum_sample(
     assert event.evidence["live_accuracy.canary"] < 0.3
     assert event.evidence["live_accuracy.canary_n"] >= 60
     assert event.evidence["error_ratio.canary"] == 0
-    wait_labels(inference.address, {"production": 2})
+    wait_for_labels(inference.address, {"production": 2})
     assert {code for _, code in traffic.take()} == {"OK"}
 
 
@@ -330,5 +317,5 @@ def test_a_slower_version_trips_the_latency_check(stack):
         event.evidence["latency_p99.production_seconds"],
     )
     assert canary >= 3 * production, event
-    wait_labels(inference.address, {"production": 2})
+    wait_for_labels(inference.address, {"production": 2})
     assert {code for _, code in traffic.take()} == {"OK"}

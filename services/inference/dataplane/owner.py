@@ -157,10 +157,9 @@ class ModelOwner:
     def statistics(self, model: str, version: int) -> list[VersionStatistics]:
         return version_statistics(self._core.manager, model, version)
 
-    def target(self, submit: dp.Submit) -> tuple[LoadedVersion, bool]:
-        """The version for a request, and whether it had to be routed again."""
-        table = self._core.manager.model(submit.model).table
-        target = table.by_version.get(submit.version)
+    def target(self, submit: dp.Submit, served: ServedModel) -> tuple[LoadedVersion, bool]:
+        """The version of `served` for a request, and whether it had to be routed again."""
+        target = served.table.by_version.get(submit.version)
         if target is not None:
             return target, False
         if submit.version_pinned:
@@ -203,7 +202,8 @@ class _Session:
     def _submit(self, submit: dp.Submit) -> None:
         started = time.perf_counter()
         try:
-            target, rerouted = self._owner.target(submit)
+            served = self._owner.served(submit.model)
+            target, rerouted = self._owner.target(submit, served)
             memory = self._slab.memory
             inputs = {ref.name: frames.read_tensor(memory, ref) for ref in submit.inputs}
             if rerouted:
@@ -215,7 +215,6 @@ class _Session:
             if submit.traceparent:
                 context = PROPAGATOR.extract({"traceparent": submit.traceparent})
                 link = trace.get_current_span(context).get_span_context()
-            predictions = self._owner.served(submit.model).feedback
             future = submit_in_batches(
                 target.batcher, inputs, submit.rows, submit.deadline or None, link
             )
@@ -224,7 +223,7 @@ class _Session:
             return
         self._calls[submit.call] = future
         future.add_done_callback(
-            functools.partial(self._finish, submit, target, predictions, started)
+            functools.partial(self._finish, submit, target, served.feedback, started)
         )
 
     def _finish(
