@@ -168,9 +168,24 @@ def alias_history(address: str) -> list[pb.AliasChange]:
         return list(stub.ListAliasHistory(request, timeout=5).changes)
 
 
-def rolled_back(rollout: pb.Rollout) -> pb.RolloutEvent:
+def rolled_back(address: str, rollout: pb.Rollout) -> pb.RolloutEvent:
+    """The rollback event of a rolled-back rollout, after checking its alias audit trail:
+    the canary went to the version at the first step and away again, both moves by the
+    controller, and production never named the version."""
     assert rollout.state == pb.Rollout.STATE_ROLLED_BACK, rollout
     assert [e.kind for e in rollout.events][-1] == "rolled_back"
+    version = rollout.version
+    history = alias_history(address)
+    moves = [c for c in history if version in (c.new_version, c.old_version)]
+    assert (moves[0].alias, moves[0].new_version, moves[0].new_traffic_weight) == (
+        "canary",
+        version,
+        POLICY.steps[0],
+    )
+    assert (moves[-1].alias, moves[-1].new_version) == ("canary", 0)
+    assert {c.alias for c in moves} == {"canary"}
+    assert {c.actor for c in moves} == {"rollout-controller"}
+    assert moves[-1].reason == rollout.events[-1].detail
     return rollout.events[-1]
 
 
@@ -280,7 +295,9 @@ def test_a_version_that_fails_a_fifth_of_rows_is_rolled_back_in_its_first_step(s
     registry, inference, traffic, tars = stack
     traffic.take()
     assert upload(registry.address, tars[3], 0.96) == 3
-    event = rolled_back(wait_rollout(registry.address, 3, lambda r: r.state in ENDED))
+    event = rolled_back(
+        registry.address, wait_rollout(registry.address, 3, lambda r: r.state in ENDED)
+    )
     assert event.step == 0 and event.traffic_weight == 5
     assert "error ratio" in event.detail and "worse by more than 0.02" in event.detail
     assert event.evidence["error_ratio.canary"] > 0.05
@@ -295,7 +312,9 @@ def test_a_version_with_poor_live_accuracy_is_rolled_back_at_its_minimum_sample(
     registry, inference, traffic, tars = stack
     traffic.take()
     assert upload(registry.address, tars[4], 0.97) == 4
-    event = rolled_back(wait_rollout(registry.address, 4, lambda r: r.state in ENDED))
+    event = rolled_back(
+        registry.address, wait_rollout(registry.address, 4, lambda r: r.state in ENDED)
+    )
     assert "live accuracy" in event.detail
     assert "error ratio" not in event.detail and "p99 latency" not in event.detail
     assert event.evidence["live_accuracy.canary"] < 0.3
@@ -309,7 +328,9 @@ def test_a_slower_version_trips_the_latency_check(stack):
     registry, inference, traffic, tars = stack
     traffic.take()
     assert upload(registry.address, tars[5], 0.98) == 5
-    event = rolled_back(wait_rollout(registry.address, 5, lambda r: r.state in ENDED))
+    event = rolled_back(
+        registry.address, wait_rollout(registry.address, 5, lambda r: r.state in ENDED)
+    )
     assert "p99 latency" in event.detail
     assert "live accuracy" not in event.detail
     canary, production = (
