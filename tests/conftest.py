@@ -1,13 +1,17 @@
 """Suite-wide fixtures: a real PostgreSQL server for the session, and `database_url`, a fresh
-empty database per test on SQLite and on PostgreSQL, so every store test runs on both."""
+empty database per test on SQLite and on PostgreSQL, so every store test runs on both; a
+real S3 server (SeaweedFS) for the session, and `object_store`, a fresh bucket prefix per
+test."""
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from cli.seaweedfs import LocalObjectStore, ObjectStoreError
 from shared.db import sqlite_url
 from tests.support.postgres import PostgresServer, PostgresUnavailable, find_binaries
 
@@ -45,3 +49,30 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str
         yield server.url(name)
     finally:
         server.drop_database(name)
+
+
+@pytest.fixture(scope="session")
+def seaweedfs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalObjectStore]:
+    """One real SeaweedFS S3 server on 127.0.0.1 for the whole run; fails (never skips) if
+    it cannot start."""
+    store = LocalObjectStore(tmp_path_factory.mktemp("seaweedfs"))
+    try:
+        store.start()
+    except ObjectStoreError as error:
+        pytest.fail(f"SeaweedFS is needed for these tests: {error}", pytrace=False)
+    try:
+        yield store
+    finally:
+        store.stop()
+
+
+@pytest.fixture
+def object_store(
+    seaweedfs: LocalObjectStore, monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest
+) -> LocalObjectStore:
+    """The session's S3 server, with this process's AWS variables pointing at it and
+    `TFMESH_BLOB_URL` naming a prefix of the bucket no other test uses."""
+    prefix = f"test-{uuid.uuid4().hex[:12]}"
+    for name, value in seaweedfs.environment(prefix).items():
+        monkeypatch.setenv(name, value)
+    return seaweedfs

@@ -19,7 +19,7 @@ from services.data.samples import npz_bytes
 from services.data.server import core_config, start_data
 from services.data.settings import DataSettings
 from services.data.store import MetadataStore
-from shared.blobstore import BlobStore
+from shared.blobstore import LocalBlobStore
 from shared.channels import open_channel
 from shared.db import make_engine, sqlite_url
 from shared.telemetry import setup_telemetry
@@ -35,8 +35,8 @@ def settings(tmp_path: Path) -> DataSettings:
 
 
 @pytest.fixture
-def blobs(tmp_path: Path) -> BlobStore:
-    return BlobStore(tmp_path / "data" / "blobs")
+def blobs(tmp_path: Path) -> LocalBlobStore:
+    return LocalBlobStore(tmp_path / "data" / "blobs")
 
 
 @pytest.fixture
@@ -45,7 +45,7 @@ def store(settings: DataSettings) -> MetadataStore:
 
 
 @pytest.fixture
-def core(settings: DataSettings, store: MetadataStore, blobs: BlobStore) -> DataCore:
+def core(settings: DataSettings, store: MetadataStore, blobs: LocalBlobStore) -> DataCore:
     return DataCore(store, blobs, core_config(settings))
 
 
@@ -127,7 +127,7 @@ def stacked(core: DataCore, name: str) -> tuple[np.ndarray, np.ndarray]:
     return np.concatenate([x for x, _ in parts]), np.concatenate([y for _, y in parts])
 
 
-def stored_files(blobs: BlobStore) -> list[Path]:
+def stored_files(blobs: LocalBlobStore) -> list[Path]:
     """Every file in the blob store, committed or temp."""
     return sorted(p for p in blobs.root.rglob("*") if p.is_file())
 

@@ -12,7 +12,7 @@ from collections.abc import Callable
 import grpc
 import pytest
 
-from shared.blobstore import BlobStore
+from shared.blobstore import LocalBlobStore
 from shared.channels import open_channel
 from tests.data.conftest import numeric_table, upload_requests
 from tests.support.processes import service_process
@@ -45,14 +45,14 @@ async def wait_for(condition: Callable[[], bool], timeout_s: float = 60) -> None
         await asyncio.sleep(0.01)
 
 
-def committed(blobs: BlobStore) -> list[str]:
+def committed(blobs: LocalBlobStore) -> list[str]:
     return list(blobs.digests())
 
 
 async def check_clean_restart(data_process, tmp_path, content: bytes) -> None:
     home = tmp_path / "data"
     data_process.start()
-    blobs = BlobStore(home / "blobs")
+    blobs = LocalBlobStore(home / "blobs")
     assert list(blobs.temp_dir.iterdir()) == [], "start-up sweeps unfinished uploads"
     assert committed(blobs) == [], "start-up deletes blobs no version names"
     with sqlite3.connect(home / "data.db") as db:
@@ -100,7 +100,7 @@ async def test_sigkill_mid_upload_leaves_no_partial_version(data_process, tmp_pa
 
 async def test_sigkill_mid_ingest_leaves_no_partial_version(data_process, tmp_path, content):
     data_process.start()
-    blobs = BlobStore(tmp_path / "data" / "blobs")
+    blobs = LocalBlobStore(tmp_path / "data" / "blobs")
     async with open_channel(data_process.address) as channel:
         stub = data_pb2_grpc.DataServiceStub(channel)
         call = asyncio.ensure_future(

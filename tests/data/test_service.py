@@ -14,7 +14,7 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from services.data.server import start_data
 from services.data.settings import DataSettings
 from services.registry.client import ArtifactFile, NewVersion, RegistryClient
-from shared.blobstore import BlobStore
+from shared.blobstore import LocalBlobStore
 from shared.channels import open_channel
 from shared.telemetry import setup_telemetry
 from shared.tensors import from_tensor
@@ -50,7 +50,9 @@ async def read_split(stub, version: str, split, batch_size: int = 50):
 
 async def nothing_stored(stub, settings: DataSettings) -> bool:
     listed = await stub.ListDatasetVersions(pb.ListDatasetVersionsRequest())
-    return not listed.versions and stored_files(BlobStore(settings.home / "data" / "blobs")) == []
+    return (
+        not listed.versions and stored_files(LocalBlobStore(settings.home / "data" / "blobs")) == []
+    )
 
 
 async def test_csv_upload_describe_read_back(stub):

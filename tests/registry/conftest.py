@@ -10,7 +10,7 @@ import pytest
 from services.registry import entities as e
 from services.registry.core import Registry
 from services.registry.settings import RegistrySettings
-from shared.blobstore import BlobStore
+from shared.blobstore import LocalBlobStore
 from shared.channels import open_channel
 from shared.db import make_engine
 from tests.support.registry import registry_settings, running_registry
@@ -78,7 +78,7 @@ def core(database_url, tmp_path) -> Registry:
     engine = make_engine(database_url)
     yield Registry(
         engine,
-        BlobStore(tmp_path / "blobs"),
+        LocalBlobStore(tmp_path / "blobs"),
         default_rule=ACCURACY_RULE,
         max_artifact_bytes=1024 * 1024,
     )
