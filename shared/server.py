@@ -57,6 +57,38 @@ class RunningServer:
         """Run `callback` after in-flight calls have drained (close stores, stop workers)."""
         self._on_stop.append(callback)
 
+    def watch_dependency(self, name: str, check: Callable[[], None], interval_s: float) -> None:
+        """Check a backing service every `interval_s` (in a thread): while `check` raises,
+        the overall health and the services' say NOT_SERVING (liveness stays SERVING)."""
+        statuses = {True: health_pb2.HealthCheckResponse.SERVING}
+        statuses[False] = health_pb2.HealthCheckResponse.NOT_SERVING
+
+        async def watch() -> None:
+            healthy = True
+            while True:
+                await asyncio.sleep(interval_s)
+                try:
+                    await asyncio.to_thread(check)
+                    now = True
+                except Exception as error:
+                    now = False
+                    if healthy:
+                        log.warning(f"{name} is away: {error}")
+                if now != healthy:
+                    healthy = now
+                    if now:
+                        log.info(f"{name} is back")
+                    for service in ["", *self.service_names]:
+                        await self.health.set(service, statuses[now])
+
+        task = asyncio.create_task(watch())
+
+        async def stop() -> None:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+
+        self.on_stop(stop)
+
     async def stop(self, grace_s: float) -> None:
         await self.health.enter_graceful_shutdown()
         await self.server.stop(grace_s)

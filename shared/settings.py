@@ -29,6 +29,7 @@ SHARED_FIELDS = (
     "auth_jwt_issuer",
     "auth_jwt_audience",
     "auth_jwt_roles_claim",
+    "blob_url",
 )
 
 
@@ -135,6 +136,27 @@ class ServiceSettings(SecuritySettings):
     max_message_bytes: int = Field(default=64 * 1024 * 1024, ge=1024)
     # Seconds in-flight calls get to finish after SIGTERM.
     shutdown_grace_s: float = Field(default=10.0, ge=0)
+
+
+class StatefulSettings(ServiceSettings):
+    """A service that keeps rows in a database and blobs in a blob store (shared.blobstore)."""
+
+    # SQLAlchemy URL; empty means SQLite under $TFMESH_HOME.
+    database_url: str = ""
+    # Where blobs live: empty for the local filesystem under $TFMESH_HOME, another local
+    # path, or s3://bucket[/prefix] (endpoint and credentials the standard AWS way).
+    # Unset, TFMESH_BLOB_URL applies.
+    blob_url: str = ""
+    # With a store that replicas share (object storage), only what has been left at least
+    # this long is swept or collected: a younger upload may be another replica's.
+    blob_grace_s: float = Field(default=3600.0, ge=0)
+    # How often the blob store is checked for health (NOT_SERVING while it is away).
+    blob_check_interval_s: float = Field(default=2.0, gt=0)
+
+    def blob_setting(self) -> str:
+        """The variables that name this service's blob store, for errors."""
+        prefix = str(self.model_config.get("env_prefix", "")).upper()
+        return f"{prefix}BLOB_URL (or TFMESH_BLOB_URL)"
 
 
 S = TypeVar("S", bound=BaseSettings)

@@ -95,9 +95,10 @@ class DataCore:
         self._lineage = lineage
         self._keeper = BlobKeeper(blobs, store)
 
-    def collect_garbage(self) -> int:
-        """Delete blobs no version names (left by a crash); run at start-up. Returns the count."""
-        return self._keeper.collect(self._blobs.digests())
+    def collect_garbage(self, grace_s: float = 0.0) -> int:
+        """Delete blobs no version names (left by a crash), stored at least `grace_s` ago;
+        run at start-up. Returns the count."""
+        return self._keeper.collect(self._blobs.digests(older_than_s=grace_s))
 
     def start_upload(self, spec: UploadSpec, field_prefix: str = "header.") -> Upload:
         """Check an upload's header; InvalidArgument names every problem at once."""
@@ -230,7 +231,7 @@ class DataCore:
             feature_shape=version.schema.feature_shape,
             record_bytes=record_dtype(version.schema.feature_shape).itemsize,
             locations=[
-                ShardLocation(shard, self._blobs.path_for(shard.sha256).resolve().as_uri())
+                ShardLocation(shard, self._blobs.uri(shard.sha256))
                 for shard in self._store.shards(name, split)
             ],
         )

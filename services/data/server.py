@@ -11,7 +11,7 @@ from services.data.lineage import RegistryLineage
 from services.data.servicer import DataServicer
 from services.data.settings import DataSettings
 from services.data.store import MetadataStore
-from shared.blobstore import BlobStore
+from shared.blobstore import open_blob_store
 from shared.channels import check_peer_tls, peer_channel
 from shared.db import make_engine, sqlite_url
 from shared.server import RunningServer, serve, start_server
@@ -45,8 +45,11 @@ async def start_data(settings: DataSettings, telemetry: Telemetry) -> RunningSer
     """Build the data core on its store and serve it; used by `main` and by tests."""
     home = settings.home / "data"
     engine = make_engine(settings.database_url or sqlite_url(home / "data.db"))
-    blobs = BlobStore(home / "blobs")
-    swept = blobs.sweep_temp()
+    blobs = await asyncio.to_thread(
+        open_blob_store, settings.blob_url, home / "blobs", home / "spool", settings.blob_setting()
+    )
+    grace_s = settings.blob_grace_s if blobs.shared else 0.0
+    swept = await asyncio.to_thread(blobs.sweep_temp, grace_s)
     if settings.registry_addr:
         await check_peer_tls({"registry": settings.registry_addr}, settings.tls_files())
     registry = (
@@ -56,7 +59,7 @@ async def start_data(settings: DataSettings, telemetry: Telemetry) -> RunningSer
     )
     lineage = RegistryLineage(registry, settings.registry_deadline_s) if registry else None
     core = DataCore(MetadataStore(engine), blobs, core_config(settings), lineage)
-    collected = await asyncio.to_thread(core.collect_garbage)
+    collected = await asyncio.to_thread(core.collect_garbage, grace_s)
     if swept or collected:
         log.info(
             "removed what unfinished uploads left",
@@ -67,6 +70,9 @@ async def start_data(settings: DataSettings, telemetry: Telemetry) -> RunningSer
         telemetry,
         lambda server: data_pb2_grpc.add_DataServiceServicer_to_server(DataServicer(core), server),
         [SERVICE_NAME],
+    )
+    running.watch_dependency(
+        f"blob store {blobs.describe()}", blobs.check, settings.blob_check_interval_s
     )
 
     async def dispose() -> None:

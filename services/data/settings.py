@@ -5,15 +5,13 @@ from __future__ import annotations
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
-from shared.settings import ServiceSettings
+from shared.settings import StatefulSettings
 
 
-class DataSettings(ServiceSettings):
+class DataSettings(StatefulSettings):
     model_config = SettingsConfigDict(env_prefix="TFMESH_DATA_")
 
     port: int = Field(default=50051, ge=0, le=65535)
-    # SQLAlchemy URL; empty means SQLite at $TFMESH_HOME/data/data.db.
-    database_url: str = ""
     # host:port of the registry, asked before a delete whether a model's lineage
     # names the version; empty means deletes are soft (hidden, content kept).
     registry_addr: str = ""

@@ -185,20 +185,16 @@ class Upload:
         self, name: str, digest: str, source_sha256: str, source_bytes: int, sink: IngestSink
     ) -> tuple[DatasetVersion, IngestResult]:
         request = self._request
-        source = open_source(
-            request.format,
-            self._blobs.path_for(source_sha256),
-            request.label_column,
-            self._limits,
-        )
-        result = ingest(
-            source,
-            request.ratios,
-            request.max_bad_row_fraction,
-            request.reference.schema if request.reference else None,
-            self._limits,
-            sink,
-        )
+        with self._blobs.local_copy(source_sha256) as source_path:
+            source = open_source(request.format, source_path, request.label_column, self._limits)
+            result = ingest(
+                source,
+                request.ratios,
+                request.max_bad_row_fraction,
+                request.reference.schema if request.reference else None,
+                self._limits,
+                sink,
+            )
         version = DatasetVersion(
             name=name,
             dataset=request.dataset,

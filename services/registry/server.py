@@ -13,7 +13,7 @@ from services.registry.rollouts.figures import InferenceFigures
 from services.registry.servicer import RegistryServicer
 from services.registry.settings import RegistrySettings
 from services.registry.watch import ChangeSignal
-from shared.blobstore import BlobStore
+from shared.blobstore import open_blob_store
 from shared.channels import peer_channel
 from shared.db import make_engine, sqlite_url
 from shared.server import RunningServer, serve, start_server
@@ -29,8 +29,12 @@ async def start_registry(settings: RegistrySettings, telemetry: Telemetry) -> Ru
     """Build the registry on its store and serve it; used by `main` and by tests."""
     home = settings.home / "registry"
     engine = make_engine(settings.database_url or sqlite_url(home / "registry.db"))
-    blobs = BlobStore(home / "blobs")
-    swept = blobs.sweep_temp()
+    blobs = await asyncio.to_thread(
+        open_blob_store, settings.blob_url, home / "blobs", home / "spool", settings.blob_setting()
+    )
+    swept = await asyncio.to_thread(
+        blobs.sweep_temp, settings.blob_grace_s if blobs.shared else 0.0
+    )
     if swept:
         log.info("removed unfinished uploads", extra={"count": swept})
     signal = ChangeSignal(asyncio.get_running_loop())
@@ -52,6 +56,9 @@ async def start_registry(settings: RegistrySettings, telemetry: Telemetry) -> Ru
         telemetry,
         lambda server: registry_pb2_grpc.add_RegistryServiceServicer_to_server(servicer, server),
         [SERVICE_NAME],
+    )
+    running.watch_dependency(
+        f"blob store {blobs.describe()}", blobs.check, settings.blob_check_interval_s
     )
 
     async def dispose() -> None:

@@ -7,17 +7,15 @@ from typing import Annotated
 from pydantic import Field, field_validator
 from pydantic_settings import NoDecode, SettingsConfigDict
 
-from shared.settings import ServiceSettings
+from shared.settings import StatefulSettings
 
 CommaList = Annotated[list[str], NoDecode]
 
 
-class RegistrySettings(ServiceSettings):
+class RegistrySettings(StatefulSettings):
     model_config = SettingsConfigDict(env_prefix="TFMESH_REGISTRY_")
 
     port: int = Field(default=50053, ge=0, le=65535)
-    # SQLAlchemy URL; empty means SQLite at $TFMESH_HOME/registry/registry.db.
-    database_url: str = ""
     max_artifact_bytes: int = Field(default=4 * 1024**3, ge=1)
     # The promotion rule a model gets when it is created without one.
     default_promotion_metric: str = "accuracy"
