@@ -101,29 +101,31 @@ async def test_registry_artifacts_live_in_the_bucket(
 ) -> None:
     weights = tmp_path / "weights.bin"
     weights.write_bytes(os.urandom(300_000))
-    async with running_registry(registry_settings(tmp_path / "home")) as registry:
-        async with open_channel(registry.address) as channel:
-            client = RegistryClient(channel)
-            created = await client.upload_version(
-                NewVersion("lake-model", [ArtifactFile("weights.bin", weights)])
-            )
-            version = created.version.version
-            copy = tmp_path / "copy.bin"
-            await client.download_artifact("lake-model", version, "weights.bin", copy)
-            assert copy.read_bytes() == weights.read_bytes()
-            digest = hashlib.sha256(weights.read_bytes()).hexdigest()
-            key = f"{blob_prefix()}sha256/{digest[:2]}/{digest}"
-            object_store.client().put_object(Bucket="tfmesh", Key=key, Body=b"x" * 300_000)
-            request = registry_pb2.DownloadArtifactRequest(
-                model="lake-model", version=version, artifact="weights.bin"
-            )
+    async with (
+        running_registry(registry_settings(tmp_path / "home")) as registry,
+        open_channel(registry.address) as channel,
+    ):
+        client = RegistryClient(channel)
+        created = await client.upload_version(
+            NewVersion("lake-model", [ArtifactFile("weights.bin", weights)])
+        )
+        version = created.version.version
+        copy = tmp_path / "copy.bin"
+        await client.download_artifact("lake-model", version, "weights.bin", copy)
+        assert copy.read_bytes() == weights.read_bytes()
+        digest = hashlib.sha256(weights.read_bytes()).hexdigest()
+        key = f"{blob_prefix()}sha256/{digest[:2]}/{digest}"
+        object_store.client().put_object(Bucket="tfmesh", Key=key, Body=b"x" * 300_000)
+        request = registry_pb2.DownloadArtifactRequest(
+            model="lake-model", version=version, artifact="weights.bin"
+        )
 
-            async def download() -> None:
-                async for _ in client.stub.DownloadArtifact(request, timeout=10):
-                    pass
+        async def download() -> None:
+            async for _ in client.stub.DownloadArtifact(request, timeout=10):
+                pass
 
-            error = await expect_error(download(), grpc.StatusCode.DATA_LOSS)
-            assert digest in (error.details() or "")
+        error = await expect_error(download(), grpc.StatusCode.DATA_LOSS)
+        assert digest in (error.details() or "")
 
 
 async def test_an_object_store_away_for_10_s_loses_no_upload(
