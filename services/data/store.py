@@ -8,6 +8,7 @@ models. A soft-deleted version keeps its rows with `deleted_at` set."""
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import (
@@ -38,6 +39,7 @@ from services.data.entities import (
     Statistics,
 )
 from shared.errors import NotFound
+from shared.migrations import Migrations
 
 # Digests looked up per query, well under SQLite's limit on bound parameters.
 LOOKUP_BATCH = 500
@@ -126,10 +128,14 @@ def _shard(row: ShardRow) -> ShardInfo:
     )
 
 
+# The database's migrations (Alembic); a start refuses an older schema.
+MIGRATIONS = Migrations("data", Path(__file__).resolve().parent / "migrations", [Base.metadata])
+
+
 class MetadataStore:
     def __init__(self, engine: Engine) -> None:
         self._engine = engine
-        Base.metadata.create_all(engine)
+        MIGRATIONS.ensure_current(engine)
 
     def _live(self, session: Session, name: str) -> VersionRow:
         row = session.scalar(

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import UTC, datetime
+from pathlib import Path
 
 from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session, selectinload, sessionmaker
@@ -14,8 +15,15 @@ from services.registry import entities as e
 from services.registry.store import AliasRow, Base, ChangeRow, ModelRow, VersionRow
 from shared.db import write_lock
 from shared.errors import NotFound, invalid, raise_violations
+from shared.leases import LEASES_METADATA
+from shared.migrations import Migrations
 from shared.names import check_name
 
+# The database's migrations (Alembic); a start refuses an older schema. The leases table
+# (shared.leases) is the rollout controller's.
+MIGRATIONS = Migrations(
+    "registry", Path(__file__).resolve().parent / "migrations", [Base.metadata, LEASES_METADATA]
+)
 # Advisory-lock key that orders every registry write (see shared.db.write_lock).
 WRITE_LOCK_KEY = 0x7F6D657368_01
 
@@ -26,7 +34,7 @@ def now() -> datetime:
 
 class RegistryDatabase:
     def __init__(self, engine: Engine, on_change: Callable[[], None] = lambda: None) -> None:
-        Base.metadata.create_all(engine)
+        MIGRATIONS.ensure_current(engine)
         self._sessions = sessionmaker(engine, expire_on_commit=False)
         self._on_change = on_change
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import (
@@ -32,6 +33,7 @@ from services.training.jobs import EventKind, JobEvent, JobRecord, JobState, Reg
 from services.training.metrics import JOBS_FINISHED
 from services.training.spec import JobSpec, spec_from_dict, spec_to_dict
 from shared.errors import FailedPrecondition, NotFound, invalid
+from shared.migrations import Migrations
 
 BigId = BigInteger().with_variant(Integer(), "sqlite")
 DEFAULT_PAGE_SIZE = 50
@@ -151,10 +153,14 @@ class _Change:
         self.emit(EventKind.STATE, {"state": state.value, "message": message})
 
 
+# The database's migrations (Alembic); a start refuses an older schema.
+MIGRATIONS = Migrations("training", Path(__file__).resolve().parent / "migrations", [Base.metadata])
+
+
 class JobStore:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
-        Base.metadata.create_all(engine)
+        MIGRATIONS.ensure_current(engine)
 
     def _change(self, job_id: str, apply: Callable[[_Change], None]) -> JobRecord:
         with Session(self.engine) as session, session.begin():
