@@ -13,7 +13,7 @@ from typing import Annotated
 import grpc
 import typer
 
-from cli import data, predict, rollout, train
+from cli import data, db, predict, rollout, train
 from cli.output import print_json, table
 from cli.rpc import JsonFlag, run_rpc
 from cli.stack import LocalStack
@@ -33,6 +33,7 @@ app.add_typer(models, name="models")
 app.add_typer(data.app, name="data")
 app.add_typer(train.app, name="train")
 app.add_typer(rollout.app, name="rollout")
+app.add_typer(db.app, name="db")
 app.command("predict")(predict.predict)
 
 

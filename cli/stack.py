@@ -31,6 +31,7 @@ from pathlib import Path
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from cli.databases import DATABASES, upgrade_all
 from cli.pki import local_pki
 from cli.prometheus import LocalPrometheus, ScrapeTarget
 from shared.auth import token_sha256
@@ -196,6 +197,7 @@ class LocalStack:
         if auth:
             env.update(self._auth_environment())
         probe = stack_tls(self.home)
+        self._upgrade_databases([s for s in services if health(s, probe) != "SERVING"])
         for spec in services:
             if health(spec, probe) == "SERVING":
                 print(f"{spec.name:<10} already serving on {spec.address}")
@@ -219,6 +221,13 @@ class LocalStack:
         if monitoring:
             self._start_prometheus(services, timeout_s)
         return services
+
+    def _upgrade_databases(self, starting: list[ServiceSpec]) -> None:
+        """The local stack upgrades its own databases (cli.db) before their services start."""
+        names = [spec.name for spec in starting if spec.name in DATABASES]
+        for row in upgrade_all(names, self.home):
+            if row["from"] not in ("empty", row["to"]):
+                print(f"{row['service']:<10} database upgraded from {row['from']} to {row['to']}")
 
     def _start_prometheus(self, services: list[ServiceSpec], timeout_s: float) -> None:
         prometheus = LocalPrometheus(self.home)

@@ -12,8 +12,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
-from collections.abc import Awaitable, Callable
+import sys
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
+from typing import Any
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -24,7 +26,7 @@ from prometheus_client import start_http_server
 from shared.auth import authenticator_for
 from shared.discovery import ConsulDiscovery
 from shared.interceptors import ErrorAndMetricsInterceptor
-from shared.settings import ServiceSettings
+from shared.settings import ServiceSettings, SettingsError
 from shared.telemetry import Telemetry
 
 log = logging.getLogger(__name__)
@@ -162,6 +164,16 @@ async def serve(running: RunningServer, settings: ServiceSettings, discovery_nam
         await consul.register(discovery_name, settings.host, running.port)
         running.on_stop(consul.deregister_all)
     await serve_until_signalled(running, settings.shutdown_grace_s)
+
+
+def run_service(name: str, main: Callable[[], Coroutine[Any, Any, None]]) -> None:
+    """A service's process: run `main`; a setting or schema that stops the start is one
+    line on stderr (what to fix) and exit status 2, not a traceback."""
+    try:
+        asyncio.run(main())
+    except SettingsError as error:
+        print(f"{name} cannot start: {error}", file=sys.stderr)
+        sys.exit(2)
 
 
 async def signalled() -> None:

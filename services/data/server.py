@@ -14,7 +14,7 @@ from services.data.store import MetadataStore
 from shared.blobstore import open_blob_store
 from shared.channels import check_peer_tls, peer_channel
 from shared.db import make_engine, sqlite_url
-from shared.server import RunningServer, serve, start_server
+from shared.server import RunningServer, run_service, serve, start_server
 from shared.settings import load_settings
 from shared.telemetry import Telemetry, setup_telemetry
 from tfmesh.data.v1 import data_pb2, data_pb2_grpc
@@ -93,4 +93,4 @@ async def main() -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(main())
+    run_service("data", main)

@@ -16,7 +16,7 @@ from services.registry.watch import ChangeSignal
 from shared.blobstore import open_blob_store
 from shared.channels import peer_channel
 from shared.db import make_engine, sqlite_url
-from shared.server import RunningServer, serve, start_server
+from shared.server import RunningServer, run_service, serve, start_server
 from shared.settings import load_settings
 from shared.telemetry import Telemetry, setup_telemetry
 from tfmesh.registry.v1 import registry_pb2, registry_pb2_grpc
@@ -101,4 +101,4 @@ async def main() -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(main())
+    run_service("registry", main)

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-
 from prometheus_client import REGISTRY
 
 from services.training.core import TrainingCore
@@ -18,7 +16,7 @@ from services.training.store import JobStore
 from services.training.worker import WorkerPool
 from shared.channels import check_peer_tls, peer_channel
 from shared.db import make_engine, sqlite_url
-from shared.server import RunningServer, serve, start_server
+from shared.server import RunningServer, run_service, serve, start_server
 from shared.settings import load_settings
 from shared.telemetry import Telemetry, setup_telemetry
 from tfmesh.training.v1 import training_pb2, training_pb2_grpc
@@ -88,4 +86,4 @@ async def main() -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(main())
+    run_service("training", main)

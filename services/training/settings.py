@@ -5,15 +5,13 @@ from __future__ import annotations
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
-from shared.settings import ServiceSettings
+from shared.settings import StatefulSettings
 
 
-class TrainingSettings(ServiceSettings):
+class TrainingSettings(StatefulSettings):
     model_config = SettingsConfigDict(env_prefix="TFMESH_TRAINING_")
 
     port: int = Field(default=50052, ge=0, le=65535)
-    # SQLAlchemy URL; empty means SQLite at $TFMESH_HOME/training/jobs.db.
-    database_url: str = ""
     # Jobs trained at the same time, each on its own thread.
     concurrency: int = Field(default=1, ge=1, le=64)
     # Peers (`cli.stack` sets `TFMESH_TRAINING_<PEER>_ADDR`).
