@@ -14,7 +14,7 @@ import typer
 
 from cli.output import errors
 from cli.stack import SERVICES, stack_authorization, stack_tls
-from shared.channels import open_channel
+from shared.channels import channel_target, open_channel
 from shared.settings import default_home
 
 T = TypeVar("T")
@@ -61,11 +61,13 @@ def call_metadata() -> tuple[tuple[str, str], ...]:
 
 def blocking_channel(service: str) -> grpc.Channel:
     """A blocking channel, for client-streaming uploads (see gateway.backends on why)."""
+    target, balancing = channel_target(address(service))
     options = [
         ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
         ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+        *balancing,
     ]
     credentials = stack_tls(default_home()).channel_credentials()
     if credentials is not None:
-        return grpc.secure_channel(address(service), credentials, options=options)
-    return grpc.insecure_channel(address(service), options=options)
+        return grpc.secure_channel(target, credentials, options=options)
+    return grpc.insecure_channel(target, options=options)

@@ -3,6 +3,7 @@ optional TLS, and the start-up check that the TLS to each peer works."""
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Callable
 from typing import Any, cast
@@ -18,6 +19,18 @@ from shared.telemetry import Telemetry
 from shared.tls import TlsFiles, is_handshake_failure
 
 
+def channel_target(address: str) -> tuple[str, list[tuple[str, str]]]:
+    """gRPC's target and options for an address: one `host:port` as it is; a list of
+    replicas' `ip:port,ip:port` as gRPC's own static resolver (`ipv4:` / `ipv6:`) with
+    round-robin balancing, so calls spread over the replicas and skip a dead one."""
+    if "," not in address:
+        return address, []
+    replicas = [part.strip() for part in address.split(",") if part.strip()]
+    scheme = "ipv6" if all(part.startswith("[") for part in replicas) else "ipv4"
+    config = json.dumps({"loadBalancingConfig": [{"round_robin": {}}]})
+    return f"{scheme}:{','.join(replicas)}", [("grpc.service_config", config)]
+
+
 def open_channel(
     target: str,
     telemetry: Telemetry | None = None,
@@ -30,9 +43,11 @@ def open_channel(
     this process's certificate); every call carries `authorization: <authorization()>`
     when that gives a value (`bearer(token)` for a fixed token). A service's channel (one
     given its telemetry) is traced and its calls counted."""
+    target, balancing = channel_target(target)
     options = [
         ("grpc.max_receive_message_length", max_message_bytes),
         ("grpc.max_send_message_length", max_message_bytes),
+        *balancing,
     ]
     interceptors: list[grpc.aio.ClientInterceptor] = (
         [*telemetry.client_interceptors(), *client_interceptors()] if telemetry else []

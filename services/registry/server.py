@@ -6,6 +6,8 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 
+from sqlalchemy import Engine
+
 from services.registry import entities as e
 from services.registry.core import Registry
 from services.registry.rollouts.controller import RolloutController
@@ -16,11 +18,14 @@ from services.registry.watch import ChangeSignal
 from shared.blobstore import open_blob_store
 from shared.channels import peer_channel
 from shared.db import make_engine, sqlite_url
+from shared.leases import Lease, replica_name, run_while_holding
 from shared.server import RunningServer, run_service, serve, start_server
 from shared.settings import load_settings
 from shared.telemetry import Telemetry, setup_telemetry
 from tfmesh.registry.v1 import registry_pb2, registry_pb2_grpc
 
+# The lease whose holder runs the rollout controller (one replica at a time).
+CONTROLLER_LEASE = "rollout-controller"
 SERVICE_NAME = registry_pb2.DESCRIPTOR.services_by_name["RegistryService"].full_name
 log = logging.getLogger(__name__)
 
@@ -66,23 +71,30 @@ async def start_registry(settings: RegistrySettings, telemetry: Telemetry) -> Ru
 
     if settings.inference_addr:
         # Stopped before the engine it writes through is disposed.
-        running.on_stop(start_controller(registry, settings, telemetry))
+        running.on_stop(start_controller(registry, engine, settings, telemetry))
     running.on_stop(dispose)
     return running
 
 
 def start_controller(
-    registry: Registry, settings: RegistrySettings, telemetry: Telemetry
+    registry: Registry, engine: Engine, settings: RegistrySettings, telemetry: Telemetry
 ) -> Callable[[], Awaitable[None]]:
-    """Run the rollout controller on the inference service's figures; returns its stop."""
+    """Run the rollout controller on the inference service's figures, in whichever replica
+    holds its lease; returns its stop."""
     figures = InferenceFigures(
         settings.inference_addr,
         lambda address: peer_channel("inference", address, settings, telemetry),
         fan_out=settings.inference_fan_out,
     )
     controller = RolloutController(registry, registry.rollouts, figures)
-    task = asyncio.create_task(controller.run_forever(settings.rollout_interval_s))
-    log.info("rollout controller started", extra={"inference": settings.inference_addr})
+    lease = Lease(engine, CONTROLLER_LEASE, replica_name(), settings.controller_lease_s)
+    task = asyncio.create_task(
+        run_while_holding(lease, controller.tick, settings.rollout_interval_s)
+    )
+    log.info(
+        "rollout controller started, once it holds its lease",
+        extra={"inference": settings.inference_addr, "holder": lease.holder},
+    )
 
     async def stop() -> None:
         task.cancel()

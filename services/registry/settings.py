@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import NoDecode, SettingsConfigDict
 
 from shared.settings import StatefulSettings
@@ -34,6 +34,9 @@ class RegistrySettings(StatefulSettings):
     inference_fan_out: bool = False
     # How often the controller looks at rollouts and new versions.
     rollout_interval_s: float = Field(default=2.0, gt=0, le=3600)
+    # How long the replica running the controller holds its lease without renewing it:
+    # another replica takes over within this long of the holder's death.
+    controller_lease_s: float = Field(default=10.0, gt=0, le=3600)
 
     @field_validator("inference_addr", mode="before")
     @classmethod
@@ -41,3 +44,13 @@ class RegistrySettings(StatefulSettings):
         if isinstance(value, str):
             return [item.strip() for item in value.split(",") if item.strip()]
         return value
+
+    @model_validator(mode="after")
+    def _lease_outlasts_a_round(self) -> RegistrySettings:
+        # The holder renews once a round: a shorter lease would lapse between renewals.
+        if self.controller_lease_s <= self.rollout_interval_s:
+            raise ValueError(
+                "TFMESH_REGISTRY_CONTROLLER_LEASE_S must be longer than "
+                "TFMESH_REGISTRY_ROLLOUT_INTERVAL_S"
+            )
+        return self

@@ -13,8 +13,10 @@ checks (services.registry.rollouts.evidence), and then:
   feedback, or a canary that never loaded);
 - ends, leaving the aliases alone, a rollout whose canary someone moved by hand.
 
-Each transition is conditional on the rollout being where the tick saw it (RolloutBook),
-so two controllers sharing a database cannot step a rollout twice."""
+It runs in one registry replica at a time, the holder of the `rollout-controller` lease
+(shared.leases; services.registry.server). Each transition is also conditional on the
+rollout being where the tick saw it (RolloutBook), so even a holder that has lost its
+lease mid-tick cannot step a rollout twice."""
 
 from __future__ import annotations
 
@@ -54,14 +56,6 @@ class RolloutController:
         self._book = book
         self._source = source
         self._clock = clock
-
-    async def run_forever(self, interval_s: float) -> None:
-        while True:
-            try:
-                await self.tick()
-            except Exception:  # noqa: BLE001 - one bad tick must not end the controller
-                log.exception("rollout controller tick failed")
-            await asyncio.sleep(interval_s)
 
     async def tick(self) -> None:
         for model, version, production, policy in await asyncio.to_thread(self._book.candidates):
