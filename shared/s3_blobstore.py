@@ -165,9 +165,9 @@ class S3BlobStore(BlobStore):
             ) from None
 
     def publish(self, temp: Path, digest: str, size: int) -> None:
+        # Written even when the blob is there already: the write renews its age, which the
+        # collector's grace period counts from (shared.blob_collector).
         key = self.key(digest)
-        if self._stored_size(key) == size:
-            return
         with self._translated("an upload"):
             if size <= self.part_bytes:
                 data = temp.read_bytes()

@@ -150,6 +150,8 @@ class StatefulSettings(ServiceSettings):
     # With a store that replicas share (object storage), only what has been left at least
     # this long is swept or collected: a younger upload may be another replica's.
     blob_grace_s: float = Field(default=3600.0, ge=0)
+    # How often one replica collects unnamed blobs from a shared store.
+    blob_collect_interval_s: float = Field(default=600.0, gt=0)
     # How often the blob store is checked for health (NOT_SERVING while it is away).
     blob_check_interval_s: float = Field(default=2.0, gt=0)
 

@@ -95,10 +95,10 @@ class DataCore:
         self._lineage = lineage
         self._keeper = BlobKeeper(blobs, store)
 
-    def collect_garbage(self, grace_s: float = 0.0) -> int:
-        """Delete blobs no version names (left by a crash), stored at least `grace_s` ago;
-        run at start-up. Returns the count."""
-        return self._keeper.collect(self._blobs.digests(older_than_s=grace_s))
+    def collect_garbage(self) -> int:
+        """Delete blobs no version names (left by a crash); run at start-up with a store of
+        this process's own. Returns the count."""
+        return self._keeper.collect(self._blobs.digests())
 
     def start_upload(self, spec: UploadSpec, field_prefix: str = "header.") -> Upload:
         """Check an upload's header; InvalidArgument names every problem at once."""

@@ -11,6 +11,7 @@ from services.data.lineage import RegistryLineage
 from services.data.servicer import DataServicer
 from services.data.settings import DataSettings
 from services.data.store import MetadataStore
+from shared.blob_collector import BlobCollector, run_collector
 from shared.blobstore import open_blob_store
 from shared.channels import check_peer_tls, peer_channel
 from shared.db import make_engine, sqlite_url
@@ -48,8 +49,6 @@ async def start_data(settings: DataSettings, telemetry: Telemetry) -> RunningSer
     blobs = await asyncio.to_thread(
         open_blob_store, settings.blob_url, home / "blobs", home / "spool", settings.blob_setting()
     )
-    grace_s = settings.blob_grace_s if blobs.shared else 0.0
-    swept = await asyncio.to_thread(blobs.sweep_temp, grace_s)
     if settings.registry_addr:
         await check_peer_tls({"registry": settings.registry_addr}, settings.tls_files())
     registry = (
@@ -58,21 +57,21 @@ async def start_data(settings: DataSettings, telemetry: Telemetry) -> RunningSer
         else None
     )
     lineage = RegistryLineage(registry, settings.registry_deadline_s) if registry else None
-    core = DataCore(MetadataStore(engine), blobs, core_config(settings), lineage)
-    collected = await asyncio.to_thread(core.collect_garbage, grace_s)
-    if swept or collected:
-        log.info(
-            "removed what unfinished uploads left",
-            extra={"temp_files": swept, "unnamed_blobs": collected},
-        )
+    store = MetadataStore(engine)
+    core = DataCore(store, blobs, core_config(settings), lineage)
+    if not blobs.shared:
+        swept = await asyncio.to_thread(blobs.sweep_temp)
+        collected = await asyncio.to_thread(core.collect_garbage)
+        if swept or collected:
+            log.info(
+                "removed what unfinished uploads left",
+                extra={"temp_files": swept, "unnamed_blobs": collected},
+            )
     running = await start_server(
         settings,
         telemetry,
         lambda server: data_pb2_grpc.add_DataServiceServicer_to_server(DataServicer(core), server),
         [SERVICE_NAME],
-    )
-    running.watch_dependency(
-        f"blob store {blobs.describe()}", blobs.check, settings.blob_check_interval_s
     )
 
     async def dispose() -> None:
@@ -80,7 +79,14 @@ async def start_data(settings: DataSettings, telemetry: Telemetry) -> RunningSer
             await registry.close()
         engine.dispose()
 
+    # Stop callbacks run last first: the engine is disposed after every loop using it.
     running.on_stop(dispose)
+    running.watch_dependency(
+        f"blob store {blobs.describe()}", blobs.check, settings.blob_check_interval_s
+    )
+    if blobs.shared:
+        collector = BlobCollector(blobs, store.referenced, settings.blob_grace_s)
+        running.on_stop(run_collector(collector, engine, settings.blob_collect_interval_s))
     return running
 
 

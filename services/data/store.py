@@ -39,6 +39,7 @@ from services.data.entities import (
     Statistics,
 )
 from shared.errors import NotFound
+from shared.leases import LEASES_METADATA
 from shared.migrations import Migrations
 
 # Digests looked up per query, well under SQLite's limit on bound parameters.
@@ -128,8 +129,11 @@ def _shard(row: ShardRow) -> ShardInfo:
     )
 
 
-# The database's migrations (Alembic); a start refuses an older schema.
-MIGRATIONS = Migrations("data", Path(__file__).resolve().parent / "migrations", [Base.metadata])
+# The database's migrations (Alembic); a start refuses an older schema. The leases table
+# (shared.leases) is the blob collector's.
+MIGRATIONS = Migrations(
+    "data", Path(__file__).resolve().parent / "migrations", [Base.metadata, LEASES_METADATA]
+)
 
 
 class MetadataStore:

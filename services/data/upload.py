@@ -60,7 +60,8 @@ class IngestRequest:
 
 
 class BlobKeeper:
-    """Commits the blobs of running ingests and deletes blobs that nothing names."""
+    """Commits the blobs of running ingests and deletes blobs that nothing names (in a
+    store of this process's own; in a shared one, shared.blob_collector does)."""
 
     def __init__(self, blobs: BlobStore, store: MetadataStore) -> None:
         self._blobs = blobs
@@ -87,6 +88,9 @@ class BlobKeeper:
             return self._collect(set(candidates))
 
     def _collect(self, candidates: set[str]) -> int:
+        if self._blobs.shared:
+            # Other replicas' uploads are not held here: the collector's grace covers them.
+            return 0
         unheld = {digest for digest in candidates if digest not in self._held}
         garbage = unheld - self._store.referenced(unheld) if unheld else set()
         for digest in garbage:

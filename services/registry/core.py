@@ -337,8 +337,24 @@ class Registry:
                 session.scalars(select(ArtifactRow.sha256).where(ArtifactRow.sha256.in_(digests)))
             )
             self._db.commit(session)
+        if self.blobs.shared:
+            # Another replica may be committing the same content: the collector's grace
+            # period decides (shared.blob_collector).
+            return
         for digest in digests - still_used:
             self.blobs.delete(digest)
+
+    def referenced_blobs(self, digests: set[str]) -> set[str]:
+        """Which of `digests` some artifact names."""
+        ordered = sorted(digests)
+        found: set[str] = set()
+        with self._db.read() as session:
+            for start in range(0, len(ordered), 500):
+                batch = ordered[start : start + 500]
+                found |= set(
+                    session.scalars(select(ArtifactRow.sha256).where(ArtifactRow.sha256.in_(batch)))
+                )
+        return found
 
     def open_artifact(
         self, model: str, version: int, artifact: str = "", chunk_bytes: int = 0

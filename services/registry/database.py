@@ -20,7 +20,7 @@ from shared.migrations import Migrations
 from shared.names import check_name
 
 # The database's migrations (Alembic); a start refuses an older schema. The leases table
-# (shared.leases) is the rollout controller's.
+# (shared.leases) is the rollout controller's and the blob collector's.
 MIGRATIONS = Migrations(
     "registry", Path(__file__).resolve().parent / "migrations", [Base.metadata, LEASES_METADATA]
 )

@@ -15,6 +15,7 @@ from services.registry.rollouts.figures import InferenceFigures
 from services.registry.servicer import RegistryServicer
 from services.registry.settings import RegistrySettings
 from services.registry.watch import ChangeSignal
+from shared.blob_collector import BlobCollector, run_collector
 from shared.blobstore import open_blob_store
 from shared.channels import peer_channel
 from shared.db import make_engine, sqlite_url
@@ -37,11 +38,10 @@ async def start_registry(settings: RegistrySettings, telemetry: Telemetry) -> Ru
     blobs = await asyncio.to_thread(
         open_blob_store, settings.blob_url, home / "blobs", home / "spool", settings.blob_setting()
     )
-    swept = await asyncio.to_thread(
-        blobs.sweep_temp, settings.blob_grace_s if blobs.shared else 0.0
-    )
-    if swept:
-        log.info("removed unfinished uploads", extra={"count": swept})
+    if not blobs.shared:
+        swept = await asyncio.to_thread(blobs.sweep_temp)
+        if swept:
+            log.info("removed unfinished uploads", extra={"count": swept})
     signal = ChangeSignal(asyncio.get_running_loop())
     registry = Registry(
         engine,
@@ -62,17 +62,20 @@ async def start_registry(settings: RegistrySettings, telemetry: Telemetry) -> Ru
         lambda server: registry_pb2_grpc.add_RegistryServiceServicer_to_server(servicer, server),
         [SERVICE_NAME],
     )
-    running.watch_dependency(
-        f"blob store {blobs.describe()}", blobs.check, settings.blob_check_interval_s
-    )
 
     async def dispose() -> None:
         engine.dispose()
 
-    if settings.inference_addr:
-        # Stopped before the engine it writes through is disposed.
-        running.on_stop(start_controller(registry, engine, settings, telemetry))
+    # Stop callbacks run last first: the engine is disposed after every loop using it.
     running.on_stop(dispose)
+    running.watch_dependency(
+        f"blob store {blobs.describe()}", blobs.check, settings.blob_check_interval_s
+    )
+    if blobs.shared:
+        collector = BlobCollector(blobs, registry.referenced_blobs, settings.blob_grace_s)
+        running.on_stop(run_collector(collector, engine, settings.blob_collect_interval_s))
+    if settings.inference_addr:
+        running.on_stop(start_controller(registry, engine, settings, telemetry))
     return running
 
 

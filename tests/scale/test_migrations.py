@@ -136,7 +136,7 @@ def test_a_data_database_from_before_migrations_keeps_its_versions(
     previous_schema(DATA, database_url, before_migrations=True)
     with pytest.raises(SchemaOutOfDate, match="run `tfmesh db upgrade data`"):
         MetadataStore(engine)
-    assert DATA.upgrade(engine) == ("before migrations", "0001")
+    assert DATA.upgrade(engine) == ("before migrations", "0002")
     MetadataStore(engine)
     with engine.connect() as connection:
         assert connection.scalar(text("SELECT name FROM dataset_versions")) == "t@1"
