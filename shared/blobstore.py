@@ -25,7 +25,7 @@ from pathlib import Path
 from urllib.parse import unquote, urlparse
 
 from shared.errors import DataLoss, NotFound
-from shared.settings import SettingsError
+from shared.settings import SettingsError, StatefulSettings
 
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
 DEFAULT_CHUNK_BYTES = 1024 * 1024
@@ -264,3 +264,11 @@ def open_blob_store(url: str, default_root: Path, spool_root: Path, setting: str
     if parsed.scheme == "" and url.startswith("/"):
         return LocalBlobStore(Path(url))
     raise SettingsError(f"{setting}: {url!r} is neither s3://bucket[/prefix] nor a local path")
+
+
+def open_service_blobs(settings: StatefulSettings, home: Path) -> BlobStore:
+    """A service's blob store, as its settings say: blobs under `home` by default, a spool
+    for uploads to object storage under `home` too."""
+    return open_blob_store(
+        settings.blob_location(), home / "blobs", home / "spool", settings.blob_setting()
+    )

@@ -29,7 +29,6 @@ SHARED_FIELDS = (
     "auth_jwt_issuer",
     "auth_jwt_audience",
     "auth_jwt_roles_claim",
-    "blob_url",
 )
 
 
@@ -145,7 +144,8 @@ class StatefulSettings(ServiceSettings):
     database_url: str = ""
     # Where blobs live: empty for the local filesystem under $TFMESH_HOME, another local
     # path, or s3://bucket[/prefix] (endpoint and credentials the standard AWS way).
-    # Unset, TFMESH_BLOB_URL applies.
+    # Unset, the process-wide TFMESH_BLOB_URL with the service's name appended applies,
+    # so services sharing one URL never share (or collect) each other's blobs.
     blob_url: str = ""
     # With a store that replicas share (object storage), only what has been left at least
     # this long is swept or collected: a younger upload may be another replica's.
@@ -154,6 +154,17 @@ class StatefulSettings(ServiceSettings):
     blob_collect_interval_s: float = Field(default=600.0, gt=0)
     # How often the blob store is checked for health (NOT_SERVING while it is away).
     blob_check_interval_s: float = Field(default=2.0, gt=0)
+
+    def service_name(self) -> str:
+        prefix = str(self.model_config.get("env_prefix", ""))
+        return prefix.removeprefix("TFMESH_").rstrip("_").lower()
+
+    def blob_location(self) -> str:
+        """This service's blob URL: its own, or the process-wide one plus its name."""
+        if self.blob_url:
+            return self.blob_url
+        shared = os.environ.get("TFMESH_BLOB_URL", "").rstrip("/")
+        return f"{shared}/{self.service_name()}" if shared else ""
 
     def blob_setting(self) -> str:
         """The variables that name this service's blob store, for errors."""

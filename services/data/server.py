@@ -12,7 +12,7 @@ from services.data.servicer import DataServicer
 from services.data.settings import DataSettings
 from services.data.store import MetadataStore
 from shared.blob_collector import BlobCollector, run_collector
-from shared.blobstore import open_blob_store
+from shared.blobstore import open_service_blobs
 from shared.channels import check_peer_tls, peer_channel
 from shared.db import make_engine, sqlite_url
 from shared.server import RunningServer, run_service, serve, start_server
@@ -46,9 +46,7 @@ async def start_data(settings: DataSettings, telemetry: Telemetry) -> RunningSer
     """Build the data core on its store and serve it; used by `main` and by tests."""
     home = settings.home / "data"
     engine = make_engine(settings.database_url or sqlite_url(home / "data.db"))
-    blobs = await asyncio.to_thread(
-        open_blob_store, settings.blob_url, home / "blobs", home / "spool", settings.blob_setting()
-    )
+    blobs = await asyncio.to_thread(open_service_blobs, settings, home)
     if settings.registry_addr:
         await check_peer_tls({"registry": settings.registry_addr}, settings.tls_files())
     registry = (

@@ -16,7 +16,7 @@ from services.registry.servicer import RegistryServicer
 from services.registry.settings import RegistrySettings
 from services.registry.watch import ChangeSignal
 from shared.blob_collector import BlobCollector, run_collector
-from shared.blobstore import open_blob_store
+from shared.blobstore import open_service_blobs
 from shared.channels import peer_channel
 from shared.db import make_engine, sqlite_url
 from shared.leases import Lease, replica_name, run_while_holding
@@ -35,9 +35,7 @@ async def start_registry(settings: RegistrySettings, telemetry: Telemetry) -> Ru
     """Build the registry on its store and serve it; used by `main` and by tests."""
     home = settings.home / "registry"
     engine = make_engine(settings.database_url or sqlite_url(home / "registry.db"))
-    blobs = await asyncio.to_thread(
-        open_blob_store, settings.blob_url, home / "blobs", home / "spool", settings.blob_setting()
-    )
+    blobs = await asyncio.to_thread(open_service_blobs, settings, home)
     if not blobs.shared:
         swept = await asyncio.to_thread(blobs.sweep_temp)
         if swept:

@@ -48,8 +48,9 @@ def assert_every_object_whole(store: LocalObjectStore, prefix: str) -> int:
     return len(objects)
 
 
-def blob_prefix() -> str:
-    return os.environ["TFMESH_BLOB_URL"].removeprefix("s3://tfmesh/") + "/"
+def blob_prefix(service: str) -> str:
+    """Where a service keeps its blobs under this test's TFMESH_BLOB_URL."""
+    return os.environ["TFMESH_BLOB_URL"].removeprefix("s3://tfmesh/") + f"/{service}/"
 
 
 async def health(channel: grpc.aio.Channel) -> int:
@@ -77,7 +78,9 @@ async def test_data_versions_live_in_the_bucket_and_corruption_is_data_loss(
             assert rows == version.rows.train
             # Nothing of the service's is on its own disk beyond the database.
             assert not (tmp_path / "data" / "blobs").exists()
-            assert assert_every_object_whole(object_store, blob_prefix()) >= len(shards.shards)
+            assert assert_every_object_whole(object_store, blob_prefix("data")) >= len(
+                shards.shards
+            )
 
             first = shards.shards[0]
             key = first.uri.removeprefix("s3://tfmesh/")
@@ -114,7 +117,7 @@ async def test_registry_artifacts_live_in_the_bucket(
         await client.download_artifact("lake-model", version, "weights.bin", copy)
         assert copy.read_bytes() == weights.read_bytes()
         digest = hashlib.sha256(weights.read_bytes()).hexdigest()
-        key = f"{blob_prefix()}sha256/{digest[:2]}/{digest}"
+        key = f"{blob_prefix('registry')}sha256/{digest[:2]}/{digest}"
         object_store.client().put_object(Bucket="tfmesh", Key=key, Body=b"x" * 300_000)
         request = registry_pb2.DownloadArtifactRequest(
             model="lake-model", version=version, artifact="weights.bin"
@@ -198,4 +201,4 @@ async def _uploads_across_an_outage(store: LocalObjectStore, channel: grpc.aio.C
     # Every acknowledged version reads back whole; every object in the bucket is whole.
     for name in outcomes["ok"]:
         await _read_all(stub, name, pb.SPLIT_TRAIN)
-    assert assert_every_object_whole(store, "outage/") > 0
+    assert assert_every_object_whole(store, "outage/data/") > 0

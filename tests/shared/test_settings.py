@@ -141,3 +141,18 @@ def test_nothing_is_read_at_import_time(monkeypatch: pytest.MonkeyPatch) -> None
         pass
 
     assert "TFMESH_PORT" in settings_error(LateSettings)
+
+
+def test_a_process_wide_blob_url_gives_each_service_its_own_prefix(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from services.data.settings import DataSettings as DataServiceSettings
+    from services.registry.settings import RegistrySettings
+
+    monkeypatch.setenv("TFMESH_BLOB_URL", "s3://lake/tfmesh/")
+    assert DataServiceSettings().blob_location() == "s3://lake/tfmesh/data"
+    assert RegistrySettings().blob_location() == "s3://lake/tfmesh/registry"
+    monkeypatch.setenv("TFMESH_REGISTRY_BLOB_URL", "s3://models")
+    assert RegistrySettings().blob_location() == "s3://models"
+    monkeypatch.delenv("TFMESH_BLOB_URL")
+    assert DataServiceSettings().blob_location() == ""
