@@ -83,6 +83,22 @@ class StopRequested(Exception):
         self.reason = reason
 
 
+class ClaimLost(StopRequested):
+    """The worker's claim on a running job lapsed (no heartbeat in time) and the job went
+    back to the queue: another worker owns it now, so this one stops writing to it."""
+
+    def __init__(self, job_id: str) -> None:
+        super().__init__(f"claim on {job_id} lost")
+
+
+@dataclass(frozen=True)
+class Claim:
+    """A worker's hold on one attempt of a running job."""
+
+    worker: str
+    attempt: int
+
+
 @dataclass(frozen=True)
 class ArtifactFile:
     name: str

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
+from pathlib import Path
+
 from prometheus_client import REGISTRY
 
+from services.training.checkpoint_store import CheckpointMirror
 from services.training.core import TrainingCore
 from services.training.data_client import DataServiceSource
 from services.training.datasource import DataSource
@@ -14,6 +18,7 @@ from services.training.servicer import TrainingServicer
 from services.training.settings import TrainingSettings
 from services.training.store import JobStore
 from services.training.worker import WorkerPool
+from shared.blobstore import open_service_blobs
 from shared.channels import check_peer_tls, peer_channel
 from shared.db import make_engine, sqlite_url
 from shared.server import RunningServer, run_service, serve, start_server
@@ -24,6 +29,34 @@ from tfmesh.training.v1 import training_pb2, training_pb2_grpc
 SERVICE_NAME = training_pb2.DESCRIPTOR.services_by_name["TrainingService"].full_name
 
 
+def training_home(settings: TrainingSettings) -> Path:
+    return settings.home / "training"
+
+
+async def worker_pool(
+    settings: TrainingSettings,
+    store: JobStore,
+    data_source: DataSource,
+    registrar: Registrar | None,
+    concurrency: int,
+) -> WorkerPool:
+    """The workers of this process; with a shared blob store their checkpoints go there,
+    so a job resumes on whichever worker claims it next."""
+    home = training_home(settings)
+    blobs = await asyncio.to_thread(open_service_blobs, settings, home)
+    return WorkerPool(
+        store,
+        data_source,
+        registrar,
+        home / "jobs",
+        settings.code_version,
+        concurrency,
+        settings.idle_poll_s,
+        claim_s=settings.claim_s,
+        mirror=CheckpointMirror(blobs, store) if blobs.shared else None,
+    )
+
+
 async def start_training(
     settings: TrainingSettings,
     telemetry: Telemetry,
@@ -32,18 +65,9 @@ async def start_training(
 ) -> RunningServer:
     """Build the store, the worker pool and the core on the given peers, and serve them;
     used by `main` (peers over gRPC) and by tests (peers of their choosing)."""
-    home = settings.home / "training"
-    engine = make_engine(settings.database_url or sqlite_url(home / "jobs.db"))
+    engine = make_engine(settings.database_url or sqlite_url(training_home(settings) / "jobs.db"))
     store = JobStore(engine)
-    pool = WorkerPool(
-        store,
-        data_source,
-        registrar,
-        home / "jobs",
-        settings.code_version,
-        settings.concurrency,
-        settings.idle_poll_s,
-    )
+    pool = await worker_pool(settings, store, data_source, registrar, settings.concurrency)
     core = TrainingCore(store, data_source, pool, settings.watch_poll_s)
     servicer = TrainingServicer(core)
     running = await start_server(

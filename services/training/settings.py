@@ -12,8 +12,17 @@ class TrainingSettings(StatefulSettings):
     model_config = SettingsConfigDict(env_prefix="TFMESH_TRAINING_")
 
     port: int = Field(default=50052, ge=0, le=65535)
-    # Jobs trained at the same time, each on its own thread.
-    concurrency: int = Field(default=1, ge=1, le=64)
+    # Jobs trained at the same time by this process, each on its own thread; 0 makes the
+    # service an API only, whose jobs the worker processes run
+    # (`python -m services.training.worker_server`, which trains at least one at a time).
+    concurrency: int = Field(default=1, ge=0, le=64)
+    # A worker's claim on a running job lasts this long past its last heartbeat (one
+    # every third of it); then any worker puts the job back in the queue, and the next
+    # to claim it resumes it from its last checkpoint.
+    claim_s: float = Field(default=15.0, gt=0)
+    # A worker process's gRPC port (health only) and Prometheus port (0: free ones).
+    worker_port: int = Field(default=0, ge=0, le=65535)
+    worker_metrics_port: int = Field(default=-1, ge=-1, le=65535)
     # Peers (`cli.stack` sets `TFMESH_TRAINING_<PEER>_ADDR`).
     data_addr: str = "127.0.0.1:50051"
     registry_addr: str = "127.0.0.1:50053"

@@ -9,7 +9,7 @@ LOCKED` on PostgreSQL; SQLite's write lock serializes claims)."""
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +29,15 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
-from services.training.jobs import EventKind, JobEvent, JobRecord, JobState, Registration
+from services.training.jobs import (
+    Claim,
+    ClaimLost,
+    EventKind,
+    JobEvent,
+    JobRecord,
+    JobState,
+    Registration,
+)
 from services.training.metrics import JOBS_FINISHED
 from services.training.spec import JobSpec, spec_from_dict, spec_to_dict
 from shared.errors import FailedPrecondition, NotFound, invalid
@@ -62,6 +70,12 @@ class JobRow(Base):
     attempt: Mapped[int] = mapped_column(Integer, default=0)
     resumed_from_epoch: Mapped[int | None] = mapped_column(Integer)
     cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
+    # The worker running the job, and until when its claim holds without a heartbeat.
+    claimed_by: Mapped[str | None] = mapped_column(String(256))
+    claim_expires_at: Mapped[datetime | None]
+    # The latest checkpoint in the blob store (services.training.checkpoint_store).
+    checkpoint_sha256: Mapped[str | None] = mapped_column(String(64))
+    checkpoint_epoch: Mapped[int | None] = mapped_column(Integer)
     metrics: Mapped[dict[str, Any]] = mapped_column(default=dict)
     params: Mapped[dict[str, Any]] = mapped_column(default=dict)
     trials: Mapped[list[Any]] = mapped_column(default=list)
@@ -150,6 +164,11 @@ class _Change:
         if state.is_terminal:
             self.row.ended_at = _now()
             JOBS_FINISHED.labels(state.value).inc()
+        if state is not JobState.RUNNING:
+            # No worker holds a job that waits or has ended (the last one stays named).
+            self.row.claim_expires_at = None
+            if state is JobState.QUEUED:
+                self.row.claimed_by = None
         self.emit(EventKind.STATE, {"state": state.value, "message": message})
 
 
@@ -162,13 +181,23 @@ class JobStore:
         self.engine = engine
         MIGRATIONS.ensure_current(engine)
 
-    def _change(self, job_id: str, apply: Callable[[_Change], None]) -> JobRecord:
+    def _change(
+        self, job_id: str, apply: Callable[[_Change], None], claim: Claim | None = None
+    ) -> JobRecord:
+        """Apply one change to a locked job row; with `claim`, only while that worker still
+        holds that attempt (ClaimLost otherwise, and nothing is written)."""
         with Session(self.engine) as session, session.begin():
             row = session.scalars(
                 select(JobRow).where(JobRow.job_id == job_id).with_for_update()
             ).one_or_none()
             if row is None:
                 raise NotFound("training job", job_id, "name")
+            if claim is not None and (
+                row.claimed_by != claim.worker
+                or row.attempt != claim.attempt
+                or row.state != JobState.RUNNING.value
+            ):
+                raise ClaimLost(job_id)
             apply(_Change(session, row))
             session.flush()
             return _record(row)
@@ -233,8 +262,10 @@ class JobStore:
             token = str(rows[size - 1].id) if len(rows) > size else ""
             return [_record(row) for row in rows[:size]], token
 
-    def claim_next(self) -> JobRecord | None:
-        """Move the oldest queued job to RUNNING and hand it out, or None when none waits."""
+    def claim_next(self, worker: str, lease_s: float) -> JobRecord | None:
+        """Move the oldest queued job to RUNNING, claimed by `worker` for `lease_s` (renewed
+        by its heartbeats), or None when none waits. Workers on PostgreSQL skip each
+        other's locked rows, so many claim at once."""
         with Session(self.engine) as session, session.begin():
             row = session.scalars(
                 select(JobRow)
@@ -246,27 +277,78 @@ class JobStore:
             if row is None:
                 return None
             row.attempt += 1
+            row.claimed_by = worker
+            row.claim_expires_at = _now() + timedelta(seconds=lease_s)
             change = _Change(session, row)
-            change.set_state(JobState.RUNNING, f"attempt {row.attempt}")
+            change.set_state(JobState.RUNNING, f"attempt {row.attempt} on {worker}")
             session.flush()
             return _record(row)
 
-    def requeue_interrupted(self) -> list[str]:
-        """At start-up: jobs left RUNNING by a killed process go back to the queue (or end
-        CANCELLED when a cancel was asked for). Assumes one service instance per database."""
+    def renew_claims(
+        self, worker: str, attempts: dict[str, int], lease_s: float
+    ) -> tuple[set[str], set[str]]:
+        """A worker's heartbeat: extend its claims on the jobs it runs; returns the jobs
+        asked to cancel, and those it no longer holds (its claim lapsed, and they moved on)."""
+        cancelled: set[str] = set()
+        lost: set[str] = set()
+        if not attempts:
+            return cancelled, lost
+        with Session(self.engine) as session, session.begin():
+            rows = session.scalars(
+                select(JobRow).where(JobRow.job_id.in_(sorted(attempts))).with_for_update()
+            )
+            held = set()
+            for row in rows:
+                if (
+                    row.claimed_by != worker
+                    or row.attempt != attempts[row.job_id]
+                    or row.state != JobState.RUNNING.value
+                ):
+                    continue
+                held.add(row.job_id)
+                row.claim_expires_at = _now() + timedelta(seconds=lease_s)
+                if row.cancel_requested:
+                    cancelled.add(row.job_id)
+            lost = set(attempts) - held
+        return cancelled, lost
+
+    def requeue_expired(self) -> list[str]:
+        """Jobs whose worker stopped heartbeating (killed, or cut off) go back to the queue,
+        or end CANCELLED when a cancel was asked for; safe to run in every worker."""
+        now = _now()
         with Session(self.engine) as session, session.begin():
             rows = list(
                 session.scalars(
-                    select(JobRow).where(JobRow.state == JobState.RUNNING.value).with_for_update()
+                    select(JobRow)
+                    .where(JobRow.state == JobState.RUNNING.value)
+                    .with_for_update(skip_locked=True)
                 )
             )
-            for row in rows:
+            expired = [r for r in rows if (_utc(r.claim_expires_at) or now) <= now]
+            for row in expired:
                 change = _Change(session, row)
                 if row.cancel_requested:
-                    change.set_state(JobState.CANCELLED, "cancelled while the service was down")
+                    change.set_state(JobState.CANCELLED, "cancelled while its worker was away")
                 else:
-                    change.set_state(JobState.QUEUED, "requeued after an interrupted attempt")
-            return [row.job_id for row in rows]
+                    change.set_state(JobState.QUEUED, "requeued: its worker stopped heartbeating")
+            return [row.job_id for row in expired]
+
+    def record_checkpoint(self, claim: Claim, job_id: str, epoch: int, sha256: str) -> None:
+        def apply(change: _Change) -> None:
+            change.row.checkpoint_sha256 = sha256
+            change.row.checkpoint_epoch = epoch
+
+        self._change(job_id, apply, claim)
+
+    def checkpoint_of(self, job_id: str) -> tuple[int, str] | None:
+        """(epoch, sha256) of the job's latest checkpoint in the blob store, if any."""
+        with Session(self.engine) as session:
+            row = session.scalars(select(JobRow).where(JobRow.job_id == job_id)).one_or_none()
+            if row is None:
+                raise NotFound("training job", job_id, "name")
+            if row.checkpoint_sha256 is None or row.checkpoint_epoch is None:
+                return None
+            return row.checkpoint_epoch, row.checkpoint_sha256
 
     def request_cancel(self, job_id: str) -> JobRecord:
         def apply(change: _Change) -> None:
@@ -281,28 +363,36 @@ class JobStore:
 
         return self._change(job_id, apply)
 
-    def requeue(self, job_id: str, message: str) -> JobRecord:
+    def requeue(self, job_id: str, message: str, claim: Claim | None = None) -> JobRecord:
         def apply(change: _Change) -> None:
             change.set_state(JobState.QUEUED, message)
 
-        return self._change(job_id, apply)
+        return self._change(job_id, apply, claim)
 
-    def finish(self, job_id: str, state: JobState, message: str = "") -> JobRecord:
+    def finish(
+        self, job_id: str, state: JobState, message: str = "", claim: Claim | None = None
+    ) -> JobRecord:
         def apply(change: _Change) -> None:
             if state is JobState.FAILED:
                 change.row.error = message
             change.set_state(state, message)
 
-        return self._change(job_id, apply)
+        return self._change(job_id, apply, claim)
 
-    def set_phase(self, job_id: str, phase: str) -> None:
+    def set_phase(self, job_id: str, phase: str, claim: Claim | None = None) -> None:
         def apply(change: _Change) -> None:
             change.row.phase = phase
 
-        self._change(job_id, apply)
+        self._change(job_id, apply, claim)
 
     def record_epoch(
-        self, job_id: str, trial: int, epoch: int, epochs: int, metrics: dict[str, float]
+        self,
+        job_id: str,
+        trial: int,
+        epoch: int,
+        epochs: int,
+        metrics: dict[str, float],
+        claim: Claim | None = None,
     ) -> None:
         def apply(change: _Change) -> None:
             if trial == 0:
@@ -312,10 +402,15 @@ class JobStore:
                 {"trial": trial, "epoch": epoch, "epochs": epochs, "metrics": metrics},
             )
 
-        self._change(job_id, apply)
+        self._change(job_id, apply, claim)
 
     def record_trial(
-        self, job_id: str, number: int, params: dict[str, Any], objective: float
+        self,
+        job_id: str,
+        number: int,
+        params: dict[str, Any],
+        objective: float,
+        claim: Claim | None = None,
     ) -> None:
         trial = {"number": number, "params": params, "objective": objective}
 
@@ -324,9 +419,9 @@ class JobStore:
             change.row.trials_completed = len(change.row.trials)
             change.emit(EventKind.TRIAL, trial)
 
-        self._change(job_id, apply)
+        self._change(job_id, apply, claim)
 
-    def record_resume(self, job_id: str, epoch: int) -> None:
+    def record_resume(self, job_id: str, epoch: int, claim: Claim | None = None) -> None:
         def apply(change: _Change) -> None:
             change.row.resumed_from_epoch = epoch
             change.row.epochs_completed = epoch
@@ -335,19 +430,26 @@ class JobStore:
                 {"state": change.row.state, "message": f"resumed from epoch {epoch}"},
             )
 
-        self._change(job_id, apply)
+        self._change(job_id, apply, claim)
 
     def record_outcome(
-        self, job_id: str, metrics: dict[str, float], params: dict[str, str], artifacts: list[str]
+        self,
+        job_id: str,
+        metrics: dict[str, float],
+        params: dict[str, str],
+        artifacts: list[str],
+        claim: Claim | None = None,
     ) -> None:
         def apply(change: _Change) -> None:
             change.row.metrics = metrics
             change.row.params = params
             change.row.artifacts = artifacts
 
-        self._change(job_id, apply)
+        self._change(job_id, apply, claim)
 
-    def record_registration(self, job_id: str, registration: Registration) -> None:
+    def record_registration(
+        self, job_id: str, registration: Registration, claim: Claim | None = None
+    ) -> None:
         def apply(change: _Change) -> None:
             change.row.registration = {
                 "model": registration.model,
@@ -358,7 +460,7 @@ class JobStore:
                 "promotion_message": registration.promotion_message,
             }
 
-        self._change(job_id, apply)
+        self._change(job_id, apply, claim)
 
     def events_since(self, job_id: str, since: int) -> list[JobEvent]:
         with Session(self.engine) as session:

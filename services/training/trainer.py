@@ -53,6 +53,9 @@ class Reporter(Protocol):
 
     def resumed(self, epoch: int) -> None: ...
 
+    def checkpoint_saved(self, checkpoint: Checkpoint) -> None:
+        """A checkpoint of the final training is on disk (to be sent where others see it)."""
+
 
 @dataclass(frozen=True)
 class TrainingOutcome:
@@ -242,7 +245,9 @@ class Trainer:
                     model.stop_training = True
                     state.finished = True
             state.finished = state.finished or epoch >= hp.epochs
-            saved[0] = self.checkpoints.save(model, best_weights, state)
+            written = self.checkpoints.save(model, best_weights, state)
+            saved[0] = written
+            self.reporter.checkpoint_saved(written)
             self.reporter.epoch_ended(0, epoch, hp.epochs, metrics)
 
         if not state.finished:

@@ -1,13 +1,17 @@
 """The worker pool: `concurrency` asyncio workers, each claiming queued jobs from the store
-and running them one at a time.
+and running them one at a time, beside a heartbeat.
 
 A job runs as: load its dataset (async, from the data source), train on a thread
 (`services.training.trainer`, which imports TensorFlow, so only here and lazily), record
 the outcome, register the artifacts (async, retried and idempotent by job id), ask for
-promotion when the spec says so, and finish. At start-up, jobs a killed process left
-RUNNING are requeued and resume from their last checkpoint. CancelJob reaches a running
-job through its `StopSignal`, checked after every batch; a shutdown stops running jobs the
-same way but puts them back in the queue for the next start."""
+promotion when the spec says so, and finish. Every write is conditional on this worker
+still holding the job (its claim, renewed by the heartbeat): a worker cut off long enough
+for another to take the job over stops at its next write and leaves the job alone. The
+heartbeat also requeues the jobs of workers that stopped heartbeating (killed, on any
+machine), which then resume from their last checkpoint (in the blob store when it is
+shared, services.training.checkpoint_store). CancelJob reaches a running job through its
+`StopSignal` (in this process at once, in another at its next heartbeat), checked after
+every batch; a shutdown stops running jobs the same way but puts them back in the queue."""
 
 from __future__ import annotations
 
@@ -15,11 +19,14 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from services.training.datasource import DataSource, TrainingData
 from services.training.jobs import (
+    Claim,
+    ClaimLost,
     JobRecord,
     JobState,
     Registrar,
@@ -30,14 +37,19 @@ from services.training.jobs import (
 from services.training.metrics import EPOCH_SECONDS, UNREGISTERED
 from services.training.store import JobStore
 from shared.errors import DomainError
+from shared.leases import replica_name
 
 if TYPE_CHECKING:
+    from services.training.checkpoint_store import CheckpointMirror
+    from services.training.checkpoints import Checkpoint
     from services.training.trainer import TrainingOutcome, TrialRecord
 
 log = logging.getLogger(__name__)
 
 CANCELLED = "cancelled"
 SHUTDOWN = "shutdown"
+# The worker's claim lapsed and another worker took the job: stop without writing.
+LOST = "claim lost"
 
 
 class StopSignal:
@@ -55,31 +67,47 @@ class StopSignal:
 
 
 class JobReporter:
-    """The trainer's progress, written to the store (called on the training thread)."""
+    """The trainer's progress, written to the store (called on the training thread) while
+    this worker still holds the job (ClaimLost otherwise, which stops the training)."""
 
-    def __init__(self, store: JobStore, job_id: str, model: str) -> None:
+    def __init__(
+        self,
+        store: JobStore,
+        job_id: str,
+        model: str,
+        claim: Claim,
+        mirror: CheckpointMirror | None,
+    ) -> None:
         self._store = store
         self._job_id = job_id
+        self._claim = claim
+        self._mirror = mirror
         self._epoch_seconds = EPOCH_SECONDS.labels(model or UNREGISTERED)
         self._epoch_started = time.monotonic()
 
     def phase_started(self, phase: str) -> None:
-        self._store.set_phase(self._job_id, phase)
+        self._store.set_phase(self._job_id, phase, self._claim)
         self._epoch_started = time.monotonic()
 
     def epoch_ended(self, trial: int, epoch: int, epochs: int, metrics: dict[str, float]) -> None:
         now = time.monotonic()
         self._epoch_seconds.observe(now - self._epoch_started)
         self._epoch_started = now
-        self._store.record_epoch(self._job_id, trial, epoch, epochs, metrics)
+        self._store.record_epoch(self._job_id, trial, epoch, epochs, metrics, self._claim)
 
     def trial_ended(self, trial: TrialRecord) -> None:
-        self._store.record_trial(self._job_id, trial.number, trial.params, trial.objective)
+        self._store.record_trial(
+            self._job_id, trial.number, trial.params, trial.objective, self._claim
+        )
         self._epoch_started = time.monotonic()
 
     def resumed(self, epoch: int) -> None:
-        self._store.record_resume(self._job_id, epoch)
+        self._store.record_resume(self._job_id, epoch, self._claim)
         self._epoch_started = time.monotonic()
+
+    def checkpoint_saved(self, checkpoint: Checkpoint) -> None:
+        if self._mirror is not None:
+            self._mirror.publish(self._claim, self._job_id, checkpoint)
 
 
 class WorkerPool:
@@ -92,7 +120,17 @@ class WorkerPool:
         code_version: str,
         concurrency: int = 1,
         idle_poll_s: float = 1.0,
+        worker: str = "",
+        claim_s: float = 15.0,
+        mirror: CheckpointMirror | None = None,
     ) -> None:
+        # This process as a claimant of jobs; its claims lapse `claim_s` after its last
+        # heartbeat (one every third of that), and then any worker requeues its jobs.
+        self.worker = worker or replica_name()
+        self._claim_s = claim_s
+        # Where checkpoints go so that another worker can resume the job (None: this
+        # host's disk only, as with one worker).
+        self._mirror = mirror
         self._store = store
         self._data_source = data_source
         self._registrar = registrar
@@ -101,8 +139,9 @@ class WorkerPool:
         self._concurrency = concurrency
         self._idle_poll_s = idle_poll_s
         self._wakeup = asyncio.Event()
+        self._stopped = asyncio.Event()
         self._stopping = False
-        self._running: dict[str, StopSignal] = {}
+        self._running: dict[str, tuple[StopSignal, int]] = {}
         self._workers: list[asyncio.Task[None]] = []
 
     @property
@@ -110,13 +149,34 @@ class WorkerPool:
         return self._registrar is not None
 
     async def start(self) -> None:
-        requeued = await asyncio.to_thread(self._store.requeue_interrupted)
-        if requeued:
-            log.info("requeued interrupted jobs", extra={"jobs": requeued})
         self._workers = [
             asyncio.create_task(self._work(), name=f"training-worker-{index}")
             for index in range(self._concurrency)
         ]
+        self._workers.append(asyncio.create_task(self._heartbeat(), name="training-heartbeat"))
+
+    async def _heartbeat(self) -> None:
+        """Renew this worker's claims, pass cancels on, and requeue the jobs of workers that
+        stopped heartbeating (any worker may: the update is conditional on the expiry)."""
+        while not self._stopping:
+            try:
+                attempts = {job: attempt for job, (_, attempt) in self._running.items()}
+                cancelled, lost = await asyncio.to_thread(
+                    self._store.renew_claims, self.worker, attempts, self._claim_s
+                )
+                for job_id in cancelled:
+                    self.cancel(job_id)
+                for job_id in lost:
+                    if job_id in self._running:
+                        self._running[job_id][0].request(LOST)
+                requeued = await asyncio.to_thread(self._store.requeue_expired)
+                if requeued:
+                    log.info("requeued jobs of a silent worker", extra={"jobs": requeued})
+                    self._wakeup.set()
+            except Exception:  # noqa: BLE001 - the database away: try again next beat
+                log.exception("training heartbeat failed")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopped.wait(), self._claim_s / 3)
 
     def notify(self) -> None:
         """A job was queued: wake an idle worker now instead of at its next poll."""
@@ -124,19 +184,20 @@ class WorkerPool:
 
     def cancel(self, job_id: str) -> None:
         if job_id in self._running:
-            self._running[job_id].request(CANCELLED)
+            self._running[job_id][0].request(CANCELLED)
 
     async def stop(self) -> None:
         """Stop running jobs at their next batch (they go back to the queue) and wait."""
         self._stopping = True
-        for signal in self._running.values():
+        for signal, _ in self._running.values():
             signal.request(SHUTDOWN)
         self._wakeup.set()
+        self._stopped.set()
         await asyncio.gather(*self._workers, return_exceptions=True)
 
     async def _work(self) -> None:
         while not self._stopping:
-            job = await asyncio.to_thread(self._store.claim_next)
+            job = await asyncio.to_thread(self._store.claim_next, self.worker, self._claim_s)
             if job is None:
                 self._wakeup.clear()
                 with contextlib.suppress(TimeoutError):
@@ -146,53 +207,83 @@ class WorkerPool:
 
     async def _run(self, job: JobRecord) -> None:
         signal = StopSignal()
-        self._running[job.job_id] = signal
+        claim = Claim(self.worker, job.attempt)
+        self._running[job.job_id] = (signal, job.attempt)
         if self._stopping:
             signal.request(SHUTDOWN)
         log.info("job started", extra={"job": job.job_id, "attempt": job.attempt})
         try:
-            await self._execute(job, signal)
-            await asyncio.to_thread(self._store.finish, job.job_id, JobState.SUCCEEDED)
+            await self._execute(job, signal, claim)
+            await asyncio.to_thread(self._store.finish, job.job_id, JobState.SUCCEEDED, "", claim)
             log.info("job succeeded", extra={"job": job.job_id})
         except StopRequested as stopped:
-            if stopped.reason == CANCELLED:
-                await asyncio.to_thread(
-                    self._store.finish, job.job_id, JobState.CANCELLED, "cancelled while running"
+            if isinstance(stopped, ClaimLost) or stopped.reason == LOST:
+                log.warning("job taken over by another worker", extra={"job": job.job_id})
+            elif stopped.reason == CANCELLED:
+                await self._write_unless_lost(
+                    self._store.finish,
+                    job.job_id,
+                    JobState.CANCELLED,
+                    "cancelled while running",
+                    claim,
                 )
             else:
-                await asyncio.to_thread(
-                    self._store.requeue, job.job_id, "service shut down; resumes on restart"
+                await self._write_unless_lost(
+                    self._store.requeue, job.job_id, "worker shut down; resumes on another", claim
                 )
         except DomainError as error:
             log.warning("job failed", extra={"job": job.job_id, "error": error.message})
-            await asyncio.to_thread(self._store.finish, job.job_id, JobState.FAILED, error.message)
+            await self._write_unless_lost(
+                self._store.finish, job.job_id, JobState.FAILED, error.message, claim
+            )
         except Exception as error:  # noqa: BLE001 - recorded on the job; the worker goes on
             log.exception("job failed", extra={"job": job.job_id})
             message = f"{type(error).__name__}: {error}"
-            await asyncio.to_thread(self._store.finish, job.job_id, JobState.FAILED, message)
+            await self._write_unless_lost(
+                self._store.finish, job.job_id, JobState.FAILED, message, claim
+            )
         finally:
             del self._running[job.job_id]
 
-    async def _execute(self, job: JobRecord, signal: StopSignal) -> None:
+    async def _write_unless_lost(self, write: Callable[..., object], *args: object) -> None:
+        """A job's ending, written only while this worker still holds it."""
+        try:
+            await asyncio.to_thread(write, *args)
+        except ClaimLost:
+            log.warning("job taken over by another worker", extra={"job": args[0]})
+
+    async def _execute(self, job: JobRecord, signal: StopSignal, claim: Claim) -> None:
         data = await self._data_source.load(job.spec.dataset_version)
         if (reason := signal()) is not None:
             raise StopRequested(reason)
-        outcome = await asyncio.to_thread(self._train, job, data, signal)
+        outcome = await asyncio.to_thread(self._train, job, data, signal, claim)
         artifact_names = [artifact.name for artifact in outcome.artifacts]
         await asyncio.to_thread(
-            self._store.record_outcome, job.job_id, outcome.metrics, outcome.params, artifact_names
+            self._store.record_outcome,
+            job.job_id,
+            outcome.metrics,
+            outcome.params,
+            artifact_names,
+            claim,
         )
         if job.spec.model_name and self._registrar is not None:
-            await asyncio.to_thread(self._store.set_phase, job.job_id, "register")
+            await asyncio.to_thread(self._store.set_phase, job.job_id, "register", claim)
             registration = await self._register(job, outcome, self._registrar)
-            await asyncio.to_thread(self._store.record_registration, job.job_id, registration)
+            await asyncio.to_thread(
+                self._store.record_registration, job.job_id, registration, claim
+            )
 
-    def _train(self, job: JobRecord, data: TrainingData, signal: StopSignal) -> TrainingOutcome:
+    def _train(
+        self, job: JobRecord, data: TrainingData, signal: StopSignal, claim: Claim
+    ) -> TrainingOutcome:
         from services.training.trainer import Trainer, TrialRecord
 
         previous = [TrialRecord(t["number"], t["params"], t["objective"]) for t in job.trials]
-        reporter = JobReporter(self._store, job.job_id, job.spec.model_name)
-        trainer = Trainer(job.spec, data, self._jobs_root / job.job_id, reporter, signal)
+        workdir = self._jobs_root / job.job_id
+        if self._mirror is not None:
+            self._mirror.restore(job.job_id, workdir / "checkpoints")
+        reporter = JobReporter(self._store, job.job_id, job.spec.model_name, claim, self._mirror)
+        trainer = Trainer(job.spec, data, workdir, reporter, signal)
         return trainer.run(previous)
 
     async def _register(

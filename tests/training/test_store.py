@@ -6,13 +6,14 @@ import threading
 
 import pytest
 
-from services.training.jobs import EventKind, JobState, Registration
+from services.training.jobs import Claim, ClaimLost, EventKind, JobState, Registration
 from services.training.spec import Hyperparameters, JobSpec, MlpTemplate
 from services.training.store import JobStore
 from shared.db import make_engine
 from shared.errors import FailedPrecondition, InvalidArgument, NotFound
 
 SPEC = JobSpec("digits@0123456789ab", MlpTemplate(), Hyperparameters(epochs=3))
+WORKER = "worker-1"
 
 
 @pytest.fixture
@@ -45,7 +46,7 @@ def test_claims_run_oldest_first_and_never_twice(store):
     lock = threading.Lock()
 
     def claim_all() -> None:
-        while (job := store.claim_next()) is not None:
+        while (job := store.claim_next(WORKER, 60)) is not None:
             with lock:
                 claimed.append(job.job_id)
 
@@ -58,22 +59,57 @@ def test_claims_run_oldest_first_and_never_twice(store):
     assert all(store.get(name).attempt == 1 for name in claimed)
 
 
-def test_interrupted_jobs_requeue_and_cancel_requests_win(store):
+def test_jobs_of_a_silent_worker_requeue_and_cancel_requests_win(store):
     store.create("job-run", SPEC)
     store.create("job-cancel", SPEC)
-    store.claim_next()
-    store.claim_next()
+    store.create("job-alive", SPEC)
+    store.claim_next("silent", 0.0)
+    store.claim_next("silent", 0.0)
+    alive = store.claim_next(WORKER, 60)
     store.request_cancel("job-cancel")
-    assert sorted(store.requeue_interrupted()) == ["job-cancel", "job-run"]
+    assert sorted(store.requeue_expired()) == ["job-cancel", "job-run"]
     assert store.get("job-run").state is JobState.QUEUED
     assert store.get("job-cancel").state is JobState.CANCELLED
-    rerun = store.claim_next()
+    assert store.get("job-alive").state is JobState.RUNNING
+    rerun = store.claim_next(WORKER, 60)
     assert rerun.job_id == "job-run" and rerun.attempt == 2
+    # The silent worker's heartbeat, when it comes back, finds the job gone.
+    assert store.renew_claims("silent", {"job-run": 1}, 60) == (set(), {"job-run"})
+    assert store.renew_claims(WORKER, {"job-alive": alive.attempt}, 60) == (set(), set())
+
+
+def test_a_worker_that_lost_its_claim_writes_nothing(store):
+    store.create("job-a", SPEC)
+    stale = Claim("silent", store.claim_next("silent", 0.0).attempt)
+    store.requeue_expired()
+    fresh = Claim(WORKER, store.claim_next(WORKER, 60).attempt)
+    with pytest.raises(ClaimLost):
+        store.record_epoch("job-a", 0, 1, 3, {"loss": 0.5}, stale)
+    with pytest.raises(ClaimLost):
+        store.finish("job-a", JobState.SUCCEEDED, "", stale)
+    store.record_epoch("job-a", 0, 1, 3, {"loss": 0.5}, fresh)
+    assert store.get("job-a").epochs_completed == 1
+    assert store.finish("job-a", JobState.SUCCEEDED, "", fresh).state is JobState.SUCCEEDED
+
+
+def test_heartbeats_carry_cancel_requests(store):
+    store.create("job-a", SPEC)
+    job = store.claim_next(WORKER, 60)
+    store.request_cancel("job-a")
+    assert store.renew_claims(WORKER, {"job-a": job.attempt}, 60) == ({"job-a"}, set())
+
+
+def test_checkpoints_in_the_blob_store_are_recorded_by_the_claim_holder(store):
+    store.create("job-a", SPEC)
+    assert store.checkpoint_of("job-a") is None
+    claim = Claim(WORKER, store.claim_next(WORKER, 60).attempt)
+    store.record_checkpoint(claim, "job-a", 3, "ab" * 32)
+    assert store.checkpoint_of("job-a") == (3, "ab" * 32)
 
 
 def test_progress_and_events_in_sequence(store):
     store.create("job-a", SPEC)
-    store.claim_next()
+    store.claim_next(WORKER, 60)
     store.record_epoch("job-a", 0, 1, 3, {"loss": 0.5})
     store.record_trial("job-a", 0, {"learning_rate": 0.01}, 0.9)
     store.record_resume("job-a", 1)
@@ -100,7 +136,7 @@ def test_cancel_rules(store):
     assert store.request_cancel("job-q").state is JobState.CANCELLED
     assert store.request_cancel("job-q").state is JobState.CANCELLED
     store.create("job-done", SPEC)
-    store.claim_next()
+    store.claim_next(WORKER, 60)
     store.finish("job-done", JobState.FAILED, "boom")
     assert store.get("job-done").error == "boom"
     with pytest.raises(FailedPrecondition):

@@ -32,6 +32,7 @@ class Recorder:
         self.trials: list[TrialRecord] = []
         self.phases: list[str] = []
         self.resumed_at: list[int] = []
+        self.checkpoints: list[int] = []
 
     def phase_started(self, phase: str) -> None:
         self.phases.append(phase)
@@ -44,6 +45,9 @@ class Recorder:
 
     def resumed(self, epoch: int) -> None:
         self.resumed_at.append(epoch)
+
+    def checkpoint_saved(self, checkpoint) -> None:
+        self.checkpoints.append(checkpoint.state.epochs_completed)
 
 
 def never_stop() -> None:

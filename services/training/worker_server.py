@@ -1,0 +1,74 @@
+"""Start-up of a training worker process: `python -m services.training.worker_server`.
+
+A worker has no API of its own: it claims queued jobs from the training database (the
+same `TFMESH_TRAINING_*` settings as the service), heartbeats its claims, reads datasets
+from the data service, keeps checkpoints in the blob store when that is shared, and
+registers models in the registry. Any number run, on any machines; the training service
+itself may run none (`TFMESH_TRAINING_CONCURRENCY=0`). It serves gRPC health (liveness
+and readiness) on `TFMESH_TRAINING_WORKER_PORT` and its metrics on
+`TFMESH_TRAINING_WORKER_METRICS_PORT`, and on SIGTERM puts its running jobs back in the
+queue at their next batch."""
+
+from __future__ import annotations
+
+from services.training.data_client import DataServiceSource
+from services.training.registrar import RegistryRegistrar
+from services.training.server import training_home, worker_pool
+from services.training.settings import TrainingSettings
+from services.training.store import JobStore
+from shared.channels import check_peer_tls, peer_channel
+from shared.db import make_engine, sqlite_url
+from shared.server import RunningServer, run_service, serve, start_server
+from shared.settings import load_settings
+from shared.telemetry import Telemetry, setup_telemetry
+
+
+async def start_worker(
+    settings: TrainingSettings,
+    telemetry: Telemetry,
+    data: DataServiceSource,
+    registrar: RegistryRegistrar,
+) -> RunningServer:
+    engine = make_engine(settings.database_url or sqlite_url(training_home(settings) / "jobs.db"))
+    store = JobStore(engine)
+    pool = await worker_pool(settings, store, data, registrar, max(1, settings.concurrency))
+    running = await start_server(
+        settings.model_copy(
+            update={"port": settings.worker_port, "metrics_port": settings.worker_metrics_port}
+        ),
+        telemetry,
+        lambda server: None,
+        [],
+    )
+    await pool.start()
+
+    async def dispose() -> None:
+        await pool.stop()
+        engine.dispose()
+
+    running.on_stop(dispose)
+    return running
+
+
+async def main() -> None:
+    settings = load_settings(TrainingSettings)
+    telemetry = setup_telemetry("training-worker")
+    await check_peer_tls(
+        {"data": settings.data_addr, "registry": settings.registry_addr}, settings.tls_files()
+    )
+    data_channel = peer_channel("data", settings.data_addr, settings, telemetry)
+    registry_channel = peer_channel("registry", settings.registry_addr, settings, telemetry)
+    running = await start_worker(
+        settings,
+        telemetry,
+        DataServiceSource(data_channel),
+        RegistryRegistrar(registry_channel, settings.registration_deadline_s),
+    )
+    await serve(running, settings, "training-worker")
+    await data_channel.close()
+    await registry_channel.close()
+    telemetry.shutdown()
+
+
+if __name__ == "__main__":
+    run_service("training-worker", main)
