@@ -44,7 +44,7 @@ def status(services: ServicesArgument = None, as_json: JsonFlag = False) -> None
     """Each database's revision against the one this release needs."""
     rows = []
     for service in _chosen(services):
-        migrations = DATABASES[service][0]
+        migrations = DATABASES[service].migrations()
         engine = engine_of(service)
         try:
             with engine.connect() as connection:

@@ -50,9 +50,16 @@ def up(
     auth: Annotated[
         bool, typer.Option(help="Every call needs a principal's token; prints the admin's.")
     ] = False,
+    scaled: Annotated[
+        bool,
+        typer.Option(
+            help="The cluster's shape on loopback: PostgreSQL, SeaweedFS (S3), two replicas "
+            "of data, registry and training, two training workers."
+        ),
+    ] = False,
 ) -> None:
     """Start every built service on loopback and wait until each is SERVING."""
-    LocalStack(default_home()).up(monitoring=monitoring, tls=tls, auth=auth)
+    LocalStack(default_home()).up(monitoring=monitoring, tls=tls, auth=auth, scaled=scaled)
 
 
 @app.command()

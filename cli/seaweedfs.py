@@ -11,8 +11,10 @@ credentials, and the blob URL)."""
 from __future__ import annotations
 
 import json
+import os
 import secrets
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -126,15 +128,39 @@ class LocalObjectStore:
         """Start the server (on the ports it had, after a `stop`) and make the bucket."""
         (self.root / "data").mkdir(parents=True, exist_ok=True)
         credentials = self._write_identity()
-        if not self._ports:
-            self._ports = _free_ports(8)
-            self.s3_port = self._ports[3]
+        self._choose_ports()
         log = (self.root / "weed.log").open("ab")
         self._process = subprocess.Popen(
-            self.command(credentials), stdout=log, stderr=subprocess.STDOUT, cwd=self.root
+            self.command(credentials),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            cwd=self.root,
+            start_new_session=True,
         )
         log.close()
+        (self.root / "weed.pid").write_text(str(self._process.pid))
         self._wait_and_make_bucket(timeout_s)
+
+    def _choose_ports(self) -> None:
+        """Free ports the first time, the same ones after (kept in `ports.json`), so the
+        endpoint stays where the services were told it is."""
+        kept = self.root / "ports.json"
+        if not self._ports:
+            self._ports = json.loads(kept.read_text()) if kept.is_file() else _free_ports(8)
+            kept.write_text(json.dumps(self._ports))
+        self.s3_port = self._ports[3]
+
+    def running(self) -> bool:
+        """Whether the S3 API answers (a server started by an earlier command, say)."""
+        if not (self.root / "ports.json").is_file():
+            return False
+        self._write_identity()
+        self._choose_ports()
+        try:
+            self.client().list_buckets()
+        except Exception:  # noqa: BLE001 - any failure means not usable now
+            return False
+        return True
 
     def _wait_and_make_bucket(self, timeout_s: float) -> None:
         client = self.client()
@@ -159,7 +185,12 @@ class LocalObjectStore:
         raise ObjectStoreError(f"SeaweedFS's S3 API was not ready within {timeout_s} s: {last}")
 
     def stop(self) -> None:
+        """Stop the server this object started, or the one its pid file names."""
+        pid_file = self.root / "weed.pid"
         if self._process is None:
+            if pid_file.is_file():
+                _stop_pid(int(pid_file.read_text()))
+                pid_file.unlink()
             return
         self._process.terminate()
         try:
@@ -170,3 +201,16 @@ class LocalObjectStore:
             self._process.kill()
             self._process.wait()
         self._process = None
+        pid_file.unlink(missing_ok=True)
+
+
+def _stop_pid(pid: int) -> None:
+    try:
+        os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + 3
+        while time.monotonic() < deadline:
+            os.kill(pid, 0)
+            time.sleep(0.1)
+        os.kill(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        return

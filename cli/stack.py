@@ -25,7 +25,7 @@ import sys
 import time
 import urllib.request
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 
 import grpc
@@ -34,6 +34,8 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from cli.databases import DATABASES, upgrade_all
 from cli.pki import local_pki
 from cli.prometheus import LocalPrometheus, ScrapeTarget
+from cli.scaled import scaled_services, start_backing_services, stop_backing_services
+from cli.service_spec import ServiceSpec
 from shared.auth import token_sha256
 from shared.channels import bearer
 from shared.settings import default_home
@@ -44,6 +46,8 @@ PROMETHEUS = "prometheus"
 # Present in the run folder while the stack runs on TLS; the CLI then uses its identity.
 TLS_MARKER = "tls"
 AUTH_MARKER = "auth"
+# Present while the stack runs in its scaled shape (cli.scaled).
+SCALED_MARKER = "scaled"
 # The principals `up --auth` makes: people's admin, and each service that calls others.
 STACK_PRINCIPALS = {
     "admin": ["admin"],
@@ -53,27 +57,6 @@ STACK_PRINCIPALS = {
     # The rollout controller reads the inference service's per-version figures.
     "registry": ["viewer"],
 }
-
-
-@dataclass(frozen=True)
-class ServiceSpec:
-    name: str
-    module: str
-    env_prefix: str
-    port: int
-    # Its Prometheus /metrics port, on `<PREFIX>METRICS_PORT` when that is set.
-    metrics_port: int
-    # The gateway speaks HTTP: its health is GET /healthz instead of grpc.health.v1.
-    http: bool = False
-    # A REST port beside the gRPC one (inference), on `<PREFIX>HTTP_PORT` when that is set.
-    http_port: int | None = None
-
-    @property
-    def address(self) -> str:
-        return f"127.0.0.1:{self.port}"
-
-    def is_built(self) -> bool:
-        return (REPO / self.module.replace(".", "/")).with_suffix(".py").is_file()
 
 
 # Start order: dependencies first.
@@ -93,9 +76,10 @@ SERVICES = [
 ]
 
 
-def built_services() -> list[ServiceSpec]:
-    """The services whose code exists, each on `<PREFIX>PORT` when that is set."""
-    return [
+def built_services(scaled: bool = False) -> list[ServiceSpec]:
+    """The services whose code exists, each on `<PREFIX>PORT` when that is set; in the
+    scaled shape with their replicas and the training workers (cli.scaled)."""
+    services = [
         replace(
             s,
             port=int(os.environ.get(f"{s.env_prefix}PORT", s.port)),
@@ -105,19 +89,25 @@ def built_services() -> list[ServiceSpec]:
         for s in SERVICES
         if s.is_built()
     ]
+    return scaled_services(services) if scaled else services
 
 
 def peer_environment(services: list[ServiceSpec]) -> dict[str, str]:
-    """Each service learns its peers' addresses (`TFMESH_<SVC>_REGISTRY_ADDR`, ...), and
-    REST ones (`TFMESH_GATEWAY_INFERENCE_HTTP_ADDR`)."""
+    """Each service learns its peers' addresses (`TFMESH_<SVC>_REGISTRY_ADDR`, ...), every
+    replica's, comma-separated, and REST ones (`TFMESH_GATEWAY_INFERENCE_HTTP_ADDR`)."""
+    groups: dict[str, list[ServiceSpec]] = {}
+    for spec in services:
+        if spec.port_variable == "PORT":
+            groups.setdefault(spec.service, []).append(spec)
     env = {}
     for spec in services:
-        for peer in services:
-            if peer is not spec:
-                env[f"{spec.env_prefix}{peer.name.upper()}_ADDR"] = peer.address
-                if peer.http_port is not None:
-                    address = f"127.0.0.1:{peer.http_port}"
-                    env[f"{spec.env_prefix}{peer.name.upper()}_HTTP_ADDR"] = address
+        for peer, replicas in groups.items():
+            if peer == spec.service:
+                continue
+            env[f"{spec.env_prefix}{peer.upper()}_ADDR"] = ",".join(r.address for r in replicas)
+            if replicas[0].http_port is not None:
+                address = f"127.0.0.1:{replicas[0].http_port}"
+                env[f"{spec.env_prefix}{peer.upper()}_HTTP_ADDR"] = address
     return env
 
 
@@ -186,18 +176,23 @@ class LocalStack:
         monitoring: bool = False,
         tls: bool = False,
         auth: bool = False,
+        scaled: bool = False,
     ) -> list[ServiceSpec]:
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.log_dir.mkdir(parents=True, exist_ok=True)
-        services = built_services()
+        scaled = scaled or self.is_scaled()
+        services = built_services(scaled)
         env = {**os.environ, "TFMESH_HOME": str(self.home), "TF_CPP_MIN_LOG_LEVEL": "2"}
+        if scaled:
+            (self.run_dir / SCALED_MARKER).touch()
+            env.update(start_backing_services(self.home))
         env.update(peer_environment(services))
         if tls:
             env.update(self._tls_environment(services))
         if auth:
             env.update(self._auth_environment())
         probe = stack_tls(self.home)
-        self._upgrade_databases([s for s in services if health(s, probe) != "SERVING"])
+        self._upgrade_databases([s for s in services if health(s, probe) != "SERVING"], env)
         for spec in services:
             if health(spec, probe) == "SERVING":
                 print(f"{spec.name:<10} already serving on {spec.address}")
@@ -205,11 +200,7 @@ class LocalStack:
             with (self.log_dir / f"{spec.name}.log").open("ab") as log:
                 process = subprocess.Popen(
                     [sys.executable, "-m", spec.module],
-                    env={
-                        **env,
-                        f"{spec.env_prefix}PORT": str(spec.port),
-                        f"{spec.env_prefix}METRICS_PORT": str(spec.metrics_port),
-                    },
+                    env={**env, **spec.process_environment()},
                     stdout=log,
                     stderr=subprocess.STDOUT,
                     start_new_session=True,
@@ -222,10 +213,14 @@ class LocalStack:
             self._start_prometheus(services, timeout_s)
         return services
 
-    def _upgrade_databases(self, starting: list[ServiceSpec]) -> None:
+    def is_scaled(self) -> bool:
+        return (self.run_dir / SCALED_MARKER).exists()
+
+    def _upgrade_databases(self, starting: list[ServiceSpec], env: dict[str, str]) -> None:
         """The local stack upgrades its own databases (cli.db) before their services start."""
-        names = [spec.name for spec in starting if spec.name in DATABASES]
-        for row in upgrade_all(names, self.home):
+        names = sorted({spec.service for spec in starting if spec.service in DATABASES})
+        urls = {name: env.get(f"TFMESH_{name.upper()}_DATABASE_URL", "") for name in names}
+        for row in upgrade_all(names, self.home, urls):
             if row["from"] not in ("empty", row["to"]):
                 print(f"{row['service']:<10} database upgraded from {row['from']} to {row['to']}")
 
@@ -309,7 +304,8 @@ class LocalStack:
         raise SystemExit(f"{spec.name} was not SERVING on {spec.address} within {timeout_s} s")
 
     def down(self, grace_s: float = 20.0) -> None:
-        for name in [PROMETHEUS, *(spec.name for spec in reversed(built_services()))]:
+        scaled = self.is_scaled()
+        for name in [PROMETHEUS, *(spec.name for spec in reversed(built_services(scaled)))]:
             pid_file = self._pid_file_named(name)
             if not pid_file.exists():
                 continue
@@ -328,16 +324,19 @@ class LocalStack:
             print(f"{name:<10} stopped")
         (self.run_dir / TLS_MARKER).unlink(missing_ok=True)
         (self.run_dir / AUTH_MARKER).unlink(missing_ok=True)
+        if scaled:
+            stop_backing_services(self.home)
+            (self.run_dir / SCALED_MARKER).unlink()
 
     def status(self) -> None:
         tls = stack_tls(self.home)
-        for spec in built_services():
+        for spec in built_services(self.is_scaled()):
             metrics = f"http://127.0.0.1:{spec.metrics_port}/metrics"
             print(f"{spec.name:<10} {spec.address:<18} {health(spec, tls):<12} {metrics}")
         prometheus = LocalPrometheus(self.home)
         state = "SERVING" if prometheus.ready() else "DOWN"
         print(f"{PROMETHEUS:<10} {prometheus.url:<18} {state}")
-        print_console(built_services(), tls.calls_tls)
+        print_console(built_services(self.is_scaled()), tls.calls_tls)
 
 
 def print_console(services: list[ServiceSpec], tls: bool) -> None:
@@ -368,10 +367,15 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--tls", action="store_true", help="up: run the stack on mutual TLS")
     parser.add_argument("--auth", action="store_true", help="up: every call needs a token")
+    parser.add_argument(
+        "--scaled",
+        action="store_true",
+        help="up: PostgreSQL, SeaweedFS, two replicas of data, registry and training, two workers",
+    )
     args = parser.parse_args(argv)
     stack = LocalStack(default_home())
     if args.command == "up":
-        stack.up(monitoring=args.monitoring, tls=args.tls, auth=args.auth)
+        stack.up(monitoring=args.monitoring, tls=args.tls, auth=args.auth, scaled=args.scaled)
     elif args.command == "down":
         stack.down()
     else:

@@ -19,7 +19,7 @@ from opentelemetry.instrumentation.grpc import client_interceptor, grpcext
 
 from gateway.forward import inference_session
 from gateway.settings import GatewaySettings
-from shared.channels import peer_channel
+from shared.channels import channel_target, peer_channel
 from shared.retries import retry_idempotent
 from shared.telemetry import Telemetry
 from tfmesh.data.v1 import data_pb2_grpc
@@ -107,15 +107,17 @@ class Backends:
     def blocking_channel(self, service: str) -> grpc.Channel:
         """A blocking channel to `service` (traced like the others), opened on first use."""
         if service not in self._blocking_channels:
+            target, balancing = channel_target(self._addresses[service])
             options = [
                 ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
                 ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+                *balancing,
             ]
             credentials = self._tls.channel_credentials()
             channel = (
-                grpc.secure_channel(self._addresses[service], credentials, options=options)
+                grpc.secure_channel(target, credentials, options=options)
                 if credentials
-                else grpc.insecure_channel(self._addresses[service], options=options)
+                else grpc.insecure_channel(target, options=options)
             )
             channel = grpc.intercept_channel(channel, ForwardingAuthorization())
             if self._telemetry is not None:

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
+from cli.postgres import PostgresServer, PostgresUnavailable, find_binaries
 from cli.seaweedfs import LocalObjectStore, ObjectStoreError
 from shared.db import sqlite_url
-from tests.support.postgres import PostgresServer, PostgresUnavailable, find_binaries
 
 
 @pytest.fixture(scope="session")

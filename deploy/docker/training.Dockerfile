@@ -22,6 +22,8 @@ COPY --from=build /venv /venv
 COPY --from=build /gen /app/gen
 COPY shared/ /app/shared/
 COPY services/__init__.py /app/services/__init__.py
+# Its database's upgrade (python -m cli.databases training), run by the Kubernetes upgrade Job.
+COPY cli/__init__.py cli/databases.py /app/cli/
 COPY services/training/ /app/services/training/
 COPY services/registry/ /app/services/registry/
 ENV PATH=/venv/bin:$PATH \

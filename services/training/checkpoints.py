@@ -16,11 +16,12 @@ import shutil
 import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
-
-import keras
+from typing import TYPE_CHECKING, Any
 
 from shared.blobstore import fsync_path
+
+if TYPE_CHECKING:
+    import keras
 
 MODEL_FILE = "model.keras"
 BEST_WEIGHTS_FILE = "best.weights.h5"
@@ -80,6 +81,9 @@ class Checkpoint:
     state: CheckpointState
 
     def load_model(self) -> keras.Model:
+        # Keras only here, on the training thread: the service's start imports none of it.
+        import keras
+
         return keras.models.load_model(self.path / MODEL_FILE)
 
     def load_best_weights(self, model: keras.Model) -> None:

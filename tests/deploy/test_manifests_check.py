@@ -25,7 +25,7 @@ from tests.deploy.conftest import REPO
 
 FIXTURES = Path(__file__).parent / "fixtures"
 # What the check reads: manifests, Dockerfiles and what they copy, protos.
-CHECKED_PATHS = ("k8s", "istio", "deploy", "protos", "shared", "services", "gateway",
+CHECKED_PATHS = ("k8s", "istio", "deploy", "protos", "shared", "services", "gateway", "cli",
                  "requirements-tfserving.lock")  # fmt: skip
 
 

@@ -13,6 +13,7 @@ from pathlib import Path
 import grpc
 import psycopg
 
+from cli.postgres import SERVER_USER, PostgresServer
 from cli.seaweedfs import LocalObjectStore
 from services.registry.server import CONTROLLER_LEASE
 from tests.inference.test_process import wait_for_labels
@@ -26,7 +27,6 @@ from tests.rollouts.test_rollout_process import (
     upload,
     wait_rollout,
 )
-from tests.support.postgres import SERVER_USER, PostgresServer
 from tests.support.processes import ServiceProcess, service_process
 from tfmesh.registry.v1 import registry_pb2 as pb
 from tfmesh.registry.v1 import registry_pb2_grpc

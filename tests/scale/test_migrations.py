@@ -242,3 +242,20 @@ def test_a_registry_process_refuses_an_older_database_in_one_line(tmp_path: Path
         registry.start()
     finally:
         registry.stop_quietly()
+
+
+def test_a_services_image_upgrades_its_own_database(tmp_path: Path) -> None:
+    # What the Kubernetes upgrade Job runs in the data service's image.
+    upgraded = subprocess.run(
+        [sys.executable, "-m", "cli.databases", "data"],
+        env={**os.environ, "TFMESH_HOME": str(tmp_path)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert upgraded.returncode == 0, upgraded.stderr
+    assert upgraded.stdout.strip() == "data database: empty -> 0002"
+    refused = subprocess.run(
+        [sys.executable, "-m", "cli.databases", "models"], capture_output=True, text=True
+    )
+    assert refused.returncode == 2 and "usage" in refused.stderr

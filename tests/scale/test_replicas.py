@@ -20,6 +20,7 @@ from typing import TypeVar
 import grpc
 import pytest
 
+from cli.postgres import PostgresServer
 from cli.seaweedfs import LocalObjectStore
 from services.registry.client import ArtifactFile, NewVersion, RegistryClient
 from shared.channels import open_channel
@@ -27,7 +28,6 @@ from shared.retries import TRANSIENT_CODES
 from shared.tensors import from_tensor
 from tests.data.conftest import numeric_table, upload
 from tests.scale.test_object_storage import assert_every_object_whole
-from tests.support.postgres import PostgresServer
 from tests.support.processes import ServiceProcess, service_process
 from tfmesh.data.v1 import data_pb2 as dpb
 from tfmesh.data.v1 import data_pb2_grpc

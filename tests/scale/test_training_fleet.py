@@ -13,9 +13,9 @@ from pathlib import Path
 
 import psycopg
 
+from cli.postgres import SERVER_USER, PostgresServer
 from cli.seaweedfs import LocalObjectStore
 from shared.channels import open_channel
-from tests.support.postgres import SERVER_USER, PostgresServer
 from tests.support.processes import ServiceProcess, free_port, service_process
 from tests.training.test_process import EPOCHS, _wait
 from tfmesh.data.v1 import data_pb2, data_pb2_grpc

@@ -11,8 +11,8 @@ import pytest
 from sqlalchemy import Engine, text
 from sqlalchemy.orm import Session
 
+from cli.postgres import PostgresServer, PostgresUnavailable, find_binaries
 from shared.db import make_engine, sqlite_url, write_lock
-from tests.support.postgres import PostgresServer, PostgresUnavailable, find_binaries
 
 
 @pytest.fixture

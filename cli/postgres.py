@@ -1,8 +1,11 @@
-"""A real, throw-away PostgreSQL server for the store tests, from Debian's `postgresql` package.
+"""A real PostgreSQL server on loopback, from Debian's `postgresql` package: a throw-away
+one for the store tests, or a kept one for the local scaled stack (`tfmesh up --scaled`).
 
-`PostgresServer.start` runs `initdb` and `pg_ctl start` on a temp data directory, listening
-on 127.0.0.1 on a free port with trust auth on loopback and durability turned off (fsync,
-synchronous commit, full-page writes) so start-up and tests are fast. PostgreSQL refuses
+`PostgresServer.start` runs `initdb` (once) and `pg_ctl start` on a data directory,
+listening on 127.0.0.1 with trust auth on loopback. A throw-away server (no `root` given)
+lives in a temp directory on a free port with durability turned off (fsync, synchronous
+commit, full-page writes) so start-up and tests are fast; a kept one lives under `root`,
+keeps its port in `root/port` and its durability. PostgreSQL refuses
 to run as root, so under euid 0 every server command runs as the `postgres` system user
 through `runuser`, with the data and socket directories owned by it. `stop` shuts the
 server down and removes the directory. Missing binaries raise `PostgresUnavailable`,
@@ -59,10 +62,11 @@ def _free_port() -> int:
 
 
 class PostgresServer:
-    def __init__(self, bin_dir: Path) -> None:
+    def __init__(self, bin_dir: Path, root: Path | None = None) -> None:
         self.bin_dir = bin_dir
         self.port = 0
-        self._root: Path | None = None
+        self.kept = root is not None
+        self._root: Path | None = root
         self._as_server_user: list[str] = []
 
     @property
@@ -86,10 +90,12 @@ class PostgresServer:
         return "\nserver log:\n" + log_file.read_text(errors="replace")[-2000:]
 
     def start(self) -> None:
-        # Not pytest's tmp_path: its parent is 0700 root, which the postgres user cannot enter.
-        self._root = Path(tempfile.mkdtemp(prefix="tfmesh-postgres-"))
+        if self._root is None:
+            # Not pytest's tmp_path: its parent is 0700 root, which the postgres user
+            # cannot enter.
+            self._root = Path(tempfile.mkdtemp(prefix="tfmesh-postgres-"))
         socket_dir = self._root / "socket"
-        socket_dir.mkdir()
+        socket_dir.mkdir(parents=True, exist_ok=True)
         if os.geteuid() == 0:
             if shutil.which("runuser") is None:
                 raise PostgresUnavailable("running as root needs `runuser` to drop to postgres")
@@ -103,6 +109,9 @@ class PostgresServer:
             for path in (self._root, socket_dir):
                 os.chown(path, owner.pw_uid, owner.pw_gid)
             self._as_server_user = ["runuser", "-u", SERVER_USER, "--"]
+        if (self.data_dir / "PG_VERSION").is_file():
+            self._start_server(socket_dir)
+            return
         self._run(
             str(self.bin_dir / "initdb"),
             "--pgdata",
@@ -116,17 +125,26 @@ class PostgresServer:
             "--no-locale",
             "--no-sync",
         )
-        self.port = _free_port()
+        self._start_server(socket_dir)
+
+    def _start_server(self, socket_dir: Path) -> None:
+        assert self._root is not None
+        port_file = self._root / "port"
+        if self.kept and port_file.is_file():
+            self.port = int(port_file.read_text())
+        else:
+            self.port = _free_port()
+            port_file.write_text(str(self.port))
+        fast = [] if self.kept else ["fsync=off", "synchronous_commit=off", "full_page_writes=off"]
         options = " ".join(
-            [
-                "-c listen_addresses=127.0.0.1",
-                f"-c port={self.port}",
-                f"-c unix_socket_directories={socket_dir}",
-                "-c fsync=off",
-                "-c synchronous_commit=off",
-                "-c full_page_writes=off",
-                "-c shared_buffers=16MB",
-                "-c max_connections=100",
+            f"-c {option}"
+            for option in [
+                "listen_addresses=127.0.0.1",
+                f"port={self.port}",
+                f"unix_socket_directories={socket_dir}",
+                *fast,
+                "shared_buffers=16MB",
+                "max_connections=200",
             ]
         )
         self._run(
@@ -146,6 +164,8 @@ class PostgresServer:
     def stop(self) -> None:
         if self._root is None:
             return
+        if os.geteuid() == 0 and not self._as_server_user:
+            self._as_server_user = ["runuser", "-u", SERVER_USER, "--"]
         if (self.data_dir / "postmaster.pid").exists():
             self._run(
                 str(self.bin_dir / "pg_ctl"),
@@ -156,8 +176,18 @@ class PostgresServer:
                 "fast",
                 "--wait",
             )
-        shutil.rmtree(self._root, ignore_errors=True)
-        self._root = None
+        if not self.kept:
+            shutil.rmtree(self._root, ignore_errors=True)
+            self._root = None
+
+    def create_named_database(self, name: str) -> None:
+        """Create database `name` unless it exists (the local stack's, one per service)."""
+        with self._admin() as connection:
+            exists = connection.execute(
+                "SELECT 1 FROM pg_database WHERE datname = %s", (name,)
+            ).fetchone()
+            if exists is None:
+                connection.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
 
     def url(self, database: str = "postgres") -> str:
         """A SQLAlchemy URL for `database` on this server."""

@@ -1,0 +1,49 @@
+"""The local stack's scaled shape (cli.scaled): which processes `tfmesh up --scaled` runs,
+on which ports, and how each learns every replica of its peers."""
+
+from __future__ import annotations
+
+from cli.scaled import REPLICA_OFFSET, scaled_services
+from cli.stack import built_services, peer_environment
+
+
+def test_two_replicas_of_the_stateful_services_and_two_workers() -> None:
+    plain = built_services()
+    shaped = scaled_services(plain)
+    names = [spec.name for spec in shaped]
+    assert names == [
+        "registry",
+        "registry-2",
+        "data",
+        "data-2",
+        "training",
+        "training-2",
+        "worker-1",
+        "worker-2",
+        "inference",
+        "gateway",
+    ]
+    by_name = {spec.name: spec for spec in shaped}
+    assert by_name["data-2"].port == by_name["data"].port + REPLICA_OFFSET
+    assert len({spec.port for spec in shaped}) == len(shaped)
+    assert len({spec.metrics_port for spec in shaped}) == len(shaped)
+    # The training API trains nothing itself; the workers do, on ports of their own.
+    for name in ("training", "training-2"):
+        assert by_name[name].process_environment()["TFMESH_TRAINING_CONCURRENCY"] == "0"
+    worker = by_name["worker-2"].process_environment()
+    assert worker["TFMESH_TRAINING_WORKER_PORT"] == str(by_name["worker-2"].port)
+    assert "TFMESH_TRAINING_PORT" not in worker
+
+
+def test_every_client_is_given_every_replica() -> None:
+    shaped = scaled_services(built_services())
+    env = peer_environment(shaped)
+    by_name = {spec.name: spec for spec in shaped}
+    both = f"{by_name['registry'].address},{by_name['registry-2'].address}"
+    assert env["TFMESH_INFERENCE_REGISTRY_ADDR"] == both
+    assert env["TFMESH_TRAINING_REGISTRY_ADDR"] == both
+    assert env["TFMESH_GATEWAY_TRAINING_ADDR"] == (
+        f"{by_name['training'].address},{by_name['training-2'].address}"
+    )
+    # Workers are nobody's peer.
+    assert not any(key.endswith("_TRAINING-WORKER_ADDR") for key in env)
