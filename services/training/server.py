@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from prometheus_client import REGISTRY
@@ -89,24 +90,35 @@ async def start_training(
     return running
 
 
-async def main() -> None:
+async def serve_with_peers(
+    name: str,
+    start: Callable[
+        [TrainingSettings, Telemetry, DataSource, Registrar | None], Awaitable[RunningServer]
+    ],
+) -> None:
+    """The process of the training service or of a worker: its peers over gRPC, `start`
+    on them, serve until signalled, then close the peers."""
     settings = load_settings(TrainingSettings)
-    telemetry = setup_telemetry("training")
+    telemetry = setup_telemetry(name)
     peers = {"data": settings.data_addr, "registry": settings.registry_addr}
     await check_peer_tls(peers, settings.tls_files())
     data_channel = peer_channel("data", settings.data_addr, settings, telemetry)
     registry_channel = peer_channel("registry", settings.registry_addr, settings, telemetry)
-    running = await start_training(
+    running = await start(
         settings,
         telemetry,
         DataServiceSource(data_channel),
         RegistryRegistrar(registry_channel, settings.registration_deadline_s),
     )
-    await serve(running, settings, "training")
+    await serve(running, settings, name)
     # Only now: stopping the server stopped the workers, which may have been registering.
     await data_channel.close()
     await registry_channel.close()
     telemetry.shutdown()
+
+
+async def main() -> None:
+    await serve_with_peers("training", start_training)
 
 
 if __name__ == "__main__":

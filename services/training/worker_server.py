@@ -11,23 +11,21 @@ queue at their next batch."""
 
 from __future__ import annotations
 
-from services.training.data_client import DataServiceSource
-from services.training.registrar import RegistryRegistrar
-from services.training.server import training_home, worker_pool
+from services.training.datasource import DataSource
+from services.training.jobs import Registrar
+from services.training.server import serve_with_peers, training_home, worker_pool
 from services.training.settings import TrainingSettings
 from services.training.store import JobStore
-from shared.channels import check_peer_tls, peer_channel
 from shared.db import make_engine, sqlite_url
-from shared.server import RunningServer, run_service, serve, start_server
-from shared.settings import load_settings
-from shared.telemetry import Telemetry, setup_telemetry
+from shared.server import RunningServer, run_service, start_server
+from shared.telemetry import Telemetry
 
 
 async def start_worker(
     settings: TrainingSettings,
     telemetry: Telemetry,
-    data: DataServiceSource,
-    registrar: RegistryRegistrar,
+    data: DataSource,
+    registrar: Registrar | None,
 ) -> RunningServer:
     engine = make_engine(settings.database_url or sqlite_url(training_home(settings) / "jobs.db"))
     store = JobStore(engine)
@@ -51,23 +49,7 @@ async def start_worker(
 
 
 async def main() -> None:
-    settings = load_settings(TrainingSettings)
-    telemetry = setup_telemetry("training-worker")
-    await check_peer_tls(
-        {"data": settings.data_addr, "registry": settings.registry_addr}, settings.tls_files()
-    )
-    data_channel = peer_channel("data", settings.data_addr, settings, telemetry)
-    registry_channel = peer_channel("registry", settings.registry_addr, settings, telemetry)
-    running = await start_worker(
-        settings,
-        telemetry,
-        DataServiceSource(data_channel),
-        RegistryRegistrar(registry_channel, settings.registration_deadline_s),
-    )
-    await serve(running, settings, "training-worker")
-    await data_channel.close()
-    await registry_channel.close()
-    telemetry.shutdown()
+    await serve_with_peers("training-worker", start_worker)
 
 
 if __name__ == "__main__":

@@ -168,6 +168,14 @@ def alias_history(address: str) -> list[pb.AliasChange]:
         return list(stub.ListAliasHistory(request, timeout=5).changes)
 
 
+def assert_promoted_step_by_step(address: str, version: int) -> None:
+    """The alias audit trail of a promotion: the canary at each of the policy's steps,
+    then production, then no canary."""
+    moves = [(c.alias, c.new_version, c.new_traffic_weight) for c in alias_history(address)]
+    steps = [("canary", version, weight) for weight in POLICY.steps]
+    assert moves[-len(steps) - 2 :] == [*steps, ("production", version, 0), ("canary", 0, 0)]
+
+
 def rolled_back(address: str, rollout: pb.Rollout) -> pb.RolloutEvent:
     """The rollback event of a rolled-back rollout, after checking its alias audit trail:
     the canary went to the version at the first step and away again, both moves by the
@@ -267,17 +275,7 @@ def test_a_better_version_rolls_out_to_all_traffic_and_survives_a_killed_registr
     answers = traffic.take()
     assert {code for _, code in answers} == {"OK"}, answers
     assert answers[(2, "OK")] > 100 and answers[(1, "OK")] > 0
-    moves = [
-        (c.alias, c.new_version, c.new_traffic_weight) for c in alias_history(registry.address)
-    ]
-    assert moves[-6:] == [
-        ("canary", 2, 5),
-        ("canary", 2, 20),
-        ("canary", 2, 50),
-        ("canary", 2, 100),
-        ("production", 2, 0),
-        ("canary", 0, 0),
-    ]
+    assert_promoted_step_by_step(registry.address, 2)
     assert traffic.feedback["matched"] > 100
     status = subprocess.run(
         [sys.executable, "-m", "cli", "rollout", "status", MODEL],
