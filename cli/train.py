@@ -35,6 +35,11 @@ OPTIMIZERS = {
     "sgd": pb.OPTIMIZER_SGD,
     "rmsprop": pb.OPTIMIZER_RMSPROP,
 }
+PRUNERS = {
+    "none": pb.PRUNER_UNSPECIFIED,
+    "median": pb.PRUNER_MEDIAN,
+    "hyperband": pb.PRUNER_HYPERBAND,
+}
 # Searched parameters that take whole numbers; the others are floats or choices.
 INTEGER_PARAMETERS = {"batch_size"}
 # A job runs as long as it runs: the watch's deadline only stops a client left behind.
@@ -102,8 +107,9 @@ class JobView:
         elif kind == "trial":
             trial = event.trial
             params = ", ".join(f"{k}={v}" for k, v in sorted(trial.params.items()))
+            pruned = ", pruned" if trial.pruned else ""
             self._progress.console.print(
-                f"trial {trial.number}: val_accuracy {trial.objective:.4f}  ({params})"
+                f"trial {trial.number}: val_accuracy {trial.objective:.4f}{pruned}  ({params})"
             )
 
     def _epoch(self, epoch: pb.EpochMetrics) -> None:
@@ -198,6 +204,9 @@ def submit(
     ] = None,
     trials: Annotated[int, typer.Option(min=0, help="Search trials (with --search).")] = 0,
     trial_epochs: Annotated[int, typer.Option(min=0, help="Epochs per trial; 0: 3.")] = 0,
+    pruner: Annotated[
+        str, typer.Option(help="Stop trials that fall behind: none, median or hyperband.")
+    ] = "none",
     promote: Annotated[bool, typer.Option(help="Ask the registry to promote the result.")] = False,
     tflite: Annotated[bool, typer.Option(help="Also export a quantized TFLite model.")] = False,
     seed: int = 0,
@@ -208,6 +217,8 @@ def submit(
     """Submit a training job; the service checks the spec before queuing it."""
     if optimizer not in OPTIMIZERS:
         raise typer.BadParameter(f"one of {', '.join(OPTIMIZERS)}", param_hint="--optimizer")
+    if pruner not in PRUNERS:
+        raise typer.BadParameter(f"one of {', '.join(PRUNERS)}", param_hint="--pruner")
     if keras_json is not None:
         model_spec = pb.ModelSpec(keras_json=keras_json.read_text())
     elif template == "mlp":
@@ -238,6 +249,7 @@ def submit(
                 parameters=[search_parameter(text) for text in search or []],
                 max_trials=trials,
                 epochs_per_trial=trial_epochs,
+                pruner=PRUNERS[pruner],
             )
         )
     request = pb.SubmitJobRequest(spec=spec, job_id=job_id)

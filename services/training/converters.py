@@ -8,7 +8,7 @@ core's validation to name."""
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
 from google.protobuf import timestamp_pb2
 
@@ -107,9 +107,19 @@ def _parameter_from_proto(parameter: pb.SearchParameter, index: int) -> SearchPa
     raise invalid(f"spec.search.parameters[{index}]", "set one of float_range, int_range or choice")
 
 
+PRUNERS: dict[int, Literal["none", "median", "hyperband"]] = {
+    pb.PRUNER_UNSPECIFIED: "none",
+    pb.PRUNER_MEDIAN: "median",
+    pb.PRUNER_HYPERBAND: "hyperband",
+}
+
+
 def spec_from_proto(spec: pb.JobSpec) -> JobSpec:
     search = None
     if spec.HasField("search"):
+        pruner = PRUNERS.get(spec.search.pruner)
+        if pruner is None:
+            raise invalid("spec.search.pruner", "not a pruner: PRUNER_MEDIAN or PRUNER_HYPERBAND")
         search = SearchSpace(
             parameters=tuple(
                 _parameter_from_proto(parameter, index)
@@ -117,6 +127,7 @@ def spec_from_proto(spec: pb.JobSpec) -> JobSpec:
             ),
             max_trials=spec.search.max_trials,
             epochs_per_trial=spec.search.epochs_per_trial or DEFAULT_EPOCHS_PER_TRIAL,
+            pruner=pruner,
         )
     return JobSpec(
         dataset_version=spec.dataset_version,
@@ -191,6 +202,7 @@ def spec_to_proto(spec: JobSpec) -> pb.JobSpec:
                 parameters=[_parameter_to_proto(p) for p in spec.search.parameters],
                 max_trials=spec.search.max_trials,
                 epochs_per_trial=spec.search.epochs_per_trial,
+                pruner={name: value for value, name in PRUNERS.items()}[spec.search.pruner],
             )
         )
     return message
@@ -210,6 +222,7 @@ def _trial_to_proto(trial: dict[str, Any]) -> pb.TrialResult:
         number=trial["number"],
         params={name: str(value) for name, value in trial["params"].items()},
         objective=trial["objective"],
+        pruned=trial.get("pruned", False),
     )
 
 

@@ -77,6 +77,8 @@ class SearchSpace:
     parameters: tuple[SearchParameter, ...]
     max_trials: int
     epochs_per_trial: int = DEFAULT_EPOCHS_PER_TRIAL
+    # Optuna's pruner of trials that fall behind: "none", "median" or "hyperband".
+    pruner: Literal["none", "median", "hyperband"] = "none"
 
 
 @dataclass(frozen=True)
@@ -283,6 +285,8 @@ def spec_from_dict(data: dict[str, Any]) -> JobSpec:
             ),
             max_trials=data["search"]["max_trials"],
             epochs_per_trial=data["search"]["epochs_per_trial"],
+            # Jobs stored before pruning existed searched without it.
+            pruner=data["search"].get("pruner", "none"),
         )
     return JobSpec(
         dataset_version=data["dataset_version"],

@@ -411,8 +411,9 @@ class JobStore:
         params: dict[str, Any],
         objective: float,
         claim: Claim | None = None,
+        pruned: bool = False,
     ) -> None:
-        trial = {"number": number, "params": params, "objective": objective}
+        trial = {"number": number, "params": params, "objective": objective, "pruned": pruned}
 
         def apply(change: _Change) -> None:
             change.row.trials = [*change.row.trials, trial]

@@ -40,7 +40,10 @@ class TrialRecord:
     number: int
     # The sampled values, with their native types (float, int, str).
     params: dict[str, Any]
+    # The best validation accuracy of its epochs.
     objective: float
+    # Stopped early by the search's pruner.
+    pruned: bool = False
 
 
 class Reporter(Protocol):
@@ -107,6 +110,15 @@ def _distribution(parameter: SearchParameter) -> optuna.distributions.BaseDistri
     return optuna.distributions.CategoricalDistribution(list(parameter.choices))
 
 
+def _pruner(name: str, epochs_per_trial: int) -> optuna.pruners.BasePruner:
+    """Optuna's pruner for a search: trials report validation accuracy each epoch."""
+    if name == "median":
+        return optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=1)
+    if name == "hyperband":
+        return optuna.pruners.HyperbandPruner(min_resource=1, max_resource=epochs_per_trial)
+    return optuna.pruners.NopPruner()
+
+
 def _params_from_dict(data: dict[str, Any]) -> TrialParams:
     units = data["hidden_units"]
     return TrialParams(**{**data, "hidden_units": tuple(units) if units is not None else None})
@@ -134,7 +146,7 @@ class Trainer:
             params = _params_from_dict(checkpoint.state.params)
         elif self.spec.search is not None:
             self.reporter.phase_started("search")
-            params = self._search(previous_trials)
+            params = self.search(previous_trials)
         else:
             params = base_params(self.spec)
         self.reporter.phase_started("train")
@@ -176,41 +188,60 @@ class Trainer:
         if callback.stop_reason is not None:
             raise StopRequested(callback.stop_reason)
 
-    def _search(self, previous_trials: list[TrialRecord]) -> TrialParams:
+    def search(self, previous_trials: list[TrialRecord]) -> TrialParams:
+        """The search phase alone: its trials, and the best trial's parameters."""
         search = self.spec.search
         assert search is not None
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         distributions = {p.name: _distribution(p) for p in search.parameters}
         study = optuna.create_study(
-            direction="maximize", sampler=optuna.samplers.TPESampler(seed=self.spec.seed)
+            direction="maximize",
+            sampler=optuna.samplers.TPESampler(seed=self.spec.seed),
+            pruner=_pruner(search.pruner, search.epochs_per_trial),
         )
         for done in previous_trials:
             study.add_trial(
                 optuna.trial.create_trial(
-                    params=done.params, distributions=distributions, value=done.objective
+                    params=done.params,
+                    distributions=distributions,
+                    value=None if done.pruned else done.objective,
+                    state=(
+                        optuna.trial.TrialState.PRUNED
+                        if done.pruned
+                        else optuna.trial.TrialState.COMPLETE
+                    ),
                 )
             )
         base = base_params(self.spec)
         for number in range(len(previous_trials), search.max_trials):
             trial = study.ask(distributions)
-            objective = self._run_trial(number, params_with(base, trial.params))
-            study.tell(trial, objective)
-            self.reporter.trial_ended(TrialRecord(number, dict(trial.params), objective))
+            objective, pruned = self._run_trial(number, params_with(base, trial.params), trial)
+            state = optuna.trial.TrialState.PRUNED if pruned else optuna.trial.TrialState.COMPLETE
+            study.tell(trial, None if pruned else objective, state=state)
+            self.reporter.trial_ended(TrialRecord(number, dict(trial.params), objective, pruned))
         return params_with(base, study.best_trial.params)
 
-    def _run_trial(self, number: int, params: TrialParams) -> float:
+    def _run_trial(
+        self, number: int, params: TrialParams, trial: optuna.Trial
+    ) -> tuple[float, bool]:
+        """Train one trial; its best validation accuracy, and whether the pruner stopped it."""
         search = self.spec.search
         assert search is not None
         keras.utils.set_random_seed(self.spec.seed + number + 1)
         model = build_model(self.spec.model, params, self.data.info, self.data.mean, self.data.std)
         accuracies: list[float] = []
+        pruned = [False]
 
         def on_epoch(epoch: int, metrics: dict[str, float]) -> None:
             accuracies.append(metrics.get("val_accuracy", 0.0))
             self.reporter.epoch_ended(number + 1, epoch, search.epochs_per_trial, metrics)
+            trial.report(accuracies[-1], epoch)
+            if epoch < search.epochs_per_trial and trial.should_prune():
+                pruned[0] = True
+                model.stop_training = True
 
         self._fit(model, params, search.epochs_per_trial, 0, on_epoch, self.spec.seed + number)
-        return max(accuracies)
+        return max(accuracies), pruned[0]
 
     def _train_final(
         self, params: TrialParams, checkpoint: Checkpoint | None

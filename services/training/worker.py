@@ -97,7 +97,7 @@ class JobReporter:
 
     def trial_ended(self, trial: TrialRecord) -> None:
         self._store.record_trial(
-            self._job_id, trial.number, trial.params, trial.objective, self._claim
+            self._job_id, trial.number, trial.params, trial.objective, self._claim, trial.pruned
         )
         self._epoch_started = time.monotonic()
 
@@ -278,7 +278,10 @@ class WorkerPool:
     ) -> TrainingOutcome:
         from services.training.trainer import Trainer, TrialRecord
 
-        previous = [TrialRecord(t["number"], t["params"], t["objective"]) for t in job.trials]
+        previous = [
+            TrialRecord(t["number"], t["params"], t["objective"], t.get("pruned", False))
+            for t in job.trials
+        ]
         workdir = self._jobs_root / job.job_id
         if self._mirror is not None:
             self._mirror.restore(job.job_id, workdir / "checkpoints")

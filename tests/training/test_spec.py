@@ -174,6 +174,7 @@ specs = st.builds(
         ),
         st.integers(1, 20),
         st.integers(1, 5),
+        st.sampled_from(["none", "median", "hyperband"]),
     ),
     model_name=st.sampled_from(["", "digits-mlp"]),
     seed=st.integers(0, 2**31),
@@ -199,3 +200,30 @@ def test_unset_proto_fields_take_the_documented_defaults():
     assert spec.hyperparameters == Hyperparameters(2, "adam", 1e-3, 32, None)
     with pytest.raises(InvalidArgument):
         converters.spec_from_proto(pb.JobSpec(dataset_version=INFO.version))
+
+
+def test_an_unknown_pruner_is_refused_naming_its_field():
+    message = pb.JobSpec(
+        dataset_version=INFO.version,
+        model=pb.ModelSpec(mlp=pb.MlpTemplate()),
+        hyperparameters=pb.Hyperparameters(epochs=2),
+        search=pb.SearchSpace(max_trials=2, pruner=7),
+    )
+    with pytest.raises(InvalidArgument) as refused:
+        converters.spec_from_proto(message)
+    assert [v.field for v in refused.value.violations] == ["spec.search.pruner"]
+
+
+def test_a_job_stored_before_pruning_searches_without_it():
+    stored = spec_to_dict(
+        converters.spec_from_proto(
+            pb.JobSpec(
+                dataset_version=INFO.version,
+                model=pb.ModelSpec(mlp=pb.MlpTemplate()),
+                hyperparameters=pb.Hyperparameters(epochs=2),
+                search=pb.SearchSpace(max_trials=2),
+            )
+        )
+    )
+    del stored["search"]["pruner"]
+    assert spec_from_dict(stored).search.pruner == "none"

@@ -247,3 +247,35 @@ def test_search_resumes_with_the_trials_already_recorded(digits, tmp_path):
     # The recorded trial's objective is the best, so its learning rate trains the model.
     assert outcome.params["learning_rate"] == repr(0.009)
     assert outcome.metrics["epochs"] == 1.0
+
+
+def test_a_median_pruner_stops_trials_that_fall_behind(digits, tmp_path):
+    from services.training.spec import SearchParameter, SearchSpace
+
+    spec = JobSpec(
+        dataset_version=DIGITS,
+        model=MlpTemplate(hidden_units=(16,)),
+        hyperparameters=Hyperparameters(epochs=1),
+        search=SearchSpace(
+            # From hopeless to good learning rates: the slow ones fall behind at once.
+            (SearchParameter("learning_rate", "float", 1e-6, 3e-2, log=True),),
+            max_trials=8,
+            epochs_per_trial=4,
+            pruner="median",
+        ),
+    )
+    recorder = Recorder()
+    outcome = Trainer(spec, digits, tmp_path, recorder, never_stop).run([])
+    pruned = [t for t in recorder.trials if t.pruned]
+    assert len(recorder.trials) == 8 and pruned
+    epochs_of = {n: sum(1 for trial, _, _ in recorder.epochs if trial == n + 1) for n in range(8)}
+    # A pruned trial ran fewer than its four epochs; the first two (the pruner's start-up
+    # trials) ran all of them.
+    assert all(epochs_of[t.number] < 4 for t in pruned)
+    assert epochs_of[0] == epochs_of[1] == 4
+    best = max(recorder.trials, key=lambda t: t.objective if not t.pruned else -1)
+    assert outcome.params["learning_rate"] == repr(best.params["learning_rate"])
+    # Resuming with the pruned trials recorded searches only what is left.
+    again = Recorder()
+    Trainer(spec, digits, tmp_path / "again", again, never_stop).run(recorder.trials[:5])
+    assert [t.number for t in again.trials] == [5, 6, 7]
