@@ -149,6 +149,8 @@ console-screenshots: setup
 bench: setup triton peer
 	$(PY) -m bench.data_bench
 	$(PY) -m bench.training_bench
+	$(PY) -m bench.search_bench
+	$(PY) -m bench.object_storage_bench
 	$(PY) -m bench.inference_bench run
 	$(PY) -m bench.monitoring_bench
 	$(PY) -m bench.overload_bench

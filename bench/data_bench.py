@@ -88,8 +88,11 @@ def reset_peak(pid: int) -> bool:
     return True
 
 
-def start_service(home: Path, port: int, log: Path) -> subprocess.Popen:
+def start_service(
+    home: Path, port: int, log: Path, extra_env: dict[str, str] | None = None
+) -> subprocess.Popen:
     env = {**os.environ, "TFMESH_HOME": str(home), "TFMESH_DATA_PORT": str(port)}
+    env.update(extra_env or {})
     env["PYTHONPATH"] = os.pathsep.join([str(REPO), str(REPO / "gen")])
     with log.open("ab") as output:
         process = subprocess.Popen(
