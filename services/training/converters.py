@@ -107,7 +107,7 @@ def _parameter_from_proto(parameter: pb.SearchParameter, index: int) -> SearchPa
     raise invalid(f"spec.search.parameters[{index}]", "set one of float_range, int_range or choice")
 
 
-PRUNERS: dict[int, Literal["none", "median", "hyperband"]] = {
+PRUNERS: dict[pb.Pruner.ValueType, Literal["none", "median", "hyperband"]] = {
     pb.PRUNER_UNSPECIFIED: "none",
     pb.PRUNER_MEDIAN: "median",
     pb.PRUNER_HYPERBAND: "hyperband",
