@@ -1,7 +1,7 @@
 """Hyperparameter search with and without pruning, in one run.
 
 The same search (the digits MLP, learning rate searched from 1e-5 to 3e-2 on a log scale,
-`--trials` trials of `--trial-epochs` epochs, TPE with one seed) runs through the
+`--trials` trials of `--trial-epochs` epochs at `--batch-size`, TPE with one seed) runs through the
 training service's trainer twice per round, without a pruner and with Optuna's median
 pruner (each trial reports its validation accuracy every epoch; the pruner stops those
 below the median of earlier trials at that epoch). TensorFlow uses one thread, as one
@@ -9,7 +9,7 @@ worker of a fleet would. It reports the search's seconds, the epochs trained, th
 trial's validation accuracy, and pruning's speed-up and accuracy difference; the best
 round of each is kept. Results go to bench/results/search.json.
 
-    .venv/bin/python -m bench.search_bench [--trials 8] [--trial-epochs 6] [--rounds 2]
+    .venv/bin/python -m bench.search_bench [--trials 8] [--trial-epochs 6] [--batch-size 8]
 """
 
 from __future__ import annotations
@@ -62,11 +62,11 @@ class Counter:
         pass
 
 
-def search(pruner: str, trials: int, trial_epochs: int, workdir: Path) -> dict:
+def search(pruner: str, trials: int, trial_epochs: int, batch_size: int, workdir: Path) -> dict:
     spec = JobSpec(
         dataset_version="digits@bench",
         model=MlpTemplate(hidden_units=(64,)),
-        hyperparameters=Hyperparameters(epochs=1),
+        hyperparameters=Hyperparameters(epochs=1, batch_size=batch_size),
         search=SearchSpace(
             (SearchParameter("learning_rate", "float", 1e-5, 3e-2, log=True),),
             max_trials=trials,
@@ -94,17 +94,20 @@ def main() -> None:
     parser.add_argument("--trials", type=int, default=8)
     parser.add_argument("--trial-epochs", type=int, default=6)
     parser.add_argument("--rounds", type=int, default=2)
+    # Small batches make an epoch long against what each trial costs once (building the
+    # model, tracing its functions), as a larger dataset would.
+    parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--output", type=Path, default=RESULTS)
     args = parser.parse_args()
     tf.config.threading.set_intra_op_parallelism_threads(1)
     tf.config.threading.set_inter_op_parallelism_threads(1)
     rounds: dict[str, list[dict]] = {"none": [], "median": []}
     with tempfile.TemporaryDirectory(prefix="search-bench-") as scratch:
-        search("none", 1, 1, Path(scratch) / "warm-up")
+        search("none", 1, 1, args.batch_size, Path(scratch) / "warm-up")
         for round_ in range(args.rounds):
             for pruner in rounds:
                 workdir = Path(scratch) / f"{pruner}-{round_}"
-                result = search(pruner, args.trials, args.trial_epochs, workdir)
+                result = search(pruner, args.trials, args.trial_epochs, args.batch_size, workdir)
                 rounds[pruner].append(result)
                 print(pruner, round_, result)
     best = {pruner: min(results, key=lambda r: r["seconds"]) for pruner, results in rounds.items()}
@@ -112,6 +115,7 @@ def main() -> None:
         "benchmark": "hyperparameter search with and without median pruning",
         "trials": args.trials,
         "epochs_per_trial": args.trial_epochs,
+        "batch_size": args.batch_size,
         "tensorflow_threads": 1,
         "best": best,
         "pruning_speedup": round(best["none"]["seconds"] / best["median"]["seconds"], 2),
