@@ -6,8 +6,9 @@ sharing a bucket cannot know each other's running uploads, so there a delete lea
 blob, and the `BlobCollector` removes unnamed blobs once they are older than a grace
 period: a blob is (re)written by every commit, so one younger than the grace may belong to
 an upload still running in another replica. One replica at a time collects, the holder
-of the service's `blob-collector` lease (shared.leases); the same round aborts multipart
-uploads abandoned longer than the grace."""
+of the service's `<service>/blob-collector` lease (shared.leases); the same round aborts
+multipart uploads begun longer ago than the grace (which must outlast the longest upload
+and ingest). Each replica sweeps its own spool of uploads a crash left, at start."""
 
 from __future__ import annotations
 
@@ -22,8 +23,6 @@ from shared.leases import Lease, replica_name, run_while_holding
 
 log = logging.getLogger(__name__)
 
-COLLECTOR_LEASE = "blob-collector"
-
 
 class BlobCollector:
     def __init__(
@@ -37,26 +36,28 @@ class BlobCollector:
         self._grace_s = grace_s
 
     def collect(self) -> tuple[int, int]:
-        """One round: (blobs deleted, abandoned uploads removed)."""
-        swept = self._blobs.sweep_temp(self._grace_s)
+        """One round: (blobs deleted, abandoned uploads aborted). A blob is looked at again
+        just before it goes: one rewritten since the listing (an upload of the same content
+        in another replica) stays."""
+        aborted = self._blobs.abort_abandoned_uploads(self._grace_s)
         candidates = set(self._blobs.digests(older_than_s=self._grace_s))
         garbage = candidates - self._referenced(candidates) if candidates else set()
-        for digest in garbage:
-            self._blobs.delete(digest)
-        if garbage or swept:
+        deleted = sum(self._blobs.delete_if_older(d, self._grace_s) for d in garbage)
+        if deleted or aborted:
             log.info(
                 "collected unnamed blobs",
-                extra={"blobs": len(garbage), "abandoned_uploads": swept},
+                extra={"blobs": deleted, "abandoned_uploads": aborted},
             )
-        return len(garbage), swept
+        return deleted, aborted
 
 
 def run_collector(
-    collector: BlobCollector, engine: Engine, interval_s: float
+    collector: BlobCollector, engine: Engine, service: str, interval_s: float
 ) -> Callable[[], Awaitable[None]]:
-    """Collect every `interval_s` in whichever replica holds the lease (kept for three
-    rounds, so a dead holder's collection moves on within that); returns its stop."""
-    lease = Lease(engine, COLLECTOR_LEASE, replica_name(), 3 * interval_s)
+    """Collect every `interval_s` in whichever replica of `service` holds the lease
+    `<service>/blob-collector` (kept for three rounds, so a dead holder's collection moves
+    on within that); returns its stop."""
+    lease = Lease(engine, f"{service}/blob-collector", replica_name(), 3 * interval_s)
 
     async def round_() -> None:
         await asyncio.to_thread(collector.collect)

@@ -120,8 +120,8 @@ class BlobStore(ABC):
         return b"".join(self.read_chunks(digest))
 
     def sweep_temp(self, older_than_s: float = 0.0) -> int:
-        """Remove this host's temp files of uploads that never committed (a crash), older
-        than `older_than_s`; returns the count."""
+        """Remove this process's host's spool files of uploads that never committed (a
+        crash), older than `older_than_s`; returns the count."""
         cutoff = time.time() - older_than_s
         removed = 0
         for leftover in self.temp_dir.iterdir():
@@ -133,6 +133,24 @@ class BlobStore(ABC):
                 continue
             removed += 1
         return removed
+
+    def abort_abandoned_uploads(self, older_than_s: float) -> int:
+        """Abort uploads to the store begun `older_than_s` ago and never completed (by a
+        process killed mid-upload, on any host); returns the count. Nothing to do here."""
+        return 0
+
+    def delete_if_older(self, digest: str, older_than_s: float) -> bool:
+        """Delete a blob unless it was (re)written within `older_than_s`: an upload of the
+        same content in another replica renews it. True when it was deleted."""
+        age = self.age_s(digest)
+        if age is None or age < older_than_s:
+            return False
+        self.delete(digest)
+        return True
+
+    @abstractmethod
+    def age_s(self, digest: str) -> float | None:
+        """Seconds since the blob was last written, or None when it is not there."""
 
     @abstractmethod
     def describe(self) -> str:
@@ -211,6 +229,12 @@ class LocalBlobStore(BlobStore):
 
     def exists(self, digest: str) -> bool:
         return self.path_for(digest).is_file()
+
+    def age_s(self, digest: str) -> float | None:
+        try:
+            return time.time() - self.path_for(digest).stat().st_mtime
+        except FileNotFoundError:
+            return None
 
     def size(self, digest: str) -> int:
         try:

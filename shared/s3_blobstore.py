@@ -231,6 +231,16 @@ class S3BlobStore(BlobStore):
     def exists(self, digest: str) -> bool:
         return self._stored_size(self.key(digest)) is not None
 
+    def age_s(self, digest: str) -> float | None:
+        with self._translated("a lookup"):
+            try:
+                head = self.client.head_object(Bucket=self.bucket, Key=self.key(digest))
+            except ClientError as error:
+                if str(error.response.get("Error", {}).get("Code", "")) in _MISSING:
+                    return None
+                raise
+        return (datetime.now(UTC) - head["LastModified"]).total_seconds()
+
     def size(self, digest: str) -> int:
         size = self._stored_size(self.key(digest))
         if size is None:
@@ -266,10 +276,10 @@ class S3BlobStore(BlobStore):
         with self._translated("a delete"):
             self.client.delete_object(Bucket=self.bucket, Key=self.key(digest))
 
-    def sweep_temp(self, older_than_s: float = 0.0) -> int:
-        """Also abort the multipart uploads under the prefix begun `older_than_s` ago (by a
-        process killed mid-upload, on any host)."""
-        removed = super().sweep_temp(older_than_s)
+    def abort_abandoned_uploads(self, older_than_s: float) -> int:
+        """The multipart uploads under the prefix begun `older_than_s` ago: a live upload
+        older than that is aborted too, so the grace must outlast the longest upload."""
+        removed = 0
         cutoff = datetime.now(UTC) - timedelta(seconds=older_than_s)
         pages = self.client.get_paginator("list_multipart_uploads").paginate(
             Bucket=self.bucket, Prefix=self.prefix

@@ -57,14 +57,16 @@ async def start_data(settings: DataSettings, telemetry: Telemetry) -> RunningSer
     lineage = RegistryLineage(registry, settings.registry_deadline_s) if registry else None
     store = MetadataStore(engine)
     core = DataCore(store, blobs, core_config(settings), lineage)
+    # A shared store's spool may hold another replica's upload (one host, one home).
+    swept = await asyncio.to_thread(
+        blobs.sweep_temp, settings.blob_grace_s if blobs.shared else 0.0
+    )
+    if swept:
+        log.info("removed unfinished uploads", extra={"temp_files": swept})
     if not blobs.shared:
-        swept = await asyncio.to_thread(blobs.sweep_temp)
         collected = await asyncio.to_thread(core.collect_garbage)
-        if swept or collected:
-            log.info(
-                "removed what unfinished uploads left",
-                extra={"temp_files": swept, "unnamed_blobs": collected},
-            )
+        if collected:
+            log.info("removed blobs no version names", extra={"unnamed_blobs": collected})
     running = await start_server(
         settings,
         telemetry,
@@ -84,7 +86,7 @@ async def start_data(settings: DataSettings, telemetry: Telemetry) -> RunningSer
     )
     if blobs.shared:
         collector = BlobCollector(blobs, store.referenced, settings.blob_grace_s)
-        running.on_stop(run_collector(collector, engine, settings.blob_collect_interval_s))
+        running.on_stop(run_collector(collector, engine, "data", settings.blob_collect_interval_s))
     return running
 
 

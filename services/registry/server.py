@@ -36,10 +36,12 @@ async def start_registry(settings: RegistrySettings, telemetry: Telemetry) -> Ru
     home = settings.home / "registry"
     engine = make_engine(settings.database_url or sqlite_url(home / "registry.db"))
     blobs = await asyncio.to_thread(open_service_blobs, settings, home)
-    if not blobs.shared:
-        swept = await asyncio.to_thread(blobs.sweep_temp)
-        if swept:
-            log.info("removed unfinished uploads", extra={"count": swept})
+    # A shared store's spool may hold another replica's upload (one host, one home).
+    swept = await asyncio.to_thread(
+        blobs.sweep_temp, settings.blob_grace_s if blobs.shared else 0.0
+    )
+    if swept:
+        log.info("removed unfinished uploads", extra={"count": swept})
     signal = ChangeSignal(asyncio.get_running_loop())
     registry = Registry(
         engine,
@@ -71,7 +73,9 @@ async def start_registry(settings: RegistrySettings, telemetry: Telemetry) -> Ru
     )
     if blobs.shared:
         collector = BlobCollector(blobs, registry.referenced_blobs, settings.blob_grace_s)
-        running.on_stop(run_collector(collector, engine, settings.blob_collect_interval_s))
+        running.on_stop(
+            run_collector(collector, engine, "registry", settings.blob_collect_interval_s)
+        )
     if settings.inference_addr:
         running.on_stop(start_controller(registry, engine, settings, telemetry))
     return running

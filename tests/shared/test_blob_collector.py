@@ -4,6 +4,7 @@ the grace period, named ones and young ones stay, abandoned multipart uploads go
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 
 from cli.seaweedfs import LocalObjectStore
@@ -31,3 +32,19 @@ def test_only_old_unnamed_blobs_are_collected(
     assert BlobCollector(blobs, referenced, grace_s=0).collect() == (1, 1)
     assert set(blobs.digests()) == {named}
     assert asked[-1] == {named, unnamed}
+
+
+def test_a_blob_rewritten_while_collecting_stays(
+    object_store: LocalObjectStore, tmp_path: Path
+) -> None:
+    blobs = open_blob_store(os.environ["TFMESH_BLOB_URL"], tmp_path, tmp_path / "spool", "URL")
+    digest = blobs.put_bytes(b"the same content, uploaded again")
+    time.sleep(1.5)
+
+    def referenced(digests: set[str]) -> set[str]:
+        # Another replica uploads the same content between the listing and the delete.
+        blobs.put_bytes(b"the same content, uploaded again")
+        return set()
+
+    assert BlobCollector(blobs, referenced, grace_s=1).collect() == (0, 0)
+    assert blobs.exists(digest)

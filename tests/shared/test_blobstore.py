@@ -131,7 +131,7 @@ def test_sweep_temp_removes_leftovers_of_a_crash(tmp_path: Path) -> None:
     assert restarted.sweep_temp() == 0
 
 
-def test_sweep_aborts_multipart_uploads_a_killed_process_left(
+def test_multipart_uploads_a_killed_process_left_are_aborted(
     object_store: LocalObjectStore, tmp_path: Path
 ) -> None:
     store = open_blob_store(os.environ["TFMESH_BLOB_URL"], tmp_path, tmp_path / "spool", SETTING)
@@ -144,8 +144,8 @@ def test_sweep_aborts_multipart_uploads_a_killed_process_left(
     assert not store.exists(key.rsplit("/", 1)[1])
 
     # A young upload may be another replica's, still running: the grace period keeps it.
-    assert store.sweep_temp(older_than_s=3600) == 0
-    assert store.sweep_temp() == 1
+    assert store.abort_abandoned_uploads(older_than_s=3600) == 0
+    assert store.abort_abandoned_uploads(older_than_s=0) == 1
     left = store.client.list_multipart_uploads(Bucket=store.bucket, Prefix=store.prefix)
     assert left.get("Uploads", []) == []
 
@@ -209,3 +209,12 @@ def test_an_unreachable_endpoint_stops_the_start_naming_the_setting(
 def test_a_url_of_no_known_store_is_refused(url: str, tmp_path: Path) -> None:
     with pytest.raises(SettingsError, match=SETTING):
         open_blob_store(url, tmp_path, tmp_path, SETTING)
+
+
+def test_a_blob_is_deleted_only_when_older_than_asked(store: BlobStore) -> None:
+    digest = store.put_bytes(b"young")
+    assert 0 <= (store.age_s(digest) or 0) < 60
+    assert not store.delete_if_older(digest, 3600)
+    assert store.exists(digest)
+    assert store.delete_if_older(digest, 0)
+    assert not store.exists(digest) and store.age_s(digest) is None
