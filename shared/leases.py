@@ -27,7 +27,6 @@ from sqlalchemy import (
     MetaData,
     String,
     Table,
-    delete,
     insert,
     select,
     update,
@@ -111,10 +110,13 @@ class Lease:
             return False
 
     def release(self) -> None:
-        """Give the lease up at once (a clean stop), if this holder has it."""
+        """Give the lease up at once (a clean stop), if this holder has it; the row stays,
+        so the next holder's generation still grows."""
         with self._engine.begin() as connection:
             connection.execute(
-                delete(LEASES).where(LEASES.c.name == self.name, LEASES.c.holder == self.holder)
+                update(LEASES)
+                .where(LEASES.c.name == self.name, LEASES.c.holder == self.holder)
+                .values(expires_at=self._clock())
             )
 
     def holder_now(self) -> tuple[str, int] | None:

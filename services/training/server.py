@@ -19,7 +19,8 @@ from services.training.servicer import TrainingServicer
 from services.training.settings import TrainingSettings
 from services.training.store import JobStore
 from services.training.worker import WorkerPool
-from shared.blobstore import open_service_blobs
+from shared.blob_collector import BlobCollector, run_collector
+from shared.blobstore import BlobStore, open_service_blobs
 from shared.channels import check_peer_tls, peer_channel
 from shared.db import make_engine, sqlite_url
 from shared.server import RunningServer, run_service, serve, start_server
@@ -37,6 +38,7 @@ def training_home(settings: TrainingSettings) -> Path:
 async def worker_pool(
     settings: TrainingSettings,
     store: JobStore,
+    blobs: BlobStore,
     data_source: DataSource,
     registrar: Registrar | None,
     concurrency: int,
@@ -44,7 +46,6 @@ async def worker_pool(
     """The workers of this process; with a shared blob store their checkpoints go there,
     so a job resumes on whichever worker claims it next."""
     home = training_home(settings)
-    blobs = await asyncio.to_thread(open_service_blobs, settings, home)
     return WorkerPool(
         store,
         data_source,
@@ -68,7 +69,8 @@ async def start_training(
     used by `main` (peers over gRPC) and by tests (peers of their choosing)."""
     engine = make_engine(settings.database_url or sqlite_url(training_home(settings) / "jobs.db"))
     store = JobStore(engine)
-    pool = await worker_pool(settings, store, data_source, registrar, settings.concurrency)
+    blobs = await asyncio.to_thread(open_service_blobs, settings, training_home(settings))
+    pool = await worker_pool(settings, store, blobs, data_source, registrar, settings.concurrency)
     core = TrainingCore(store, data_source, pool, settings.watch_poll_s)
     servicer = TrainingServicer(core)
     running = await start_server(
@@ -87,7 +89,20 @@ async def start_training(
         engine.dispose()
 
     running.on_stop(dispose)
+    watch_blobs(running, settings, blobs)
+    if blobs.shared:
+        # The checkpoints of jobs that ended, or moved on to a newer one, are garbage.
+        collector = BlobCollector(blobs, store.checkpoints_in_use, settings.blob_grace_s)
+        running.on_stop(
+            run_collector(collector, engine, "training", settings.blob_collect_interval_s)
+        )
     return running
+
+
+def watch_blobs(running: RunningServer, settings: TrainingSettings, blobs: BlobStore) -> None:
+    running.watch_dependency(
+        f"blob store {blobs.describe()}", blobs.check, settings.blob_check_interval_s
+    )
 
 
 async def serve_with_peers(

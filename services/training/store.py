@@ -41,6 +41,7 @@ from services.training.jobs import (
 from services.training.metrics import JOBS_FINISHED
 from services.training.spec import JobSpec, spec_from_dict, spec_to_dict
 from shared.errors import FailedPrecondition, NotFound, invalid
+from shared.leases import LEASES_METADATA
 from shared.migrations import Migrations
 
 BigId = BigInteger().with_variant(Integer(), "sqlite")
@@ -172,8 +173,11 @@ class _Change:
         self.emit(EventKind.STATE, {"state": state.value, "message": message})
 
 
-# The database's migrations (Alembic); a start refuses an older schema.
-MIGRATIONS = Migrations("training", Path(__file__).resolve().parent / "migrations", [Base.metadata])
+# The database's migrations (Alembic); a start refuses an older schema. The leases table
+# (shared.leases) is the checkpoint collector's.
+MIGRATIONS = Migrations(
+    "training", Path(__file__).resolve().parent / "migrations", [Base.metadata, LEASES_METADATA]
+)
 
 
 class JobStore:
@@ -339,6 +343,23 @@ class JobStore:
             change.row.checkpoint_epoch = epoch
 
         self._change(job_id, apply, claim)
+
+    def checkpoints_in_use(self, digests: set[str]) -> set[str]:
+        """Which of `digests` are the latest checkpoint of a job still queued or running."""
+        waiting = [JobState.QUEUED.value, JobState.RUNNING.value]
+        found: set[str] = set()
+        ordered = sorted(digests)
+        with Session(self.engine) as session:
+            for start in range(0, len(ordered), 500):
+                found |= set(
+                    session.scalars(
+                        select(JobRow.checkpoint_sha256).where(
+                            JobRow.state.in_(waiting),
+                            JobRow.checkpoint_sha256.in_(ordered[start : start + 500]),
+                        )
+                    )
+                )
+        return {digest for digest in found if digest}
 
     def checkpoint_of(self, job_id: str) -> tuple[int, str] | None:
         """(epoch, sha256) of the job's latest checkpoint in the blob store, if any."""

@@ -197,7 +197,11 @@ class WorkerPool:
 
     async def _work(self) -> None:
         while not self._stopping:
-            job = await asyncio.to_thread(self._store.claim_next, self.worker, self._claim_s)
+            try:
+                job = await asyncio.to_thread(self._store.claim_next, self.worker, self._claim_s)
+            except Exception:  # noqa: BLE001 - the database away: try again after a poll
+                log.exception("claiming a job failed")
+                job = None
             if job is None:
                 self._wakeup.clear()
                 with contextlib.suppress(TimeoutError):
@@ -214,7 +218,9 @@ class WorkerPool:
         log.info("job started", extra={"job": job.job_id, "attempt": job.attempt})
         try:
             await self._execute(job, signal, claim)
-            await asyncio.to_thread(self._store.finish, job.job_id, JobState.SUCCEEDED, "", claim)
+            await self._write_unless_lost(
+                self._store.finish, job.job_id, JobState.SUCCEEDED, "", claim
+            )
             log.info("job succeeded", extra={"job": job.job_id})
         except StopRequested as stopped:
             if isinstance(stopped, ClaimLost) or stopped.reason == LOST:
@@ -246,11 +252,14 @@ class WorkerPool:
             del self._running[job.job_id]
 
     async def _write_unless_lost(self, write: Callable[..., object], *args: object) -> None:
-        """A job's ending, written only while this worker still holds it."""
+        """A job's ending, written only while this worker still holds it; when the
+        database is away the claim lapses and another attempt runs the job again."""
         try:
             await asyncio.to_thread(write, *args)
         except ClaimLost:
             log.warning("job taken over by another worker", extra={"job": args[0]})
+        except Exception:  # noqa: BLE001 - the worker goes on to the next job
+            log.exception("a job's end could not be recorded", extra={"job": args[0]})
 
     async def _execute(self, job: JobRecord, signal: StopSignal, claim: Claim) -> None:
         data = await self._data_source.load(job.spec.dataset_version)

@@ -11,11 +11,14 @@ queue at their next batch."""
 
 from __future__ import annotations
 
+import asyncio
+
 from services.training.datasource import DataSource
 from services.training.jobs import Registrar
-from services.training.server import serve_with_peers, training_home, worker_pool
+from services.training.server import serve_with_peers, training_home, watch_blobs, worker_pool
 from services.training.settings import TrainingSettings
 from services.training.store import JobStore
+from shared.blobstore import open_service_blobs
 from shared.db import make_engine, sqlite_url
 from shared.server import RunningServer, run_service, start_server
 from shared.telemetry import Telemetry
@@ -29,7 +32,8 @@ async def start_worker(
 ) -> RunningServer:
     engine = make_engine(settings.database_url or sqlite_url(training_home(settings) / "jobs.db"))
     store = JobStore(engine)
-    pool = await worker_pool(settings, store, data, registrar, max(1, settings.concurrency))
+    blobs = await asyncio.to_thread(open_service_blobs, settings, training_home(settings))
+    pool = await worker_pool(settings, store, blobs, data, registrar, max(1, settings.concurrency))
     running = await start_server(
         settings.model_copy(
             update={"port": settings.worker_port, "metrics_port": settings.worker_metrics_port}
@@ -45,6 +49,7 @@ async def start_worker(
         engine.dispose()
 
     running.on_stop(dispose)
+    watch_blobs(running, settings, blobs)
     return running
 
 
