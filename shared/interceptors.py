@@ -1,7 +1,8 @@
 """gRPC server interceptors: domain errors to `google.rpc.Status`, and RPC metrics.
 
 This is the one place where exceptions become status codes: a `DomainError` keeps its
-code and typed details, any other exception becomes INTERNAL with its message logged
+code and typed details, a database that does not answer is UNAVAILABLE (retryable), any
+other exception becomes INTERNAL with its message logged
 (never leaked) so a bug in one call never takes the server down. Request bytes that do
 not parse as the method's message are the caller's mistake: INVALID_ARGUMENT naming the
 message type, for a unary request and for any message of a request stream alike (gRPC
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import inspect
 import logging
+import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -32,12 +34,23 @@ async def _abort(context: grpc.aio.ServicerContext, error: BaseException) -> Non
     if isinstance(error, DomainError):
         status = rpc_status.to_status(error.to_status())
         await context.abort(status.code, status.details, status.trailing_metadata)
+    if _database_away(error):
+        # The database did not answer (a restart, a failover): retryable, not a bug.
+        log.warning("database unavailable", exc_info=error)
+        await context.abort(grpc.StatusCode.UNAVAILABLE, "the database is not available now")
     if isinstance(error, NotImplementedError):
         # What a generated servicer base class raises for a method the server leaves out
         # (TF Serving's Classify, Regress, MultiInference): the caller's answer is that.
         await context.abort(grpc.StatusCode.UNIMPLEMENTED, "this server does not implement it")
     log.exception("unhandled error in RPC", exc_info=error)
     await context.abort(grpc.StatusCode.INTERNAL, f"internal error: {type(error).__name__}")
+
+
+def _database_away(error: BaseException) -> bool:
+    """A SQLAlchemy connection failure, in a process that has SQLAlchemy loaded (the
+    gateway and inference have not)."""
+    exc = sys.modules.get("sqlalchemy.exc")
+    return exc is not None and isinstance(error, exc.OperationalError | exc.InterfaceError)
 
 
 class ErrorAndMetricsInterceptor(grpc.aio.ServerInterceptor):

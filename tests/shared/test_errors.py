@@ -9,6 +9,7 @@ from typing import TypeVar
 
 import grpc
 import pytest
+import sqlalchemy.exc
 from google.protobuf.message import Message
 from google.rpc import error_details_pb2, status_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -66,6 +67,9 @@ def raise_on_request(request: Request) -> None:
         raise NotImplementedError("Method not implemented!")
     if request.service == "bug":
         raise ValueError(f"connect failed with {SECRET}")
+    if request.service == "database-away":
+        # What SQLAlchemy raises when PostgreSQL restarts under a query.
+        raise sqlalchemy.exc.OperationalError("SELECT 1", {}, ConnectionError(SECRET))
 
 
 async def fail_unary(request: Request, context: grpc.aio.ServicerContext) -> Response:
@@ -202,6 +206,14 @@ async def test_retry_info_and_plain_codes(probe: RunningServer) -> None:
     assert (code, details) == (grpc.StatusCode.FAILED_PRECONDITION, "version 3 is not a candidate")
     code, _, _ = await unary_failure(probe, "data-loss")
     assert code == grpc.StatusCode.DATA_LOSS
+
+
+async def test_a_database_that_does_not_answer_is_unavailable_not_internal(
+    probe: RunningServer,
+) -> None:
+    code, details, _ = await unary_failure(probe, "database-away")
+    assert (code, details) == (grpc.StatusCode.UNAVAILABLE, "the database is not available now")
+    await assert_still_serving(probe)
 
 
 async def test_unexpected_exception_is_internal_without_its_message(
