@@ -1,6 +1,6 @@
-"""Alembic's environment for every tfmesh database: it runs on the connection and the
-target metadata that `shared.migrations` hands over in the config's attributes, with the
-service's own version table, so several services may even share one database."""
+"""Alembic's environment for every tfmesh database (one per service): it runs on the
+connection and the target metadata that `shared.migrations` hands over in the config's
+attributes, with the service's own version table."""
 
 from alembic import context
 
