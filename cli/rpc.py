@@ -13,7 +13,7 @@ import grpc
 import typer
 
 from cli.output import errors
-from cli.stack import SERVICES, stack_authorization, stack_tls
+from cli.stack import LocalStack, built_services, stack_authorization, stack_tls
 from shared.channels import channel_target, open_channel
 from shared.settings import default_home
 
@@ -26,8 +26,18 @@ MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 
 
 def address(service: str) -> str:
-    spec = next(s for s in SERVICES if s.name == service)
-    return os.environ.get(f"TFMESH_{service.upper()}_ADDR", spec.address)
+    """Where the command reaches `service`: `TFMESH_<SERVICE>_ADDR`, else the local stack,
+    every replica of it while the stack runs in its scaled shape (calls spread over them)."""
+    configured = os.environ.get(f"TFMESH_{service.upper()}_ADDR")
+    if configured:
+        return configured
+    scaled = LocalStack(default_home()).is_scaled()
+    replicas = [
+        spec
+        for spec in built_services(scaled)
+        if spec.service == service and spec.port_variable == "PORT"
+    ]
+    return ",".join(spec.address for spec in replicas)
 
 
 def fail(error: grpc.RpcError) -> typer.Exit:

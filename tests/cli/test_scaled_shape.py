@@ -3,8 +3,13 @@ on which ports, and how each learns every replica of its peers."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import pytest
+
+from cli.rpc import address
 from cli.scaled import REPLICA_OFFSET, scaled_services
-from cli.stack import built_services, peer_environment
+from cli.stack import SCALED_MARKER, built_services, peer_environment
 
 
 def test_two_replicas_of_the_stateful_services_and_two_workers() -> None:
@@ -47,3 +52,18 @@ def test_every_client_is_given_every_replica() -> None:
     )
     # Workers are nobody's peer.
     assert not any(key.endswith("_TRAINING-WORKER_ADDR") for key in env)
+
+
+def test_the_command_reaches_every_replica_of_a_scaled_stack(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("TFMESH_HOME", str(tmp_path))
+    for variable in ("REGISTRY_ADDR", "REGISTRY_PORT", "INFERENCE_ADDR", "INFERENCE_PORT"):
+        monkeypatch.delenv(f"TFMESH_{variable}", raising=False)
+    assert address("registry") == "127.0.0.1:50053"
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / SCALED_MARKER).touch()
+    assert address("registry") == "127.0.0.1:50053,127.0.0.1:50153"
+    assert address("inference") == "127.0.0.1:50054"
+    monkeypatch.setenv("TFMESH_REGISTRY_ADDR", "10.0.0.1:1")
+    assert address("registry") == "10.0.0.1:1"
