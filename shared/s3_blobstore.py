@@ -207,14 +207,18 @@ class S3BlobStore(BlobStore):
         if actual != digest:
             raise DataLoss(f"the spooled upload of blob {digest} changed on disk ({actual})")
 
-    def _stored_size(self, key: str) -> int | None:
+    def _head(self, digest: str) -> dict[str, Any] | None:
+        """The blob's object metadata, or None when it is not there."""
         with self._translated("a lookup"):
             try:
-                return int(self.client.head_object(Bucket=self.bucket, Key=key)["ContentLength"])
+                head: dict[str, Any] = self.client.head_object(
+                    Bucket=self.bucket, Key=self.key(digest)
+                )
             except ClientError as error:
                 if str(error.response.get("Error", {}).get("Code", "")) in _MISSING:
                     return None
                 raise
+        return head
 
     def digests(self, older_than_s: float = 0.0) -> Iterator[str]:
         cutoff = datetime.now(UTC) - timedelta(seconds=older_than_s)
@@ -229,23 +233,17 @@ class S3BlobStore(BlobStore):
                         yield name
 
     def exists(self, digest: str) -> bool:
-        return self._stored_size(self.key(digest)) is not None
+        return self._head(digest) is not None
 
     def age_s(self, digest: str) -> float | None:
-        with self._translated("a lookup"):
-            try:
-                head = self.client.head_object(Bucket=self.bucket, Key=self.key(digest))
-            except ClientError as error:
-                if str(error.response.get("Error", {}).get("Code", "")) in _MISSING:
-                    return None
-                raise
-        return (datetime.now(UTC) - head["LastModified"]).total_seconds()
+        head = self._head(digest)
+        return None if head is None else (datetime.now(UTC) - head["LastModified"]).total_seconds()
 
     def size(self, digest: str) -> int:
-        size = self._stored_size(self.key(digest))
-        if size is None:
+        head = self._head(digest)
+        if head is None:
             raise NotFound("blob", digest)
-        return size
+        return int(head["ContentLength"])
 
     def read_chunks(self, digest: str, chunk_bytes: int = DEFAULT_CHUNK_BYTES) -> Iterator[bytes]:
         hasher = hashlib.sha256()

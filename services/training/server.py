@@ -35,6 +35,13 @@ def training_home(settings: TrainingSettings) -> Path:
     return settings.home / "training"
 
 
+def job_store(settings: TrainingSettings) -> JobStore:
+    """The job queue the service and its workers share."""
+    return JobStore(
+        make_engine(settings.database_url or sqlite_url(training_home(settings) / "jobs.db"))
+    )
+
+
 async def worker_pool(
     settings: TrainingSettings,
     store: JobStore,
@@ -67,8 +74,8 @@ async def start_training(
 ) -> RunningServer:
     """Build the store, the worker pool and the core on the given peers, and serve them;
     used by `main` (peers over gRPC) and by tests (peers of their choosing)."""
-    engine = make_engine(settings.database_url or sqlite_url(training_home(settings) / "jobs.db"))
-    store = JobStore(engine)
+    store = job_store(settings)
+    engine = store.engine
     blobs = await asyncio.to_thread(open_service_blobs, settings, training_home(settings))
     pool = await worker_pool(settings, store, blobs, data_source, registrar, settings.concurrency)
     core = TrainingCore(store, data_source, pool, settings.watch_poll_s)

@@ -15,11 +15,15 @@ import asyncio
 
 from services.training.datasource import DataSource
 from services.training.jobs import Registrar
-from services.training.server import serve_with_peers, training_home, watch_blobs, worker_pool
+from services.training.server import (
+    job_store,
+    serve_with_peers,
+    training_home,
+    watch_blobs,
+    worker_pool,
+)
 from services.training.settings import TrainingSettings
-from services.training.store import JobStore
 from shared.blobstore import open_service_blobs
-from shared.db import make_engine, sqlite_url
 from shared.server import RunningServer, run_service, start_server
 from shared.telemetry import Telemetry
 
@@ -30,8 +34,7 @@ async def start_worker(
     data: DataSource,
     registrar: Registrar | None,
 ) -> RunningServer:
-    engine = make_engine(settings.database_url or sqlite_url(training_home(settings) / "jobs.db"))
-    store = JobStore(engine)
+    store = job_store(settings)
     blobs = await asyncio.to_thread(open_service_blobs, settings, training_home(settings))
     pool = await worker_pool(settings, store, blobs, data, registrar, max(1, settings.concurrency))
     running = await start_server(
@@ -46,7 +49,7 @@ async def start_worker(
 
     async def dispose() -> None:
         await pool.stop()
-        engine.dispose()
+        store.engine.dispose()
 
     running.on_stop(dispose)
     watch_blobs(running, settings, blobs)
