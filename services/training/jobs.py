@@ -84,8 +84,9 @@ class StopRequested(Exception):
 
 
 class ClaimLost(StopRequested):
-    """The worker's claim on a running job lapsed (no heartbeat in time) and the job went
-    back to the queue: another worker owns it now, so this one stops writing to it."""
+    """The worker's claim on a running job (or on a trial of its search) lapsed (no
+    heartbeat in time) and it went back to the queue, or the job ended or is cancelled:
+    this worker stops writing to it."""
 
     def __init__(self, job_id: str) -> None:
         super().__init__(f"claim on {job_id} lost")
@@ -95,6 +96,16 @@ class ClaimLost(StopRequested):
 class Claim:
     """A worker's hold on one attempt of a running job."""
 
+    worker: str
+    attempt: int
+
+
+@dataclass(frozen=True)
+class TrialClaim:
+    """A worker's hold on one attempt of one trial of a running job's search."""
+
+    job_id: str
+    number: int
     worker: str
     attempt: int
 

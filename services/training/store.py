@@ -1,14 +1,19 @@
-"""Durable jobs: the `training_jobs` and `training_job_events` tables (SQLAlchemy 2 ORM).
+"""Durable jobs: the `training_jobs`, `training_job_events` and `training_trials` tables
+(SQLAlchemy 2 ORM).
 
 Every change to a job and the event that announces it commit in one transaction, with the
 job row locked, so a job's event sequence numbers follow commit order and a watcher that
 resumes after sequence n misses nothing. SQLite (WAL, full fsync) by default, PostgreSQL
 by URL, through `shared.db`. Queued jobs are claimed one at a time (`FOR UPDATE SKIP
-LOCKED` on PostgreSQL; SQLite's write lock serializes claims)."""
+LOCKED` on PostgreSQL; SQLite's write lock serializes claims). The trials of a job's
+search are rows of their own, claimed the same way by any worker (the job's own worker
+and idle ones), so one search runs on many workers at once."""
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -26,6 +31,7 @@ from sqlalchemy import (
     UniqueConstraint,
     func,
     select,
+    update,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
@@ -37,6 +43,7 @@ from services.training.jobs import (
     JobRecord,
     JobState,
     Registration,
+    TrialClaim,
 )
 from services.training.metrics import JOBS_FINISHED
 from services.training.spec import JobSpec, spec_from_dict, spec_to_dict
@@ -101,6 +108,43 @@ class EventRow(Base):
     created_at: Mapped[datetime]
     kind: Mapped[str] = mapped_column(String(16))
     payload: Mapped[dict[str, Any]]
+
+
+class TrialState:
+    QUEUED = "queued"
+    RUNNING = "running"
+    COMPLETE = "complete"
+    PRUNED = "pruned"
+
+
+class TrialRow(Base):
+    """One trial of a job's search: queued until a worker claims it, then running under
+    that worker's claim (renewed by its heartbeats), then complete or pruned. Its
+    parameters and objective are in the job's `trials`; its Optuna trial is in the
+    study (services.training.search)."""
+
+    __tablename__ = "training_trials"
+    __table_args__ = (UniqueConstraint("job_id", "number"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    job_id: Mapped[str] = mapped_column(String(128), index=True)
+    number: Mapped[int] = mapped_column(Integer)
+    state: Mapped[str] = mapped_column(String(16), index=True)
+    attempt: Mapped[int] = mapped_column(Integer, default=0)
+    claimed_by: Mapped[str | None] = mapped_column(String(256))
+    claim_expires_at: Mapped[datetime | None]
+    # The number of the latest attempt's Optuna trial (a dead attempt's is marked failed).
+    study_trial_number: Mapped[int | None] = mapped_column(BigInteger)
+
+
+@dataclass(frozen=True)
+class TrialTicket:
+    """A claimed trial: the job it belongs to, the claim that fences its writes, and the
+    Optuna trial an earlier attempt left behind, if any."""
+
+    job: JobRecord
+    claim: TrialClaim
+    abandoned_study_trial: int | None
 
 
 def _now() -> datetime:
@@ -186,17 +230,23 @@ class JobStore:
         MIGRATIONS.ensure_current(engine)
 
     def _change(
-        self, job_id: str, apply: Callable[[_Change], None], claim: Claim | None = None
+        self,
+        job_id: str,
+        apply: Callable[[_Change], None],
+        claim: Claim | TrialClaim | None = None,
     ) -> JobRecord:
         """Apply one change to a locked job row; with `claim`, only while that worker still
-        holds that attempt (ClaimLost otherwise, and nothing is written)."""
+        holds that attempt of the job, or of the trial while the job runs uncancelled
+        (ClaimLost otherwise, and nothing is written)."""
         with Session(self.engine) as session, session.begin():
             row = session.scalars(
                 select(JobRow).where(JobRow.job_id == job_id).with_for_update()
             ).one_or_none()
             if row is None:
                 raise NotFound("training job", job_id, "name")
-            if claim is not None and (
+            if isinstance(claim, TrialClaim):
+                self._check_trial_claim(session, row, claim)
+            elif claim is not None and (
                 row.claimed_by != claim.worker
                 or row.attempt != claim.attempt
                 or row.state != JobState.RUNNING.value
@@ -205,6 +255,24 @@ class JobStore:
             apply(_Change(session, row))
             session.flush()
             return _record(row)
+
+    @staticmethod
+    def _check_trial_claim(session: Session, job: JobRow, claim: TrialClaim) -> TrialRow:
+        trial = session.scalars(
+            select(TrialRow)
+            .where(TrialRow.job_id == claim.job_id, TrialRow.number == claim.number)
+            .with_for_update()
+        ).one_or_none()
+        if (
+            trial is None
+            or job.state != JobState.RUNNING.value
+            or job.cancel_requested
+            or trial.state != TrialState.RUNNING
+            or trial.claimed_by != claim.worker
+            or trial.attempt != claim.attempt
+        ):
+            raise ClaimLost(f"{claim.job_id} trial {claim.number}")
+        return trial
 
     def create(self, job_id: str, spec: JobSpec) -> tuple[JobRecord, bool]:
         """Queue a job; with an id that exists already, return that job and False."""
@@ -413,7 +481,7 @@ class JobStore:
         epoch: int,
         epochs: int,
         metrics: dict[str, float],
-        claim: Claim | None = None,
+        claim: Claim | TrialClaim | None = None,
     ) -> None:
         def apply(change: _Change) -> None:
             if trial == 0:
@@ -426,22 +494,146 @@ class JobStore:
         self._change(job_id, apply, claim)
 
     def record_trial(
-        self,
-        job_id: str,
-        number: int,
-        params: dict[str, Any],
-        objective: float,
-        claim: Claim | None = None,
-        pruned: bool = False,
+        self, claim: TrialClaim, params: dict[str, Any], objective: float, pruned: bool = False
     ) -> None:
-        trial = {"number": number, "params": params, "objective": objective, "pruned": pruned}
+        """A trial's end, by the worker holding it: its row completes, and the job records
+        it and announces it."""
+        trial = {
+            "number": claim.number,
+            "params": params,
+            "objective": objective,
+            "pruned": pruned,
+        }
 
         def apply(change: _Change) -> None:
+            row = self._check_trial_claim(change.session, change.row, claim)
+            row.state = TrialState.PRUNED if pruned else TrialState.COMPLETE
+            row.claim_expires_at = None
             change.row.trials = [*change.row.trials, trial]
             change.row.trials_completed = len(change.row.trials)
             change.emit(EventKind.TRIAL, trial)
 
-        self._change(job_id, apply, claim)
+        self._change(claim.job_id, apply, claim)
+
+    def open_trials(self, job_id: str, count: int) -> None:
+        """Queue trials 0..count-1 of the job's search (those not there yet)."""
+
+        def apply(change: _Change) -> None:
+            existing = set(
+                change.session.scalars(select(TrialRow.number).where(TrialRow.job_id == job_id))
+            )
+            for number in range(count):
+                if number not in existing:
+                    change.session.add(
+                        TrialRow(job_id=job_id, number=number, state=TrialState.QUEUED, attempt=0)
+                    )
+
+        self._change(job_id, apply)
+
+    def claim_trial(
+        self, worker: str, lease_s: float, job_id: str | None = None
+    ) -> TrialTicket | None:
+        """Claim the oldest queued trial of a running, uncancelled job (of `job_id` only,
+        when given) for `lease_s`, renewed by `renew_trial_claims`; None when none waits."""
+        query = (
+            select(TrialRow)
+            .join(JobRow, JobRow.job_id == TrialRow.job_id)
+            .where(
+                TrialRow.state == TrialState.QUEUED,
+                JobRow.state == JobState.RUNNING.value,
+                JobRow.cancel_requested.is_(False),
+            )
+            .order_by(TrialRow.id)
+            .limit(1)
+            .with_for_update(skip_locked=True, of=TrialRow)
+        )
+        if job_id is not None:
+            query = query.where(TrialRow.job_id == job_id)
+        with Session(self.engine) as session, session.begin():
+            row = session.scalars(query).one_or_none()
+            if row is None:
+                return None
+            row.state = TrialState.RUNNING
+            row.attempt += 1
+            row.claimed_by = worker
+            row.claim_expires_at = _now() + timedelta(seconds=lease_s)
+            job = session.scalars(select(JobRow).where(JobRow.job_id == row.job_id)).one()
+            return TrialTicket(
+                _record(job),
+                TrialClaim(row.job_id, row.number, worker, row.attempt),
+                row.study_trial_number,
+            )
+
+    def set_study_trial(self, claim: TrialClaim, study_trial_number: int) -> None:
+        def apply(change: _Change) -> None:
+            self._check_trial_claim(
+                change.session, change.row, claim
+            ).study_trial_number = study_trial_number
+
+        self._change(claim.job_id, apply, claim)
+
+    def release_trial(self, claim: TrialClaim) -> None:
+        """Put a trial its worker stopped (shut down) back in the queue, if still held."""
+
+        def apply(change: _Change) -> None:
+            row = self._check_trial_claim(change.session, change.row, claim)
+            row.state = TrialState.QUEUED
+            row.claimed_by = None
+            row.claim_expires_at = None
+
+        with contextlib.suppress(ClaimLost):
+            self._change(claim.job_id, apply, claim)
+
+    def trials_left(self, job_id: str) -> int:
+        """Trials of the job's search still queued or running."""
+        with Session(self.engine) as session:
+            return (
+                session.scalar(
+                    select(func.count())
+                    .select_from(TrialRow)
+                    .where(
+                        TrialRow.job_id == job_id,
+                        TrialRow.state.in_([TrialState.QUEUED, TrialState.RUNNING]),
+                    )
+                )
+                or 0
+            )
+
+    def renew_trial_claims(self, claims: list[TrialClaim], lease_s: float) -> None:
+        """A worker's heartbeat for the trials it runs (those it still holds)."""
+        if not claims:
+            return
+        with Session(self.engine) as session, session.begin():
+            for claim in claims:
+                session.execute(
+                    update(TrialRow)
+                    .where(
+                        TrialRow.job_id == claim.job_id,
+                        TrialRow.number == claim.number,
+                        TrialRow.claimed_by == claim.worker,
+                        TrialRow.attempt == claim.attempt,
+                        TrialRow.state == TrialState.RUNNING,
+                    )
+                    .values(claim_expires_at=_now() + timedelta(seconds=lease_s))
+                )
+
+    def requeue_expired_trials(self) -> int:
+        """Trials whose worker stopped heartbeating go back to the queue; safe anywhere."""
+        now = _now()
+        with Session(self.engine) as session, session.begin():
+            rows = list(
+                session.scalars(
+                    select(TrialRow)
+                    .where(TrialRow.state == TrialState.RUNNING)
+                    .with_for_update(skip_locked=True)
+                )
+            )
+            expired = [r for r in rows if (_utc(r.claim_expires_at) or now) <= now]
+            for row in expired:
+                row.state = TrialState.QUEUED
+                row.claimed_by = None
+                row.claim_expires_at = None
+            return len(expired)
 
     def record_resume(self, job_id: str, epoch: int, claim: Claim | None = None) -> None:
         def apply(change: _Change) -> None:

@@ -1,58 +1,57 @@
 """The training of one job, run on a worker thread: search, fit, checkpoint, evaluate, export.
 
-`Trainer.run` does, in order: an Optuna search when the spec has a search space (trials
-already recorded by an earlier attempt are told to the study, not re-run), the final
-training with the best parameters (a checkpoint after every epoch; a restart loads the
-latest one and continues at its epoch), evaluation on the test split and export. Data
-always reaches Keras through `tf.data`. A stop request (cancel, shutdown) is checked after
-every batch; it ends the run with `StopRequested`, leaving the last complete epoch's
-checkpoint for the next attempt. Progress goes to a `Reporter` (the job store)."""
+`Trainer.run` does, in order: the search when the spec has a search space (its trials
+are shared with other workers through a `SearchBoard`: this worker runs queued trials
+until none is left, then waits for those others run; trials finished by an earlier
+attempt are not run again), the final training with the best parameters (a checkpoint
+after every epoch; a restart loads the latest one and continues at its epoch), evaluation
+on the test split and export. `Trainer.run_trial` runs one claimed trial, for this job's
+worker or for a helping one. Data always reaches Keras through `tf.data`. A stop request
+(cancel, shutdown) is checked after every batch; it ends the run with `StopRequested`,
+leaving the last complete epoch's checkpoint for the next attempt. Progress goes to a
+`Reporter` (the job store)."""
 
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import keras
 import numpy as np
-import optuna
 import tensorflow as tf
 
 from services.training.checkpoints import Checkpoint, CheckpointDir, CheckpointState, StoppingState
 from services.training.datasource import TrainingData
 from services.training.evaluation import write_evaluation
 from services.training.export import export_model
-from services.training.jobs import ArtifactFile, StopRequested
+from services.training.jobs import ArtifactFile, ClaimLost, StopRequested
 from services.training.models import build_model
-from services.training.spec import JobSpec, SearchParameter, TrialParams, base_params, params_with
+from services.training.spec import JobSpec, TrialParams, base_params, params_with
+
+if TYPE_CHECKING:
+    from services.training.search import SearchBoard
+    from services.training.store import TrialTicket
 
 log = logging.getLogger(__name__)
 
 # Returns why the run must stop ("cancelled", "shutdown"), or None to go on.
 StopCheck = Callable[[], str | None]
 
-
-@dataclass(frozen=True)
-class TrialRecord:
-    number: int
-    # The sampled values, with their native types (float, int, str).
-    params: dict[str, Any]
-    # The best validation accuracy of its epochs.
-    objective: float
-    # Stopped early by the search's pruner.
-    pruned: bool = False
+# How often a search's worker looks again at the trials other workers run.
+TRIALS_POLL_S = 0.5
 
 
 class Reporter(Protocol):
+    """Progress of the job's own training (a search's trials report to the board)."""
+
     def phase_started(self, phase: str) -> None: ...
 
     def epoch_ended(self, trial: int, epoch: int, epochs: int, metrics: dict[str, float]) -> None:
-        """`trial` is 0 for the final training, the trial number + 1 during a search."""
-
-    def trial_ended(self, trial: TrialRecord) -> None: ...
+        """`trial` is 0: the final training."""
 
     def resumed(self, epoch: int) -> None: ...
 
@@ -98,74 +97,21 @@ class _JobCallback(keras.callbacks.Callback):
             self._on_epoch(epoch + 1, {key: float(value) for key, value in (logs or {}).items()})
 
 
-def _distribution(parameter: SearchParameter) -> optuna.distributions.BaseDistribution:
-    if parameter.kind == "float":
-        return optuna.distributions.FloatDistribution(
-            parameter.low, parameter.high, log=parameter.log
-        )
-    if parameter.kind == "int":
-        return optuna.distributions.IntDistribution(
-            int(parameter.low), int(parameter.high), log=parameter.log
-        )
-    return optuna.distributions.CategoricalDistribution(list(parameter.choices))
-
-
-def _pruner(name: str, epochs_per_trial: int) -> optuna.pruners.BasePruner:
-    """Optuna's pruner for a search: trials report validation accuracy each epoch."""
-    if name == "median":
-        return optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=1)
-    if name == "hyperband":
-        return optuna.pruners.HyperbandPruner(min_resource=1, max_resource=epochs_per_trial)
-    return optuna.pruners.NopPruner()
-
-
 def _params_from_dict(data: dict[str, Any]) -> TrialParams:
     units = data["hidden_units"]
     return TrialParams(**{**data, "hidden_units": tuple(units) if units is not None else None})
 
 
-class Trainer:
-    def __init__(
-        self,
-        spec: JobSpec,
-        data: TrainingData,
-        workdir: Path,
-        reporter: Reporter,
-        should_stop: StopCheck,
-    ) -> None:
+class TrialRunner:
+    """Fits models of one job on its data, stopping when asked: the job's final training
+    and the trials of its search (here or on a helping worker)."""
+
+    def __init__(self, spec: JobSpec, data: TrainingData, should_stop: StopCheck) -> None:
         self.spec = spec
         self.data = data
-        self.workdir = workdir
-        self.reporter = reporter
         self.should_stop = should_stop
-        self.checkpoints = CheckpointDir(workdir / "checkpoints")
 
-    def run(self, previous_trials: list[TrialRecord]) -> TrainingOutcome:
-        checkpoint = self.checkpoints.latest()
-        if checkpoint is not None:
-            params = _params_from_dict(checkpoint.state.params)
-        elif self.spec.search is not None:
-            self.reporter.phase_started("search")
-            params = self.search(previous_trials)
-        else:
-            params = base_params(self.spec)
-        self.reporter.phase_started("train")
-        model, checkpoint = self._train_final(params, checkpoint)
-        self.reporter.phase_started("evaluate")
-        metrics = self._evaluate(model, checkpoint)
-        self.reporter.phase_started("export")
-        artifacts = export_model(model, self.workdir / "export", self.spec.export_tflite)
-        probabilities = model.predict(self.data.x_test, batch_size=256, verbose=0)
-        artifacts.append(
-            write_evaluation(
-                probabilities, self.data.y_test, self.data.info.num_classes, self.workdir / "export"
-            )
-        )
-        return TrainingOutcome(
-            metrics, params.as_strings(), artifacts, checkpoint.state.epochs_completed
-        )
-
-    def _fit(
+    def fit(
         self,
         model: keras.Model,
         params: TrialParams,
@@ -188,45 +134,18 @@ class Trainer:
         if callback.stop_reason is not None:
             raise StopRequested(callback.stop_reason)
 
-    def search(self, previous_trials: list[TrialRecord]) -> TrialParams:
-        """The search phase alone: its trials, and the best trial's parameters."""
+    def run_trial(self, ticket: TrialTicket, board: SearchBoard) -> None:
+        """Train one claimed trial of this job's search and record it; a stop puts the
+        trial back in the queue (ClaimLost: another worker has it, or the job ended)."""
         search = self.spec.search
         assert search is not None
-        optuna.logging.set_verbosity(optuna.logging.WARNING)
-        distributions = {p.name: _distribution(p) for p in search.parameters}
-        study = optuna.create_study(
-            direction="maximize",
-            sampler=optuna.samplers.TPESampler(seed=self.spec.seed),
-            pruner=_pruner(search.pruner, search.epochs_per_trial),
-        )
-        for done in previous_trials:
-            study.add_trial(
-                optuna.trial.create_trial(
-                    params=done.params,
-                    distributions=distributions,
-                    value=None if done.pruned else done.objective,
-                    state=(
-                        optuna.trial.TrialState.PRUNED
-                        if done.pruned
-                        else optuna.trial.TrialState.COMPLETE
-                    ),
-                )
-            )
-        base = base_params(self.spec)
-        for number in range(len(previous_trials), search.max_trials):
-            trial = study.ask(distributions)
-            objective, pruned = self._run_trial(number, params_with(base, trial.params), trial)
-            state = optuna.trial.TrialState.PRUNED if pruned else optuna.trial.TrialState.COMPLETE
-            study.tell(trial, None if pruned else objective, state=state)
-            self.reporter.trial_ended(TrialRecord(number, dict(trial.params), objective, pruned))
-        return params_with(base, study.best_trial.params)
-
-    def _run_trial(
-        self, number: int, params: TrialParams, trial: optuna.Trial
-    ) -> tuple[float, bool]:
-        """Train one trial; its best validation accuracy, and whether the pruner stopped it."""
-        search = self.spec.search
-        assert search is not None
+        number = ticket.claim.number
+        try:
+            study, trial = board.ask(ticket)
+        except BaseException:
+            board.done(ticket)
+            raise
+        params = params_with(base_params(self.spec), trial.params)
         keras.utils.set_random_seed(self.spec.seed + number + 1)
         model = build_model(self.spec.model, params, self.data.info, self.data.mean, self.data.std)
         accuracies: list[float] = []
@@ -234,14 +153,91 @@ class Trainer:
 
         def on_epoch(epoch: int, metrics: dict[str, float]) -> None:
             accuracies.append(metrics.get("val_accuracy", 0.0))
-            self.reporter.epoch_ended(number + 1, epoch, search.epochs_per_trial, metrics)
+            board.epoch_ended(ticket, epoch, search.epochs_per_trial, metrics)
             trial.report(accuracies[-1], epoch)
             if epoch < search.epochs_per_trial and trial.should_prune():
                 pruned[0] = True
                 model.stop_training = True
 
-        self._fit(model, params, search.epochs_per_trial, 0, on_epoch, self.spec.seed + number)
-        return max(accuracies), pruned[0]
+        try:
+            self.fit(model, params, search.epochs_per_trial, 0, on_epoch, self.spec.seed + number)
+            board.finish(ticket, study, trial, max(accuracies), pruned[0])
+        except ClaimLost:
+            raise
+        except StopRequested:
+            board.release(ticket)
+            raise
+        finally:
+            board.done(ticket)
+
+
+class Trainer:
+    def __init__(
+        self,
+        spec: JobSpec,
+        data: TrainingData,
+        workdir: Path,
+        reporter: Reporter,
+        should_stop: StopCheck,
+    ) -> None:
+        self.spec = spec
+        self.data = data
+        self.workdir = workdir
+        self.reporter = reporter
+        self.should_stop = should_stop
+        self.runner = TrialRunner(spec, data, should_stop)
+        self.checkpoints = CheckpointDir(workdir / "checkpoints")
+
+    def run(self, board: SearchBoard | None = None, job_id: str = "") -> TrainingOutcome:
+        """Train the job; a spec with a search needs the board and the job's id."""
+        checkpoint = self.checkpoints.latest()
+        if checkpoint is not None:
+            params = _params_from_dict(checkpoint.state.params)
+        elif self.spec.search is not None:
+            assert board is not None and job_id, "a search runs on a board"
+            self.reporter.phase_started("search")
+            params = self.search(board, job_id)
+        else:
+            params = base_params(self.spec)
+        self.reporter.phase_started("train")
+        model, checkpoint = self._train_final(params, checkpoint)
+        self.reporter.phase_started("evaluate")
+        metrics = self._evaluate(model, checkpoint)
+        self.reporter.phase_started("export")
+        artifacts = export_model(model, self.workdir / "export", self.spec.export_tflite)
+        probabilities = model.predict(self.data.x_test, batch_size=256, verbose=0)
+        artifacts.append(
+            write_evaluation(
+                probabilities, self.data.y_test, self.data.info.num_classes, self.workdir / "export"
+            )
+        )
+        return TrainingOutcome(
+            metrics, params.as_strings(), artifacts, checkpoint.state.epochs_completed
+        )
+
+    def search(self, board: SearchBoard, job_id: str) -> TrialParams:
+        """The search phase alone: open it, run its queued trials here while other
+        workers run theirs, wait for all, and return the best trial's parameters."""
+        search = self.spec.search
+        assert search is not None
+        board.open(job_id, search)
+        while True:
+            ticket = board.take(job_id)
+            if ticket is not None:
+                self.runner.run_trial(ticket, board)
+            elif board.left(job_id) == 0:
+                break
+            else:
+                self._wait(TRIALS_POLL_S)
+        return params_with(base_params(self.spec), board.best_params(job_id))
+
+    def _wait(self, seconds: float) -> None:
+        """Sleep, checking for a stop request as often as a batch would."""
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            if (reason := self.should_stop()) is not None:
+                raise StopRequested(reason)
+            time.sleep(0.05)
 
     def _train_final(
         self, params: TrialParams, checkpoint: Checkpoint | None
@@ -282,7 +278,9 @@ class Trainer:
             self.reporter.epoch_ended(0, epoch, hp.epochs, metrics)
 
         if not state.finished:
-            self._fit(model, params, hp.epochs, state.epochs_completed, on_epoch, self.spec.seed)
+            self.runner.fit(
+                model, params, hp.epochs, state.epochs_completed, on_epoch, self.spec.seed
+            )
         final = saved[0]
         assert final is not None, "a finished training has a checkpoint"
         if stopping_rule is not None and final.state.stopping.best_epoch:

@@ -1,5 +1,7 @@
 """The worker pool: `concurrency` asyncio workers, each claiming queued jobs from the store
-and running them one at a time, beside a heartbeat.
+and running them one at a time, beside a heartbeat. A worker with no job to run helps a
+running search instead: it claims one of its queued trials and trains it
+(services.training.search).
 
 A job runs as: load its dataset (async, from the data source), train on a thread
 (`services.training.trainer`, which imports TensorFlow, so only here and lazily), record
@@ -35,6 +37,7 @@ from services.training.jobs import (
     VersionUpload,
 )
 from services.training.metrics import EPOCH_SECONDS, UNREGISTERED
+from services.training.search import SearchBoard
 from services.training.store import JobStore
 from shared.errors import DomainError
 from shared.leases import replica_name
@@ -42,7 +45,8 @@ from shared.leases import replica_name
 if TYPE_CHECKING:
     from services.training.checkpoint_store import CheckpointMirror
     from services.training.checkpoints import Checkpoint
-    from services.training.trainer import TrainingOutcome, TrialRecord
+    from services.training.store import TrialTicket
+    from services.training.trainer import TrainingOutcome
 
 log = logging.getLogger(__name__)
 
@@ -95,12 +99,6 @@ class JobReporter:
         self._epoch_started = now
         self._store.record_epoch(self._job_id, trial, epoch, epochs, metrics, self._claim)
 
-    def trial_ended(self, trial: TrialRecord) -> None:
-        self._store.record_trial(
-            self._job_id, trial.number, trial.params, trial.objective, self._claim, trial.pruned
-        )
-        self._epoch_started = time.monotonic()
-
     def resumed(self, epoch: int) -> None:
         self._store.record_resume(self._job_id, epoch, self._claim)
         self._epoch_started = time.monotonic()
@@ -142,6 +140,11 @@ class WorkerPool:
         self._stopped = asyncio.Event()
         self._stopping = False
         self._running: dict[str, tuple[StopSignal, int]] = {}
+        # Trials of other workers' searches this process runs, by "job/number".
+        self._helping: dict[str, StopSignal] = {}
+        self._board = SearchBoard(store, self.worker, claim_s)
+        # The dataset the last helped trial trained on (the next is often of the same job).
+        self._helped_data: tuple[str, TrainingData] | None = None
         self._workers: list[asyncio.Task[None]] = []
 
     @property
@@ -169,9 +172,16 @@ class WorkerPool:
                 for job_id in lost:
                     if job_id in self._running:
                         self._running[job_id][0].request(LOST)
+                await asyncio.to_thread(
+                    self._store.renew_trial_claims, self._board.held(), self._claim_s
+                )
                 requeued = await asyncio.to_thread(self._store.requeue_expired)
-                if requeued:
-                    log.info("requeued jobs of a silent worker", extra={"jobs": requeued})
+                trials = await asyncio.to_thread(self._store.requeue_expired_trials)
+                if requeued or trials:
+                    log.info(
+                        "requeued the work of a silent worker",
+                        extra={"jobs": requeued, "trials": trials},
+                    )
                     self._wakeup.set()
             except Exception:  # noqa: BLE001 - the database away: try again next beat
                 log.exception("training heartbeat failed")
@@ -191,23 +201,64 @@ class WorkerPool:
         self._stopping = True
         for signal, _ in self._running.values():
             signal.request(SHUTDOWN)
+        for signal in self._helping.values():
+            signal.request(SHUTDOWN)
         self._wakeup.set()
         self._stopped.set()
         await asyncio.gather(*self._workers, return_exceptions=True)
 
     async def _work(self) -> None:
         while not self._stopping:
+            job: JobRecord | None = None
+            ticket: TrialTicket | None = None
             try:
                 job = await asyncio.to_thread(self._store.claim_next, self.worker, self._claim_s)
+                if job is None:
+                    ticket = await asyncio.to_thread(self._board.take)
             except Exception:  # noqa: BLE001 - the database away: try again after a poll
-                log.exception("claiming a job failed")
-                job = None
-            if job is None:
+                log.exception("claiming work failed")
+            if job is not None:
+                await self._run(job)
+            elif ticket is not None:
+                await self._help(ticket)
+            else:
                 self._wakeup.clear()
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wakeup.wait(), self._idle_poll_s)
-                continue
-            await self._run(job)
+
+    async def _help(self, ticket: TrialTicket) -> None:
+        """Run one trial of another worker's search; a failure puts it back in the queue
+        (the job's own worker fails the job if the trial cannot run anywhere)."""
+        claim = ticket.claim
+        key = f"{claim.job_id}/{claim.number}"
+        signal = StopSignal()
+        self._helping[key] = signal
+        if self._stopping:
+            signal.request(SHUTDOWN)
+        log.info("trial started", extra={"job": claim.job_id, "trial": claim.number})
+        try:
+            data = await self._helper_data(ticket.job.spec.dataset_version)
+            await asyncio.to_thread(self._train_trial, ticket, data, signal)
+        except ClaimLost:
+            log.warning("trial taken over, or its job ended", extra={"job": claim.job_id})
+        except StopRequested:
+            log.info("trial stopped", extra={"job": claim.job_id, "trial": claim.number})
+        except Exception:  # noqa: BLE001 - the worker goes on to other work
+            log.exception("trial failed", extra={"job": claim.job_id, "trial": claim.number})
+            await asyncio.to_thread(self._board.release, ticket)
+        finally:
+            self._board.done(ticket)
+            del self._helping[key]
+
+    async def _helper_data(self, version: str) -> TrainingData:
+        if self._helped_data is None or self._helped_data[0] != version:
+            self._helped_data = (version, await self._data_source.load(version))
+        return self._helped_data[1]
+
+    def _train_trial(self, ticket: TrialTicket, data: TrainingData, signal: StopSignal) -> None:
+        from services.training.trainer import TrialRunner
+
+        TrialRunner(ticket.job.spec, data, signal).run_trial(ticket, self._board)
 
     async def _run(self, job: JobRecord) -> None:
         signal = StopSignal()
@@ -285,18 +336,14 @@ class WorkerPool:
     def _train(
         self, job: JobRecord, data: TrainingData, signal: StopSignal, claim: Claim
     ) -> TrainingOutcome:
-        from services.training.trainer import Trainer, TrialRecord
+        from services.training.trainer import Trainer
 
-        previous = [
-            TrialRecord(t["number"], t["params"], t["objective"], t.get("pruned", False))
-            for t in job.trials
-        ]
         workdir = self._jobs_root / job.job_id
         if self._mirror is not None:
             self._mirror.restore(job.job_id, workdir / "checkpoints")
         reporter = JobReporter(self._store, job.job_id, job.spec.model_name, claim, self._mirror)
         trainer = Trainer(job.spec, data, workdir, reporter, signal)
-        return trainer.run(previous)
+        return trainer.run(self._board, job.job_id)
 
     async def _register(
         self, job: JobRecord, outcome: TrainingOutcome, registrar: Registrar

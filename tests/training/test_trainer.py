@@ -11,14 +11,18 @@ from pathlib import Path
 
 import keras
 import numpy as np
+import optuna
 import pytest
 import tensorflow as tf
 
 from services.training.checkpoints import CheckpointDir
 from services.training.evaluation import confusion_matrix
-from services.training.jobs import StopRequested
+from services.training.jobs import EventKind, StopRequested
+from services.training.search import SearchBoard, study_name, study_storage
 from services.training.spec import EarlyStopping, Hyperparameters, JobSpec, MlpTemplate
-from services.training.trainer import Trainer, TrialRecord
+from services.training.store import JobStore
+from services.training.trainer import Trainer
+from shared.db import make_engine, sqlite_url
 from tests.training.conftest import DIGITS
 
 REPO = Path(__file__).resolve().parents[2]
@@ -29,7 +33,6 @@ class Recorder:
 
     def __init__(self) -> None:
         self.epochs: list[tuple[int, int, dict[str, float]]] = []
-        self.trials: list[TrialRecord] = []
         self.phases: list[str] = []
         self.resumed_at: list[int] = []
         self.checkpoints: list[int] = []
@@ -39,9 +42,6 @@ class Recorder:
 
     def epoch_ended(self, trial: int, epoch: int, epochs: int, metrics: dict[str, float]) -> None:
         self.epochs.append((trial, epoch, metrics))
-
-    def trial_ended(self, trial: TrialRecord) -> None:
-        self.trials.append(trial)
 
     def resumed(self, epoch: int) -> None:
         self.resumed_at.append(epoch)
@@ -74,7 +74,7 @@ def digits_spec(epochs: int, **hyperparameters) -> JobSpec:
 
 def test_digits_mlp_reaches_95_percent_test_accuracy(digits, tmp_path):
     started = time.perf_counter()
-    outcome = Trainer(digits_spec(20), digits, tmp_path, Recorder(), never_stop).run([])
+    outcome = Trainer(digits_spec(20), digits, tmp_path, Recorder(), never_stop).run()
     elapsed = time.perf_counter() - started
     print(f"digits mlp: test accuracy {outcome.metrics['accuracy']:.4f} in {elapsed:.1f} s")
     assert outcome.metrics["accuracy"] >= 0.95
@@ -87,9 +87,7 @@ def test_resume_continues_from_the_checkpointed_epoch_with_optimizer_state(digit
     first = Recorder()
     with pytest.raises(StopRequested):
         # Stops in the middle of epoch 3: epochs 1 and 2 are checkpointed, 3 is not.
-        Trainer(spec, digits, tmp_path, first, stop_after_batches(2 * batches_per_epoch + 3)).run(
-            []
-        )
+        Trainer(spec, digits, tmp_path, first, stop_after_batches(2 * batches_per_epoch + 3)).run()
     assert [epoch for _, epoch, _ in first.epochs] == [1, 2]
     checkpoint = CheckpointDir(tmp_path / "checkpoints").latest()
     assert checkpoint is not None and checkpoint.state.epochs_completed == 2
@@ -97,7 +95,7 @@ def test_resume_continues_from_the_checkpointed_epoch_with_optimizer_state(digit
     assert int(restored.optimizer.iterations.numpy()) == 2 * batches_per_epoch
 
     second = Recorder()
-    outcome = Trainer(spec, digits, tmp_path, second, never_stop).run([])
+    outcome = Trainer(spec, digits, tmp_path, second, never_stop).run()
     assert second.resumed_at == [2]
     assert [epoch for _, epoch, _ in second.epochs] == [3, 4, 5, 6]
     assert outcome.epochs_completed == 6
@@ -107,9 +105,9 @@ def test_resume_continues_from_the_checkpointed_epoch_with_optimizer_state(digit
 
 def test_finished_training_is_not_repeated_on_restart(digits, tmp_path):
     spec = digits_spec(2)
-    Trainer(spec, digits, tmp_path, Recorder(), never_stop).run([])
+    Trainer(spec, digits, tmp_path, Recorder(), never_stop).run()
     again = Recorder()
-    outcome = Trainer(spec, digits, tmp_path, again, never_stop).run([])
+    outcome = Trainer(spec, digits, tmp_path, again, never_stop).run()
     assert again.resumed_at == [2] and again.epochs == []
     assert outcome.epochs_completed == 2
 
@@ -118,7 +116,7 @@ def test_early_stopping_keeps_the_best_epoch(digits, tmp_path):
     # A learning rate this large makes validation loss worse after the first epochs.
     spec = digits_spec(30, learning_rate=0.05, early_stopping=EarlyStopping("val_loss", patience=2))
     recorder = Recorder()
-    outcome = Trainer(spec, digits, tmp_path, recorder, never_stop).run([])
+    outcome = Trainer(spec, digits, tmp_path, recorder, never_stop).run()
     state = CheckpointDir(tmp_path / "checkpoints").latest().state
     assert state.finished and outcome.epochs_completed < 30
     assert state.stopping.wait >= 2
@@ -130,7 +128,7 @@ def test_cancel_stops_at_the_next_batch(digits, tmp_path):
     with pytest.raises(StopRequested) as stopped:
         Trainer(
             digits_spec(5), digits, tmp_path, Recorder(), stop_after_batches(1, "cancelled")
-        ).run([])
+        ).run()
     assert stopped.value.reason == "cancelled"
     assert CheckpointDir(tmp_path / "checkpoints").latest() is None
 
@@ -144,7 +142,7 @@ def exported(digits, tmp_path_factory):
         hyperparameters=Hyperparameters(epochs=2),
         export_tflite=True,
     )
-    outcome = Trainer(spec, digits, workdir, Recorder(), never_stop).run([])
+    outcome = Trainer(spec, digits, workdir, Recorder(), never_stop).run()
     model = keras.models.load_model(workdir / "export" / "model.keras")
     return workdir, outcome, model
 
@@ -227,7 +225,15 @@ def test_quantized_tflite_predicts_like_the_model(exported, digits):
     assert np.mean(lite == full) >= 0.95
 
 
-def test_search_resumes_with_the_trials_already_recorded(digits, tmp_path):
+def search_on_board(spec: JobSpec, tmp_path: Path) -> tuple[JobStore, SearchBoard]:
+    """A running job of `spec` in a job store on SQLite, and a worker's board on it."""
+    store = JobStore(make_engine(sqlite_url(tmp_path / "jobs.db")))
+    store.create("job-a", spec)
+    store.claim_next("worker", 60)
+    return store, SearchBoard(store, "worker", 60)
+
+
+def test_a_stopped_search_resumes_without_running_finished_trials_again(digits, tmp_path):
     from services.training.spec import SearchParameter, SearchSpace
 
     spec = JobSpec(
@@ -240,13 +246,28 @@ def test_search_resumes_with_the_trials_already_recorded(digits, tmp_path):
             epochs_per_trial=1,
         ),
     )
-    earlier = [TrialRecord(0, {"learning_rate": 0.009}, 0.99)]
-    recorder = Recorder()
-    outcome = Trainer(spec, digits, tmp_path, recorder, never_stop).run(earlier)
-    assert [t.number for t in recorder.trials] == [1, 2]
-    # The recorded trial's objective is the best, so its learning rate trains the model.
-    assert outcome.params["learning_rate"] == repr(0.009)
+    store, board = search_on_board(spec, tmp_path)
+
+    def stop_after_first_trial() -> str | None:
+        return "shutdown" if store.get("job-a").trials else None
+
+    with pytest.raises(StopRequested):
+        Trainer(spec, digits, tmp_path / "first", Recorder(), stop_after_first_trial).run(
+            board, "job-a"
+        )
+    assert [t["number"] for t in store.get("job-a").trials] == [0]
+    # The stopped trial went back to the queue, and runs again from its start.
+    assert board.left("job-a") == 2 and not board.held()
+    outcome = Trainer(spec, digits, tmp_path / "again", Recorder(), never_stop).run(board, "job-a")
+    trials = store.get("job-a").trials
+    assert sorted(t["number"] for t in trials) == [0, 1, 2]
+    best = max(trials, key=lambda t: t["objective"])
+    assert outcome.params["learning_rate"] == repr(best["params"]["learning_rate"])
     assert outcome.metrics["epochs"] == 1.0
+    # Optuna's study, in the same database, knows the stopped attempt as failed.
+    study = optuna.load_study(study_name=study_name("job-a"), storage=study_storage(store.engine))
+    states = sorted(t.state.name for t in study.trials)
+    assert states == ["COMPLETE", "COMPLETE", "COMPLETE", "FAIL"]
 
 
 def test_a_median_pruner_stops_trials_that_fall_behind(digits, tmp_path):
@@ -264,18 +285,16 @@ def test_a_median_pruner_stops_trials_that_fall_behind(digits, tmp_path):
             pruner="median",
         ),
     )
-    recorder = Recorder()
-    outcome = Trainer(spec, digits, tmp_path, recorder, never_stop).run([])
-    pruned = [t for t in recorder.trials if t.pruned]
-    assert len(recorder.trials) == 8 and pruned
-    epochs_of = {n: sum(1 for trial, _, _ in recorder.epochs if trial == n + 1) for n in range(8)}
+    store, board = search_on_board(spec, tmp_path)
+    outcome = Trainer(spec, digits, tmp_path, Recorder(), never_stop).run(board, "job-a")
+    trials = store.get("job-a").trials
+    pruned = [t for t in trials if t["pruned"]]
+    assert len(trials) == 8 and pruned
+    epochs = [e.payload for e in store.events_since("job-a", 0) if e.kind is EventKind.EPOCH]
+    epochs_of = {n: sum(1 for e in epochs if e["trial"] == n + 1) for n in range(8)}
     # A pruned trial ran fewer than its four epochs; the first two (the pruner's start-up
     # trials) ran all of them.
-    assert all(epochs_of[t.number] < 4 for t in pruned)
+    assert all(epochs_of[t["number"]] < 4 for t in pruned)
     assert epochs_of[0] == epochs_of[1] == 4
-    best = max(recorder.trials, key=lambda t: t.objective if not t.pruned else -1)
-    assert outcome.params["learning_rate"] == repr(best.params["learning_rate"])
-    # Resuming with the pruned trials recorded searches only what is left.
-    again = Recorder()
-    Trainer(spec, digits, tmp_path / "again", again, never_stop).run(recorder.trials[:5])
-    assert [t.number for t in again.trials] == [5, 6, 7]
+    best = max(trials, key=lambda t: t["objective"] if not t["pruned"] else -1)
+    assert outcome.params["learning_rate"] == repr(best["params"]["learning_rate"])
