@@ -209,6 +209,9 @@ def submit(
     ] = "none",
     promote: Annotated[bool, typer.Option(help="Ask the registry to promote the result.")] = False,
     tflite: Annotated[bool, typer.Option(help="Also export a quantized TFLite model.")] = False,
+    workers: Annotated[
+        int, typer.Option(min=1, help="Processes of one data-parallel training (no search).")
+    ] = 1,
     seed: int = 0,
     job_id: Annotated[str, typer.Option(help="Your id; a repeated submit is a no-op.")] = "",
     watch: Annotated[bool, typer.Option(help="Follow the job until it ends.")] = False,
@@ -242,6 +245,7 @@ def submit(
         request_promotion=promote,
         export_tflite=tflite,
         seed=seed,
+        workers=workers,
     )
     if search or trials:
         spec.search.CopyFrom(

@@ -138,6 +138,7 @@ def spec_from_proto(spec: pb.JobSpec) -> JobSpec:
         request_promotion=spec.request_promotion,
         export_tflite=spec.export_tflite,
         seed=spec.seed,
+        workers=spec.workers or 1,
     )
 
 
@@ -195,6 +196,7 @@ def spec_to_proto(spec: JobSpec) -> pb.JobSpec:
         request_promotion=spec.request_promotion,
         export_tflite=spec.export_tflite,
         seed=spec.seed,
+        workers=spec.workers,
     )
     if spec.search is not None:
         message.search.CopyFrom(

@@ -4,10 +4,13 @@ Run as many of these as `TF_CONFIG` lists workers (on Kubernetes, one Job pod ea
 the tests, processes on loopback). `tf.distribute.MultiWorkerMirroredStrategy` reads the
 cluster and this worker's index from `TF_CONFIG`, mirrors the model on every worker and
 all-reduces gradients; each worker reads its shard of the data through `tf.data`. The
-chief (worker 0) evaluates on the test split and exports the artifacts, with the
-normalization baked in, to `--output`; the others only train. The job spec is the JSON the
-job store keeps (`services.training.spec.spec_to_dict`); the data is a version from the
-data service (`--data-addr`) or an .npz file (`--data-file`, see `datasource.save_npz`)."""
+chief (worker 0) appends each epoch's mean loss to `--progress` (JSON lines) when given,
+evaluates on the validation and test splits and exports the artifacts, with the
+normalization baked in, to `--output` (`metrics.json` last: its presence says the export
+is whole); the others only train. The job spec is the JSON the job store keeps
+(`services.training.spec.spec_to_dict`); the data is a version from the data service
+(`--data-addr`) or an .npz file (`--data-file`, see `datasource.save_npz`). A training
+job with `workers: N` runs N of these (services.training.multiworker)."""
 
 from __future__ import annotations
 
@@ -38,7 +41,16 @@ def _load_data(args: argparse.Namespace, spec: JobSpec) -> TrainingData:
     return asyncio.run(fetch())
 
 
-def train_worker(spec: JobSpec, data: TrainingData, output: Path) -> dict[str, float]:
+def _scores(probabilities: np.ndarray, labels: np.ndarray) -> tuple[float, float]:
+    """Accuracy and mean cross-entropy of class probabilities."""
+    picked = probabilities[np.arange(len(labels)), labels.astype(np.int64)]
+    loss = float(np.mean(-np.log(np.clip(picked, 1e-7, 1.0))))
+    return float(np.mean(np.argmax(probabilities, axis=1) == labels)), loss
+
+
+def train_worker(
+    spec: JobSpec, data: TrainingData, output: Path, progress: Path | None = None
+) -> dict[str, float]:
     """Train `spec` on this worker; the chief exports and returns its test metrics.
 
     A custom loop under `strategy.run` (Keras 3's `fit` cannot build a model on
@@ -80,18 +92,29 @@ def train_worker(spec: JobSpec, data: TrainingData, output: Path) -> dict[str, f
         losses = strategy.run(replica_step, args=(x, y))
         return strategy.reduce(tf.distribute.ReduceOp.SUM, losses, axis=None)
 
-    for _ in range(spec.hyperparameters.epochs):
-        for x, y in batches:
-            train_step(x, y)
+    epochs = spec.hyperparameters.epochs
+    for epoch in range(1, epochs + 1):
+        losses = [float(train_step(x, y)) for x, y in batches]
+        if is_chief and progress is not None:
+            line = {"epoch": epoch, "epochs": epochs, "loss": float(np.mean(losses))}
+            with progress.open("a") as handle:
+                handle.write(json.dumps(line) + "\n")
     if not is_chief:
         return {}
     # Plain calls in the cross-replica context read the mirrored variables locally, with
     # no collectives, so the chief evaluates and exports alone.
     probabilities = np.asarray(model(data.x_test, training=False))
-    accuracy = float(np.mean(np.argmax(probabilities, axis=1) == data.y_test))
+    accuracy, loss = _scores(probabilities, data.y_test)
+    val_accuracy, val_loss = _scores(np.asarray(model(data.x_val, training=False)), data.y_val)
     export_model(model, output, spec.export_tflite)
     write_evaluation(probabilities, data.y_test, data.info.num_classes, output)
-    metrics = {"accuracy": accuracy}
+    metrics = {
+        "accuracy": accuracy,
+        "loss": loss,
+        "val_accuracy": val_accuracy,
+        "val_loss": val_loss,
+        "epochs": float(epochs),
+    }
     (output / "metrics.json").write_text(json.dumps(metrics))
     return metrics
 
@@ -100,6 +123,7 @@ def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--spec", type=Path, required=True, help="job spec JSON file")
     parser.add_argument("--output", type=Path, required=True, help="where the chief exports")
+    parser.add_argument("--progress", type=Path, help="the chief's per-epoch losses (JSON lines)")
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--data-file", type=Path, help="dataset .npz (datasource.save_npz)")
     source.add_argument("--data-addr", help="data service address host:port")
@@ -107,7 +131,7 @@ def main(argv: list[str]) -> int:
     if "TF_CONFIG" not in os.environ:
         parser.error("TF_CONFIG must describe the cluster and this worker's index")
     spec = spec_from_dict(json.loads(args.spec.read_text()))
-    train_worker(spec, _load_data(args, spec), args.output)
+    train_worker(spec, _load_data(args, spec), args.output, args.progress)
     return 0
 
 

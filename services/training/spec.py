@@ -23,6 +23,8 @@ DEFAULT_EPOCHS_PER_TRIAL = 3
 MAX_EPOCHS = 10_000
 MAX_TRIALS = 1_000
 MAX_BATCH_SIZE = 65_536
+# Processes of one data-parallel training, all started by the worker that claims it.
+MAX_WORKERS = 16
 
 
 @dataclass(frozen=True)
@@ -91,6 +93,8 @@ class JobSpec:
     request_promotion: bool = False
     export_tflite: bool = False
     seed: int = 0
+    # Processes of a data-parallel training (MultiWorkerMirroredStrategy); 1: one.
+    workers: int = 1
 
     @property
     def model_kind(self) -> str:
@@ -250,6 +254,28 @@ def spec_violations(spec: JobSpec) -> list[FieldViolation]:
     problems.extend(_hyperparameter_violations(spec.hyperparameters))
     if spec.search is not None:
         problems.extend(_search_violations(spec.search, spec.model))
+    problems.extend(_workers_violations(spec))
+    return problems
+
+
+def _workers_violations(spec: JobSpec) -> list[FieldViolation]:
+    if not 0 < spec.workers <= MAX_WORKERS:
+        return [FieldViolation("spec.workers", f"must be in 1..{MAX_WORKERS}")]
+    if spec.workers == 1:
+        return []
+    problems = []
+    if spec.search is not None:
+        problems.append(
+            FieldViolation(
+                "spec.workers",
+                "a search's trials already run in parallel across the fleet; "
+                "use workers > 1 without a search",
+            )
+        )
+    if spec.hyperparameters.early_stopping is not None:
+        problems.append(
+            FieldViolation("spec.workers", "a multi-worker training runs all its epochs")
+        )
     return problems
 
 
@@ -297,6 +323,8 @@ def spec_from_dict(data: dict[str, Any]) -> JobSpec:
         request_promotion=data["request_promotion"],
         export_tflite=data["export_tflite"],
         seed=data["seed"],
+        # Jobs stored before multi-worker jobs existed trained in one process.
+        workers=data.get("workers", 1),
     )
 
 

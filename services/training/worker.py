@@ -4,7 +4,8 @@ running search instead: it claims one of its queued trials and trains it
 (services.training.search).
 
 A job runs as: load its dataset (async, from the data source), train on a thread
-(`services.training.trainer`, which imports TensorFlow, so only here and lazily), record
+(`services.training.trainer`, which imports TensorFlow, so only here and lazily; a job
+with `workers: N` in N processes, `services.training.multiworker`), record
 the outcome, register the artifacts (async, retried and idempotent by job id), ask for
 promotion when the spec says so, and finish. Every write is conditional on this worker
 still holding the job (its claim, renewed by the heartbeat): a worker cut off long enough
@@ -336,12 +337,15 @@ class WorkerPool:
     def _train(
         self, job: JobRecord, data: TrainingData, signal: StopSignal, claim: Claim
     ) -> TrainingOutcome:
+        from services.training.multiworker import MultiWorkerTraining
         from services.training.trainer import Trainer
 
         workdir = self._jobs_root / job.job_id
+        reporter = JobReporter(self._store, job.job_id, job.spec.model_name, claim, self._mirror)
+        if job.spec.workers > 1:
+            return MultiWorkerTraining(job.spec, data, workdir, reporter, signal).run()
         if self._mirror is not None:
             self._mirror.restore(job.job_id, workdir / "checkpoints")
-        reporter = JobReporter(self._store, job.job_id, job.spec.model_name, claim, self._mirror)
         trainer = Trainer(job.spec, data, workdir, reporter, signal)
         return trainer.run(self._board, job.job_id)
 

@@ -77,5 +77,20 @@ def test_cancel_and_refusals(services):
     assert bad_search.exit_code == 2 and "name=low..high" in bad_search.output
     refused = runner.invoke(app, ["train", "submit", "iris@0123456789ab", "--epochs", "1"])
     assert refused.exit_code == 1 and refused.output.strip()
+    both = runner.invoke(
+        app,
+        [
+            "train",
+            "submit",
+            iris(),
+            "--workers",
+            "2",
+            "--trials",
+            "2",
+            "--search",
+            "dropout=0..0.5",
+        ],
+    )
+    assert both.exit_code == 1 and "spec.workers" in both.output
     assert runner.invoke(app, ["train", "watch", "nope"]).exit_code == 1
     assert runner.invoke(app, ["train", "list", "--state", "asleep"]).exit_code == 2

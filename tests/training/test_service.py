@@ -241,3 +241,18 @@ async def test_concurrent_watchers_see_the_same_events(training):
 
     first, second = await asyncio.gather(watch(), watch())
     assert first == second and len(first) >= 5
+
+
+async def test_a_multi_worker_job_is_evaluated_exported_and_registered(training, registry):
+    submitted = await training.SubmitJob(
+        pb.SubmitJobRequest(spec=mlp_spec(epochs=4, model_name="digits-two", workers=2))
+    )
+    job = await wait_for_end(training, submitted.job.name, timeout_s=240)
+    assert job.state == pb.JOB_STATE_SUCCEEDED, job.error
+    assert job.spec.workers == 2 and job.epochs_completed == 4
+    assert job.metrics["accuracy"] > 0.8 and job.params["workers"] == "2"
+    assert job.registration.model == "digits-two" and job.registration.version == 1
+    async with open_channel(registry) as channel:
+        version = await RegistryClient(channel).get_version("digits-two", 1)
+    assert version.lineage.training_job == job.name
+    assert {a.name for a in version.artifacts} >= {"saved_model.tar", "model.keras"}

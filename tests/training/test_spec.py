@@ -178,6 +178,7 @@ specs = st.builds(
     ),
     model_name=st.sampled_from(["", "digits-mlp"]),
     seed=st.integers(0, 2**31),
+    workers=st.integers(1, 16),
 )
 
 
@@ -227,3 +228,30 @@ def test_a_job_stored_before_pruning_searches_without_it():
     )
     del stored["search"]["pruner"]
     assert spec_from_dict(stored).search.pruner == "none"
+
+
+def test_a_job_stored_before_multi_worker_jobs_trains_in_one_process():
+    stored = spec_to_dict(JobSpec(INFO.version, MlpTemplate(), Hyperparameters(epochs=2)))
+    del stored["workers"]
+    assert spec_from_dict(stored).workers == 1
+
+
+@pytest.mark.parametrize(
+    ("workers", "search", "early_stopping"),
+    [(17, False, False), (2, True, False), (2, False, True)],
+)
+def test_multi_worker_jobs_refuse_what_they_cannot_do(workers, search, early_stopping):
+    spec = JobSpec(
+        INFO.version,
+        MlpTemplate(),
+        Hyperparameters(
+            epochs=2, early_stopping=EarlyStopping("val_loss", 2) if early_stopping else None
+        ),
+        search=(
+            SearchSpace((SearchParameter("learning_rate", "float", 1e-4, 1e-2),), 2)
+            if search
+            else None
+        ),
+        workers=workers,
+    )
+    assert [v.field for v in spec_violations(spec)] == ["spec.workers"]
