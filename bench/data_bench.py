@@ -89,14 +89,20 @@ def reset_peak(pid: int) -> bool:
 
 
 def start_service(
-    home: Path, port: int, log: Path, extra_env: dict[str, str] | None = None
+    home: Path,
+    port: int,
+    log: Path,
+    extra_env: dict[str, str] | None = None,
+    module: str = "services.data.server",
+    port_variable: str = "TFMESH_DATA_PORT",
 ) -> subprocess.Popen:
-    env = {**os.environ, "TFMESH_HOME": str(home), "TFMESH_DATA_PORT": str(port)}
+    """A service process (the data service unless told), once its health says SERVING."""
+    env = {**os.environ, "TFMESH_HOME": str(home), port_variable: str(port)}
     env.update(extra_env or {})
     env["PYTHONPATH"] = os.pathsep.join([str(REPO), str(REPO / "gen")])
     with log.open("ab") as output:
         process = subprocess.Popen(
-            [sys.executable, "-m", "services.data.server"],
+            [sys.executable, "-m", module],
             cwd=REPO,
             env=env,
             stdout=output,
@@ -107,14 +113,14 @@ def start_service(
         health = health_pb2_grpc.HealthStub(channel)
         while time.monotonic() < deadline:
             if process.poll() is not None:
-                raise RuntimeError(f"the data service exited early; see {log}")
+                raise RuntimeError(f"{module} exited early; see {log}")
             try:
                 if health.Check(health_pb2.HealthCheckRequest(), timeout=1).status == 1:
                     return process
             except grpc.RpcError:
                 time.sleep(0.1)
     process.kill()
-    raise TimeoutError("the data service did not start within 60 s")
+    raise TimeoutError(f"{module} did not start within 60 s")
 
 
 def file_chunks(path: Path) -> Iterator[bytes]:
