@@ -1,5 +1,7 @@
-"""The local stack's scaled shape (`tfmesh up --scaled`): what a cluster runs, on loopback.
+"""The local stack's shapes. Embedded (`tfmesh up`): one process per service, the
+training service an API whose jobs one training worker process runs.
 
+The scaled shape (`tfmesh up --scaled`) is what a cluster runs, on loopback.
 Beside the embedded default it starts the backing services, a PostgreSQL server
 (`$TFMESH_HOME/postgres`, one database per service) and a SeaweedFS S3 server
 (`$TFMESH_HOME/seaweedfs`, bucket `tfmesh`); runs two replicas of the data, registry and
@@ -32,6 +34,17 @@ WORKER = ServiceSpec(
     metrics_variable="WORKER_METRICS_PORT",
     group="training-worker",
 )
+
+
+def embedded_services(services: list[ServiceSpec], worker: ServiceSpec) -> list[ServiceSpec]:
+    """The services with the training API followed by `worker`, in start order."""
+    shaped: list[ServiceSpec] = []
+    for spec in services:
+        if spec.name == "training":
+            shaped += [replace(spec, env=(("TFMESH_TRAINING_CONCURRENCY", "0"),)), worker]
+        else:
+            shaped.append(spec)
+    return shaped
 
 
 def scaled_services(services: list[ServiceSpec]) -> list[ServiceSpec]:

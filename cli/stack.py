@@ -34,7 +34,13 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from cli.databases import DATABASES, upgrade_all
 from cli.pki import local_pki
 from cli.prometheus import LocalPrometheus, ScrapeTarget
-from cli.scaled import scaled_services, start_backing_services, stop_backing_services
+from cli.scaled import (
+    WORKER,
+    embedded_services,
+    scaled_services,
+    start_backing_services,
+    stop_backing_services,
+)
 from cli.service_spec import ServiceSpec
 from shared.auth import token_sha256
 from shared.channels import bearer
@@ -77,19 +83,23 @@ SERVICES = [
 
 
 def built_services(scaled: bool = False) -> list[ServiceSpec]:
-    """The services whose code exists, each on `<PREFIX>PORT` when that is set; in the
-    scaled shape with their replicas and the training workers (cli.scaled)."""
-    services = [
-        replace(
-            s,
-            port=int(os.environ.get(f"{s.env_prefix}PORT", s.port)),
-            metrics_port=int(os.environ.get(f"{s.env_prefix}METRICS_PORT", s.metrics_port)),
-            http_port=s.http_port and int(os.environ.get(f"{s.env_prefix}HTTP_PORT", s.http_port)),
-        )
-        for s in SERVICES
-        if s.is_built()
-    ]
-    return scaled_services(services) if scaled else services
+    """The services whose code exists, each on `<PREFIX>PORT` when that is set, and the
+    training worker (on `TFMESH_TRAINING_WORKER_PORT`); in the scaled shape with their
+    replicas and two workers (cli.scaled)."""
+    services = [_ports_from_environment(s) for s in SERVICES if s.is_built()]
+    if scaled:
+        return scaled_services(services)
+    return embedded_services(services, _ports_from_environment(WORKER))
+
+
+def _ports_from_environment(spec: ServiceSpec) -> ServiceSpec:
+    prefix = spec.env_prefix
+    return replace(
+        spec,
+        port=int(os.environ.get(f"{prefix}{spec.port_variable}", spec.port)),
+        metrics_port=int(os.environ.get(f"{prefix}{spec.metrics_variable}", spec.metrics_port)),
+        http_port=spec.http_port and int(os.environ.get(f"{prefix}HTTP_PORT", spec.http_port)),
+    )
 
 
 def peer_environment(services: list[ServiceSpec]) -> dict[str, str]:
@@ -283,9 +293,11 @@ class LocalStack:
             "TFMESH_TLS_CLIENT_CA_FILE": str(pki.ca_cert),
         }
         for spec in services:
+            # Processes that share a prefix (a service, its replicas and workers) share
+            # its first process's certificate.
             identity = pki.identities[spec.name]
-            env[f"{spec.env_prefix}TLS_CERT_FILE"] = str(identity.cert)
-            env[f"{spec.env_prefix}TLS_KEY_FILE"] = str(identity.key)
+            env.setdefault(f"{spec.env_prefix}TLS_CERT_FILE", str(identity.cert))
+            env.setdefault(f"{spec.env_prefix}TLS_KEY_FILE", str(identity.key))
         (self.run_dir / TLS_MARKER).write_text(str(pki.ca_cert))
         print(f"{'tls':<10} mutual TLS, CA {pki.ca_cert}")
         return env

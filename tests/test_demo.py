@@ -7,20 +7,14 @@ import re
 import subprocess
 import sys
 
-from tests.support.processes import REPO, free_ports
-
-SERVICES = ("REGISTRY", "DATA", "TRAINING", "INFERENCE", "GATEWAY")
+from tests.support.processes import REPO
+from tests.support.stack import stack_environment
 
 
 def test_demo_runs_the_lifecycle_end_to_end(tmp_path):
-    ports = iter(free_ports(12))
     env = {
         **os.environ,
-        "TFMESH_HOME": str(tmp_path),
-        **{f"TFMESH_{s}_PORT": str(next(ports)) for s in SERVICES},
-        "TFMESH_INFERENCE_HTTP_PORT": str(next(ports)),
-        **{f"TFMESH_{s}_METRICS_PORT": str(next(ports)) for s in SERVICES},
-        "TFMESH_PROMETHEUS_PORT": str(next(ports)),
+        **stack_environment(tmp_path),
         "TFMESH_PROMETHEUS_INTERVAL": "1s",
         "COLUMNS": "200",
     }

@@ -8,13 +8,38 @@ from pathlib import Path
 import pytest
 
 from cli.rpc import address
-from cli.scaled import REPLICA_OFFSET, scaled_services
+from cli.scaled import REPLICA_OFFSET
 from cli.stack import SCALED_MARKER, built_services, peer_environment
 
 
+def test_the_embedded_shape_trains_in_one_worker_process() -> None:
+    services = built_services()
+    assert [spec.name for spec in services] == [
+        "registry",
+        "data",
+        "training",
+        "worker",
+        "inference",
+        "gateway",
+    ]
+    by_name = {spec.name: spec for spec in services}
+    assert by_name["training"].process_environment()["TFMESH_TRAINING_CONCURRENCY"] == "0"
+    assert "TFMESH_TRAINING_CONCURRENCY" not in by_name["worker"].process_environment()
+    assert len({spec.port for spec in services}) == len(services)
+    assert len({spec.metrics_port for spec in services}) == len(services)
+
+
+def test_the_workers_ports_follow_its_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TFMESH_TRAINING_WORKER_PORT", "41234")
+    monkeypatch.setenv("TFMESH_TRAINING_WORKER_METRICS_PORT", "41235")
+    monkeypatch.setenv("TFMESH_TRAINING_PORT", "41236")
+    by_name = {spec.name: spec for spec in built_services()}
+    assert (by_name["worker"].port, by_name["worker"].metrics_port) == (41234, 41235)
+    assert by_name["training"].port == 41236
+
+
 def test_two_replicas_of_the_stateful_services_and_two_workers() -> None:
-    plain = built_services()
-    shaped = scaled_services(plain)
+    shaped = built_services(scaled=True)
     names = [spec.name for spec in shaped]
     assert names == [
         "registry",
@@ -41,7 +66,7 @@ def test_two_replicas_of_the_stateful_services_and_two_workers() -> None:
 
 
 def test_every_client_is_given_every_replica() -> None:
-    shaped = scaled_services(built_services())
+    shaped = built_services(scaled=True)
     env = peer_environment(shaped)
     by_name = {spec.name: spec for spec in shaped}
     both = f"{by_name['registry'].address},{by_name['registry-2'].address}"

@@ -34,11 +34,13 @@ Metadata = tuple[tuple[str, str], ...]
 
 def stack_environment(home: Path, **extra: str) -> dict[str, str]:
     """`TFMESH_HOME` and a free port for every listener of the stack (all different)."""
-    ports = iter(free_ports(12))
+    ports = iter(free_ports(14))
     environment = {
         "TFMESH_HOME": str(home),
         "TFMESH_INFERENCE_HTTP_PORT": str(next(ports)),
         "TFMESH_PROMETHEUS_PORT": str(next(ports)),
+        "TFMESH_TRAINING_WORKER_PORT": str(next(ports)),
+        "TFMESH_TRAINING_WORKER_METRICS_PORT": str(next(ports)),
         "TF_CPP_MIN_LOG_LEVEL": "2",
     }
     for prefix in PREFIXES:
