@@ -60,11 +60,19 @@ DATABASES = {
 }
 
 
-def engine_of(service: str, home: Path | None = None, url: str = "") -> Engine:
+def sqlite_file(service: str, home: Path | None = None) -> Path | None:
+    """The service's SQLite file, when its settings name no database URL."""
     database = DATABASES[service]
     settings = database.settings(home)
+    return None if settings.database_url else settings.home / database.sqlite_file
+
+
+def engine_of(service: str, home: Path | None = None, url: str = "") -> Engine:
+    if url:
+        return make_engine(url)
+    local = sqlite_file(service, home)
     return make_engine(
-        url or settings.database_url or sqlite_url(settings.home / database.sqlite_file)
+        sqlite_url(local) if local else DATABASES[service].settings(home).database_url
     )
 
 

@@ -10,9 +10,10 @@ from typing import Annotated
 
 import typer
 
-from cli.databases import DATABASES, engine_of, upgrade_all
+from cli.databases import DATABASES, engine_of, sqlite_file, upgrade_all
 from cli.output import print_json, table
 from cli.rpc import JsonFlag
+from shared.migrations import SchemaState
 
 app = typer.Typer(help="The services' database schemas and their migrations.")
 
@@ -45,13 +46,18 @@ def status(services: ServicesArgument = None, as_json: JsonFlag = False) -> None
     rows = []
     for service in _chosen(services):
         migrations = DATABASES[service].migrations()
-        engine = engine_of(service)
-        try:
-            with engine.connect() as connection:
-                current = migrations.current(connection) or ""
-                state = migrations.state(connection).value
-        finally:
-            engine.dispose()
+        local = sqlite_file(service)
+        if local is not None and not local.exists():
+            # Nothing made it yet: look without creating the file.
+            current, state = "", SchemaState.EMPTY.value
+        else:
+            engine = engine_of(service)
+            try:
+                with engine.connect() as connection:
+                    current = migrations.current(connection) or ""
+                    state = migrations.state(connection).value
+            finally:
+                engine.dispose()
         rows.append(
             {"service": service, "revision": current, "needed": migrations.head(), "state": state}
         )

@@ -204,6 +204,7 @@ def test_tfmesh_db_reports_and_upgrades_the_local_databases(
         "state": "behind",
     }
     assert states["data"]["state"] == "empty"
+    assert not (tmp_path / "data").exists(), "a status creates no database"
     upgraded = run("upgrade", "registry")
     assert upgraded == [{"service": "registry", "from": "0001", "to": "0002"}]
     assert [row["state"] for row in run("status")] == ["empty", "current", "empty"]
