@@ -15,8 +15,9 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -102,14 +103,56 @@ def _params_from_dict(data: dict[str, Any]) -> TrialParams:
     return TrialParams(**{**data, "hidden_units": tuple(units) if units is not None else None})
 
 
+class TrialModels:
+    """The compiled models of one search's trials on this worker, by everything but the
+    learning rate. A trial whose model is built like an earlier one's trains that compiled
+    model, given the new model's initial weights, a zeroed optimizer (step 0, no moments)
+    and its own learning rate: the same training as a fresh model's, without tracing the
+    training and validation functions again (about 0.4 s a trial for the digits MLP, a
+    third of a pruned search's time)."""
+
+    # Distinct architectures kept (a search over layer sizes builds many).
+    SIZE = 4
+
+    def __init__(self, spec: JobSpec, data: TrainingData) -> None:
+        self._spec = spec
+        self._data = data
+        self._models: OrderedDict[TrialParams, keras.Model] = OrderedDict()
+
+    def model_for(self, params: TrialParams, seed: int) -> keras.Model:
+        keras.utils.set_random_seed(seed)
+        data = self._data
+        fresh = build_model(self._spec.model, params, data.info, data.mean, data.std)
+        key = replace(params, learning_rate=0.0)
+        compiled = self._models.get(key)
+        if compiled is None:
+            self._models[key] = fresh
+            if len(self._models) > self.SIZE:
+                self._models.popitem(last=False)
+            return fresh
+        self._models.move_to_end(key)
+        compiled.set_weights(fresh.get_weights())
+        for variable in compiled.optimizer.variables:
+            variable.assign(np.zeros(variable.shape, dtype=variable.dtype))
+        compiled.optimizer.learning_rate = params.learning_rate
+        return compiled
+
+
 class TrialRunner:
     """Fits models of one job on its data, stopping when asked: the job's final training
     and the trials of its search (here or on a helping worker)."""
 
-    def __init__(self, spec: JobSpec, data: TrainingData, should_stop: StopCheck) -> None:
+    def __init__(
+        self,
+        spec: JobSpec,
+        data: TrainingData,
+        should_stop: StopCheck,
+        models: TrialModels | None = None,
+    ) -> None:
         self.spec = spec
         self.data = data
         self.should_stop = should_stop
+        self.models = models or TrialModels(spec, data)
 
     def fit(
         self,
@@ -146,8 +189,7 @@ class TrialRunner:
             board.done(ticket)
             raise
         params = params_with(base_params(self.spec), trial.params)
-        keras.utils.set_random_seed(self.spec.seed + number + 1)
-        model = build_model(self.spec.model, params, self.data.info, self.data.mean, self.data.std)
+        model = self.models.model_for(params, self.spec.seed + number + 1)
         accuracies: list[float] = []
         pruned = [False]
 

@@ -47,7 +47,7 @@ if TYPE_CHECKING:
     from services.training.checkpoint_store import CheckpointMirror
     from services.training.checkpoints import Checkpoint
     from services.training.store import TrialTicket
-    from services.training.trainer import TrainingOutcome
+    from services.training.trainer import TrainingOutcome, TrialModels
 
 log = logging.getLogger(__name__)
 
@@ -144,8 +144,10 @@ class WorkerPool:
         # Trials of other workers' searches this process runs, by "job/number".
         self._helping: dict[str, StopSignal] = {}
         self._board = SearchBoard(store, self.worker, claim_s)
-        # The dataset the last helped trial trained on (the next is often of the same job).
+        # The dataset the last helped trial trained on, and the compiled models of that
+        # job's trials (the next trial is often of the same job).
         self._helped_data: tuple[str, TrainingData] | None = None
+        self._helped_models: tuple[str, TrialModels] | None = None
         self._workers: list[asyncio.Task[None]] = []
 
     @property
@@ -257,9 +259,13 @@ class WorkerPool:
         return self._helped_data[1]
 
     def _train_trial(self, ticket: TrialTicket, data: TrainingData, signal: StopSignal) -> None:
-        from services.training.trainer import TrialRunner
+        from services.training.trainer import TrialModels, TrialRunner
 
-        TrialRunner(ticket.job.spec, data, signal).run_trial(ticket, self._board)
+        job = ticket.job
+        if self._helped_models is None or self._helped_models[0] != job.job_id:
+            self._helped_models = (job.job_id, TrialModels(job.spec, data))
+        models = self._helped_models[1]
+        TrialRunner(job.spec, data, signal, models).run_trial(ticket, self._board)
 
     async def _run(self, job: JobRecord) -> None:
         signal = StopSignal()

@@ -298,3 +298,32 @@ def test_a_median_pruner_stops_trials_that_fall_behind(digits, tmp_path):
     assert epochs_of[0] == epochs_of[1] == 4
     best = max(trials, key=lambda t: t["objective"] if not t["pruned"] else -1)
     assert outcome.params["learning_rate"] == repr(best["params"]["learning_rate"])
+
+
+def test_a_reused_trial_model_trains_exactly_as_a_fresh_one(digits):
+    from dataclasses import replace
+
+    from services.training.spec import base_params
+    from services.training.trainer import TrialModels, make_dataset
+
+    spec = JobSpec(DIGITS, MlpTemplate((16,)), Hyperparameters(epochs=1, batch_size=64))
+    params = base_params(spec)
+
+    def train(model: keras.Model) -> list[np.ndarray]:
+        keras.utils.set_random_seed(7)
+        data = make_dataset(digits.x_train, digits.y_train, 64, 7)
+        model.fit(data, epochs=1, shuffle=False, verbose=0)
+        return model.get_weights()
+
+    reused = TrialModels(spec, digits)
+    first = reused.model_for(replace(params, learning_rate=0.01), seed=1)
+    train(first)
+    second = reused.model_for(replace(params, learning_rate=0.002), seed=2)
+    assert second is first, "same architecture and optimizer: the compiled model again"
+    fresh = TrialModels(spec, digits).model_for(replace(params, learning_rate=0.002), seed=2)
+    assert fresh is not first
+    for got, want in zip(train(second), train(fresh), strict=True):
+        np.testing.assert_array_equal(got, want)
+    assert float(second.optimizer.learning_rate) == pytest.approx(0.002)
+    other = reused.model_for(replace(params, hidden_units=(8,)), seed=3)
+    assert other is not first
