@@ -4,9 +4,10 @@ The same search (the digits MLP, learning rate searched from 1e-5 to 3e-2 on a l
 `--trials` trials of `--trial-epochs` epochs at `--batch-size`, TPE with one seed) runs:
 
 - in this process, through the training service's trainer and a search board on SQLite,
-  twice per round: without a pruner and with Optuna's median pruner (each trial reports
-  its validation accuracy every epoch; the pruner stops those below the median of
-  earlier trials at that epoch);
+  three times per round: without a pruner, with Optuna's median pruner (each trial
+  reports its validation accuracy every epoch; the pruner stops those below the median
+  of earlier trials at that epoch) and with its Hyperband pruner (successive halving over
+  brackets of 1 to `--trial-epochs` epochs);
 - on a fleet of real worker processes (`services.training.worker_server`) sharing one
   real PostgreSQL, with the dataset from a real data service: once with one worker and
   once with two, each after a warm-up job that every worker takes part in. The search's
@@ -118,7 +119,7 @@ def search_here(spec: JobSpec, workdir: Path) -> dict:
 
 
 def pruning_rounds(args: argparse.Namespace, scratch: Path) -> dict[str, list[dict]]:
-    rounds: dict[str, list[dict]] = {"none": [], "median": []}
+    rounds: dict[str, list[dict]] = {"none": [], "median": [], "hyperband": []}
     search_here(search_spec("digits@bench", "none", 1, 1, args.batch_size), scratch / "warm-up")
     for round_ in range(args.rounds):
         for pruner in rounds:
@@ -242,7 +243,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--trials", type=int, default=8)
     parser.add_argument("--trial-epochs", type=int, default=6)
-    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--rounds", type=int, default=3)
     # Small batches make an epoch long against what each trial costs once (building the
     # model, tracing its functions), as a larger dataset would.
     parser.add_argument("--batch-size", type=int, default=8)
@@ -256,16 +257,21 @@ def main() -> None:
     best = {name: min(results, key=lambda r: r["seconds"]) for name, results in pruning.items()}
     fleet_best = {name: min(results, key=lambda r: r["seconds"]) for name, results in fleet.items()}
     results = {
-        "benchmark": "hyperparameter search: median pruning, and one worker against two",
+        "benchmark": "hyperparameter search: pruning, and one worker against two",
         "trials": args.trials,
         "epochs_per_trial": args.trial_epochs,
         "batch_size": args.batch_size,
         "tensorflow_threads": 1,
         "best": best,
-        "pruning_speedup": round(best["none"]["seconds"] / best["median"]["seconds"], 2),
-        "best_accuracy_difference": round(
-            best["median"]["best_val_accuracy"] - best["none"]["best_val_accuracy"], 4
-        ),
+        "pruning": {
+            pruner: {
+                "speedup": round(best["none"]["seconds"] / best[pruner]["seconds"], 2),
+                "best_accuracy_difference": round(
+                    best[pruner]["best_val_accuracy"] - best["none"]["best_val_accuracy"], 4
+                ),
+            }
+            for pruner in ("median", "hyperband")
+        },
         "fleet_best": fleet_best,
         "two_workers_speedup": round(fleet_best["1"]["seconds"] / fleet_best["2"]["seconds"], 2),
         "rounds": pruning,
