@@ -152,6 +152,7 @@ bench: setup triton peer
 	$(PY) -m bench.search_bench
 	$(PY) -m bench.object_storage_bench
 	$(PY) -m bench.inference_bench run
+	$(PY) -m bench.peer_bench
 	$(PY) -m bench.monitoring_bench
 	$(PY) -m bench.overload_bench
 

@@ -51,7 +51,7 @@ if str(REPO) not in sys.path:
 if str(REPO / "gen") not in sys.path:
     sys.path.insert(0, str(REPO / "gen"))
 
-from bench import mlserver_peer, triton_tools, wrk  # noqa: E402 - after the path set-up above
+from bench import triton_tools, wrk  # noqa: E402 - after the path set-up above
 
 MODELS = {"mlp": (64,), "cnn": (32, 32, 3)}
 MAX_BATCH_SIZE = 64
@@ -71,10 +71,6 @@ ANY = ("--stability-percentage", "1000", "--max-trials", "3")
 FRONTENDS_CONFIG = "no-op, front ends"
 UNARY_CONFIG = "no-op, unary clients"
 STREAM_CONFIG = "no-op, one stream"
-PEER_UNBATCHED, PEER_BATCHED = "peer REST JSON, unbatched", "peer REST JSON, batched"
-PEER_UNBATCHED_WORKER = "peer REST JSON, unbatched, worker process"
-PEER_BATCHED_WORKER = "peer REST JSON, batched, worker process"
-PEERS = (PEER_UNBATCHED, PEER_BATCHED, PEER_UNBATCHED_WORKER, PEER_BATCHED_WORKER)
 
 
 # --- models --------------------------------------------------------------------------------
@@ -667,20 +663,6 @@ def targets(rows: list[Row], gpu: bool) -> list[dict]:
         ratio(rest, find(rows, "cnn", "REST JSON, direct", 64)),
         0.85,
     )
-    peers = [p for p in (find(rows, "cnn", config, 64) for config in PEERS) if p]
-    best_peer = max(peers, key=lambda p: p.throughput, default=None)
-    check("REST JSON via gateway / best peer at 64 >= 1.0", ratio(rest, best_peer), 1.0)
-    one_rest = find(rows, "cnn", "REST JSON, via gateway", 1)
-    one_peers = [
-        p for p in (find(rows, "cnn", c, 1) for c in (PEER_UNBATCHED, PEER_UNBATCHED_WORKER)) if p
-    ]
-    if one_rest and one_peers:
-        check(
-            "REST JSON via gateway N=1 p50 - best peer unbatched p50 <= 1.5 ms",
-            one_rest.p50_ms - min(p.p50_ms for p in one_peers),
-            1.5,
-            at_least=False,
-        )
     streams = [r for r in rows if r.config == STREAM_CONFIG]
     if streams:
         n = streams[0].clients
@@ -813,10 +795,6 @@ def run(args: argparse.Namespace) -> int:
         rows += stream_rows(args, work, frontends)
         if wrk.available() and "cnn" in kinds:
             rows += rest_rows(args, work, clients, artifacts, frontends)
-            if mlserver_peer.available() and args.runtime == "tensorflow":
-                rows += peer_rows(args, work, clients, artifacts)
-            else:
-                print("no peer rows: `make peer` installs MLServer", flush=True)
         else:
             print("wrk is not installed (`make debs` installs it): no REST rows", flush=True)
     report(args, rows, devices, served_devices, load_at_start, driver, frontends)
@@ -931,57 +909,6 @@ def rest_rows(
     finally:
         gateway.stop()
         server.stop()
-    return rows
-
-
-def peer_rows(
-    args: argparse.Namespace, work: Path, clients: list[int], artifacts: dict[str, dict[str, Path]]
-) -> list[Row]:
-    """The CNN's SavedModel in MLServer, the same KServe v2 JSON body from wrk: without and
-    with its adaptive batcher (the same largest batch and wait as tfmesh's), the model in
-    its REST process and in one worker process beside it. Requests the peer fails or lets
-    time out are printed, not fatal: they are its figures."""
-    body, content_type, _ = kserve_bodies("cnn")["JSON"]
-    batched = {
-        "max_batch_size": MAX_BATCH_SIZE,
-        "max_batch_time_s": BATCHING_PARAMETERS["batch_timeout_micros"] / 1e6,
-    }
-    configs = {
-        PEER_UNBATCHED: {"parallel_workers": 0},
-        PEER_BATCHED: {"parallel_workers": 0, **batched},
-        PEER_UNBATCHED_WORKER: {"parallel_workers": 1},
-        PEER_BATCHED_WORKER: {"parallel_workers": 1, **batched},
-    }
-    rows = []
-    for config_name, options in configs.items():
-        print(f"peer: MLServer, {config_name}", flush=True)
-        server = mlserver_peer.start(
-            work, "cnn", artifacts["cnn"]["saved_model"], free_port, **options
-        )
-        try:
-            for n in clients:
-                url = f"http://{server.http_address}/v2/models/cnn/infer"
-                found = wrk.post(url, body, content_type, n, args.seconds, work)
-                if found.bad_status or found.socket_errors:
-                    print(
-                        f"  peer failed {found.bad_status} answers and {found.socket_errors}"
-                        f" connections at N={n}",
-                        flush=True,
-                    )
-                row = Row(
-                    "cnn",
-                    config_name,
-                    n,
-                    found.requests_per_s,
-                    found.p50_ms,
-                    found.p99_ms,
-                    found.requests,
-                    driver="wrk",
-                )
-                rows.append(row)
-                log_row(row)
-        finally:
-            server.stop()
     return rows
 
 

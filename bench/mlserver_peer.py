@@ -49,11 +49,12 @@ def start(
     max_batch_size: int = 0,
     max_batch_time_s: float = 0.0,
     parallel_workers: int = 1,
+    threaded: bool = False,
     timeout_s: float = 300,
 ) -> PeerServer:
     """MLServer serving `saved_model` as `name` on loopback, with `parallel_workers`
-    inference processes (0: in the REST process); batching when `max_batch_size` > 1.
-    Returns once the model is ready."""
+    inference processes (0: in the REST process); batching when `max_batch_size` > 1; the
+    model on a thread with `threaded`. Returns once the model is ready."""
     folder = work / f"mlserver-{time.monotonic_ns()}"
     (folder / name).mkdir(parents=True)
     shutil.copy(RUNTIME, folder / RUNTIME.name)
@@ -70,7 +71,7 @@ def start(
     model = {
         "name": name,
         "implementation": f"{RUNTIME.stem}.SavedModelRuntime",
-        "parameters": {"uri": str(saved_model)},
+        "parameters": {"uri": str(saved_model), "extra": {"threaded": threaded}},
         "max_batch_size": max_batch_size,
         "max_batch_time": max_batch_time_s,
     }
