@@ -178,11 +178,13 @@ async def test_a_killed_workers_job_resumes_on_another_worker_and_registers_once
 async def test_a_search_runs_its_trials_on_both_workers_and_survives_a_killed_helper(
     fleet: Fleet,
 ) -> None:
-    trials = 4
+    # Trials long enough (seconds each) that the second worker, which loads TensorFlow
+    # only when it first trains, joins while some are still queued.
+    trials = 6
     spec = pb.JobSpec(
         dataset_version=fleet.dataset,
         model=pb.ModelSpec(mlp=pb.MlpTemplate(hidden_units=[32])),
-        hyperparameters=pb.Hyperparameters(epochs=1, batch_size=8),
+        hyperparameters=pb.Hyperparameters(epochs=1, batch_size=4),
         search=pb.SearchSpace(
             parameters=[
                 pb.SearchParameter(
@@ -191,7 +193,7 @@ async def test_a_search_runs_its_trials_on_both_workers_and_survives_a_killed_he
                 )
             ],
             max_trials=trials,
-            epochs_per_trial=3,
+            epochs_per_trial=4,
         ),
         model_name="digits-search",
     )
@@ -202,7 +204,7 @@ async def test_a_search_runs_its_trials_on_both_workers_and_survives_a_killed_he
 
     # Both workers run a trial of the one search at the same time (the helper's has
     # its Optuna trial: it is training).
-    deadline = asyncio.get_running_loop().time() + 120
+    deadline = asyncio.get_running_loop().time() + 180
     while True:
         rows = trial_rows(fleet.postgres, fleet.database, job)
         running = [(r, fleet.worker_of(r[2])) for r in rows if r[1] == "running"]
