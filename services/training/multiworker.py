@@ -17,7 +17,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -30,6 +29,7 @@ from services.training.export import MEDIA_TYPES
 from services.training.jobs import ArtifactFile, StopRequested
 from services.training.spec import JobSpec, base_params, spec_to_dict
 from services.training.trainer import Reporter, StopCheck, TrainingOutcome
+from shared.ports import free_ports
 
 # The folder that holds `services/` (the distributed processes run `-m` from it).
 CODE_ROOT = Path(__file__).resolve().parents[2]
@@ -39,12 +39,6 @@ LOG_TAIL_CHARS = 2000
 
 class MultiWorkerFailed(RuntimeError):
     """A process of the training exited with an error; the message ends with its log."""
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 class MultiWorkerTraining:
@@ -89,7 +83,7 @@ class MultiWorkerTraining:
         )
 
     def _start(self, run_dir: Path, export: Path) -> list[subprocess.Popen[bytes]]:
-        addresses = [f"127.0.0.1:{_free_port()}" for _ in range(self.spec.workers)]
+        addresses = [f"127.0.0.1:{port}" for port in free_ports(self.spec.workers)]
         processes = []
         for index in range(self.spec.workers):
             config = {"cluster": {"worker": addresses}, "task": {"type": "worker", "index": index}}
