@@ -1,15 +1,23 @@
 """Fixtures for the data service: settings -> core (no sockets), and settings -> a real
 grpc.aio server on port 0 -> stub; plus builders of CSV and NPZ uploads.
 
+Uploads a test expects refused go over a blocking channel, from a thread, as the CLI and the
+gateway send them: when the server refuses a client-streamed call while the client is
+still writing, grpc.aio may report `INTERNAL: Internal error from Core` in place of the
+server's status (grpc/grpc#36066).
+
 Parse blocks and shards are made tiny (4 KiB) so that even small test files cross block
 and shard boundaries."""
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import io
+from collections.abc import Iterable
 from pathlib import Path
 
+import grpc
 import numpy as np
 import pytest
 
@@ -65,6 +73,24 @@ async def channel(server):
 @pytest.fixture
 def stub(channel) -> data_pb2_grpc.DataServiceStub:
     return data_pb2_grpc.DataServiceStub(channel)
+
+
+@pytest.fixture
+def refused_upload(server):
+    """`await refused_upload(requests)`: send an upload that the server refuses, over a
+    blocking channel from a thread; the call's `grpc.RpcError`."""
+    channel = grpc.insecure_channel(server.address)
+
+    def send(requests: Iterable[pb.UploadDatasetRequest]) -> grpc.RpcError:
+        with pytest.raises(grpc.RpcError) as caught:
+            data_pb2_grpc.DataServiceStub(channel).UploadDataset(iter(requests), timeout=30)
+        return caught.value
+
+    async def refused(requests: Iterable[pb.UploadDatasetRequest]) -> grpc.RpcError:
+        return await asyncio.to_thread(send, requests)
+
+    yield refused
+    channel.close()
 
 
 def csv_bytes(columns: list[str], rows: list[list[object]]) -> bytes:

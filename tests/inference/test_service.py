@@ -183,12 +183,35 @@ def computed_rows(model: str) -> float:
     )
 
 
-async def wait_for_queued_rows(model: str, rows: int, timeout_s: float = 10) -> None:
+def queued_rows(model: str) -> float:
+    return (
+        REGISTRY.get_sample_value("tfmesh_inference_queued_rows", {"model": model, "version": "1"})
+        or 0
+    )
+
+
+async def fill_the_queue(stub, rows: int, timeout_s: float = 10) -> list[asyncio.Future]:
+    """Send slow requests, one every 20 ms, until `rows` wait behind the batch computing;
+    the calls sent. Arrivals keep coming until the queue is seen full, so a slow machine
+    only makes it wait longer (a request that finds it full is refused: counted later)."""
     deadline = time.monotonic() + timeout_s
-    labels = {"model": model, "version": "1"}
-    while (REGISTRY.get_sample_value("tfmesh_inference_queued_rows", labels) or 0) < rows:
-        assert time.monotonic() < deadline, f"{rows} rows of {model} never queued"
-        await asyncio.sleep(0.005)
+    calls: list[asyncio.Future] = []
+    while queued_rows("slow") < rows:
+        assert time.monotonic() < deadline, f"{rows} rows of slow never queued"
+        calls.append(asyncio.ensure_future(stub.Predict(slow_request(len(calls) + 1))))
+        await asyncio.sleep(0.02)
+    return calls
+
+
+async def served_count(calls: list[asyncio.Future]) -> int:
+    """How many of `calls` were answered; every other one must have been refused as full."""
+    outcomes = await asyncio.gather(*calls, return_exceptions=True)
+    failed = [o for o in outcomes if isinstance(o, BaseException)]
+    assert all(
+        isinstance(o, grpc.aio.AioRpcError) and o.code() is grpc.StatusCode.RESOURCE_EXHAUSTED
+        for o in failed
+    ), failed
+    return len(outcomes) - len(failed)
 
 
 def slow_request(value: float) -> pb.PredictRequest:
@@ -219,10 +242,9 @@ async def test_drift_questions_are_checked_and_a_version_without_drift_says_why(
 async def test_overload_fails_fast_and_expired_requests_are_not_computed(stub):
     await stub.Predict(slow_request(0))
     before = computed_rows("slow")
-    # One batch of one row computing (200 ms), two rows queued: the queue is full. Waited
-    # for by the queue gauge, not by a sleep, so a slow machine only makes it wait longer.
-    busy = [asyncio.ensure_future(stub.Predict(slow_request(i))) for i in (1, 2, 3)]
-    await wait_for_queued_rows("slow", 2)
+    # One batch of one row computing (200 ms), two rows queued: the queue is full. Seen
+    # on the queue gauge, not assumed after a sleep.
+    busy = await fill_the_queue(stub, 2)
 
     async def probe() -> tuple[grpc.StatusCode, float]:
         started = time.perf_counter()
@@ -241,7 +263,7 @@ async def test_overload_fails_fast_and_expired_requests_are_not_computed(stub):
     assert len(refused) >= 3, outcomes
     # Refused without waiting for the 200 ms batch in front; how fast is a benchmark question.
     assert max(refused) < 0.1, outcomes
-    await asyncio.gather(*busy)
+    busy_served = await served_count(busy)
     # Now requests with a 1 ms deadline, queued behind a busy model: never computed.
     busy = [asyncio.ensure_future(stub.Predict(slow_request(4)))]
     await asyncio.sleep(0.02)
@@ -252,7 +274,7 @@ async def test_overload_fails_fast_and_expired_requests_are_not_computed(stub):
         assert error.value.code() is grpc.StatusCode.DEADLINE_EXCEEDED
     await asyncio.gather(*busy)
     await asyncio.sleep(0.3)
-    assert computed_rows("slow") - before == 4 + served
+    assert computed_rows("slow") - before == busy_served + 1 + served
     refusals = REGISTRY.get_sample_value(
         "tfmesh_inference_requests_total",
         {"model": "slow", "version": "1", "code": "RESOURCE_EXHAUSTED"},
