@@ -1,5 +1,6 @@
-"""The benchmark's peer server: MLServer, from its own venv (`make peer`), serving the
-same SavedModel over its own KServe v2 REST server, so one wrk body measures both.
+"""The benchmarks' peer server: MLServer, from its own venv (`make peer`), serving a model
+through one of the runtimes in `bench/peer/` (the same SavedModel as tfmesh, or a no-op)
+over its own KServe v2 REST and gRPC servers, so the same load measures both.
 
 MLServer runs the model either in its REST process (`parallel_workers` 0) or in inference
 worker processes beside it (its default, 1), and batches with its adaptive batcher when
@@ -20,7 +21,10 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 MLSERVER = REPO / ".venv-peer" / "bin" / "mlserver"
-RUNTIME = Path(__file__).resolve().parent / "peer" / "savedmodel_runtime.py"
+RUNTIMES = Path(__file__).resolve().parent / "peer"
+# MLServer's `implementation` settings: module (a file in RUNTIMES) and class.
+SAVED_MODEL = "savedmodel_runtime.SavedModelRuntime"
+NOOP = "noop_runtime.NoOpRuntime"
 
 
 def available() -> bool:
@@ -31,6 +35,7 @@ def available() -> bool:
 class PeerServer:
     process: subprocess.Popen
     http_address: str
+    grpc_address: str
 
     def stop(self) -> None:
         self.process.terminate()
@@ -44,25 +49,28 @@ class PeerServer:
 def start(
     work: Path,
     name: str,
-    saved_model: Path,
+    saved_model: Path | None,
     free_port: Callable[[], int],
+    runtime: str = SAVED_MODEL,
     max_batch_size: int = 0,
     max_batch_time_s: float = 0.0,
     parallel_workers: int = 1,
     threaded: bool = False,
     timeout_s: float = 300,
 ) -> PeerServer:
-    """MLServer serving `saved_model` as `name` on loopback, with `parallel_workers`
-    inference processes (0: in the REST process); batching when `max_batch_size` > 1; the
-    model on a thread with `threaded`. Returns once the model is ready."""
+    """MLServer serving `saved_model` as `name` through `runtime` (SAVED_MODEL or NOOP) on
+    loopback, with `parallel_workers` inference processes (0: in the REST process);
+    batching when `max_batch_size` > 1; the model on a thread with `threaded`. Returns once
+    the model is ready."""
     folder = work / f"mlserver-{time.monotonic_ns()}"
     (folder / name).mkdir(parents=True)
-    shutil.copy(RUNTIME, folder / RUNTIME.name)
-    http_port = free_port()
+    module = runtime.split(".")[0]
+    shutil.copy(RUNTIMES / f"{module}.py", folder / f"{module}.py")
+    http_port, grpc_port = free_port(), free_port()
     settings = {
         "host": "127.0.0.1",
         "http_port": http_port,
-        "grpc_port": free_port(),
+        "grpc_port": grpc_port,
         "metrics_port": free_port(),
         "debug": False,
         "parallel_workers": parallel_workers,
@@ -70,7 +78,7 @@ def start(
     (folder / "settings.json").write_text(json.dumps(settings))
     model = {
         "name": name,
-        "implementation": f"{RUNTIME.stem}.SavedModelRuntime",
+        "implementation": runtime,
         "parameters": {"uri": str(saved_model), "extra": {"threaded": threaded}},
         "max_batch_size": max_batch_size,
         "max_batch_time": max_batch_time_s,
@@ -84,7 +92,7 @@ def start(
         stdout=log,
         stderr=subprocess.STDOUT,
     )
-    server = PeerServer(process, f"127.0.0.1:{http_port}")
+    server = PeerServer(process, f"127.0.0.1:{http_port}", f"127.0.0.1:{grpc_port}")
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if process.poll() is not None:
