@@ -11,6 +11,7 @@ from gateway.app import create_app
 from gateway.backends import Backends
 from gateway.settings import GatewaySettings
 from shared.channels import check_peer_tls
+from shared.heap import freeze_heap
 from shared.settings import load_settings
 from shared.telemetry import setup_telemetry
 from shared.tls import uvicorn_tls
@@ -29,6 +30,7 @@ def main() -> None:
     app = create_app(settings, Backends(settings, telemetry), telemetry)
     if settings.metrics_port >= 0:
         start_http_server(settings.metrics_port, addr=settings.host)
+    freeze_heap()
     # gateway.access_log writes the access lines (with the model and version).
     uvicorn.run(
         app,

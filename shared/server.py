@@ -25,6 +25,7 @@ from prometheus_client import start_http_server
 
 from shared.auth import authenticator_for
 from shared.discovery import ConsulDiscovery
+from shared.heap import freeze_heap
 from shared.interceptors import ErrorAndMetricsInterceptor
 from shared.settings import ServiceSettings, SettingsError
 from shared.telemetry import Telemetry
@@ -186,7 +187,9 @@ async def signalled() -> None:
 
 
 async def serve_until_signalled(running: RunningServer, grace_s: float) -> None:
-    """Block until SIGTERM or SIGINT, then shut down gracefully."""
+    """Block until SIGTERM or SIGINT, then shut down gracefully. The heap built by the
+    start-up is frozen first (shared.heap)."""
+    freeze_heap()
     await signalled()
     log.info("shutting down", extra={"grace_s": grace_s})
     await running.stop(grace_s)

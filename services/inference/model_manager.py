@@ -44,6 +44,7 @@ from services.inference.runtimes import RUNTIMES, Runtime, Signature, load_runti
 from services.inference.statistics import VersionStatistics
 from shared.aliases import CANARY, PRODUCTION
 from shared.errors import NotFound
+from shared.heap import collect_released, freeze_loaded
 
 log = logging.getLogger(__name__)
 
@@ -344,6 +345,7 @@ class ModelManager:
         record.device = runtime.device
         record.state = VersionState.AVAILABLE
         self._changed()
+        freeze_loaded()
         metrics.MODEL_LOADS.labels(spec.name, str(version), "loaded").inc()
         log.info(
             "version loaded",
@@ -401,6 +403,8 @@ class ModelManager:
         loaded.drift.close()
         await asyncio.to_thread(loaded.runtime.unload)
         record.loaded = None
+        del loaded
+        collect_released()
         record.state = VersionState.END
         self._changed()
         metrics.MODEL_UNLOADS.labels(served.name, str(record.version)).inc()

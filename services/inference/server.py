@@ -47,6 +47,7 @@ from services.inference.settings import InferenceSettings, usable_cores
 from services.registry.client import RegistryClient
 from shared.auth import authenticator_for
 from shared.channels import check_peer_tls, peer_channel
+from shared.heap import freeze_heap
 from shared.server import RunningServer, serve, serve_until_signalled, signalled, start_server
 from shared.settings import load_settings
 from shared.telemetry import Telemetry, setup_telemetry
@@ -248,6 +249,7 @@ async def _serve_owner(settings: InferenceSettings, address: str) -> None:
     configure_threads(settings)
     telemetry = setup_telemetry("inference")
     stop = await start_owner(settings, telemetry, address)
+    freeze_heap()
     await signalled()
     await stop()
     telemetry.shutdown()
