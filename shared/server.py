@@ -1,9 +1,9 @@
 """Start-up and shutdown shared by every gRPC service.
 
-`start_server` builds a `grpc.aio` server with the error/metrics interceptor and the
-tracing interceptor, the standard `grpc.health.v1` service (with a `liveness` name beside
-the overall status), server reflection, the
-configured message-size limit, optional TLS or mTLS, and a Prometheus /metrics port.
+`start_server` builds a `grpc.aio` server with the error/metrics interceptor and (when
+spans are exported) the tracing interceptor, the standard `grpc.health.v1` service (with a
+`liveness` name beside the overall status), server reflection, the configured message-size
+limit, optional TLS or mTLS, and a Prometheus /metrics port.
 `serve_until_signalled` runs it until SIGTERM/SIGINT, then stops accepting calls, lets
 in-flight ones finish within the grace period, and returns so the process exits 0."""
 
@@ -116,7 +116,7 @@ async def start_server(
     ]
     server = grpc.aio.server(
         interceptors=[
-            telemetry.server_interceptor(),
+            *telemetry.server_interceptors(),
             ErrorAndMetricsInterceptor(authenticator_for(settings)),
         ],
         options=options,

@@ -1,11 +1,13 @@
 """OpenTelemetry tracing and JSON logs, installed once per process by `setup_telemetry`.
 
 Spans go to an OTLP collector when `OTEL_EXPORTER_OTLP_ENDPOINT` is set (and to any
-exporter a caller passes, e.g. an in-memory one in tests). With nowhere to send them,
-spans are not recorded at all (an always-off sampler): trace ids are still made and
-propagated, and logged, but the tens of microseconds a recorded span costs on every
-request and batch are not spent. gRPC server and client interceptors propagate W3C trace
-context, and every log line is JSON carrying the current trace and span ids."""
+exporter a caller passes, e.g. an in-memory one in tests); gRPC server and client
+interceptors then propagate W3C trace context, and every log line is JSON carrying the
+current trace and span ids. With nowhere to send spans, a process makes none: its gRPC
+servers and channels get no tracing interceptors and its tracers are no-op ones, so
+nothing is spent per request on spans nobody keeps (about 30 microseconds of CPU per gRPC
+call, measured by the overhead bench), and its log lines carry no trace ids. The
+gateway's HTTP spans follow the same provider (an always-off sampler)."""
 
 from __future__ import annotations
 
@@ -30,14 +32,22 @@ class Telemetry:
 
     service_name: str
     tracer_provider: TracerProvider
+    # Whether spans go anywhere; without, no span is made.
+    exporting: bool = True
 
-    def server_interceptor(self) -> grpc.aio.ServerInterceptor:
-        return aio_server_interceptor(tracer_provider=self.tracer_provider)
+    def server_interceptors(self) -> list[grpc.aio.ServerInterceptor]:
+        if not self.exporting:
+            return []
+        return [aio_server_interceptor(tracer_provider=self.tracer_provider)]
 
     def client_interceptors(self) -> list[grpc.aio.ClientInterceptor]:
+        if not self.exporting:
+            return []
         return aio_client_interceptors(tracer_provider=self.tracer_provider)
 
     def tracer(self, name: str) -> trace.Tracer:
+        if not self.exporting:
+            return trace.NoOpTracer()
         return self.tracer_provider.get_tracer(name)
 
     def shutdown(self) -> None:
@@ -89,4 +99,4 @@ def setup_telemetry(
         trace.set_tracer_provider(provider)
     if configure_logging:
         setup_logging(service_name, os.environ.get("TFMESH_LOG_LEVEL", "INFO"))
-    return Telemetry(service_name, provider)
+    return Telemetry(service_name, provider, exporting)
