@@ -18,6 +18,8 @@ from typing import Any
 import grpc
 from prometheus_client import Counter, Histogram
 
+from shared.metric_children import child
+
 HANDLING_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
 _CALL = ["grpc_type", "grpc_service", "grpc_method"]
 
@@ -82,22 +84,22 @@ class ServerCall:
     def __init__(self, kind: str, full_method: str) -> None:
         self._labels = (kind, *split_method(full_method))
         self._started = time.perf_counter()
-        SERVER_STARTED.labels(*self._labels).inc()
+        child(SERVER_STARTED, *self._labels).inc()
 
     def finish(self, code: grpc.StatusCode | int | None) -> None:
-        SERVER_HANDLED.labels(*self._labels, code_name(code)).inc()
-        SERVER_SECONDS.labels(*self._labels).observe(time.perf_counter() - self._started)
+        child(SERVER_HANDLED, *self._labels, code_name(code)).inc()
+        child(SERVER_SECONDS, *self._labels).observe(time.perf_counter() - self._started)
 
 
 def _watch(kind: str, details: grpc.aio.ClientCallDetails, call: Any) -> Any:
     labels = (kind, *split_method(details.method))
     started = time.perf_counter()
-    CLIENT_STARTED.labels(*labels).inc()
+    child(CLIENT_STARTED, *labels).inc()
 
     async def record(done: Any) -> None:
         code = grpc.StatusCode.CANCELLED if done.cancelled() else await done.code()
-        CLIENT_HANDLED.labels(*labels, code_name(code)).inc()
-        CLIENT_SECONDS.labels(*labels).observe(time.perf_counter() - started)
+        child(CLIENT_HANDLED, *labels, code_name(code)).inc()
+        child(CLIENT_SECONDS, *labels).observe(time.perf_counter() - started)
 
     # A done call's code is a coroutine that returns at once; the callback cannot await.
     call.add_done_callback(lambda done: asyncio.ensure_future(record(done)))

@@ -14,6 +14,8 @@ from typing import Any
 
 from prometheus_client import Counter, Histogram
 
+from shared.metric_children import child
+
 HTTP_REQUESTS = Counter(
     "http_requests_total", "HTTP requests answered.", ["handler", "method", "code"]
 )
@@ -28,8 +30,8 @@ UNMATCHED = "unmatched"
 
 def record(handler: str, method: str, status: int, started: float) -> None:
     """Count one answered request that arrived at `started` (time.perf_counter())."""
-    HTTP_REQUESTS.labels(handler, method, str(status)).inc()
-    HTTP_SECONDS.labels(handler, method).observe(time.perf_counter() - started)
+    child(HTTP_REQUESTS, handler, method, str(status)).inc()
+    child(HTTP_SECONDS, handler, method).observe(time.perf_counter() - started)
 
 
 def route_template(scope: dict[str, Any]) -> str:

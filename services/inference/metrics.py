@@ -15,6 +15,7 @@ import time
 from prometheus_client import Counter, Gauge, Histogram
 
 from services.inference.feedback import FeedbackOutcome, PredictionLog
+from shared.metric_children import child
 
 LATENCY_BUCKETS = (
     0.0001,
@@ -147,8 +148,8 @@ def count_request(model: str, known: bool, version: int, code: str, started: flo
     names of unknown models share one label value, so a client cannot grow the series
     without bound."""
     labels = (model if known else UNKNOWN_MODEL_LABEL, str(version))
-    REQUESTS.labels(*labels, code).inc()
-    REQUEST_SECONDS.labels(*labels).observe(time.perf_counter() - started)
+    child(REQUESTS, *labels, code).inc()
+    child(REQUEST_SECONDS, *labels).observe(time.perf_counter() - started)
 
 
 def record_routing(
