@@ -77,6 +77,8 @@ async def start_http(
         log_level="warning",
         backlog=BACKLOG,
         timeout_keep_alive=KEEP_ALIVE_S,
+        # Nothing reads the client's address: no X-Forwarded-For rewriting per request.
+        proxy_headers=False,
     )
     server = _Server(config)
     task = asyncio.create_task(server.serve(sockets=[sock]), name="rest")
