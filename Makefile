@@ -153,6 +153,7 @@ bench: setup triton peer
 	$(PY) -m bench.object_storage_bench
 	$(PY) -m bench.inference_bench run
 	$(PY) -m bench.peer_bench
+	$(PY) -m bench.overhead_bench
 	$(PY) -m bench.monitoring_bench
 	$(PY) -m bench.overload_bench
 
