@@ -14,7 +14,7 @@ PROTOS := $(shell find protos -name '*.proto')
 export TFMESH_HOME ?= $(CURDIR)/.tfmesh
 
 .PHONY: venv setup python-version proto test lint up down status demo console-screenshots bench gpu-bundle \
-	gpu-check lock clean debs kubectl manifests-check triton peer docs prometheus
+	gpu-check lock clean debs kubectl manifests-check triton peer pytriton docs prometheus
 
 # What running the services needs: the venv and the generated code.
 venv: python-version $(VENV)/.installed $(GEN)/.built
@@ -105,6 +105,15 @@ $(PEER_VENV)/.installed: requirements-peer.txt
 	$(PEER_VENV)/bin/pip install -q -r requirements-peer.txt
 	touch $@
 
+# The benchmarks' Triton peer (nvidia-pytriton, with TensorFlow) in a venv of its own: it
+# pins an older numpy than the project's. Only `make bench` needs it.
+PYTRITON_VENV := .venv-pytriton
+pytriton: $(PYTRITON_VENV)/.installed
+$(PYTRITON_VENV)/.installed: requirements-pytriton.txt
+	rm -rf $(PYTRITON_VENV) && $(PYTHON) -m venv $(PYTRITON_VENV)
+	$(PYTRITON_VENV)/bin/pip install -q -r requirements-pytriton.txt
+	touch $@
+
 # Istio's published CRD schemas (npm) for make manifests-check.
 k8s/check/node_modules/.installed: k8s/check/package-lock.json
 	npm ci --prefix k8s/check --no-audit --no-fund
@@ -146,7 +155,7 @@ console-screenshots: setup
 	TFMESH_CONSOLE_SCREENSHOTS=docs/console $(PY) -m pytest tests/console
 
 # Speed and memory figures (never timed assertions in tests); JSON under bench/results/.
-bench: setup triton peer
+bench: setup triton peer pytriton
 	$(PY) -m bench.data_bench
 	$(PY) -m bench.training_bench
 	$(PY) -m bench.search_bench

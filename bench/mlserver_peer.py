@@ -13,11 +13,10 @@ import os
 import shutil
 import subprocess
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
+
+from bench.peer_process import PeerServer, wait_ready
 
 REPO = Path(__file__).resolve().parent.parent
 MLSERVER = REPO / ".venv-peer" / "bin" / "mlserver"
@@ -29,21 +28,6 @@ NOOP = "noop_runtime.NoOpRuntime"
 
 def available() -> bool:
     return MLSERVER.is_file()
-
-
-@dataclass
-class PeerServer:
-    process: subprocess.Popen
-    http_address: str
-    grpc_address: str
-
-    def stop(self) -> None:
-        self.process.terminate()
-        try:
-            self.process.wait(60)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait(10)
 
 
 def start(
@@ -93,17 +77,4 @@ def start(
         stderr=subprocess.STDOUT,
     )
     server = PeerServer(process, f"127.0.0.1:{http_port}", f"127.0.0.1:{grpc_port}")
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"MLServer exited with {process.returncode}; see {log.name}")
-        try:
-            url = f"http://{server.http_address}/v2/models/{name}/ready"
-            with urllib.request.urlopen(url, timeout=2) as answer:
-                if answer.status == 200:
-                    return server
-        except (urllib.error.URLError, ConnectionError):
-            pass
-        time.sleep(0.5)
-    server.stop()
-    raise TimeoutError(f"MLServer did not make {name} ready within {timeout_s} s")
+    return wait_ready(server, name, Path(log.name), timeout_s)

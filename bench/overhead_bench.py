@@ -9,7 +9,10 @@ and KServe v2 JSON over HTTP from wrk (a C load generator). Each server is swept
 - tfmesh: one process (`frontends` 0), or 1 or 2 front-end processes before the model's
   owner; REST straight to the server and, for the last, through the gateway too;
 - MLServer 1.7.1: the model in its REST/gRPC process or in one worker process
-  (`parallel_workers` 0, 1), unbatched or with its adaptive batcher (64, 2 ms).
+  (`parallel_workers` 0, 1), unbatched or with its adaptive batcher (64, 2 ms);
+- Triton Inference Server (nvidia-pytriton's C++ server, `make pytriton`; the no-op bound
+  as a Python callable): unbatched, or its dynamic batcher (64, no delay). Its HTTP and
+  gRPC front ends are C++: the anchor for what a request can cost.
 
 The CPU time is the servers' own (user + system of every process in each server's
 process tree, from /proc), sampled while the load runs and away from its first and last
@@ -38,7 +41,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bench import mlserver_peer, wrk
+from bench import mlserver_peer, triton_peer, wrk
 from bench.inference_bench import (
     free_port,
     noop_entry,
@@ -51,7 +54,7 @@ RESULTS = Path(__file__).resolve().parent / "results" / "overhead.json"
 MODEL = "noop"
 FEATURES = 64
 GRPC, REST, GATEWAY = "gRPC", "REST", "REST via gateway"
-TFMESH, MLSERVER = "tfmesh", "MLServer"
+TFMESH, MLSERVER, TRITON = "tfmesh", "MLServer", "Triton"
 TFMESH_FRONTENDS = (0, 1, 2)
 TFMESH_BATCHING = {"max_batch_size": 64, "batch_timeout_micros": 0, "max_enqueued_batches": 64}
 # Samples at the start and end of a load window are left out of its CPU figure: the load
@@ -290,6 +293,21 @@ def peer_rows(args: argparse.Namespace, work: Path) -> list[Row]:
     return rows
 
 
+def triton_rows(args: argparse.Namespace, work: Path) -> list[Row]:
+    rows = []
+    for name, options in {"unbatched": {}, "batch 64, delay 0 ms": {"max_batch_size": 64}}.items():
+        server = triton_peer.start(work, MODEL, None, free_port, noop_features=FEATURES, **options)
+        try:
+            roots = [server.process.pid]
+            for n in args.clients:
+                rows.append(over_grpc(TRITON, name, server.grpc_address, roots, n, args))
+            url = f"http://{server.http_address}/v2/models/{MODEL}/infer"
+            rows += [over_rest(TRITON, REST, name, url, roots, n, args, work) for n in args.clients]
+        finally:
+            server.stop()
+    return rows
+
+
 def cheapest(rows: list[Row], server: str, path: str, clients: int) -> Row | None:
     found = [r for r in rows if r.server == server and r.path == path and r.clients == clients]
     return min(found, key=lambda r: r.cpu_us_per_request, default=None)
@@ -297,19 +315,21 @@ def cheapest(rows: list[Row], server: str, path: str, clients: int) -> Row | Non
 
 def summary(rows: list[Row], clients: list[int]) -> dict:
     """Per path and load, each server's cheapest configuration (CPU per request) and the
-    ratio tfmesh / MLServer (the gateway path against MLServer's REST)."""
+    ratios tfmesh / peer (the gateway path against the peers' REST)."""
     result: dict = {}
     for n in clients:
         for path in (GRPC, REST, GATEWAY):
             ours = cheapest(rows, TFMESH, path, n)
-            peer = cheapest(rows, MLSERVER, GRPC if path == GRPC else REST, n)
             if ours is None:
                 continue
-            entry = {"tfmesh": asdict(ours), "MLServer": asdict(peer) if peer else None}
-            if peer:
-                entry["cpu_per_request_tfmesh_over_mlserver"] = round(
-                    ours.cpu_us_per_request / peer.cpu_us_per_request, 2
-                )
+            entry: dict = {"tfmesh": asdict(ours)}
+            for peer_name in (MLSERVER, TRITON):
+                peer = cheapest(rows, peer_name, GRPC if path == GRPC else REST, n)
+                entry[peer_name] = asdict(peer) if peer else None
+                if peer:
+                    entry[f"cpu_per_request_tfmesh_over_{peer_name.lower()}"] = round(
+                        ours.cpu_us_per_request / peer.cpu_us_per_request, 2
+                    )
             result[f"{path}, N={n}"] = entry
     return result
 
@@ -319,25 +339,26 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=10.0, help="each measured window")
     parser.add_argument("--warm-up", type=float, default=3.0, help="wrk's window before it")
     parser.add_argument("--clients", default="1,64")
-    parser.add_argument("--only", choices=[TFMESH, MLSERVER], help="measure one server")
+    parser.add_argument("--only", choices=[TFMESH, MLSERVER, TRITON], help="one server")
     parser.add_argument("--output", type=Path, default=RESULTS)
     args = parser.parse_args()
     args.clients = [int(n) for n in args.clients.split(",")]
     if not wrk.available():
         raise SystemExit("the overhead bench needs wrk (`make setup`)")
-    if args.only != TFMESH and not mlserver_peer.available():
+    wanted = [args.only] if args.only else [TFMESH, MLSERVER, TRITON]
+    if MLSERVER in wanted and not mlserver_peer.available():
         raise SystemExit("the overhead bench needs MLServer: `make peer`")
+    if TRITON in wanted and not triton_peer.available():
+        raise SystemExit("the overhead bench needs Triton: `make pytriton`")
+    measures = {TFMESH: tfmesh_rows, MLSERVER: peer_rows, TRITON: triton_rows}
     rows: list[Row] = []
     with tempfile.TemporaryDirectory(prefix="overhead-bench-") as scratch:
         work = Path(scratch)
-        if args.only != MLSERVER:
-            print("tfmesh", flush=True)
-            rows += tfmesh_rows(args, work)
-        if args.only != TFMESH:
-            print("peer: MLServer", flush=True)
-            rows += peer_rows(args, work)
+        for server in wanted:
+            print(server, flush=True)
+            rows += measures[server](args, work)
     results = {
-        "benchmark": "CPU per request of a no-op model, tfmesh and MLServer, gRPC and REST",
+        "benchmark": "CPU per request of a no-op model: tfmesh, MLServer, Triton; gRPC, REST",
         "date": datetime.date.today().isoformat(),
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform()},
         "seconds": args.seconds,
@@ -346,15 +367,11 @@ def main() -> None:
     }
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(json.dumps(results, indent=2) + "\n")
-    print(
-        json.dumps(
-            {
-                k: v.get("cpu_per_request_tfmesh_over_mlserver")
-                for k, v in results["summary"].items()
-            },
-            indent=2,
-        )
-    )
+    ratios = {
+        key: {k: v for k, v in entry.items() if k.startswith("cpu_per_request")}
+        for key, entry in results["summary"].items()
+    }
+    print(json.dumps(ratios, indent=2))
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""tfmesh against a peer model server, each at its best, on the same model and requests.
+"""tfmesh against peer model servers, each at its best, on the same model and requests.
 
 The model is the benchmark's CNN (about 2.5 M parameters on 32x32x3 images) as one
 SavedModel; every request is the same KServe v2 JSON body of one image, sent by Debian's
@@ -11,7 +11,11 @@ measured window follows a warm-up window on the same server:
 - MLServer 1.7.1 (`make peer`, a SavedModel runtime in `bench/peer/`): the model in its
   REST process (on the event loop, or on a thread) or in one worker process
   (`parallel_workers` 0, 1), unbatched or with its adaptive batcher at largest batch 16 or
-  64 and a window of 2, 5 or 10 ms.
+  64 and a window of 2, 5 or 10 ms;
+- Triton Inference Server (`make pytriton`: the C++ server inside nvidia-pytriton 0.7.0,
+  the SavedModel bound as a Python callable, `bench/peer/pytriton_server.py`): unbatched,
+  or its dynamic batcher at largest batch 64 with a queue delay of 0, 2 or 5 ms (16 with
+  2 ms), one instance of the callable or two (64, 2 ms).
 
 The in-process ceiling of the same SavedModel (batch 1, and the best batch up to 64) is
 measured in the same run, and every row is also given as a share of it (of batch 1's at
@@ -33,7 +37,7 @@ import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from bench import mlserver_peer, wrk
+from bench import mlserver_peer, triton_peer, wrk
 from bench.inference_bench import (
     ALLOWED_SIZES,
     BATCHING_PARAMETERS,
@@ -51,6 +55,8 @@ TFMESH_WAITS_US = (0, 2000, 5000)
 PEER_BATCHES = (16, 64)
 PEER_WINDOWS_MS = (2, 5, 10)
 DIRECT, GATEWAY, PEER = "tfmesh REST, direct", "tfmesh REST, via gateway", "MLServer REST"
+TRITON = "Triton REST"
+PATHS = (DIRECT, GATEWAY, PEER, TRITON)
 
 
 @dataclass
@@ -148,6 +154,36 @@ def peer_rows(args: argparse.Namespace, work: Path, saved_model: Path) -> list[R
     return rows
 
 
+def triton_configs() -> dict[str, dict]:
+    """Triton's knobs: its dynamic batcher (largest batch, queue delay) and how many
+    instances of the model callable run."""
+    configs: dict[str, dict] = {"unbatched": {}}
+    for batch, delays_ms in ((16, (2,)), (64, (0, 2, 5))):
+        for delay_ms in delays_ms:
+            configs[f"batch {batch}, delay {delay_ms} ms"] = {
+                "max_batch_size": batch,
+                "queue_delay_us": delay_ms * 1000,
+            }
+    configs["batch 64, delay 2 ms, 2 instances"] = {
+        "max_batch_size": 64,
+        "queue_delay_us": 2000,
+        "instances": 2,
+    }
+    return configs
+
+
+def triton_rows(args: argparse.Namespace, work: Path, saved_model: Path) -> list[Row]:
+    rows = []
+    for name, options in triton_configs().items():
+        server = triton_peer.start(work, "cnn", saved_model, free_port, **options)
+        try:
+            url = f"http://{server.http_address}/v2/models/cnn/infer"
+            rows += [measure(url, n, args, work, TRITON, name) for n in args.clients]
+        finally:
+            server.stop()
+    return rows
+
+
 def best(rows: list[Row], path: str, clients: int, unbatched: bool = False) -> Row | None:
     """The path's configuration with the most requests answered per second at `clients`
     (among those that failed none); with `unbatched`, among the peer's unbatched ones."""
@@ -166,14 +202,24 @@ def summary(rows: list[Row], clients: list[int]) -> dict:
     result: dict = {}
     most = max(clients)
     for n in clients:
-        winners = {path: best(rows, path, n) for path in (DIRECT, GATEWAY, PEER)}
+        winners = {path: best(rows, path, n) for path in PATHS}
         result[f"N={n}"] = {path: asdict(row) if row else None for path, row in winners.items()}
     gateway, direct, peer = (best(rows, p, most) for p in (GATEWAY, DIRECT, PEER))
     if gateway and direct and peer:
-        result[f"gateway / peer at N={most}"] = round(
+        result[f"gateway / MLServer at N={most}"] = round(
             gateway.requests_per_s / peer.requests_per_s, 2
         )
-        result[f"direct / peer at N={most}"] = round(direct.requests_per_s / peer.requests_per_s, 2)
+        result[f"direct / MLServer at N={most}"] = round(
+            direct.requests_per_s / peer.requests_per_s, 2
+        )
+    triton = best(rows, TRITON, most)
+    if gateway and direct and triton:
+        result[f"gateway / Triton at N={most}"] = round(
+            gateway.requests_per_s / triton.requests_per_s, 2
+        )
+        result[f"direct / Triton at N={most}"] = round(
+            direct.requests_per_s / triton.requests_per_s, 2
+        )
     if 1 in clients:
         one_gateway = min(
             (r for r in rows if r.path == GATEWAY and r.clients == 1 and not r.failed),
@@ -193,7 +239,7 @@ def summary(rows: list[Row], clients: list[int]) -> dict:
             default=None,
         )
         if one_gateway and one_peer:
-            result["gateway p50 - peer unbatched p50 at N=1 (ms)"] = round(
+            result["gateway p50 - MLServer unbatched p50 at N=1 (ms)"] = round(
                 one_gateway.p50_ms - one_peer.p50_ms, 2
             )
     return result
@@ -207,8 +253,10 @@ def main() -> None:
     parser.add_argument("--output", type=Path, default=RESULTS)
     args = parser.parse_args()
     args.clients = [int(n) for n in args.clients.split(",")]
-    if not mlserver_peer.available() or not wrk.available():
-        raise SystemExit("the peer bench needs `make peer` (MLServer) and wrk (`make setup`)")
+    if not (mlserver_peer.available() and triton_peer.available() and wrk.available()):
+        raise SystemExit(
+            "the peer bench needs `make peer` (MLServer), `make pytriton` (Triton) and wrk"
+        )
     frontends = os.cpu_count() or 1
     with tempfile.TemporaryDirectory(prefix="peer-bench-") as scratch:
         work = Path(scratch)
@@ -222,10 +270,12 @@ def main() -> None:
         rows = tfmesh_rows(args, work, saved_model, frontends)
         print("peer: MLServer", flush=True)
         rows += peer_rows(args, work, saved_model)
+        print("peer: Triton", flush=True)
+        rows += triton_rows(args, work, saved_model)
     for row in rows:
         row.share_of_ceiling = round(row.requests_per_s / ceiling[row.clients], 3)
     results = {
-        "benchmark": "tfmesh and MLServer, each at its best, CNN SavedModel, KServe v2 JSON",
+        "benchmark": "tfmesh, MLServer and Triton at their best, CNN SavedModel, KServe v2 JSON",
         "date": datetime.date.today().isoformat(),
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform()},
         "seconds": args.seconds,
