@@ -285,6 +285,27 @@ def check_virtual_services(catalog: Catalog, methods: set[str]) -> Iterator[Prob
                 yield _problem(vs, f"spec.gateways[{g}]", f"no Gateway {gateway}")
         for r, route in enumerate(vs.spec.get("http") or []):
             yield from _check_route(catalog, vs, f"spec.http[{r}]", route, methods)
+            if "delegate" in route:
+                yield from _check_delegate(catalog, vs, f"spec.http[{r}]", route)
+
+
+def _check_delegate(
+    catalog: Catalog, vs: Resource, field: str, route: dict[str, Any]
+) -> Iterator[Problem]:
+    """Istio's rules for a delegated route: it has no destinations of its own, and the
+    VirtualService it names exists and has neither hosts nor gateways."""
+    if route.get("route") or route.get("redirect"):
+        yield _problem(vs, f"{field}.delegate", "a delegating route has no route or redirect")
+    name = (route.get("delegate") or {}).get("name", "")
+    delegate = catalog.get("VirtualService", name)
+    if delegate is None:
+        yield _problem(vs, f"{field}.delegate.name", f"no VirtualService {name}")
+    elif delegate.spec.get("hosts") or delegate.spec.get("gateways"):
+        yield _problem(
+            vs,
+            f"{field}.delegate.name",
+            f"VirtualService {name} has hosts or gateways; a delegate has neither",
+        )
 
 
 def _check_route(

@@ -27,7 +27,11 @@ from k8s.check.schemas import validate_all
 JOBS = ("k8s/jobs/training", "k8s/jobs/training-multiworker")
 MESH = ("istio/install", "istio")
 # What Flagger replaces: the hand-made routing of the canaried service.
-FLAGGER_OWNED = {("VirtualService", "inference"), ("DestinationRule", "inference")}
+FLAGGER_OWNED = {
+    ("VirtualService", "inference"),
+    ("VirtualService", "inference-ingress"),
+    ("DestinationRule", "inference"),
+}
 
 
 @dataclass(frozen=True)

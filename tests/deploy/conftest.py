@@ -13,8 +13,10 @@ from k8s.check.render import find_kubectl, render
 REPO = Path(__file__).resolve().parents[2]
 
 
-def load_yaml(relative: str) -> dict:
-    return yaml.safe_load((REPO / relative).read_text())
+def load_yaml(relative: str, name: str | None = None) -> dict:
+    """The resource named `name` in a file (by default its first)."""
+    documents = [d for d in yaml.safe_load_all((REPO / relative).read_text()) if d]
+    return next(d for d in documents if name is None or d["metadata"]["name"] == name)
 
 
 @pytest.fixture(scope="session")

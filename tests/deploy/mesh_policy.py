@@ -6,8 +6,11 @@ them, so the policy test enforces the policies the cluster would enforce.
   AuthorizationPolicy (action ALLOW) becomes Envoy's RBAC HTTP filter, one policy per
   rule: the rule's `source.principals` as the peer certificate's SPIFFE URI
   (`spiffe://<principal>`, which Istio's workload certificates carry), its
-  `operation.paths` and `ports` as the permissions. Requests pass to the workload in
-  plain text on loopback.
+  `operation.paths` (exact, `prefix*`, `*suffix` or `*`, as Istio reads them) and `ports`
+  as the permissions. A port is the request's destination port, which in a pod is the
+  container port the sidecar intercepted; here the listener stands for it (`ports` maps
+  the container port to the listener's). Requests pass to the workload in plain text on
+  loopback, over HTTP/2 (gRPC) or HTTP/1.1 (REST).
 - `outbound_bootstrap`: a calling workload's sidecar: plain HTTP/2 from the workload,
   mutual TLS to the callee's inbound sidecar with the caller's own certificate, the
   callee's certificate checked for its SPIFFE URI (Istio's secure naming).
@@ -54,7 +57,18 @@ def _refuse_unknown(where: str, data: Mapping[str, Any], known: set[str]) -> Non
         raise UntranslatableError(f"{where}: cannot translate {sorted(unknown)}")
 
 
-def _permission(rule: Mapping[str, Any], where: str) -> dict[str, Any]:
+def _path(path: str) -> dict[str, Any]:
+    """Istio's path forms as Envoy's path matcher."""
+    if path == "*":
+        return {"any": True}
+    if path.endswith("*"):
+        return {"url_path": {"path": {"prefix": path[:-1]}}}
+    if path.startswith("*"):
+        return {"url_path": {"path": {"suffix": path[1:]}}}
+    return {"url_path": {"path": {"exact": path}}}
+
+
+def _permission(rule: Mapping[str, Any], where: str, ports: Mapping[int, int]) -> dict[str, Any]:
     operations = rule.get("to", [])
     if not operations:
         return {"any": True}
@@ -65,11 +79,11 @@ def _permission(rule: Mapping[str, Any], where: str) -> dict[str, Any]:
         _refuse_unknown(f"{where}.to[{j}].operation", operation, {"paths", "ports"})
         parts = []
         if "paths" in operation:
-            paths = [{"url_path": {"path": {"exact": p}}} for p in operation["paths"]]
+            paths = [_path(p) for p in operation["paths"]]
             parts.append({"or_rules": {"rules": paths}})
         if "ports" in operation:
-            ports = [{"destination_port": int(p)} for p in operation["ports"]]
-            parts.append({"or_rules": {"rules": ports}})
+            numbers = [ports.get(int(p), int(p)) for p in operation["ports"]]
+            parts.append({"or_rules": {"rules": [{"destination_port": n} for n in numbers]}})
         alternatives.append({"and_rules": {"rules": parts}} if parts else {"any": True})
     return alternatives[0] if len(alternatives) == 1 else {"or_rules": {"rules": alternatives}}
 
@@ -90,8 +104,9 @@ def _principals(rule: Mapping[str, Any], where: str) -> list[dict[str, Any]]:
     return found
 
 
-def rbac_filter(policy: Mapping[str, Any]) -> dict[str, Any]:
-    """Envoy's RBAC filter for an AuthorizationPolicy (`action: ALLOW`)."""
+def rbac_filter(policy: Mapping[str, Any], ports: Mapping[int, int]) -> dict[str, Any]:
+    """Envoy's RBAC filter for an AuthorizationPolicy (`action: ALLOW`); `ports` maps
+    container ports to the listener ports that stand for them."""
     name = policy["metadata"]["name"]
     spec = policy["spec"]
     _refuse_unknown(f"AuthorizationPolicy/{name}", spec, {"selector", "action", "rules"})
@@ -102,7 +117,7 @@ def rbac_filter(policy: Mapping[str, Any]) -> dict[str, Any]:
         where = f"AuthorizationPolicy/{name}.rules[{i}]"
         _refuse_unknown(where, rule, {"from", "to"})
         policies[f"{name}-{i}"] = {
-            "permissions": [_permission(rule, where)],
+            "permissions": [_permission(rule, where, ports)],
             "principals": _principals(rule, where),
         }
     return {
@@ -152,12 +167,13 @@ def _manager(prefix: str, cluster: str, filters: list[dict[str, Any]]) -> dict[s
     }
 
 
-def _cluster(name: str, port: int, transport: dict[str, Any] | None = None) -> dict[str, Any]:
+def _cluster(
+    name: str, port: int, transport: dict[str, Any] | None = None, http2: bool = True
+) -> dict[str, Any]:
     cluster: dict[str, Any] = {
         "name": name,
         "type": "STATIC",
         "connect_timeout": "2s",
-        "typed_extension_protocol_options": HTTP2_UPSTREAM,
         "load_assignment": {
             "cluster_name": name,
             "endpoints": [
@@ -175,6 +191,8 @@ def _cluster(name: str, port: int, transport: dict[str, Any] | None = None) -> d
             ],
         },
     }
+    if http2:
+        cluster["typed_extension_protocol_options"] = HTTP2_UPSTREAM
     if transport is not None:
         cluster["transport_socket"] = transport
     return cluster
@@ -186,7 +204,12 @@ def inbound_bootstrap(
     workload_port: int,
     identity: tuple[Path, Path],
     ca: Path,
+    listener_port: int = 0,
+    container_port: int | None = None,
+    http2: bool = True,
 ) -> dict[str, Any]:
+    """A workload's inbound sidecar on `listener_port` (0: any), standing for the
+    workload's `container_port`; the workload is spoken to over HTTP/2, or HTTP/1.1."""
     mode = peer_authentication["spec"]["mtls"]["mode"]
     if mode != "STRICT":
         raise UntranslatableError(f"PeerAuthentication mode {mode}: only STRICT is translated")
@@ -198,12 +221,15 @@ def inbound_bootstrap(
             "common_tls_context": _certificates(*identity, ca),
         },
     }
-    manager = _manager("inbound", "workload", [rbac_filter(authorization)])
+    ports = {container_port: listener_port} if container_port is not None else {}
+    manager = _manager("inbound", "workload", [rbac_filter(authorization, ports)])
+    listener = _listener("inbound", manager, tls)
+    listener["address"] = {"socket_address": {"address": "127.0.0.1", "port_value": listener_port}}
     return {
         "admin": {"address": LOOPBACK},
         "static_resources": {
-            "listeners": [_listener("inbound", manager, tls)],
-            "clusters": [_cluster("workload", workload_port)],
+            "listeners": [listener],
+            "clusters": [_cluster("workload", workload_port, http2=http2)],
         },
     }
 

@@ -144,6 +144,18 @@ BROKEN_REFERENCES = [
         "no ServiceAccount gatewya", id="policy-principal",
     ),
     pytest.param(
+        "production", "AuthorizationPolicy", "inference",
+        _set(("spec", "rules", 1, "to", 0, "operation", "paths", 2), "/v1/modles/*"),
+        "AuthorizationPolicy/inference", "spec.rules[1].to[0].operation.paths[2]",
+        "no REST route of the inference service matches /v1/modles/*", id="policy-rest-path",
+    ),
+    pytest.param(
+        "production", "VirtualService", "inference-ingress",
+        _set(("spec", "hosts"), ["inference"]),
+        "VirtualService/ingress", "spec.http[0].delegate.name",
+        "has hosts or gateways; a delegate has neither", id="delegate-with-hosts",
+    ),
+    pytest.param(
         "production", "ConfigMap", "gateway-config",
         _set(("data", "TFMESH_GATEWAY_INFERENCE_ADDR"), "inference:50056"),
         "ConfigMap/gateway-config", "data.TFMESH_GATEWAY_INFERENCE_ADDR",

@@ -163,3 +163,24 @@ def test_durations_convert_to_envoy_seconds(duration, expected):
 def test_bad_durations_are_refused(duration):
     with pytest.raises(UntranslatableError):
         seconds(duration)
+
+
+@pytest.mark.parametrize("stage", ["v1", "90-10", "header-canary"])
+def test_each_stages_ingress_routes_split_rest_as_its_mesh_routes_do(stage):
+    """The `inference-ingress` delegate a stage carries (the ingress's direct route to the
+    data plane) has the stage's REST routes: same names, destinations, weights, timeouts,
+    retries and header matches, without the port match a delegate cannot have."""
+    file = f"istio/virtual-service-inference-{stage}.yaml"
+    mesh, ingress = load_yaml(file, "inference"), load_yaml(file, "inference-ingress")
+    assert not ingress["spec"].get("hosts") and not ingress["spec"].get("gateways")
+    expected = []
+    for route in copy.deepcopy(mesh["spec"]["http"]):
+        matches = route.pop("match", [])
+        if not any(m.get("port") == 50055 for m in matches):
+            continue
+        kept = [{k: v for k, v in m.items() if k != "port"} for m in matches]
+        if any(kept):
+            route["match"] = kept
+        expected.append(route)
+    assert expected, "the stage has REST routes"
+    assert ingress["spec"]["http"] == expected
