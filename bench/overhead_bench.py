@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import functools
 import json
 import os
 import platform
@@ -49,6 +50,7 @@ from bench.inference_bench import (
     start_gateway,
     start_server,
 )
+from bench.peer_process import PeerServer
 
 RESULTS = Path(__file__).resolve().parent / "results" / "overhead.json"
 MODEL = "noop"
@@ -234,6 +236,21 @@ def over_rest(
     )
 
 
+def both_protocols(
+    server: str,
+    config: str,
+    grpc_address: str,
+    http_address: str,
+    roots: list[int],
+    args: argparse.Namespace,
+    work: Path,
+) -> list[Row]:
+    """gRPC, then REST, at every load, against one running server."""
+    rows = [over_grpc(server, config, grpc_address, roots, n, args) for n in args.clients]
+    url = f"http://{http_address}/v2/models/{MODEL}/infer"
+    return rows + [over_rest(server, REST, config, url, roots, n, args, work) for n in args.clients]
+
+
 def tfmesh_rows(args: argparse.Namespace, work: Path) -> list[Row]:
     rows = []
     config = {"models": [noop_entry(MODEL, "mlp", TFMESH_BATCHING)]}
@@ -242,10 +259,9 @@ def tfmesh_rows(args: argparse.Namespace, work: Path) -> list[Row]:
         server = start_server(work, config, "noop", frontends)
         try:
             roots = [server.process.pid]
-            for n in args.clients:
-                rows.append(over_grpc(TFMESH, name, server.address, roots, n, args))
-            url = f"http://{server.http_address}/v2/models/{MODEL}/infer"
-            rows += [over_rest(TFMESH, REST, name, url, roots, n, args, work) for n in args.clients]
+            rows += both_protocols(
+                TFMESH, name, server.address, server.http_address, roots, args, work
+            )
             if frontends == TFMESH_FRONTENDS[-1]:
                 gateway = start_gateway(work, server)
                 try:
@@ -262,7 +278,7 @@ def tfmesh_rows(args: argparse.Namespace, work: Path) -> list[Row]:
     return rows
 
 
-def peer_configs() -> dict[str, dict]:
+def mlserver_configs() -> dict[str, dict]:
     configs = {}
     for where, workers in (("in its front process", 0), ("in a worker process", 1)):
         configs[f"unbatched, {where}"] = {"parallel_workers": workers}
@@ -274,35 +290,30 @@ def peer_configs() -> dict[str, dict]:
     return configs
 
 
-def peer_rows(args: argparse.Namespace, work: Path) -> list[Row]:
-    rows = []
-    for name, options in peer_configs().items():
-        server = mlserver_peer.start(
-            work, MODEL, None, free_port, runtime=mlserver_peer.NOOP, **options
-        )
-        try:
-            roots = [server.process.pid]
-            for n in args.clients:
-                rows.append(over_grpc(MLSERVER, name, server.grpc_address, roots, n, args))
-            url = f"http://{server.http_address}/v2/models/{MODEL}/infer"
-            rows += [
-                over_rest(MLSERVER, REST, name, url, roots, n, args, work) for n in args.clients
-            ]
-        finally:
-            server.stop()
-    return rows
+TRITON_CONFIGS = {"unbatched": {}, "batch 64, delay 0 ms": {"max_batch_size": 64}}
 
 
-def triton_rows(args: argparse.Namespace, work: Path) -> list[Row]:
+def peer_rows(
+    server_name: str,
+    configs: dict[str, dict],
+    start: Callable[..., PeerServer],
+    args: argparse.Namespace,
+    work: Path,
+) -> list[Row]:
+    """Every configuration of a peer, each started by `start(**options)`."""
     rows = []
-    for name, options in {"unbatched": {}, "batch 64, delay 0 ms": {"max_batch_size": 64}}.items():
-        server = triton_peer.start(work, MODEL, None, free_port, noop_features=FEATURES, **options)
+    for name, options in configs.items():
+        server = start(**options)
         try:
-            roots = [server.process.pid]
-            for n in args.clients:
-                rows.append(over_grpc(TRITON, name, server.grpc_address, roots, n, args))
-            url = f"http://{server.http_address}/v2/models/{MODEL}/infer"
-            rows += [over_rest(TRITON, REST, name, url, roots, n, args, work) for n in args.clients]
+            rows += both_protocols(
+                server_name,
+                name,
+                server.grpc_address,
+                server.http_address,
+                [server.process.pid],
+                args,
+                work,
+            )
         finally:
             server.stop()
     return rows
@@ -350,13 +361,24 @@ def main() -> None:
         raise SystemExit("the overhead bench needs MLServer: `make peer`")
     if TRITON in wanted and not triton_peer.available():
         raise SystemExit("the overhead bench needs Triton: `make pytriton`")
-    measures = {TFMESH: tfmesh_rows, MLSERVER: peer_rows, TRITON: triton_rows}
     rows: list[Row] = []
     with tempfile.TemporaryDirectory(prefix="overhead-bench-") as scratch:
         work = Path(scratch)
+        starts = {
+            MLSERVER: functools.partial(
+                mlserver_peer.start, work, MODEL, None, free_port, runtime=mlserver_peer.NOOP
+            ),
+            TRITON: functools.partial(
+                triton_peer.start, work, MODEL, None, free_port, noop_features=FEATURES
+            ),
+        }
+        configs = {MLSERVER: mlserver_configs(), TRITON: TRITON_CONFIGS}
         for server in wanted:
             print(server, flush=True)
-            rows += measures[server](args, work)
+            if server == TFMESH:
+                rows += tfmesh_rows(args, work)
+            else:
+                rows += peer_rows(server, configs[server], starts[server], args, work)
     results = {
         "benchmark": "CPU per request of a no-op model: tfmesh, MLServer, Triton; gRPC, REST",
         "date": datetime.date.today().isoformat(),

@@ -30,10 +30,12 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import functools
 import json
 import os
 import platform
 import tempfile
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -49,6 +51,7 @@ from bench.inference_bench import (
     start_gateway,
     start_server,
 )
+from bench.peer_process import PeerServer
 
 RESULTS = Path(__file__).resolve().parent / "results" / "peers.json"
 TFMESH_WAITS_US = (0, 2000, 5000)
@@ -142,13 +145,20 @@ def peer_configs() -> dict[str, dict]:
     return configs
 
 
-def peer_rows(args: argparse.Namespace, work: Path, saved_model: Path) -> list[Row]:
+def peer_rows(
+    args: argparse.Namespace,
+    work: Path,
+    path: str,
+    configs: dict[str, dict],
+    start: Callable[..., PeerServer],
+) -> list[Row]:
+    """Every configuration of a peer, each started by `start(**options)`, at every load."""
     rows = []
-    for name, options in peer_configs().items():
-        server = mlserver_peer.start(work, "cnn", saved_model, free_port, **options)
+    for name, options in configs.items():
+        server = start(**options)
         try:
             url = f"http://{server.http_address}/v2/models/cnn/infer"
-            rows += [measure(url, n, args, work, PEER, name) for n in args.clients]
+            rows += [measure(url, n, args, work, path, name) for n in args.clients]
         finally:
             server.stop()
     return rows
@@ -170,18 +180,6 @@ def triton_configs() -> dict[str, dict]:
         "instances": 2,
     }
     return configs
-
-
-def triton_rows(args: argparse.Namespace, work: Path, saved_model: Path) -> list[Row]:
-    rows = []
-    for name, options in triton_configs().items():
-        server = triton_peer.start(work, "cnn", saved_model, free_port, **options)
-        try:
-            url = f"http://{server.http_address}/v2/models/cnn/infer"
-            rows += [measure(url, n, args, work, TRITON, name) for n in args.clients]
-        finally:
-            server.stop()
-    return rows
 
 
 def best(rows: list[Row], path: str, clients: int, unbatched: bool = False) -> Row | None:
@@ -269,9 +267,11 @@ def main() -> None:
         print("tfmesh", flush=True)
         rows = tfmesh_rows(args, work, saved_model, frontends)
         print("peer: MLServer", flush=True)
-        rows += peer_rows(args, work, saved_model)
+        start = functools.partial(mlserver_peer.start, work, "cnn", saved_model, free_port)
+        rows += peer_rows(args, work, PEER, peer_configs(), start)
         print("peer: Triton", flush=True)
-        rows += triton_rows(args, work, saved_model)
+        start = functools.partial(triton_peer.start, work, "cnn", saved_model, free_port)
+        rows += peer_rows(args, work, TRITON, triton_configs(), start)
     for row in rows:
         row.share_of_ceiling = round(row.requests_per_s / ceiling[row.clients], 3)
     results = {

@@ -48,27 +48,23 @@ READ = textwrap.dedent(
 )
 
 
-def test_multiprocess_values_skip_getpid_and_follow_a_fork(tmp_path: Path) -> None:
-    env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(tmp_path)}
-    run = subprocess.run(
-        [sys.executable, "-c", CHECKS],
+def run_python(code: str, env: dict[str, str]) -> str:
+    """What `code`, run by a child interpreter in the repository, printed."""
+    finished = subprocess.run(
+        [sys.executable, "-c", code],
         cwd=REPO,
         env=env,
         capture_output=True,
         text=True,
         timeout=120,
     )
-    assert run.returncode == 0, run.stderr
-    child = run.stdout.strip()
+    assert finished.returncode == 0, finished.stderr
+    return finished.stdout.strip()
+
+
+def test_multiprocess_values_skip_getpid_and_follow_a_fork(tmp_path: Path) -> None:
+    env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(tmp_path)}
+    child = run_python(CHECKS, env)
     files = {p.name for p in tmp_path.iterdir()}
     assert {"counter_424242.db", f"counter_{child}.db"} <= files, files
-    read = subprocess.run(
-        [sys.executable, "-c", READ],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert read.returncode == 0, read.stderr
-    assert float(read.stdout) == 6.0, "both processes' counts are summed"
+    assert float(run_python(READ, env)) == 6.0, "both processes' counts are summed"
