@@ -16,7 +16,6 @@ import argparse
 import asyncio
 import json
 import os
-import socket
 import subprocess
 import sys
 import tempfile
@@ -31,6 +30,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO), str(REPO / "gen")]
 
+from shared.ports import free_port  # noqa: E402
 from tfmesh.data.v1 import data_pb2 as pb  # noqa: E402
 from tfmesh.data.v1 import data_pb2_grpc  # noqa: E402
 
@@ -61,12 +61,6 @@ def generate_csv(path: Path, size_bytes: int, seed: int = 0) -> int:
             written += handle.write(block)
             rows += len(base)
     return rows
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def memory_mb(pid: int) -> dict[str, float]:

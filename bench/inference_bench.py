@@ -35,7 +35,6 @@ import asyncio
 import json
 import os
 import platform
-import socket
 import subprocess
 import sys
 import tempfile
@@ -52,6 +51,7 @@ if str(REPO / "gen") not in sys.path:
     sys.path.insert(0, str(REPO / "gen"))
 
 from bench import triton_tools, wrk  # noqa: E402 - after the path set-up above
+from shared.ports import free_port  # noqa: E402
 
 MODELS = {"mlp": (64,), "cnn": (32, 32, 3)}
 MAX_BATCH_SIZE = 64
@@ -267,12 +267,6 @@ def python_path() -> str:
     """The repository and its generated code first, then whatever the caller had."""
     inherited = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
     return os.pathsep.join([str(REPO), str(REPO / "gen"), *inherited])
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def listeners(port: int) -> int:

@@ -19,7 +19,6 @@ import asyncio
 import json
 import os
 import platform
-import socket
 import tempfile
 import time
 from dataclasses import asdict, dataclass
@@ -31,6 +30,7 @@ from cli.demo import read_split, wait_for_labels
 from cli.stack import LocalStack
 from shared.aliases import PRODUCTION
 from shared.channels import open_channel
+from shared.ports import free_ports
 from shared.tensors import to_tensor
 from tfmesh.data.v1 import data_pb2 as dpb
 from tfmesh.data.v1 import data_pb2_grpc
@@ -68,18 +68,6 @@ class Result:
     requests_per_s: float
     p50_ms: float
     p99_ms: float
-
-
-def free_ports(count: int) -> list[int]:
-    """Different free ports (every probe held until all are chosen)."""
-    probes = [socket.socket() for _ in range(count)]
-    try:
-        for probe in probes:
-            probe.bind(("127.0.0.1", 0))
-        return [int(probe.getsockname()[1]) for probe in probes]
-    finally:
-        for probe in probes:
-            probe.close()
 
 
 def stack_environment(home: Path, config: Config) -> dict[str, str]:

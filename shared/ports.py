@@ -1,9 +1,15 @@
 """Free TCP ports on loopback, for processes started on this machine (the local stack's
-backing services, a multi-worker training's processes)."""
+backing services, a multi-worker training's processes, the tests' and benchmarks'
+servers)."""
 
 from __future__ import annotations
 
 import socket
+
+
+def free_port() -> int:
+    """One port free now (two calls may give the same one: use free_ports for several)."""
+    return free_ports(1)[0]
 
 
 def free_ports(count: int) -> list[int]:

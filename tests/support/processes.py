@@ -4,7 +4,6 @@ wait until its gRPC health says SERVING, and kill it (SIGKILL) or stop it (SIGTE
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -16,26 +15,9 @@ from pathlib import Path
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from shared.ports import free_port
+
 REPO = Path(__file__).resolve().parents[2]
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-def free_ports(count: int) -> list[int]:
-    """`count` different free ports: each probe stays bound until all are chosen, so two
-    calls of free_port cannot hand out one port twice to a stack of many listeners."""
-    probes = [socket.socket() for _ in range(count)]
-    try:
-        for probe in probes:
-            probe.bind(("127.0.0.1", 0))
-        return [probe.getsockname()[1] for probe in probes]
-    finally:
-        for probe in probes:
-            probe.close()
 
 
 def wait_serving(address: str, timeout_s: float = 60.0, process: subprocess.Popen | None = None):

@@ -20,8 +20,8 @@ from google.protobuf import descriptor_pool
 
 from cli.stack import ServiceSpec
 from shared.channels import open_channel
+from shared.ports import free_ports
 from shared.tls import TlsFiles
-from tests.support.processes import free_ports
 from tfmesh.data.v1 import data_pb2_grpc
 from tfmesh.inference.v1 import inference_pb2_grpc
 from tfmesh.registry.v1 import registry_pb2_grpc
