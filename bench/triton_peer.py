@@ -11,6 +11,7 @@ the venv interpreter's own library directory first on `LD_LIBRARY_PATH`."""
 
 from __future__ import annotations
 
+import functools
 import os
 import subprocess
 import sysconfig
@@ -29,6 +30,7 @@ def available() -> bool:
     return PYTHON.is_file()
 
 
+@functools.cache
 def _library_dir() -> str:
     """The venv interpreter's libpython directory (the venv's base Python)."""
     asked = subprocess.run(
