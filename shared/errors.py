@@ -7,6 +7,7 @@ sends that status as it is, and the HTTP front ends map the code with `shared.ht
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import IntEnum
 
@@ -100,6 +101,12 @@ class InvalidArgument(DomainError):
             ]
         )
         return [_pack(bad_request)]
+
+    def renamed(self, rename: Callable[[str], str]) -> InvalidArgument:
+        """The same violations with each field renamed (into a protocol's field paths)."""
+        return InvalidArgument(
+            [FieldViolation(rename(v.field), v.description) for v in self.violations]
+        )
 
 
 def invalid(field: str, description: str) -> InvalidArgument:
@@ -222,3 +229,16 @@ class RemoteStatus(DomainError):
 
     def to_status(self) -> status_pb2.Status:
         return self._status
+
+
+def from_status(status: status_pb2.Status) -> DomainError:
+    """A status another process sent, as a domain error: InvalidArgument when it names
+    fields (so an adapter can rename them as for its own errors), else RemoteStatus."""
+    if status.code == Code.INVALID_ARGUMENT:
+        for detail in status.details:
+            bad_request = error_details_pb2.BadRequest()
+            if detail.Unpack(bad_request) and bad_request.field_violations:
+                return InvalidArgument(
+                    [FieldViolation(v.field, v.description) for v in bad_request.field_violations]
+                )
+    return RemoteStatus(status)

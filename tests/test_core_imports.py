@@ -17,7 +17,8 @@ CORES = [
     "services.data.core",
     "services.training.core",
     "services.registry.core",
-    "services.inference.core",
+    "services.inference.pipeline",
+    "services.inference.execution",
 ]
 PROBE = "import sys, {module}; print(sorted(n for n in sys.modules if n.split('.')[0] == 'grpc'))"
 

@@ -12,8 +12,8 @@ from services.inference.batcher import BatchingOptions
 from services.inference.catalog import ModelView, VersionState, VersionView
 from services.inference.feedback import FeedbackItem
 from services.inference.live_drift import THRESHOLDS
+from services.inference.pipeline import Prediction
 from services.inference.runtimes import TensorSpec
-from services.inference.serving import Prediction
 from services.inference.statistics import LATENCY_BOUNDS_S, VersionStatistics
 from shared.errors import Code, DomainError
 from shared.tensors import dtype_enum, from_tensor, to_tensor

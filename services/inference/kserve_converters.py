@@ -8,12 +8,14 @@ go back raw when the request came raw, typed otherwise."""
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Mapping
 
 import numpy as np
 
 from inference import grpc_predict_v2_pb2 as pb
+from services.inference.pipeline import Prediction
 from services.inference.runtimes import TensorSpec
-from services.inference.serving import Prediction
+from services.inference.validation import OUTPUT_FILTER_FIELD
 from shared import oip
 from shared.errors import FieldViolation, InvalidArgument, invalid
 
@@ -42,6 +44,22 @@ def datatype_of(dtype: np.dtype) -> str:
 
 def input_field(index: int) -> str:
     return f"inputs[{index}]"
+
+
+def field_renamer(indexes: Mapping[str, int]) -> Callable[[str], str]:
+    """The core's field paths (services.inference.validation) as KServe's: an input by its
+    place in the request (`inputs` for one the request lacks), the output filter as
+    `outputs`."""
+
+    def rename(field: str) -> str:
+        if field == OUTPUT_FILTER_FIELD:
+            return "outputs"
+        if field.startswith("inputs[") and field.endswith("]"):
+            index = indexes.get(field[len("inputs[") : -1])
+            return "inputs" if index is None else input_field(index)
+        return field
+
+    return rename
 
 
 def _header(index: int, tensor: pb.ModelInferRequest.InferInputTensor) -> tuple[np.dtype, tuple]:

@@ -13,9 +13,9 @@ from services.inference import kserve_converters as c
 from services.inference import triton_converters as triton
 from services.inference.catalog import VersionState
 from services.inference.converters import deadline_of
-from services.inference.serving import Serving
+from services.inference.pipeline import Pipeline
 from services.inference.streaming import answer_stream
-from shared.errors import DomainError
+from shared.errors import DomainError, InvalidArgument
 from shared.serving_names import SERVER_NAME, SERVER_VERSION
 
 log = logging.getLogger(__name__)
@@ -29,21 +29,21 @@ def platform_of(runtime: str) -> str:
 
 
 class KServeServicer(grpc_predict_v2_pb2_grpc.GRPCInferenceServiceServicer):
-    def __init__(self, serving: Serving, max_stream_in_flight: int) -> None:
-        self._serving = serving
+    def __init__(self, pipeline: Pipeline, max_stream_in_flight: int) -> None:
+        self._pipeline = pipeline
         self._max_stream_in_flight = max_stream_in_flight
 
     async def ServerLive(self, request: pb.ServerLiveRequest, context) -> pb.ServerLiveResponse:
         return pb.ServerLiveResponse(live=True)
 
     async def ServerReady(self, request: pb.ServerReadyRequest, context) -> pb.ServerReadyResponse:
-        ready = self._serving.ready() and self._serving.catalog().ready()
+        ready = self._pipeline.ready() and self._pipeline.catalog().ready()
         return pb.ServerReadyResponse(ready=ready)
 
     async def ModelReady(self, request: pb.ModelReadyRequest, context) -> pb.ModelReadyResponse:
-        if not self._serving.ready():
+        if not self._pipeline.ready():
             return pb.ModelReadyResponse(ready=False)
-        catalog = self._serving.catalog()
+        catalog = self._pipeline.catalog()
         if not catalog.knows(request.name):
             return pb.ModelReadyResponse(ready=False)
         version, label = c.version_pin(request.version, "version")
@@ -60,7 +60,7 @@ class KServeServicer(grpc_predict_v2_pb2_grpc.GRPCInferenceServiceServicer):
         self, request: pb.ModelMetadataRequest, context
     ) -> pb.ModelMetadataResponse:
         version, label = c.version_pin(request.version, "version")
-        catalog = self._serving.catalog()
+        catalog = self._pipeline.catalog()
         target = catalog.resolve(request.name, version, label)
         model = catalog.model(request.name)
         assert target.signature is not None  # routable versions are loaded
@@ -79,17 +79,18 @@ class KServeServicer(grpc_predict_v2_pb2_grpc.GRPCInferenceServiceServicer):
     async def _infer(self, request: pb.ModelInferRequest, context) -> pb.ModelInferResponse:
         version, label = c.version_pin(request.model_version, "model_version")
         inputs, indexes = c.inputs_from_proto(request)
-        prediction = await self._serving.predict(
-            request.model_name,
-            inputs,
-            version=version,
-            label=label,
-            deadline=deadline_of(context),
-            output_filter=[output.name for output in request.outputs],
-            field_of=lambda name: c.input_field(indexes[name]) if name in indexes else "inputs",
-            output_filter_field="outputs",
-            request_id=request.id,
-        )
+        try:
+            prediction = await self._pipeline.predict(
+                request.model_name,
+                inputs,
+                version=version,
+                label=label,
+                deadline=deadline_of(context),
+                output_filter=[output.name for output in request.outputs],
+                request_id=request.id,
+            )
+        except InvalidArgument as error:
+            raise error.renamed(c.field_renamer(indexes)) from None
         return c.response_to_proto(prediction, request)
 
     async def ModelInfer(self, request: pb.ModelInferRequest, context) -> pb.ModelInferResponse:
@@ -123,7 +124,7 @@ class KServeServicer(grpc_predict_v2_pb2_grpc.GRPCInferenceServiceServicer):
 
     async def ModelConfig(self, request: pb.ModelConfigRequest, context) -> pb.ModelConfigResponse:
         version, label = c.version_pin(request.version, "version")
-        catalog = self._serving.catalog()
+        catalog = self._pipeline.catalog()
         target = catalog.resolve(request.name, version, label)
         config = triton.model_config(
             catalog.model(request.name), target, platform_of(target.runtime)
@@ -135,8 +136,8 @@ class KServeServicer(grpc_predict_v2_pb2_grpc.GRPCInferenceServiceServicer):
     ) -> pb.ModelStatisticsResponse:
         version, label = c.version_pin(request.version, "version")
         if label:
-            version = self._serving.catalog().resolve(request.name, 0, label).version
-        statistics = await self._serving.statistics(request.name, version)
+            version = self._pipeline.catalog().resolve(request.name, 0, label).version
+        statistics = await self._pipeline.statistics(request.name, version)
         return pb.ModelStatisticsResponse(
             model_stats=[triton.model_statistics(s) for s in statistics]
         )

@@ -30,19 +30,19 @@ from inference import grpc_predict_v2_pb2, grpc_predict_v2_pb2_grpc
 from services.inference import tfserving_protos
 from services.inference.baselines import LineageBaselines
 from services.inference.config import model_specs
-from services.inference.core import InferenceCore
 from services.inference.dataplane.link import OwnerLink
 from services.inference.dataplane.owner import ModelOwner
 from services.inference.dataplane.slab import Slab
+from services.inference.execution import LocalSubmitter
 from services.inference.feedback import PredictionLog
 from services.inference.kserve_servicer import KServeServicer
 from services.inference.model_manager import DriftOptions, ModelManager
+from services.inference.pipeline import Pipeline
 from services.inference.registry_source import RegistrySource
 from services.inference.rest.app import RestApi
 from services.inference.rest.serve import start_http
 from services.inference.routing import Router
 from services.inference.servicer import InferenceServicer
-from services.inference.serving import Serving
 from services.inference.settings import InferenceSettings, usable_cores
 from services.registry.client import RegistryClient
 from shared.auth import authenticator_for
@@ -60,7 +60,7 @@ log = logging.getLogger(__name__)
 Stop = Callable[[], Awaitable[None]]
 
 
-def _tfserving_registrar() -> Callable[[grpc.aio.Server, Serving], list[str]] | None:
+def _tfserving_registrar() -> Callable[[grpc.aio.Server, Pipeline], list[str]] | None:
     try:
         from services.inference import tfserving_servicer
     except ImportError as error:
@@ -70,9 +70,9 @@ def _tfserving_registrar() -> Callable[[grpc.aio.Server, Serving], list[str]] | 
 
 
 def _servicers(
-    serving: Serving, settings: InferenceSettings, names: list[str]
+    pipeline: Pipeline, settings: InferenceSettings, names: list[str]
 ) -> Callable[[grpc.aio.Server], None]:
-    """The `register` callback of `start_server`: every protocol's servicer on `serving`;
+    """The `register` callback of `start_server`: every protocol's servicer on `pipeline`;
     appends the services' full names to `names`."""
     tfserving = _tfserving_registrar()
     names += [INFERENCE_SERVICE, KSERVE_SERVICE]
@@ -80,13 +80,13 @@ def _servicers(
     def register(server: grpc.aio.Server) -> None:
         limit = settings.stream_max_in_flight
         inference_pb2_grpc.add_InferenceServiceServicer_to_server(
-            InferenceServicer(serving, limit), server
+            InferenceServicer(pipeline, limit), server
         )
         grpc_predict_v2_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(
-            KServeServicer(serving, limit), server
+            KServeServicer(pipeline, limit), server
         )
         if tfserving is not None:
-            names.extend(tfserving(server, serving))
+            names.extend(tfserving(server, pipeline))
 
     return register
 
@@ -112,8 +112,8 @@ def configure_threads(settings: InferenceSettings) -> None:
 
 async def start_models(
     settings: InferenceSettings, telemetry: Telemetry
-) -> tuple[InferenceCore, Stop]:
-    """Load the static models and follow the registry; the core, and how to stop it."""
+) -> tuple[ModelManager, Stop]:
+    """Load the static models and follow the registry; the manager, and how to stop it."""
     specs = model_specs(settings)
     registry_models = [spec.name for spec in specs if spec.from_registry]
     channels: list[grpc.aio.Channel] = []
@@ -150,7 +150,6 @@ async def start_models(
             PredictionLog, settings.feedback_max_predictions, settings.feedback_retention_s
         ),
     )
-    core = InferenceCore(manager, Router(), tracer)
     await manager.start()
 
     async def stop() -> None:
@@ -158,28 +157,32 @@ async def start_models(
         for channel in channels:
             await channel.close()
 
-    return core, stop
+    return manager, stop
 
 
 async def start_inference(
     settings: InferenceSettings, telemetry: Telemetry
-) -> tuple[RunningServer, InferenceCore]:
+) -> tuple[RunningServer, Pipeline]:
     """The single-process server: models and servicers in this process."""
-    core, stop = await start_models(settings, telemetry)
+    manager, stop = await start_models(settings, telemetry)
+    router = Router()
+    pipeline = Pipeline(
+        LocalSubmitter(manager, router), router, telemetry.tracer("tfmesh.inference")
+    )
     names: list[str] = []
-    running = await start_server(settings, telemetry, _servicers(core, settings, names), names)
+    running = await start_server(settings, telemetry, _servicers(pipeline, settings, names), names)
     running.on_stop(stop)
-    await _serve_rest(running, core, settings, reuse_port=False)
-    return running, core
+    await _serve_rest(running, pipeline, settings, reuse_port=False)
+    return running, pipeline
 
 
 async def _serve_rest(
-    running: RunningServer, serving: Serving, settings: InferenceSettings, reuse_port: bool
+    running: RunningServer, pipeline: Pipeline, settings: InferenceSettings, reuse_port: bool
 ) -> None:
     """REST beside gRPC, on the HTTP port (unless it is -1), stopped with the server."""
     if settings.http_port < 0:
         return
-    api = RestApi(serving, settings.max_message_bytes, authenticator_for(settings))
+    api = RestApi(pipeline, settings.max_message_bytes, authenticator_for(settings))
     http = await start_http(
         api, settings.host, settings.http_port, reuse_port, settings.tls_files()
     )
@@ -189,8 +192,8 @@ async def _serve_rest(
 
 async def start_owner(settings: InferenceSettings, telemetry: Telemetry, address: str) -> Stop:
     """The model owner: models, batchers, and front ends served on `address`."""
-    core, stop_models = await start_models(settings, telemetry)
-    owner = ModelOwner(core)
+    manager, stop_models = await start_models(settings, telemetry)
+    owner = ModelOwner(manager, Router())
     await owner.start(address)
 
     async def stop() -> None:
@@ -202,20 +205,21 @@ async def start_owner(settings: InferenceSettings, telemetry: Telemetry, address
 
 async def start_frontend(
     settings: InferenceSettings, telemetry: Telemetry, address: str, index: int
-) -> tuple[RunningServer, OwnerLink]:
+) -> tuple[RunningServer, Pipeline]:
     """A front end serving through the owner at `address`. It joins the shared port
     (SO_REUSEPORT) only once the owner has answered, so a starting service refuses
     connections rather than failing calls; later, while the owner is away, its health
     says NOT_SERVING and its calls fail with UNAVAILABLE."""
     slab = Slab.create(settings.slab_bytes, f"tfmesh-inference-frontend-{index}")
-    link = OwnerLink(address, slab, index, tracer=telemetry.tracer("tfmesh.inference"))
+    link = OwnerLink(address, slab, index)
     await link.start()
     await link.wait_ready(None)
+    pipeline = Pipeline(link, tracer=telemetry.tracer("tfmesh.inference"))
     names: list[str] = []
     running = await start_server(
-        settings, telemetry, _servicers(link, settings, names), names, reuse_port=True
+        settings, telemetry, _servicers(pipeline, settings, names), names, reuse_port=True
     )
-    await _serve_rest(running, link, settings, reuse_port=True)
+    await _serve_rest(running, pipeline, settings, reuse_port=True)
     updates: set[asyncio.Task[None]] = set()
 
     def on_ready_change(ready: bool) -> None:
@@ -231,7 +235,7 @@ async def start_frontend(
 
     link.on_ready_change(on_ready_change)
     running.on_stop(link.stop)
-    return running, link
+    return running, pipeline
 
 
 # --- process roles -------------------------------------------------------------------------

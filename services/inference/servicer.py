@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator
 import grpc
 
 from services.inference import converters as c
-from services.inference.serving import Serving
+from services.inference.pipeline import Pipeline
 from services.inference.streaming import answer_stream
 from shared.errors import DomainError, invalid
 from tfmesh.inference.v1 import inference_pb2 as pb
@@ -20,14 +20,14 @@ DEFAULT_PAGE_SIZE = 100
 
 
 class InferenceServicer(inference_pb2_grpc.InferenceServiceServicer):
-    def __init__(self, serving: Serving, max_stream_in_flight: int) -> None:
-        self._serving = serving
+    def __init__(self, pipeline: Pipeline, max_stream_in_flight: int) -> None:
+        self._pipeline = pipeline
         self._max_stream_in_flight = max_stream_in_flight
 
     async def _predict(
         self, request: pb.PredictRequest, context: grpc.aio.ServicerContext
     ) -> pb.PredictResponse:
-        prediction = await self._serving.predict(
+        prediction = await self._pipeline.predict(
             request.model,
             c.inputs_from_proto(request.inputs),
             version=request.version,
@@ -63,8 +63,8 @@ class InferenceServicer(inference_pb2_grpc.InferenceServiceServicer):
     async def GetModelStatus(
         self, request: pb.GetModelStatusRequest, context
     ) -> pb.GetModelStatusResponse:
-        model = self._serving.catalog().model(request.model)
-        statistics = await self._serving.statistics(model.name)
+        model = self._pipeline.catalog().model(request.model)
+        statistics = await self._pipeline.statistics(model.name)
         queued = {s.version: s.queued_rows for s in statistics}
         return pb.GetModelStatusResponse(status=c.model_status_to_proto(model, queued))
 
@@ -75,8 +75,8 @@ class InferenceServicer(inference_pb2_grpc.InferenceServiceServicer):
             raise invalid(
                 "version", f"must be >= 0 (0: every loaded version), got {request.version}"
             )
-        model = self._serving.catalog().model(request.model)
-        statistics = await self._serving.statistics(model.name, request.version)
+        model = self._pipeline.catalog().model(request.model)
+        statistics = await self._pipeline.statistics(model.name, request.version)
         return c.drift_to_proto(model.name, statistics)
 
     async def ReportFeedback(
@@ -84,7 +84,7 @@ class InferenceServicer(inference_pb2_grpc.InferenceServiceServicer):
     ) -> pb.ReportFeedbackResponse:
         if not request.model:
             raise invalid("model", "name the model whose predictions the feedback is about")
-        outcome = await self._serving.report_feedback(
+        outcome = await self._pipeline.report_feedback(
             request.model, c.feedback_items_from_proto(request.items)
         )
         return pb.ReportFeedbackResponse(
@@ -96,8 +96,8 @@ class InferenceServicer(inference_pb2_grpc.InferenceServiceServicer):
     ) -> pb.GetVersionStatsResponse:
         if not request.model:
             raise invalid("model", "name the model whose versions to describe")
-        model = self._serving.catalog().model(request.model)
-        statistics = await self._serving.statistics(model.name)
+        model = self._pipeline.catalog().model(request.model)
+        statistics = await self._pipeline.statistics(model.name)
         return pb.GetVersionStatsResponse(
             model=model.name, versions=[c.version_stats_to_proto(model, s) for s in statistics]
         )
@@ -105,7 +105,7 @@ class InferenceServicer(inference_pb2_grpc.InferenceServiceServicer):
     async def ListModels(self, request: pb.ListModelsRequest, context) -> pb.ListModelsResponse:
         if request.page_size < 0:
             raise invalid("page_size", "must be >= 0")
-        models = self._serving.catalog().ordered()
+        models = self._pipeline.catalog().ordered()
         start = 0
         if request.page_token:
             names = [m.name for m in models]
@@ -115,7 +115,7 @@ class InferenceServicer(inference_pb2_grpc.InferenceServiceServicer):
         size = request.page_size or DEFAULT_PAGE_SIZE
         page = models[start : start + size]
         more = start + size < len(models)
-        queued = {(s.model, s.version): s.queued_rows for s in await self._serving.statistics()}
+        queued = {(s.model, s.version): s.queued_rows for s in await self._pipeline.statistics()}
         return pb.ListModelsResponse(
             models=[
                 c.model_status_to_proto(

@@ -15,8 +15,8 @@ from tensorflow.core.framework import tensor_pb2, tensor_shape_pb2, types_pb2
 from tensorflow.core.protobuf import meta_graph_pb2
 from tensorflow_serving.apis import model_pb2
 
+from services.inference.pipeline import Prediction
 from services.inference.runtimes import Signature, TensorSpec
-from services.inference.serving import Prediction
 from shared.errors import invalid
 from shared.serving_names import SIGNATURE
 

@@ -21,7 +21,7 @@ from tensorflow_serving.apis import (
 from services.inference import tfserving_converters as c
 from services.inference.catalog import VersionState, VersionView
 from services.inference.converters import deadline_of
-from services.inference.serving import Serving
+from services.inference.pipeline import Pipeline
 from shared.errors import NotFound, invalid
 from shared.serving_names import SIGNATURE
 
@@ -43,8 +43,8 @@ MODEL_SERVICE = model_service_pb2.DESCRIPTOR.services_by_name["ModelService"].fu
 
 
 class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
-    def __init__(self, serving: Serving) -> None:
-        self._serving = serving
+    def __init__(self, pipeline: Pipeline) -> None:
+        self._pipeline = pipeline
 
     async def Predict(self, request: predict_pb2.PredictRequest, context):
         version, label = c.version_pin(request.model_spec)
@@ -52,7 +52,7 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
             name: c.ndarray_from_proto(tensor, c.input_field(name))
             for name, tensor in request.inputs.items()
         }
-        prediction = await self._serving.predict(
+        prediction = await self._pipeline.predict(
             request.model_spec.name,
             inputs,
             version=version,
@@ -75,7 +75,7 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
         if fields != [SIGNATURE_DEF_FIELD]:
             raise invalid("metadata_field", f"only {SIGNATURE_DEF_FIELD!r} is served, got {fields}")
         version, label = c.version_pin(request.model_spec)
-        target = self._serving.catalog().resolve(request.model_spec.name, version, label)
+        target = self._pipeline.catalog().resolve(request.model_spec.name, version, label)
         assert target.signature is not None  # routable versions are loaded
         signatures = get_model_metadata_pb2.SignatureDefMap()
         signatures.signature_def[SIGNATURE].CopyFrom(c.signature_def_map(target.signature))
@@ -100,11 +100,11 @@ def _version_status(view: VersionView) -> get_model_status_pb2.ModelVersionStatu
 
 
 class ModelServicer(model_service_pb2_grpc.ModelServiceServicer):
-    def __init__(self, serving: Serving) -> None:
-        self._serving = serving
+    def __init__(self, pipeline: Pipeline) -> None:
+        self._pipeline = pipeline
 
     async def GetModelStatus(self, request: get_model_status_pb2.GetModelStatusRequest, context):
-        catalog = self._serving.catalog()
+        catalog = self._pipeline.catalog()
         model = catalog.model(request.model_spec.name)
         spec = request.model_spec
         views = [view for _, view in sorted(model.versions.items())]
@@ -123,10 +123,10 @@ class ModelServicer(model_service_pb2_grpc.ModelServiceServicer):
         )
 
 
-def register(server, serving: Serving) -> list[str]:
+def register(server, pipeline: Pipeline) -> list[str]:
     """Add both TF Serving services to `server`; returns their full names."""
     prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(
-        PredictionServicer(serving), server
+        PredictionServicer(pipeline), server
     )
-    model_service_pb2_grpc.add_ModelServiceServicer_to_server(ModelServicer(serving), server)
+    model_service_pb2_grpc.add_ModelServiceServicer_to_server(ModelServicer(pipeline), server)
     return [PREDICTION_SERVICE, MODEL_SERVICE]

@@ -2,20 +2,24 @@
 
 Every problem becomes a field violation (unknown or missing input names, dtypes, ranks,
 dimensions, empty tensors, row counts that differ between inputs or exceed the batch
-size), all reported at once as one InvalidArgument. `field_of` names the request field
-an input came from, so each protocol's client sees its own field paths."""
+size), all reported at once as one InvalidArgument. Fields are named by the core's paths,
+`inputs[<name>]` and `output_filter`; each protocol's adapter rewrites them into its own
+(KServe's inputs are numbered, for one)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 
 from services.inference.runtimes import Signature, TensorSpec
 from shared.errors import FieldViolation, InvalidArgument, invalid
 
+OUTPUT_FILTER_FIELD = "output_filter"
 
-def default_field(name: str) -> str:
+
+def input_field(name: str) -> str:
+    """The core's path of the input named `name`."""
     return f"inputs[{name}]"
 
 
@@ -46,7 +50,6 @@ def validate_inputs(
     inputs: Mapping[str, np.ndarray],
     signature: Signature,
     max_rows: int,
-    field_of: Callable[[str], str] = default_field,
 ) -> int:
     """The request's row count; raises InvalidArgument naming every bad field."""
     violations: list[FieldViolation] = []
@@ -54,36 +57,38 @@ def validate_inputs(
     for name in inputs:
         if signature.input(name) is None:
             problem = f"unknown input {name!r}; the model takes {expected}"
-            violations.append(FieldViolation(field_of(name), problem))
+            violations.append(FieldViolation(input_field(name), problem))
     rows: dict[str, int] = {}
     for spec in signature.inputs:
         value = inputs.get(spec.name)
         if value is None:
-            violations.append(FieldViolation(field_of(spec.name), "missing input"))
+            violations.append(FieldViolation(input_field(spec.name), "missing input"))
             continue
         problems = _problems(value, spec)
-        violations += [FieldViolation(field_of(spec.name), p) for p in problems]
+        violations += [FieldViolation(input_field(spec.name), p) for p in problems]
         if not problems:
             rows[spec.name] = value.shape[0]
     if len(set(rows.values())) > 1:
         counts = ", ".join(f"{name}: {count}" for name, count in rows.items())
         violations.append(
-            FieldViolation(field_of(next(iter(rows))), f"inputs differ in rows ({counts})")
+            FieldViolation(input_field(next(iter(rows))), f"inputs differ in rows ({counts})")
         )
     if violations:
         raise InvalidArgument(violations)
     count = next(iter(rows.values()))
     if count > max_rows:
         raise invalid(
-            field_of(signature.inputs[0].name),
+            input_field(signature.inputs[0].name),
             f"{count} rows, more than this model's queue holds ({max_rows} rows: "
             "max_enqueued_batches x max_batch_size)",
         )
     return count
 
 
-def check_output_filter(names: Sequence[str], signature: Signature, field: str) -> None:
+def check_output_filter(names: Sequence[str], signature: Signature) -> None:
     known = {spec.name for spec in signature.outputs}
     unknown = [name for name in names if name not in known]
     if unknown:
-        raise invalid(field, f"unknown outputs {unknown}; the model returns {sorted(known)}")
+        raise invalid(
+            OUTPUT_FILTER_FIELD, f"unknown outputs {unknown}; the model returns {sorted(known)}"
+        )

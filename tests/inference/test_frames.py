@@ -1,7 +1,8 @@
 """The descriptor format between front ends and the model owner: framing on a byte stream,
 tensors written into and read back from a slab (every dtype, BYTES, big-endian input),
-output reservations and their inline fallback, and the catalog and statistics frames,
-which must come back equal to what was sent."""
+output reservations and their inline fallback, the catalog, and control calls and their
+answers, which must come back equal to what was sent; a control frame that names no
+control call, or arguments it does not take, is refused."""
 
 from __future__ import annotations
 
@@ -12,11 +13,14 @@ import pytest
 
 from services.inference.batcher import BatchingOptions
 from services.inference.catalog import Catalog, ModelView, VersionState, VersionView
+from services.inference.controls import Controls
 from services.inference.dataplane import frames
+from services.inference.drift import DriftScore, DriftStatus
+from services.inference.feedback import FeedbackItem, FeedbackOutcome, FeedbackTally
 from services.inference.routing import RoutingTable
 from services.inference.runtimes import Signature, TensorSpec
 from services.inference.statistics import BatchTiming, VersionStatistics
-from shared.errors import Code, ResourceExhausted
+from shared.errors import Code, FieldViolation, InvalidArgument, ResourceExhausted, from_status
 from tfmesh.inference.dataplane.v1 import dataplane_pb2 as dp
 
 
@@ -108,6 +112,16 @@ def test_an_error_crosses_with_its_code_message_and_details():
     assert len(status.details) == 1
 
 
+def test_an_invalid_argument_crosses_as_one_so_an_adapter_can_rename_its_fields():
+    sent = InvalidArgument([FieldViolation("inputs[x]", "missing input")])
+    back = from_status(frames.error_status(frames.error_bytes(sent)))
+    assert isinstance(back, InvalidArgument)
+    assert back.violations == sent.violations
+    other = from_status(frames.error_status(frames.error_bytes(ResourceExhausted("full"))))
+    assert not isinstance(other, InvalidArgument)
+    assert other.code is Code.RESOURCE_EXHAUSTED
+
+
 def catalog() -> Catalog:
     signature = Signature(
         (TensorSpec("x", np.dtype("<f4"), (None, 64)),),
@@ -135,13 +149,51 @@ def test_the_catalog_comes_back_equal():
     assert frames.catalog_from_frame(frame.catalog) == sent
 
 
-def test_statistics_come_back_equal():
+def crossed(frame: dp.Frame) -> dp.Frame:
+    return dp.Frame.FromString(frame.SerializeToString())
+
+
+def test_a_statistics_call_and_its_answer_come_back_equal():
+    frame = crossed(frames.control_to_frame(9, Controls.statistics, ("m",), {"version": 2}))
+    method, arguments = frames.control_from_frame(frame.control)
+    assert (frame.control.call, method, arguments) == (
+        9,
+        Controls.statistics,
+        {"model": "m", "version": 2},
+    )
     statistics = VersionStatistics("m", 2)
     statistics.record_queued(0.002)
     statistics.record_batch(4, 3, 3, BatchTiming(10, 2000, 30))
     statistics.record_answer(True, 0.004)
     statistics.record_answer(False, 0.001)
-    sent = [statistics.snapshot(queued_rows=5)]
-    frame = dp.Frame.FromString(frames.statistics_to_frame(9, sent).SerializeToString())
-    assert frame.statistics.query == 9
-    assert frames.statistics_from_frame(frame.statistics) == sent
+    drift = DriftStatus("dataset 1", 40, 30, [DriftScore("x", "psi", 0.3, 30)], "")
+    sent = [statistics.snapshot(5, drift, FeedbackTally(2, 3, 1, 0.5, 1, 3))]
+    answer = crossed(frames.control_answer_to_frame(9, "statistics", sent)).control_answer
+    assert frames.control_result("statistics", answer) == sent
+
+
+def test_a_feedback_call_and_its_answer_come_back_equal():
+    items = [FeedbackItem("r-1", (1.0, 0.0), 3), FeedbackItem("r-2", (2.5,))]
+    frame = crossed(frames.control_to_frame(4, Controls.report_feedback, ("m", items), {}))
+    method, arguments = frames.control_from_frame(frame.control)
+    assert method is Controls.report_feedback
+    assert arguments == {"model": "m", "items": items}
+    outcome = FeedbackOutcome(1, 1, 0, {3: FeedbackTally(1, 2, 1, 0.0, 0, 2)})
+    answer = crossed(frames.control_answer_to_frame(4, "report_feedback", outcome))
+    assert frames.control_result("report_feedback", answer.control_answer) == outcome
+
+
+@pytest.mark.parametrize(
+    ("method", "arguments"),
+    [
+        ("_controls", b"{}"),  # not a public method
+        ("no_such_call", b"{}"),
+        ("statistics", b"[1, 2]"),  # not an object
+        ("statistics", b'{"model": "m", "colour": 1}'),  # an argument it does not take
+        ("statistics", b'{"model": "m"}'),  # one it needs, missing
+        ("statistics", b'{"model": "m", "version": "two"}'),  # a value of the wrong type
+    ],
+)
+def test_a_control_frame_that_is_no_call_of_controls_is_refused(method, arguments):
+    with pytest.raises(ValueError):
+        frames.control_from_frame(dp.Control(call=1, method=method, arguments=arguments))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from services.inference.kserve_converters import field_renamer
 from services.inference.runtimes import Signature, TensorSpec
 from services.inference.validation import check_output_filter, validate_inputs
 from shared.errors import InvalidArgument
@@ -65,14 +66,19 @@ def test_rows_must_agree_across_inputs_and_fit_a_batch():
     assert "max_batch_size" in found["inputs[x]"]
 
 
-def test_field_names_follow_the_protocol():
+def test_fields_are_the_cores_paths_that_kserve_renames():
     with pytest.raises(InvalidArgument) as error:
-        validate_inputs({"x": np.zeros((1, 4), np.float32)}, SIGNATURE, 8, lambda n: f"in.{n}")
-    assert [v.field for v in error.value.violations] == ["in.mask"]
+        validate_inputs({"x": np.zeros((1, 5), np.float32)}, SIGNATURE, 8)
+    assert {v.field for v in error.value.violations} == {"inputs[x]", "inputs[mask]"}
+    # KServe names inputs by their place in the request; one the request lacks is `inputs`.
+    renamed = error.value.renamed(field_renamer({"x": 0}))
+    assert {v.field for v in renamed.violations} == {"inputs[0]", "inputs"}
+    assert renamed.message.startswith("inputs")
 
 
 def test_unknown_output_filter():
     with pytest.raises(InvalidArgument) as error:
-        check_output_filter(["output_0", "logits"], SIGNATURE, "output_filter")
+        check_output_filter(["output_0", "logits"], SIGNATURE)
     assert error.value.violations[0].field == "output_filter"
-    check_output_filter(["output_0"], SIGNATURE, "output_filter")
+    assert error.value.renamed(field_renamer({})).violations[0].field == "outputs"
+    check_output_filter(["output_0"], SIGNATURE)

@@ -5,26 +5,32 @@ On the socket, a frame is a 4-byte little-endian length and a serialized
 `tfmesh.inference.dataplane.v1.Frame`. Tensors lie in the front end's slab: numeric
 arrays as their C-order little-endian bytes, BYTES (string) tensors as Triton lays them
 out, each element a 4-byte little-endian length and its bytes. A `TensorRef` says where;
-an output with no reserved room comes back inline in its ref. The catalog, the statistics
-and feedback reports travel as frames too, converted here to and from the types the
-servicers use."""
+an output with no reserved room comes back inline in its ref. The catalog travels as a
+frame too, converted here to and from the type the servicers use; a control call
+(services.inference.controls) travels as its method's name and arguments, and its answer
+as the method's result, both as JSON written and read through the method's own type
+hints (pydantic), so a new control call needs nothing here."""
 
 from __future__ import annotations
 
+import functools
+import inspect
 import math
 import struct
-from collections.abc import Iterator, Sequence
+import typing
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
 
 import numpy as np
+import orjson
 from google.rpc import status_pb2
+from pydantic import TypeAdapter
 
 from services.inference.batcher import BatchingOptions
 from services.inference.catalog import Catalog, ModelView, VersionState, VersionView
-from services.inference.drift import DriftScore, DriftStatus
-from services.inference.feedback import FeedbackItem, FeedbackOutcome, FeedbackTally
+from services.inference.controls import Controls
 from services.inference.routing import RoutingTable
 from services.inference.runtimes import Signature, TensorSpec
-from services.inference.statistics import BatchDurations, Duration, VersionStatistics
 from shared.errors import DomainError
 from tfmesh.inference.dataplane.v1 import dataplane_pb2 as dp
 
@@ -271,138 +277,54 @@ def catalog_from_frame(frame: dp.Catalog) -> Catalog:
     return Catalog(models, frame.revision)
 
 
-# --- statistics ----------------------------------------------------------------------------
+# --- control calls -----------------------------------------------------------------------
 
 
-def _duration_to_frame(value: Duration) -> dp.Duration:
-    return dp.Duration(count=value.count, ns=value.ns)
+@functools.cache
+def _control_types(method: str) -> tuple[dict[str, TypeAdapter[Any]], TypeAdapter[Any]]:
+    """The adapters of a `Controls` method's arguments (by name) and of its result."""
+    if method.startswith("_") or not callable(getattr(Controls, method, None)):
+        raise ValueError(f"{method!r} is not a control call")
+    hints = typing.get_type_hints(getattr(Controls, method))
+    result = TypeAdapter(hints.pop("return"))
+    return {name: TypeAdapter(hint) for name, hint in hints.items()}, result
 
 
-def _duration_from_frame(value: dp.Duration) -> Duration:
-    return Duration(value.count, value.ns)
-
-
-def statistics_to_frame(query: int, statistics: Sequence[VersionStatistics]) -> dp.Frame:
-    versions = [
-        dp.VersionStatistics(
-            model=s.model,
-            version=s.version,
-            last_inference_ms=s.last_inference_ms,
-            inference_count=s.inference_count,
-            execution_count=s.execution_count,
-            success=_duration_to_frame(s.success),
-            fail=_duration_to_frame(s.fail),
-            queue=_duration_to_frame(s.queue),
-            compute_input=_duration_to_frame(s.compute_input),
-            compute_infer=_duration_to_frame(s.compute_infer),
-            compute_output=_duration_to_frame(s.compute_output),
-            batches=[
-                dp.BatchStatistics(
-                    batch_size=size,
-                    compute_input=_duration_to_frame(b.compute_input),
-                    compute_infer=_duration_to_frame(b.compute_infer),
-                    compute_output=_duration_to_frame(b.compute_output),
-                )
-                for size, b in sorted(s.batches.items())
-            ],
-            queued_rows=s.queued_rows,
-            drift=dp.Drift(
-                baseline=s.drift.baseline,
-                sampled_rows=s.drift.sampled_rows,
-                window_rows=s.drift.window_rows,
-                features=[
-                    dp.FeatureScore(feature=d.feature, statistic=d.statistic, score=d.score)
-                    for d in s.drift.scores
-                ],
-                note=s.drift.note,
-            ),
-            latency_counts=s.latency_counts,
-            model_errors=s.model_errors,
-            feedback=dp.FeedbackTally(
-                requests=s.feedback.requests,
-                rows=s.feedback.rows,
-                correct_rows=s.feedback.correct_rows,
-                abs_error_sum=s.feedback.abs_error_sum,
-                late=s.feedback.late,
-                classified_rows=s.feedback.classified_rows,
-            ),
-        )
-        for s in statistics
-    ]
-    return dp.Frame(statistics=dp.Statistics(query=query, versions=versions))
-
-
-def statistics_from_frame(frame: dp.Statistics) -> list[VersionStatistics]:
-    return [
-        VersionStatistics(
-            model=s.model,
-            version=s.version,
-            last_inference_ms=s.last_inference_ms,
-            inference_count=s.inference_count,
-            execution_count=s.execution_count,
-            success=_duration_from_frame(s.success),
-            fail=_duration_from_frame(s.fail),
-            queue=_duration_from_frame(s.queue),
-            compute_input=_duration_from_frame(s.compute_input),
-            compute_infer=_duration_from_frame(s.compute_infer),
-            compute_output=_duration_from_frame(s.compute_output),
-            batches={
-                b.batch_size: BatchDurations(
-                    _duration_from_frame(b.compute_input),
-                    _duration_from_frame(b.compute_infer),
-                    _duration_from_frame(b.compute_output),
-                )
-                for b in s.batches
-            },
-            queued_rows=s.queued_rows,
-            drift=DriftStatus(
-                s.drift.baseline,
-                s.drift.sampled_rows,
-                s.drift.window_rows,
-                [
-                    DriftScore(d.feature, d.statistic, d.score, s.drift.window_rows)  # type: ignore[arg-type]
-                    for d in s.drift.features
-                ],
-                s.drift.note,
-            ),
-            latency_counts=list(s.latency_counts),
-            model_errors=s.model_errors,
-            feedback=FeedbackTally(
-                s.feedback.requests,
-                s.feedback.rows,
-                s.feedback.correct_rows,
-                s.feedback.abs_error_sum,
-                s.feedback.late,
-                s.feedback.classified_rows,
-            ),
-        )
-        for s in frame.versions
-    ]
-
-
-# --- feedback ------------------------------------------------------------------------------
-
-
-def feedback_report_to_frame(query: int, model: str, items: Sequence[FeedbackItem]) -> dp.Frame:
+def control_to_frame(
+    call: int, method: Callable[..., Any], args: Sequence[Any], kwargs: dict[str, Any]
+) -> dp.Frame:
+    """A call of `method` (a `Controls` method) with these arguments."""
+    adapters, _ = _control_types(method.__name__)
+    bound = inspect.signature(method).bind(None, *args, **kwargs)
+    arguments = {
+        name: adapters[name].dump_python(value, mode="json")
+        for name, value in list(bound.arguments.items())[1:]
+    }
     return dp.Frame(
-        feedback_report=dp.FeedbackReport(
-            query=query,
-            model=model,
-            items=[
-                dp.FeedbackItem(request_id=i.request_id, labels=i.labels, version=i.version)
-                for i in items
-            ],
-        )
+        control=dp.Control(call=call, method=method.__name__, arguments=orjson.dumps(arguments))
     )
 
 
-def feedback_items_from_frame(report: dp.FeedbackReport) -> list[FeedbackItem]:
-    return [FeedbackItem(i.request_id, tuple(i.labels), i.version) for i in report.items]
+def control_from_frame(control: dp.Control) -> tuple[Callable[..., Any], dict[str, Any]]:
+    """The `Controls` method a frame calls and its arguments; ValueError for anything else."""
+    adapters, _ = _control_types(control.method)
+    given = orjson.loads(control.arguments)
+    if not isinstance(given, dict) or set(given) != set(adapters):
+        raise ValueError(f"arguments {control.arguments[:200]!r} do not fit {control.method}")
+    arguments = {name: adapters[name].validate_python(value) for name, value in given.items()}
+    return getattr(Controls, control.method), arguments
 
 
-def feedback_reply_to_frame(query: int, outcome: FeedbackOutcome) -> dp.Frame:
-    return dp.Frame(
-        feedback_reply=dp.FeedbackReply(
-            query=query, matched=outcome.matched, unknown=outcome.unknown, late=outcome.late
-        )
-    )
+def control_answer_to_frame(call: int, method: str, result: Any) -> dp.Frame:
+    _, adapter = _control_types(method)
+    return dp.Frame(control_answer=dp.ControlAnswer(call=call, result=adapter.dump_json(result)))
+
+
+def control_error_to_frame(call: int, error: DomainError) -> dp.Frame:
+    return dp.Frame(control_answer=dp.ControlAnswer(call=call, error=error_bytes(error)))
+
+
+def control_result(method: str, answer: dp.ControlAnswer) -> Any:
+    """The result an answer carries, as the method's return type."""
+    _, adapter = _control_types(method)
+    return adapter.validate_json(answer.result)

@@ -1,13 +1,14 @@
-"""A front end's link to the model owner: the `Serving` its servicers call.
+"""A front end's link to the model owner: the submitter of its pipeline.
 
 The link keeps one connection to the owner, reconnecting with backoff whenever it drops,
-and the last catalog the owner sent. A prediction is routed and validated here against
-that catalog, so a bad request never crosses; then its inputs go into the slab beside
-room for its outputs, a `Submit` frame goes out, and the answer's outputs are copied
-out of the slab before the room is freed. A caller that gives up sends `Cancel`; the
-room is freed only when the owner's `Result` says it is done with it. While the owner
-is away every call fails fast with UNAVAILABLE and a retry delay, the link reports not
-ready, and the slab is all free again (the owner that read it is gone)."""
+and the last catalog the owner sent, which the pipeline routes and validates with, so a
+bad request never crosses. A submitted request's inputs go into the slab beside room for
+its outputs, a `Submit` frame goes out, and the answer's outputs are copied out of the
+slab before the room is freed. A caller that gives up sends `Cancel`; the room is freed
+only when the owner's `Result` says it is done with it. A control call crosses as one
+generic `Control` frame. While the owner is away every call fails fast with UNAVAILABLE
+and a retry delay, the link reports not ready, and the slab is all free again (the owner
+that read it is gone)."""
 
 from __future__ import annotations
 
@@ -16,26 +17,22 @@ import itertools
 import logging
 import os
 import socket
-import time
-from collections.abc import Callable, Sequence
+import typing
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Concatenate, ParamSpec, TypeVar
 
 import numpy as np
-from opentelemetry import trace
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
+from services.inference.batcher import Arrays
 from services.inference.catalog import Catalog, VersionView
+from services.inference.controls import Controls
 from services.inference.dataplane import frames
 from services.inference.dataplane.connection import FrameConnection, socket_address
 from services.inference.dataplane.slab import ALIGNMENT, Slab, SlabAllocator, SlabFull
-from services.inference.feedback import FeedbackItem, FeedbackOutcome
-from services.inference.metrics import count_request
-from services.inference.routing import Router
-from services.inference.serving import Prediction, request_id_or_new
-from services.inference.statistics import VersionStatistics
-from services.inference.validation import check_output_filter, default_field, validate_inputs
-from shared.errors import DomainError, RemoteStatus, ResourceExhausted, Unavailable
+from services.inference.pipeline import Submission
+from shared.errors import ResourceExhausted, Unavailable, from_status
 from tfmesh.inference.dataplane.v1 import dataplane_pb2 as dp
 
 log = logging.getLogger(__name__)
@@ -43,6 +40,8 @@ log = logging.getLogger(__name__)
 PROPAGATOR = TraceContextTextMapPropagator()
 OWNER_RETRY_AFTER_S = 1.0
 MAX_RECONNECT_DELAY_S = 1.0
+P = ParamSpec("P")
+T = TypeVar("T")
 
 
 def _aligned(size: int) -> int:
@@ -51,31 +50,21 @@ def _aligned(size: int) -> int:
 
 @dataclass(eq=False)
 class _Call:
-    future: asyncio.Future[tuple[int, dict[str, np.ndarray]]]
+    future: asyncio.Future[tuple[int, Arrays]]
     offset: int
 
 
 class OwnerLink:
-    def __init__(
-        self,
-        address: str,
-        slab: Slab,
-        frontend: int,
-        *,
-        tracer: trace.Tracer | None = None,
-        router: Router | None = None,
-    ) -> None:
+    def __init__(self, address: str, slab: Slab, frontend: int) -> None:
         self._address = address
         self._slab = slab
         self._allocator = SlabAllocator(slab.size)
         self._frontend = frontend
-        self._tracer = tracer or trace.NoOpTracer()
-        self._router = router or Router()
         self._catalog: Catalog | None = None
         self._connection: FrameConnection | None = None
         self._calls: dict[int, _Call] = {}
-        # Statistics queries and feedback reports awaiting the owner's reply.
-        self._queries: dict[int, asyncio.Future[Any]] = {}
+        # Control calls awaiting the owner's answer.
+        self._controls: dict[int, asyncio.Future[dp.ControlAnswer]] = {}
         self._ids = itertools.count(1)
         self._listeners: list[Callable[[bool], None]] = []
         self._lost = asyncio.Event()
@@ -145,11 +134,10 @@ class OwnerLink:
             if first:
                 self._ready.set()
                 self._notify(True)
-        elif kind in ("statistics", "feedback_reply"):
-            reply = getattr(frame, kind)
-            query = self._queries.pop(reply.query, None)
-            if query is not None and not query.done():
-                query.set_result(reply)
+        elif kind == "control_answer":
+            control = self._controls.pop(frame.control_answer.call, None)
+            if control is not None and not control.done():
+                control.set_result(frame.control_answer)
         else:
             log.warning("unexpected frame from the model owner", extra={"kind": kind})
 
@@ -162,10 +150,10 @@ class OwnerLink:
             if not call.future.done():
                 call.future.set_exception(self._owner_away())
         self._calls.clear()
-        for query in self._queries.values():
-            if not query.done():
-                query.set_exception(self._owner_away())
-        self._queries.clear()
+        for control in self._controls.values():
+            if not control.done():
+                control.set_exception(self._owner_away())
+        self._controls.clear()
         self._allocator.reset()
         self._lost.set()
         if was_ready:
@@ -187,7 +175,7 @@ class OwnerLink:
             raise self._owner_away()
         return self._connection
 
-    # --- Serving --------------------------------------------------------------------------
+    # --- Submitter ----------------------------------------------------------------------
 
     def catalog(self) -> Catalog:
         self._live_connection()
@@ -197,86 +185,16 @@ class OwnerLink:
     def ready(self) -> bool:
         return self._connection is not None and self._catalog is not None
 
-    async def predict(
-        self,
-        model: str,
-        inputs: dict[str, np.ndarray],
-        *,
-        version: int = 0,
-        label: str = "",
-        deadline: float | None = None,
-        output_filter: Sequence[str] = (),
-        field_of: Callable[[str], str] = default_field,
-        output_filter_field: str = "output_filter",
-        request_id: str = "",
-    ) -> Prediction:
-        started = time.perf_counter()
-        request_id = request_id_or_new(request_id)
-        known = False
-        chosen = 0
-        code = "OK"
-        with self._tracer.start_as_current_span("inference.request") as span:
-            try:
-                catalog = self.catalog()
-                known = catalog.knows(model)
-                served = catalog.model(model)
-                target = self._router.route(model, served.table, version, label)
-                chosen = target.version
-                span.set_attributes({"model": model, "model.version": chosen})
-                assert target.signature is not None  # routable versions are loaded
-                rows = validate_inputs(
-                    inputs, target.signature, served.batching.max_queued_rows, field_of
-                )
-                if output_filter:
-                    check_output_filter(output_filter, target.signature, output_filter_field)
-                span.set_attribute("rows", rows)
-                carrier: dict[str, str] = {}
-                PROPAGATOR.inject(carrier)
-                answered, outputs = await self._call(
-                    target,
-                    version != 0,
-                    label,
-                    rows,
-                    inputs,
-                    output_filter,
-                    deadline,
-                    carrier,
-                    request_id,
-                )
-                chosen = answered
-            except DomainError as error:
-                code = error.code.name
-                raise
-            except asyncio.CancelledError:
-                code = "CANCELLED"
-                raise
-            except Exception:
-                code = "INTERNAL"
-                raise
-            finally:
-                count_request(model, known, chosen, code, started)
-        return Prediction(model, chosen, outputs, request_id)
-
-    async def _call(
-        self,
-        target: VersionView,
-        pinned: bool,
-        label: str,
-        rows: int,
-        inputs: dict[str, np.ndarray],
-        output_filter: Sequence[str],
-        deadline: float | None,
-        carrier: dict[str, str],
-        request_id: str,
-    ) -> tuple[int, dict[str, np.ndarray]]:
+    async def submit(self, target: VersionView, submission: Submission) -> tuple[int, Arrays]:
         connection = self._live_connection()
         assert target.signature is not None
         wanted = [
             spec
             for spec in target.signature.outputs
-            if not output_filter or spec.name in output_filter
+            if not submission.output_filter or spec.name in submission.output_filter
         ]
-        reserved = [frames.reserved_output(spec, rows) for spec in wanted]
+        reserved = [frames.reserved_output(spec, submission.rows) for spec in wanted]
+        inputs = submission.inputs
         sizes = [frames.tensor_size(array) for array in inputs.values()]
         total = sum(_aligned(size) for size in sizes) + sum(_aligned(r.size) for r in reserved)
         try:
@@ -294,24 +212,24 @@ class OwnerLink:
                 ref.offset = position
                 position += _aligned(ref.size)
         call_id = next(self._ids)
-        future: asyncio.Future[tuple[int, dict[str, np.ndarray]]] = (
-            asyncio.get_running_loop().create_future()
-        )
+        future: asyncio.Future[tuple[int, Arrays]] = asyncio.get_running_loop().create_future()
         self._calls[call_id] = _Call(future, offset)
+        carrier: dict[str, str] = {}
+        PROPAGATOR.inject(carrier)
         connection.send(
             dp.Frame(
                 submit=dp.Submit(
                     call=call_id,
-                    model=target.model,
-                    version=target.version,
-                    version_pinned=pinned,
-                    label=label,
-                    rows=rows,
-                    deadline=deadline or 0.0,
+                    model=submission.model,
+                    version=submission.version,
+                    version_pinned=submission.pinned,
+                    label=submission.label,
+                    rows=submission.rows,
+                    deadline=submission.deadline or 0.0,
                     traceparent=carrier.get("traceparent", ""),
                     inputs=refs,
                     outputs=reserved,
-                    request_id=request_id,
+                    request_id=submission.request_id,
                 )
             )
         )
@@ -322,6 +240,20 @@ class OwnerLink:
             if call_id in self._calls and self._connection is connection:
                 connection.send(dp.Frame(cancel=dp.Cancel(call=call_id)))
             raise
+
+    async def control(
+        self, method: Callable[Concatenate[Controls, P], T], *args: P.args, **kwargs: P.kwargs
+    ) -> T:
+        connection = self._live_connection()
+        call_id = next(self._ids)
+        frame = frames.control_to_frame(call_id, method, args, kwargs)
+        future: asyncio.Future[dp.ControlAnswer] = asyncio.get_running_loop().create_future()
+        self._controls[call_id] = future
+        connection.send(frame)
+        answer = await future
+        if answer.error:
+            raise from_status(frames.error_status(answer.error))
+        return typing.cast(T, frames.control_result(method.__name__, answer))
 
     def _slab_full(self, full: SlabFull) -> ResourceExhausted:
         if full.larger_than_slab:
@@ -342,7 +274,7 @@ class OwnerLink:
             if call.future.done():
                 return
             if result.error:
-                call.future.set_exception(RemoteStatus(frames.error_status(result.error)))
+                call.future.set_exception(from_status(frames.error_status(result.error)))
                 return
             memory = self._slab.memory
             outputs = {
@@ -351,26 +283,3 @@ class OwnerLink:
             call.future.set_result((result.version, outputs))
         finally:
             self._allocator.free(call.offset)
-
-    async def _ask(self, query: int, frame: dp.Frame) -> Any:
-        """Send a query frame and wait for the owner's reply to it; raises its error."""
-        connection = self._live_connection()
-        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self._queries[query] = future
-        connection.send(frame)
-        reply = await future
-        if reply.error:
-            raise RemoteStatus(frames.error_status(reply.error))
-        return reply
-
-    async def statistics(self, model: str = "", version: int = 0) -> list[VersionStatistics]:
-        query = next(self._ids)
-        frame = dp.Frame(
-            statistics_query=dp.StatisticsQuery(query=query, model=model, version=version)
-        )
-        return frames.statistics_from_frame(await self._ask(query, frame))
-
-    async def report_feedback(self, model: str, items: Sequence[FeedbackItem]) -> FeedbackOutcome:
-        query = next(self._ids)
-        reply = await self._ask(query, frames.feedback_report_to_frame(query, model, items))
-        return FeedbackOutcome(reply.matched, reply.unknown, reply.late)

@@ -3,13 +3,12 @@ batchers of the one copy of each loaded version.
 
 The owner listens on a Unix socket. A front end connects and sends `Hello` with its
 slab's file descriptor; the owner maps the slab, sends the catalog, and from then on
-takes `Submit` frames: it finds the version the front end routed to (routing an
-unpinned or label-pinned request again if that version left meanwhile, and checking its
-inputs against the new signature), reads the inputs in place, queues them on the
-version's batcher, and when the batch is done writes the outputs into the room the
-front end reserved and answers `Result`, logging the prediction for feedback under its
-request id. `Cancel` drops a request that is still queued. Feedback reports are joined
-here, where every front end's predictions are logged.
+takes `Submit` frames: it reads the inputs in place, starts the request on the executor
+(services.inference.execution: the version, its batcher, its statistics and prediction
+log), and when the batch is done writes the outputs into the room the front end
+reserved and answers `Result`. `Cancel` drops a request that is still queued. A
+`Control` frame calls one of the owner's `Controls` (statistics, feedback: joined here,
+where every front end's predictions are logged) and is answered with its result.
 Every catalog change goes to every front end. A front end that goes away takes its
 queued requests with it."""
 
@@ -20,7 +19,6 @@ import contextlib
 import functools
 import logging
 import socket
-import time
 from collections.abc import Coroutine
 from typing import Any
 
@@ -29,20 +27,15 @@ from opentelemetry import trace
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from services.inference.batcher import Arrays
-from services.inference.core import (
-    InferenceCore,
-    report_feedback,
-    submit_in_batches,
-    version_statistics,
-)
+from services.inference.controls import Controls
 from services.inference.dataplane import frames
 from services.inference.dataplane.connection import FrameConnection, socket_address
 from services.inference.dataplane.slab import Slab
-from services.inference.feedback import PredictionLog
-from services.inference.model_manager import LoadedVersion, ModelManager, ServedModel
-from services.inference.statistics import VersionStatistics
-from services.inference.validation import validate_inputs
-from shared.errors import Cancelled, Code, DeadlineExceeded, DomainError, NotFound, RemoteStatus
+from services.inference.execution import Executor
+from services.inference.model_manager import ModelManager
+from services.inference.pipeline import Submission
+from services.inference.routing import Router
+from shared.errors import Cancelled, Code, DomainError, RemoteStatus
 from tfmesh.inference.dataplane.v1 import dataplane_pb2 as dp
 
 log = logging.getLogger(__name__)
@@ -57,13 +50,15 @@ def _internal(message: str) -> RemoteStatus:
 
 
 class ModelOwner:
-    def __init__(self, core: InferenceCore) -> None:
-        self._core = core
+    def __init__(self, manager: ModelManager, router: Router) -> None:
+        self._manager = manager
+        self._executor = Executor(manager, router)
+        self._controls = Controls(manager)
         self._sessions: set[_Session] = set()
         self._listener: socket.socket | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._broadcast_pending = False
-        core.manager.on_change(self._catalog_changed)
+        manager.on_change(self._catalog_changed)
 
     async def start(self, address: str) -> None:
         """Listen on `address`: a path, or `@name` for an abstract socket."""
@@ -95,7 +90,7 @@ class ModelOwner:
 
     def _broadcast(self) -> None:
         self._broadcast_pending = False
-        frame = frames.catalog_to_frame(self._core.catalog())
+        frame = frames.catalog_to_frame(self._manager.catalog())
         for session in self._sessions:
             session.connection.send(frame)
 
@@ -135,7 +130,7 @@ class ModelOwner:
             conn.close()
             return
         self._sessions.add(session)
-        session.connection.send(frames.catalog_to_frame(self._core.catalog()))
+        session.connection.send(frames.catalog_to_frame(self._manager.catalog()))
         log.info(
             "front end connected",
             extra={"frontend": hello.hello.frontend, "pid": hello.hello.pid},
@@ -148,23 +143,12 @@ class ModelOwner:
     # --- requests -------------------------------------------------------------------------
 
     @property
-    def manager(self) -> ModelManager:
-        return self._core.manager
+    def executor(self) -> Executor:
+        return self._executor
 
-    def served(self, model: str) -> ServedModel:
-        return self._core.manager.model(model)
-
-    def statistics(self, model: str, version: int) -> list[VersionStatistics]:
-        return version_statistics(self._core.manager, model, version)
-
-    def target(self, submit: dp.Submit, served: ServedModel) -> tuple[LoadedVersion, bool]:
-        """The version of `served` for a request, and whether it had to be routed again."""
-        target = served.table.by_version.get(submit.version)
-        if target is not None:
-            return target, False
-        if submit.version_pinned:
-            raise NotFound("model version", f"{submit.model}/{submit.version}", "version")
-        return self._core.route(submit.model, 0, submit.label), True
+    @property
+    def controls(self) -> Controls:
+        return self._controls
 
 
 class _Session:
@@ -186,10 +170,8 @@ class _Session:
             future = self._calls.get(frame.cancel.call)
             if future is not None:
                 future.cancel()
-        elif kind == "statistics_query":
-            self._statistics(frame.statistics_query)
-        elif kind == "feedback_report":
-            self._feedback(frame.feedback_report)
+        elif kind == "control":
+            self._control(frame.control)
         else:
             log.warning("unexpected frame from a front end", extra={"kind": kind})
 
@@ -200,93 +182,73 @@ class _Session:
         self._owner.forget(self)
 
     def _submit(self, submit: dp.Submit) -> None:
-        started = time.perf_counter()
         try:
-            served = self._owner.served(submit.model)
-            target, rerouted = self._owner.target(submit, served)
             memory = self._slab.memory
             inputs = {ref.name: frames.read_tensor(memory, ref) for ref in submit.inputs}
-            if rerouted:
-                validate_inputs(
-                    inputs, target.runtime.signature, target.batcher.options.max_queued_rows
-                )
-            target.drift.observe(inputs)
             link = None
             if submit.traceparent:
                 context = PROPAGATOR.extract({"traceparent": submit.traceparent})
                 link = trace.get_current_span(context).get_span_context()
-            future = submit_in_batches(
-                target.batcher, inputs, submit.rows, submit.deadline or None, link
+            execution = self._owner.executor.start(
+                Submission(
+                    submit.model,
+                    submit.version,
+                    submit.version_pinned,
+                    submit.label,
+                    submit.rows,
+                    inputs,
+                    submit.deadline or None,
+                    submit.request_id,
+                    link=link,
+                )
             )
         except DomainError as error:
             self._answer_error(submit.call, error)
             return
-        self._calls[submit.call] = future
-        future.add_done_callback(
-            functools.partial(self._finish, submit, target, served.feedback, started)
+        self._calls[submit.call] = execution.outputs
+        execution.outputs.add_done_callback(
+            functools.partial(self._finish, submit, execution.target.version)
         )
 
-    def _finish(
-        self,
-        submit: dp.Submit,
-        target: LoadedVersion,
-        predictions: PredictionLog,
-        started: float,
-        future: asyncio.Future[Arrays],
-    ) -> None:
+    def _finish(self, submit: dp.Submit, version: int, future: asyncio.Future[Arrays]) -> None:
+        """Answer a finished request (its version's statistics already have it)."""
         self._calls.pop(submit.call, None)
         if future.cancelled():
-            target.statistics.record_answer(False, time.perf_counter() - started)
             self._answer_error(submit.call, Cancelled("the request was cancelled"))
             return
         error = future.exception()
         if error is None:
+            outputs = future.result()
             try:
-                outputs = future.result()
                 refs = [
                     frames.write_output(self._slab.memory, reserved, outputs[reserved.name])
                     for reserved in submit.outputs
                 ]
             except KeyError as missing:
-                error = _internal(f"version {target.version} returned no output {missing}")
-        target.statistics.record_answer(error is None, time.perf_counter() - started)
+                error = _internal(f"version {version} returned no output {missing}")
         if error is not None:
-            if isinstance(error, DeadlineExceeded):
-                target.statistics.record_timeout(time.perf_counter() - started)
             if not isinstance(error, DomainError):
                 log.error("a batch failed", exc_info=error)
-                target.statistics.record_model_error()
                 error = _internal(f"internal error: {type(error).__name__}")
             self._answer_error(submit.call, error)
             return
-        predictions.record(submit.request_id, target.version, outputs)
         self.connection.send(
-            dp.Frame(result=dp.Result(call=submit.call, version=target.version, outputs=refs))
+            dp.Frame(result=dp.Result(call=submit.call, version=version, outputs=refs))
         )
 
     def _answer_error(self, call: int, error: DomainError) -> None:
         self.connection.send(dp.Frame(result=dp.Result(call=call, error=frames.error_bytes(error))))
 
-    def _feedback(self, report: dp.FeedbackReport) -> None:
+    def _control(self, control: dp.Control) -> None:
         try:
-            outcome = report_feedback(
-                self._owner.manager, report.model, frames.feedback_items_from_frame(report)
-            )
-        except DomainError as error:
-            reply = dp.Frame(
-                feedback_reply=dp.FeedbackReply(query=report.query, error=frames.error_bytes(error))
-            )
-        else:
-            reply = frames.feedback_reply_to_frame(report.query, outcome)
-        self.connection.send(reply)
-
-    def _statistics(self, query: dp.StatisticsQuery) -> None:
+            method, arguments = frames.control_from_frame(control)
+        except ValueError as error:
+            self.connection.send(frames.control_error_to_frame(control.call, _internal(str(error))))
+            return
         try:
-            found = self._owner.statistics(query.model, query.version)
+            result = method(self._owner.controls, **arguments)
         except DomainError as error:
-            reply = dp.Frame(
-                statistics=dp.Statistics(query=query.query, error=frames.error_bytes(error))
-            )
+            reply = frames.control_error_to_frame(control.call, error)
         else:
-            reply = frames.statistics_to_frame(query.query, found)
+            reply = frames.control_answer_to_frame(control.call, control.method, result)
         self.connection.send(reply)

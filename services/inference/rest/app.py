@@ -31,13 +31,13 @@ from google.protobuf import json_format
 from inference import grpc_predict_v2_pb2 as v2
 from services.inference import triton_converters as triton
 from services.inference.catalog import VersionState
-from services.inference.kserve_converters import tensor_metadata, version_pin
+from services.inference.kserve_converters import field_renamer, tensor_metadata, version_pin
 from services.inference.kserve_servicer import EXTENSIONS, platform_of
+from services.inference.pipeline import Pipeline, Prediction
 from services.inference.rest import kserve_json, tfserving_json
-from services.inference.serving import Prediction, Serving
 from shared import http_metrics
 from shared.auth import Authenticator
-from shared.errors import DomainError, invalid
+from shared.errors import DomainError, InvalidArgument, invalid
 from shared.http_codes import HTTP_STATUS
 from shared.permissions import REST_PERMISSIONS
 from shared.serving_names import SERVER_NAME, SERVER_VERSION, VERSION_HEADER
@@ -103,9 +103,9 @@ TF_MODEL = r"/v1/models/(?P<model>[^/:]+)(?:/versions/(?P<version>\d+)|/labels/(
 
 class RestApi:
     def __init__(
-        self, serving: Serving, max_body_bytes: int, authenticator: Authenticator | None = None
+        self, pipeline: Pipeline, max_body_bytes: int, authenticator: Authenticator | None = None
     ) -> None:
-        self._serving = serving
+        self._pipeline = pipeline
         self._max_body_bytes = max_body_bytes
         self._authenticator = authenticator
 
@@ -204,7 +204,7 @@ class RestApi:
         return json_reply({"live": True})
 
     async def ready(self, call: Call) -> Reply:
-        ready = self._serving.ready() and self._serving.catalog().ready()
+        ready = self._pipeline.ready() and self._pipeline.catalog().ready()
         return json_reply({"ready": ready}, 200 if ready else 400)
 
     def _pin(self, call: Call) -> tuple[int, str]:
@@ -213,14 +213,14 @@ class RestApi:
     async def model_ready(self, call: Call) -> Reply:
         name = call.params["model"]
         ready = False
-        if self._serving.ready():
-            catalog = self._serving.catalog()
+        if self._pipeline.ready():
+            catalog = self._pipeline.catalog()
             ready = catalog.knows(name) and catalog.model(name).ready(*self._pin(call))
         return json_reply({"name": name, "ready": ready}, 200 if ready else 400)
 
     async def model_metadata(self, call: Call) -> Reply:
         name = call.params["model"]
-        catalog = self._serving.catalog()
+        catalog = self._pipeline.catalog()
         target = catalog.resolve(name, *self._pin(call))
         assert target.signature is not None  # routable versions are loaded
         versions = catalog.model(name).versions
@@ -238,7 +238,7 @@ class RestApi:
 
     async def model_config(self, call: Call) -> Reply:
         name = call.params["model"]
-        catalog = self._serving.catalog()
+        catalog = self._pipeline.catalog()
         target = catalog.resolve(name, *self._pin(call))
         config = triton.model_config(catalog.model(name), target, platform_of(target.runtime))
         return json_reply(_message(config))
@@ -247,8 +247,8 @@ class RestApi:
         name = call.params.get("model", "")
         version, label = self._pin(call)
         if label:
-            version = self._serving.catalog().resolve(name, 0, label).version
-        statistics = await self._serving.statistics(name, version)
+            version = self._pipeline.catalog().resolve(name, 0, label).version
+        statistics = await self._pipeline.statistics(name, version)
         answer = v2.ModelStatisticsResponse(
             model_stats=[triton.model_statistics(s) for s in statistics]
         )
@@ -258,17 +258,17 @@ class RestApi:
         header, binary = _split_binary(call)
         request = kserve_json.parse_infer(header, binary)
         version, label = version_pin(call.params.get("version") or "", "model_version")
-        indexes = request.indexes
-        prediction = await self._serving.predict(
-            call.params["model"],
-            request.inputs,
-            version=version,
-            label=label,
-            output_filter=request.outputs,
-            field_of=lambda name: f"inputs[{indexes[name]}]" if name in indexes else "inputs",
-            output_filter_field="outputs",
-            request_id=_request_id(call, request.id),
-        )
+        try:
+            prediction = await self._pipeline.predict(
+                call.params["model"],
+                request.inputs,
+                version=version,
+                label=label,
+                output_filter=request.outputs,
+                request_id=_request_id(call, request.id),
+            )
+        except InvalidArgument as error:
+            raise error.renamed(field_renamer(request.indexes)) from None
         body, header_length = kserve_json.infer_response(prediction, request)
         if header_length == len(body):
             return Reply(200, body, headers=_answer_headers(prediction))
@@ -292,22 +292,22 @@ class RestApi:
 
     async def tf_status(self, call: Call) -> Reply:
         name = call.params["model"]
-        catalog = self._serving.catalog()
+        catalog = self._pipeline.catalog()
         version, label = self._tf_pin(call)
         pinned = catalog.resolve(name, version, label) if version or label else None
         return json_reply(tfserving_json.model_status(catalog.model(name), pinned))
 
     async def tf_metadata(self, call: Call) -> Reply:
         name = call.params["model"]
-        target = self._serving.catalog().resolve(name, *self._tf_pin(call))
+        target = self._pipeline.catalog().resolve(name, *self._tf_pin(call))
         return json_reply(tfserving_json.metadata(name, target))
 
     async def tf_predict(self, call: Call) -> Reply:
         name = call.params["model"]
         version, label = self._tf_pin(call)
-        target = self._serving.catalog().resolve(name, version, label)
+        target = self._pipeline.catalog().resolve(name, version, label)
         inputs, rows = tfserving_json.predict_inputs(call.body, target)
-        prediction = await self._serving.predict(
+        prediction = await self._pipeline.predict(
             name, inputs, version=version, label=label, request_id=_request_id(call)
         )
         body = tfserving_json.predict_answer(prediction, rows)

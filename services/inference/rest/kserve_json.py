@@ -20,7 +20,7 @@ import orjson
 import simdjson
 
 from services.inference.kserve_converters import datatype_of, input_field
-from services.inference.serving import Prediction
+from services.inference.pipeline import Prediction
 from shared import oip
 from shared.errors import FieldViolation, InvalidArgument, invalid
 

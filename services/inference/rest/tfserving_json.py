@@ -19,8 +19,8 @@ import numpy as np
 import orjson
 
 from services.inference.catalog import ModelView, VersionState, VersionView
+from services.inference.pipeline import Prediction
 from services.inference.runtimes import TensorSpec
-from services.inference.serving import Prediction
 from shared.errors import invalid
 from shared.json_tensors import array_from_json
 from shared.serving_names import SIGNATURE
