@@ -12,6 +12,7 @@ from inference import grpc_predict_v2_pb2_grpc
 from services.inference import kserve_converters as c
 from services.inference import triton_converters as triton
 from services.inference.catalog import VersionState
+from services.inference.controls import Controls
 from services.inference.converters import deadline_of
 from services.inference.pipeline import Pipeline
 from services.inference.streaming import answer_stream
@@ -137,7 +138,7 @@ class KServeServicer(grpc_predict_v2_pb2_grpc.GRPCInferenceServiceServicer):
         version, label = c.version_pin(request.version, "version")
         if label:
             version = self._pipeline.catalog().resolve(request.name, 0, label).version
-        statistics = await self._pipeline.statistics(request.name, version)
+        statistics = await self._pipeline.control(Controls.statistics, request.name, version)
         return pb.ModelStatisticsResponse(
             model_stats=[triton.model_statistics(s) for s in statistics]
         )

@@ -5,7 +5,8 @@ serves it: route, validate, submit, record.
 share) from the submitter's catalog, checks the inputs against that version's signature,
 hands the request to the submitter and awaits the answer; it opens one span per request
 (the batch's span links back to it) and counts requests by model, version and status
-code. Control calls (statistics, feedback) go through the submitter too. The submitter
+code. Control calls (statistics, feedback: services.inference.controls) go through the
+submitter too. The submitter
 is all that differs between the shapes of the service: `LocalSubmitter`
 (services.inference.execution) where the models are in this process, `OwnerLink`
 (services.inference.dataplane.link) in a front end. Errors name request fields by the
@@ -28,10 +29,9 @@ from opentelemetry import trace
 from services.inference.batcher import Arrays
 from services.inference.catalog import Catalog, VersionView
 from services.inference.controls import Controls
-from services.inference.feedback import MAX_REQUEST_ID, FeedbackItem, FeedbackOutcome
+from services.inference.feedback import MAX_REQUEST_ID
 from services.inference.metrics import count_request
 from services.inference.routing import Router
-from services.inference.statistics import VersionStatistics
 from services.inference.validation import check_output_filter, validate_inputs
 from shared.errors import DomainError, invalid
 
@@ -164,10 +164,8 @@ class Pipeline:
                 count_request(model, known, chosen, code, started)
         return Prediction(model, chosen, outputs, request_id)
 
-    async def statistics(self, model: str = "", version: int = 0) -> list[VersionStatistics]:
-        """Counters of the loaded versions (of `model`, of `version`; all when empty)."""
-        return await self._submitter.control(Controls.statistics, model, version)
-
-    async def report_feedback(self, model: str, items: Sequence[FeedbackItem]) -> FeedbackOutcome:
-        """Join the true outcomes in `items` to the predictions they name by request id."""
-        return await self._submitter.control(Controls.report_feedback, model, list(items))
+    async def control(
+        self, method: Callable[Concatenate[Controls, P], T], *args: P.args, **kwargs: P.kwargs
+    ) -> T:
+        """A control call: `method` of the model holder's `Controls`, with these arguments."""
+        return await self._submitter.control(method, *args, **kwargs)

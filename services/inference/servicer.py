@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 import grpc
 
 from services.inference import converters as c
+from services.inference.controls import Controls
 from services.inference.pipeline import Pipeline
 from services.inference.streaming import answer_stream
 from shared.errors import DomainError, invalid
@@ -64,7 +65,7 @@ class InferenceServicer(inference_pb2_grpc.InferenceServiceServicer):
         self, request: pb.GetModelStatusRequest, context
     ) -> pb.GetModelStatusResponse:
         model = self._pipeline.catalog().model(request.model)
-        statistics = await self._pipeline.statistics(model.name)
+        statistics = await self._pipeline.control(Controls.statistics, model.name, 0)
         queued = {s.version: s.queued_rows for s in statistics}
         return pb.GetModelStatusResponse(status=c.model_status_to_proto(model, queued))
 
@@ -76,7 +77,7 @@ class InferenceServicer(inference_pb2_grpc.InferenceServiceServicer):
                 "version", f"must be >= 0 (0: every loaded version), got {request.version}"
             )
         model = self._pipeline.catalog().model(request.model)
-        statistics = await self._pipeline.statistics(model.name, request.version)
+        statistics = await self._pipeline.control(Controls.statistics, model.name, request.version)
         return c.drift_to_proto(model.name, statistics)
 
     async def ReportFeedback(
@@ -84,8 +85,8 @@ class InferenceServicer(inference_pb2_grpc.InferenceServiceServicer):
     ) -> pb.ReportFeedbackResponse:
         if not request.model:
             raise invalid("model", "name the model whose predictions the feedback is about")
-        outcome = await self._pipeline.report_feedback(
-            request.model, c.feedback_items_from_proto(request.items)
+        outcome = await self._pipeline.control(
+            Controls.report_feedback, request.model, c.feedback_items_from_proto(request.items)
         )
         return pb.ReportFeedbackResponse(
             matched=outcome.matched, unknown=outcome.unknown, late=outcome.late
@@ -97,7 +98,7 @@ class InferenceServicer(inference_pb2_grpc.InferenceServiceServicer):
         if not request.model:
             raise invalid("model", "name the model whose versions to describe")
         model = self._pipeline.catalog().model(request.model)
-        statistics = await self._pipeline.statistics(model.name)
+        statistics = await self._pipeline.control(Controls.statistics, model.name, 0)
         return pb.GetVersionStatsResponse(
             model=model.name, versions=[c.version_stats_to_proto(model, s) for s in statistics]
         )
@@ -115,7 +116,10 @@ class InferenceServicer(inference_pb2_grpc.InferenceServiceServicer):
         size = request.page_size or DEFAULT_PAGE_SIZE
         page = models[start : start + size]
         more = start + size < len(models)
-        queued = {(s.model, s.version): s.queued_rows for s in await self._pipeline.statistics()}
+        queued = {
+            (s.model, s.version): s.queued_rows
+            for s in await self._pipeline.control(Controls.statistics, "", 0)
+        }
         return pb.ListModelsResponse(
             models=[
                 c.model_status_to_proto(

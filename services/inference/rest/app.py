@@ -31,6 +31,7 @@ from google.protobuf import json_format
 from inference import grpc_predict_v2_pb2 as v2
 from services.inference import triton_converters as triton
 from services.inference.catalog import VersionState
+from services.inference.controls import Controls
 from services.inference.kserve_converters import field_renamer, tensor_metadata, version_pin
 from services.inference.kserve_servicer import EXTENSIONS, platform_of
 from services.inference.pipeline import Pipeline, Prediction
@@ -248,7 +249,7 @@ class RestApi:
         version, label = self._pin(call)
         if label:
             version = self._pipeline.catalog().resolve(name, 0, label).version
-        statistics = await self._pipeline.statistics(name, version)
+        statistics = await self._pipeline.control(Controls.statistics, name, version)
         answer = v2.ModelStatisticsResponse(
             model_stats=[triton.model_statistics(s) for s in statistics]
         )
