@@ -1,24 +1,21 @@
 """The JSON error body every failure of the gateway gets, with the HTTP status of its gRPC
 code (`shared.http_codes`). The body follows Google's JSON error shape,
 `{"error": {"code", "status", "message", "details"}}`, with the gRPC status details
-(field violations, resource info) carried over. Routes of the TF Serving
-and KServe v2 APIs use `ServingApiRoute`, which answers the same failures with the shape
-those APIs' clients expect, `{"error": "<message>"}`, and the same HTTP status."""
+(field violations, resource info) carried over. The TF Serving and KServe v2 paths are
+forwarded to the inference service (gateway.forward), which answers their failures in the
+shape those APIs' clients expect, `{"error": "<message>"}`; the OpenAPI document describes
+both shapes."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Coroutine, Iterable
+from collections.abc import Iterable
 from typing import Any
 
 import grpc
 from fastapi.exceptions import RequestValidationError
-from fastapi.routing import APIRoute
 from google.protobuf import any_pb2, json_format
 from grpc_status import rpc_status
-from starlette.requests import Request
-from starlette.responses import Response
 
-from gateway.jsonio import OrjsonResponse
 from shared.errors import Code, DomainError
 from shared.http_codes import HTTP_STATUS
 
@@ -72,41 +69,6 @@ def validation_error_response(error: RequestValidationError) -> tuple[int, dict[
     details = [{"@type": bad_request, "fieldViolations": violations}]
     message = "; ".join(f"{v['field']}: {v['description']}" for v in violations)
     return 400, error_body(400, "INVALID_ARGUMENT", message, details)
-
-
-def plain_error(error: Exception) -> OrjsonResponse | None:
-    """`{"error": "<message>"}` for a failure of a known kind, None for any other."""
-    if isinstance(error, grpc.RpcError):
-        status, body = rpc_error_response(error)
-    elif isinstance(error, DomainError):
-        status, body = domain_error_response(error)
-    elif isinstance(error, RequestValidationError):
-        status, body = validation_error_response(error)
-    else:
-        return None
-    return OrjsonResponse({"error": body["error"]["message"]}, status)
-
-
-class ServingApiRoute(APIRoute):
-    """A route of TF Serving's or KServe's API: failures are answered as
-    `{"error": "<message>"}`, and a body is read as JSON whatever its content type, as
-    those servers do (`curl -d` sends form-urlencoded)."""
-
-    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
-        handler = super().get_route_handler()
-
-        async def handle(request: Request) -> Response:
-            headers = [(k, v) for k, v in request.scope["headers"] if k != b"content-type"]
-            request.scope["headers"] = [*headers, (b"content-type", b"application/json")]
-            try:
-                return await handler(request)
-            except Exception as error:
-                response = plain_error(error)
-                if response is None:
-                    raise
-                return response
-
-        return handle
 
 
 GOOGLE_ERROR_SCHEMA = {

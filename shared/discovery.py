@@ -14,30 +14,12 @@ import contextlib
 import os
 import random
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
 import consul
 import grpc
 
 from shared.errors import Unavailable
-
-
-class Resolver(Protocol):
-    async def resolve(self, service: str) -> str: ...
-
-
-@dataclass
-class StaticResolver:
-    """Addresses known up front, e.g. `{"registry": "127.0.0.1:50053"}`."""
-
-    addresses: dict[str, str] = field(default_factory=dict)
-
-    async def resolve(self, service: str) -> str:
-        try:
-            return self.addresses[service]
-        except KeyError:
-            raise Unavailable(f"no address configured for service {service!r}") from None
 
 
 class ConsulDiscovery:

@@ -15,7 +15,6 @@ from typing import Any
 
 import numpy as np
 
-from shared import oip
 from shared.errors import invalid
 from shared.tensors import numpy_dtype
 from tfmesh.common.v1 import common_pb2
@@ -25,20 +24,6 @@ DTYPE_NAMES: dict[str, common_pb2.DType.ValueType] = {
     common_pb2.DType.Name(value).removeprefix("DTYPE_").lower(): value
     for value in common_pb2.DType.values()
     if value not in (common_pb2.DTYPE_UNSPECIFIED, common_pb2.DTYPE_STRING)
-}
-# TensorFlow's names of the same dtypes, as TF Serving's metadata reports them.
-TF_DTYPE_NAMES: dict[common_pb2.DType.ValueType, str] = {
-    common_pb2.DTYPE_FLOAT32: "DT_FLOAT",
-    common_pb2.DTYPE_FLOAT64: "DT_DOUBLE",
-    common_pb2.DTYPE_FLOAT16: "DT_HALF",
-    common_pb2.DTYPE_INT8: "DT_INT8",
-    common_pb2.DTYPE_INT16: "DT_INT16",
-    common_pb2.DTYPE_INT32: "DT_INT32",
-    common_pb2.DTYPE_INT64: "DT_INT64",
-    common_pb2.DTYPE_UINT8: "DT_UINT8",
-    common_pb2.DTYPE_UINT16: "DT_UINT16",
-    common_pb2.DTYPE_BOOL: "DT_BOOL",
-    common_pb2.DTYPE_STRING: "DT_STRING",
 }
 
 
@@ -91,11 +76,3 @@ def array_from_json(
     if array.size != count:
         raise invalid(field, f"shape {list(shape)} needs {count} values, got {array.size}")
     return array.reshape(tuple(shape))
-
-
-def kserve_dtype(datatype: str, field: str) -> np.dtype:
-    if datatype not in oip.NUMPY_DTYPES:
-        raise invalid(
-            field, f"unsupported datatype {datatype!r}; one of {sorted(oip.NUMPY_DTYPES)}"
-        )
-    return oip.NUMPY_DTYPES[datatype]

@@ -1,5 +1,5 @@
 """The Open Inference Protocol's (KServe v2's) tensor datatypes and their numpy dtypes,
-shared by the inference service's gRPC adapter and the gateway's REST routes."""
+shared by the inference service's KServe gRPC adapter and its REST codec."""
 
 from __future__ import annotations
 

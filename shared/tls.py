@@ -77,17 +77,6 @@ class TlsFiles:
             context.load_cert_chain(str(self.cert_file), str(self.key_file))
         return context
 
-    def server_context(self) -> ssl.SSLContext | None:
-        """An ssl context for an HTTPS server; client certificates required when mutual."""
-        if not self.serves_tls:
-            return None
-        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-        context.load_cert_chain(str(self.cert_file), str(self.key_file))
-        if self.client_ca_file:
-            context.load_verify_locations(cafile=str(self.client_ca_file))
-            context.verify_mode = ssl.CERT_REQUIRED
-        return context
-
     def scheme(self) -> str:
         """`https` where this process calls peers over TLS, else `http`."""
         return "https" if self.calls_tls else "http"

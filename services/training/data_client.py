@@ -55,7 +55,6 @@ class DataServiceSource:
             version=version.name,
             feature_shape=tuple(int(dim) for dim in schema.feature_shape),
             num_classes=len(schema.label_vocabulary),
-            train_rows=version.rows.train,
         )
 
     async def _read_split(
@@ -92,7 +91,7 @@ class DataServiceSource:
             x_train, y_train, x_val, y_val = split_validation(x_train, y_train)
         normalization = statistics.normalization
         return TrainingData(
-            info=DatasetInfo(info.version, shape, info.num_classes, len(x_train)),
+            info=DatasetInfo(info.version, shape, info.num_classes),
             x_train=x_train,
             y_train=y_train,
             x_val=x_val,

@@ -29,7 +29,6 @@ class DatasetInfo:
     version: str
     feature_shape: tuple[int, ...]
     num_classes: int
-    train_rows: int
 
 
 @dataclass(frozen=True)
@@ -88,7 +87,7 @@ def training_data(
     mean = x_train.mean(axis=0) if mean is None else np.asarray(mean, np.float32)
     std = x_train.std(axis=0) if std is None else np.asarray(std, np.float32)
     x_fit, y_fit, x_val, y_val = split_validation(x_train, y_train)
-    info = DatasetInfo(version, tuple(x_train.shape[1:]), classes, len(x_fit))
+    info = DatasetInfo(version, tuple(x_train.shape[1:]), classes)
     return TrainingData(
         info,
         x_fit,

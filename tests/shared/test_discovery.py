@@ -15,7 +15,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from services.registry.settings import RegistrySettings
 from shared.channels import open_channel, peer_channel
-from shared.discovery import ConsulDiscovery, ConsulWatch, StaticResolver
+from shared.discovery import ConsulDiscovery, ConsulWatch
 from shared.errors import Unavailable
 from shared.retries import retry_idempotent
 from tests.shared.conftest import StartServer
@@ -38,13 +38,6 @@ def fake_consul() -> Iterator[FakeConsul]:
 
 def discovery_for(agent: FakeConsul) -> ConsulDiscovery:
     return ConsulDiscovery(consul.Consul(host="127.0.0.1", port=agent.port))
-
-
-async def test_static_resolver_returns_configured_addresses() -> None:
-    resolver = StaticResolver({"registry": "10.0.0.7:50053"})
-    assert await resolver.resolve("registry") == "10.0.0.7:50053"
-    with pytest.raises(Unavailable, match="inference"):
-        await resolver.resolve("inference")
 
 
 async def test_registered_service_resolves_to_a_working_address(

@@ -77,7 +77,6 @@ class FakeConsul:
 
     def __init__(self) -> None:
         self.services: dict[str, RegisteredService] = {}
-        self.health_queries = 0
         self._index = 1
         self._lock = threading.Lock()
         self._changed = threading.Condition(self._lock)
@@ -196,7 +195,6 @@ class FakeConsul:
             for service in instances:
                 self._run_check(service)
         with self._lock:
-            self.health_queries += 1
             if index is not None:
                 self._changed.wait_for(lambda: self._index > index, timeout=wait_s)
             entries = [

@@ -33,7 +33,7 @@ from services.training.spec import (
 from shared.errors import InvalidArgument
 from tfmesh.training.v1 import training_pb2 as pb
 
-INFO = DatasetInfo("digits@0123456789ab", (64,), 10, 1000)
+INFO = DatasetInfo("digits@0123456789ab", (64,), 10)
 
 
 def spec_with(**hyperparameters) -> JobSpec:
@@ -115,7 +115,7 @@ def test_keras_json_must_fit_the_dataset():
 def test_cnn_needs_image_features():
     with pytest.raises(InvalidArgument):
         check_model_fits(CnnTemplate(), base_params(spec_with()), INFO)
-    images = DatasetInfo("digits@0123456789ab", (8, 8, 1), 10, 1000)
+    images = DatasetInfo("digits@0123456789ab", (8, 8, 1), 10)
     check_model_fits(CnnTemplate(filters=(8, 8)), base_params(spec_with()), images)
     with pytest.raises(InvalidArgument, match="fewer filters"):
         check_model_fits(CnnTemplate(filters=(8, 8, 8, 8)), base_params(spec_with()), images)
@@ -130,7 +130,7 @@ def test_constant_features_do_not_blow_up_normalization():
 
 
 def test_cnn_template_trains_on_images_with_per_channel_statistics():
-    images = DatasetInfo("digits@0123456789ab", (8, 8, 1), 10, 40)
+    images = DatasetInfo("digits@0123456789ab", (8, 8, 1), 10)
     model = build_model(
         CnnTemplate(filters=(4,), dense_units=8),
         base_params(spec_with()),
