@@ -137,6 +137,7 @@ lint: venv
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
 	$(PY) -m mypy
+	$(PY) -m vulture
 
 up: venv
 	$(PY) -m cli.stack up
