@@ -1,5 +1,6 @@
 """The gateway's gRPC side: one channel per service, each call given the request's deadline,
-and idempotent calls retried (tenacity, bounded by that deadline).
+and retried where its proto declares it safe to repeat (shared.retries, bounded by that
+deadline).
 
 Client-streaming uploads go over a blocking channel, from a worker thread: when a server
 ends such a call early (a refusal), grpc.aio may replace the server's status with
@@ -148,11 +149,13 @@ class Backends:
         return inference_pb2_grpc.InferenceServiceStub(self.channel("inference"))
 
     async def call(self, method: Callable[..., Awaitable[T]], request: Any) -> T:
-        """A call that changes state: one attempt, within the deadline."""
+        """A call within the request's deadline; the channel retries it where its proto
+        declares it safe to repeat (shared.retries)."""
         return await method(request, timeout=self.deadline_s)
 
-    async def read(self, method: Callable[..., Awaitable[T]], request: Any) -> T:
-        """An idempotent call: retried on transient codes until the deadline."""
+    async def call_keyed(self, method: Callable[..., Awaitable[T]], request: Any) -> T:
+        """A call that its request makes safe to repeat (a client-chosen id): retried on
+        transient codes until the deadline, as a declared one is."""
         return await retry_idempotent(
             lambda timeout: method(request, timeout=timeout), deadline_s=self.deadline_s
         )

@@ -14,6 +14,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from shared.discovery import BalancedChannel, ConsulWatch
 from shared.grpc_metrics import client_interceptors
+from shared.retries import RetryingChannel
 from shared.settings import SettingsError, TlsSettings
 from shared.telemetry import Telemetry
 from shared.tls import TlsFiles, is_handshake_failure
@@ -71,17 +72,18 @@ def peer_channel(
 ) -> grpc.aio.Channel:
     """A service's channel to its peer `name`: its TLS files, its own token on every call
     (or `authorization`), at `address`, or over the peer's passing instances in Consul
-    when `TFMESH_DISCOVERY=consul` (shared.discovery)."""
+    when `TFMESH_DISCOVERY=consul` (shared.discovery); calls that their protos declare
+    safe to repeat are retried (shared.retries)."""
     credentials = authorization or bearer(getattr(settings, "auth_token", ""))
 
     def to(target: str) -> grpc.aio.Channel:
         return open_channel(target, telemetry, tls=settings.tls_files(), authorization=credentials)
 
+    # Duck-typed: a generated stub needs only the four multicallable factories.
     if uses_consul():
         watch = ConsulWatch(consul.Consul(), name)
-        # Duck-typed: a generated stub needs only the four multicallable factories.
-        return cast(grpc.aio.Channel, BalancedChannel(watch, to))
-    return to(address)
+        return cast(grpc.aio.Channel, RetryingChannel(BalancedChannel(watch, to)))
+    return cast(grpc.aio.Channel, RetryingChannel(to(address)))
 
 
 def uses_consul() -> bool:

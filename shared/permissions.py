@@ -1,11 +1,15 @@
-"""Who may do what: roles, the permissions they grant, and the one table that gives every
-gRPC method (and every inference REST route) the permission it needs.
+"""Who may do what: roles, the permissions they grant, and the permission every gRPC
+method (and every inference REST route) needs.
 
-A method missing from `METHOD_PERMISSIONS` is refused (tests/shared/test_permissions.py
-fails when a served method is missing). OPEN methods (health, liveness, reflection) need
-no credentials, so probes and tools keep working."""
+tfmesh's own RPCs declare their permission in their `.proto` (shared.rpc_methods); the
+services whose protos are not ours (KServe v2, TF Serving, health, reflection) have it in
+the table here. A method without one is refused (tests/security/test_permissions.py fails
+when a served method has none). OPEN methods (health, liveness, reflection) need no
+credentials, so probes and tools keep working."""
 
 from __future__ import annotations
+
+from shared.rpc_methods import declared_permission, tfmesh_methods
 
 OPEN = "open"
 READ = "read"
@@ -25,56 +29,8 @@ ROLE_PERMISSIONS: dict[str, frozenset[str]] = {
     "admin": frozenset(PERMISSIONS),
 }
 
-_BY_SERVICE: dict[str, dict[str, str]] = {
-    "tfmesh.data.v1.DataService": {
-        "UploadDataset": INGEST,
-        "ImportSample": INGEST,
-        "GetDatasetVersion": READ,
-        "ListDatasetVersions": READ,
-        "DeleteDatasetVersion": ADMIN,
-        "GetStatistics": READ,
-        "ReadBatches": READ,
-        "GetShards": READ,
-    },
-    "tfmesh.training.v1.TrainingService": {
-        "SubmitJob": TRAIN,
-        "GetJob": READ,
-        "ListJobs": READ,
-        "CancelJob": TRAIN,
-        "WatchJob": READ,
-    },
-    "tfmesh.registry.v1.RegistryService": {
-        "CreateModel": REGISTER,
-        "GetModel": READ,
-        "ListModels": READ,
-        "UploadVersion": REGISTER,
-        "GetVersion": READ,
-        "ListVersions": READ,
-        "DeleteVersion": ADMIN,
-        "DownloadArtifact": READ,
-        # Moving an alias; overriding the promotion gate needs ADMIN on top (registry).
-        "SetAlias": DEPLOY,
-        "DeleteAlias": DEPLOY,
-        "ListAliases": READ,
-        "ListAliasHistory": READ,
-        "Watch": READ,
-        "SetRolloutPolicy": DEPLOY,
-        "GetRolloutPolicy": READ,
-        "DeleteRolloutPolicy": DEPLOY,
-        "GetRollout": READ,
-        "PauseRollout": DEPLOY,
-        "ResumeRollout": DEPLOY,
-        "AbortRollout": DEPLOY,
-    },
-    "tfmesh.inference.v1.InferenceService": {
-        "Predict": PREDICT,
-        "PredictStream": PREDICT,
-        "GetModelStatus": READ,
-        "ListModels": READ,
-        "GetDrift": READ,
-        "ReportFeedback": PREDICT,
-        "GetVersionStats": READ,
-    },
+# Services whose protos are not tfmesh's, so cannot declare their permissions.
+_THIRD_PARTY: dict[str, dict[str, str]] = {
     "inference.GRPCInferenceService": {
         "ServerLive": OPEN,
         "ServerReady": OPEN,
@@ -102,9 +58,16 @@ _BY_SERVICE: dict[str, dict[str, str]] = {
 }
 
 METHOD_PERMISSIONS: dict[str, str] = {
-    f"/{service}/{method}": permission
-    for service, methods in _BY_SERVICE.items()
-    for method, permission in methods.items()
+    **{
+        path: permission
+        for path in tfmesh_methods()
+        if (permission := declared_permission(path)) is not None
+    },
+    **{
+        f"/{service}/{method}": permission
+        for service, methods in _THIRD_PARTY.items()
+        for method, permission in methods.items()
+    },
 }
 
 # The inference service's REST routes (services.inference.rest.app), by template.

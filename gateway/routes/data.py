@@ -63,7 +63,7 @@ async def list_versions(
     message = pb.ListDatasetVersionsRequest(
         dataset=dataset, page_size=page_size, page_token=page_token
     )
-    return message_response(await b.read(b.data.ListDatasetVersions, message))
+    return message_response(await b.call(b.data.ListDatasetVersions, message))
 
 
 @router.post(
@@ -81,7 +81,7 @@ async def import_sample(request: Request) -> OrjsonResponse:
     b = _backends(request)
     message = await parse_body(request, pb.ImportSampleRequest())
     # Versions are content-addressed: importing again returns the same version.
-    reply = await b.read(b.data.ImportSample, message)
+    reply = await b.call(b.data.ImportSample, message)
     return message_response(reply, 201 if reply.created else 200)
 
 
@@ -134,7 +134,7 @@ async def upload(
 async def get_version(request: Request, version: VersionName) -> OrjsonResponse:
     b = _backends(request)
     message = pb.GetDatasetVersionRequest(version=version)
-    return message_response(await b.read(b.data.GetDatasetVersion, message))
+    return message_response(await b.call(b.data.GetDatasetVersion, message))
 
 
 @router.delete(
@@ -158,4 +158,4 @@ async def delete_version(request: Request, version: VersionName) -> OrjsonRespon
 async def statistics(request: Request, version: VersionName) -> OrjsonResponse:
     b = _backends(request)
     message = pb.GetStatisticsRequest(version=version)
-    return message_response(await b.read(b.data.GetStatistics, message))
+    return message_response(await b.call(b.data.GetStatistics, message))

@@ -92,7 +92,7 @@ async def predict(request: Request, model: ModelName, body: PredictBody) -> Orjs
     elif body.label:
         message.label = body.label
     b = _backends(request)
-    reply = await b.read(b.inference.Predict, message)
+    reply = await b.call(b.inference.Predict, message)
     outputs = {
         name: tensor_value(from_tensor(tensor, f"outputs.{name}"))
         for name, tensor in reply.outputs.items()
@@ -121,7 +121,7 @@ async def serving(
 ) -> OrjsonResponse:
     b = _backends(request)
     message = pb.ListModelsRequest(page_size=page_size, page_token=page_token)
-    return message_response(await b.read(b.inference.ListModels, message))
+    return message_response(await b.call(b.inference.ListModels, message))
 
 
 @router.get(
@@ -133,7 +133,7 @@ async def serving(
 async def serving_model(request: Request, model: ModelName) -> OrjsonResponse:
     b = _backends(request)
     message = pb.GetModelStatusRequest(model=model)
-    return message_response(await b.read(b.inference.GetModelStatus, message))
+    return message_response(await b.call(b.inference.GetModelStatus, message))
 
 
 @router.get(
@@ -149,7 +149,7 @@ async def serving_drift(
 ) -> OrjsonResponse:
     b = _backends(request)
     message = pb.GetDriftRequest(model=model, version=version)
-    return message_response(await b.read(b.inference.GetDrift, message))
+    return message_response(await b.call(b.inference.GetDrift, message))
 
 
 class FeedbackItemBody(BaseModel):
@@ -193,4 +193,4 @@ async def serving_feedback(
 async def serving_stats(request: Request, model: ModelName) -> OrjsonResponse:
     b = _backends(request)
     message = pb.GetVersionStatsRequest(model=model)
-    return message_response(await b.read(b.inference.GetVersionStats, message))
+    return message_response(await b.call(b.inference.GetVersionStats, message))

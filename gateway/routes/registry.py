@@ -61,7 +61,7 @@ async def list_models(
     request: Request, page_size: PageSize = 0, page_token: PageToken = ""
 ) -> dict[str, Any]:
     b = _backends(request)
-    reply = await b.read(
+    reply = await b.call(
         b.registry.ListModels, pb.ListModelsRequest(page_size=page_size, page_token=page_token)
     )
     return to_json(reply)
@@ -90,7 +90,7 @@ async def create_model(request: Request, body: CreateModelBody) -> dict[str, Any
 )
 async def get_model(request: Request, model: ModelName) -> dict[str, Any]:
     b = _backends(request)
-    return to_json(await b.read(b.registry.GetModel, pb.GetModelRequest(name=model)))
+    return to_json(await b.call(b.registry.GetModel, pb.GetModelRequest(name=model)))
 
 
 @router.get(
@@ -104,7 +104,7 @@ async def list_versions(
 ) -> dict[str, Any]:
     b = _backends(request)
     message = pb.ListVersionsRequest(model=model, page_size=page_size, page_token=page_token)
-    return to_json(await b.read(b.registry.ListVersions, message))
+    return to_json(await b.call(b.registry.ListVersions, message))
 
 
 @router.get(
@@ -116,7 +116,7 @@ async def list_versions(
 async def get_version(request: Request, model: ModelName, version: VersionNumber):
     b = _backends(request)
     message = pb.GetVersionRequest(model=model, version=version)
-    return to_json(await b.read(b.registry.GetVersion, message))
+    return to_json(await b.call(b.registry.GetVersion, message))
 
 
 @router.get(
@@ -184,7 +184,7 @@ async def delete_version(request: Request, model: ModelName, version: VersionNum
 )
 async def list_aliases(request: Request, model: ModelName) -> dict[str, Any]:
     b = _backends(request)
-    return to_json(await b.read(b.registry.ListAliases, pb.ListAliasesRequest(model=model)))
+    return to_json(await b.call(b.registry.ListAliases, pb.ListAliasesRequest(model=model)))
 
 
 @router.put(
@@ -225,4 +225,4 @@ async def alias_history(
 ) -> dict[str, Any]:
     b = _backends(request)
     message = pb.ListAliasHistoryRequest(model=model, page_size=page_size, page_token=page_token)
-    return to_json(await b.read(b.registry.ListAliasHistory, message))
+    return to_json(await b.call(b.registry.ListAliasHistory, message))

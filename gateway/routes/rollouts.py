@@ -85,7 +85,7 @@ async def set_policy(request: Request, model: ModelName, body: PolicyBody) -> di
 async def get_policy(request: Request, model: ModelName) -> dict[str, Any]:
     b = _backends(request)
     message = pb.GetRolloutPolicyRequest(model=model)
-    return to_json(await b.read(b.registry.GetRolloutPolicy, message))
+    return to_json(await b.call(b.registry.GetRolloutPolicy, message))
 
 
 @router.delete(
@@ -104,7 +104,7 @@ async def delete_policy(request: Request, model: ModelName) -> None:
 )
 async def get_rollout(request: Request, model: ModelName) -> dict[str, Any]:
     b = _backends(request)
-    return to_json(await b.read(b.registry.GetRollout, pb.GetRolloutRequest(model=model)))
+    return to_json(await b.call(b.registry.GetRollout, pb.GetRolloutRequest(model=model)))
 
 
 @router.post(

@@ -45,7 +45,7 @@ async def submit_job(request: Request) -> OrjsonResponse:
     b = _backends(request)
     message = await parse_body(request, pb.SubmitJobRequest())
     # With a client-chosen id a repeated submit returns the same job, so it may be retried.
-    send = b.read if message.job_id else b.call
+    send = b.call_keyed if message.job_id else b.call
     return message_response(await send(b.training.SubmitJob, message), 201)
 
 
@@ -65,7 +65,7 @@ async def list_jobs(
     message = pb.ListJobsRequest(page_size=page_size, page_token=page_token)
     if state is not None:
         message.state = pb.JobState.Value(f"JOB_STATE_{state.upper()}")
-    return message_response(await b.read(b.training.ListJobs, message))
+    return message_response(await b.call(b.training.ListJobs, message))
 
 
 @router.get(
@@ -76,7 +76,7 @@ async def list_jobs(
 )
 async def get_job(request: Request, job: JobName) -> OrjsonResponse:
     b = _backends(request)
-    return message_response(await b.read(b.training.GetJob, pb.GetJobRequest(name=job)))
+    return message_response(await b.call(b.training.GetJob, pb.GetJobRequest(name=job)))
 
 
 @router.post(

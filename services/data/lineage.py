@@ -7,7 +7,6 @@ from __future__ import annotations
 import grpc
 
 from shared.errors import Unavailable
-from shared.retries import retry_idempotent
 from tfmesh.registry.v1 import registry_pb2, registry_pb2_grpc
 
 
@@ -22,10 +21,7 @@ class RegistryLineage:
             model="", dataset_version=dataset_version, page_size=1
         )
         try:
-            response = await retry_idempotent(
-                lambda timeout_s: self._stub.ListVersions(request, timeout=timeout_s),
-                deadline_s=self._deadline_s,
-            )
+            response = await self._stub.ListVersions(request, timeout=self._deadline_s)
         except grpc.aio.AioRpcError as error:
             raise Unavailable(
                 f"cannot ask the registry whether a model was trained on {dataset_version} "

@@ -11,7 +11,6 @@ import grpc
 
 from services.inference.drift import Baseline, FeatureSummary
 from services.registry.client import RegistryClient
-from shared.retries import retry_idempotent
 from tfmesh.data.v1 import data_pb2, data_pb2_grpc
 
 NUMERIC = (data_pb2.FEATURE_TYPE_INT, data_pb2.FEATURE_TYPE_FLOAT)
@@ -31,17 +30,11 @@ class LineageBaselines:
         dataset_version = record.lineage.dataset_version
         if not dataset_version:
             return None
-        statistics = await retry_idempotent(
-            lambda t: self._data.GetStatistics(
-                data_pb2.GetStatisticsRequest(version=dataset_version), timeout=t
-            ),
-            deadline_s=self._deadline_s,
+        statistics = await self._data.GetStatistics(
+            data_pb2.GetStatisticsRequest(version=dataset_version), timeout=self._deadline_s
         )
-        described = await retry_idempotent(
-            lambda t: self._data.GetDatasetVersion(
-                data_pb2.GetDatasetVersionRequest(version=dataset_version), timeout=t
-            ),
-            deadline_s=self._deadline_s,
+        described = await self._data.GetDatasetVersion(
+            data_pb2.GetDatasetVersionRequest(version=dataset_version), timeout=self._deadline_s
         )
         return Baseline(dataset_version, summaries(statistics, described.version.schema))
 

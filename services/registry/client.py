@@ -87,7 +87,7 @@ class RegistryClient:
         )
         deadline = deadline_s or self._deadline_s
 
-        async def attempt(timeout_s: float) -> pb.UploadVersionResponse:
+        async def attempt(timeout_s: float | None) -> pb.UploadVersionResponse:
             return await self.stub.UploadVersion(
                 self._requests(header, new.artifacts), timeout=timeout_s
             )
@@ -98,16 +98,12 @@ class RegistryClient:
 
     async def get_version(self, model: str, version: int = 0, alias: str = "") -> pb.ModelVersion:
         request = pb.GetVersionRequest(model=model, version=version, alias=alias)
-        response = await retry_idempotent(
-            lambda t: self.stub.GetVersion(request, timeout=t), deadline_s=self._deadline_s
-        )
+        response = await self.stub.GetVersion(request, timeout=self._deadline_s)
         return response.version
 
     async def list_aliases(self, model: str) -> list[pb.Alias]:
         request = pb.ListAliasesRequest(model=model)
-        response = await retry_idempotent(
-            lambda t: self.stub.ListAliases(request, timeout=t), deadline_s=self._deadline_s
-        )
+        response = await self.stub.ListAliases(request, timeout=self._deadline_s)
         return list(response.aliases)
 
     async def download_artifact(
@@ -115,7 +111,7 @@ class RegistryClient:
     ) -> pb.Artifact:
         """Write the artifact to `destination` only once its sha256 has been checked."""
 
-        async def attempt(timeout_s: float) -> pb.Artifact:
+        async def attempt(timeout_s: float | None) -> pb.Artifact:
             request = pb.DownloadArtifactRequest(model=model, version=version, artifact=artifact)
             destination.parent.mkdir(parents=True, exist_ok=True)
             fd, temp = tempfile.mkstemp(dir=destination.parent, prefix=".download-")

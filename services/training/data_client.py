@@ -36,10 +36,7 @@ class DataServiceSource:
         check_dataset_version(dataset_version, FIELD)
         request = pb.GetDatasetVersionRequest(version=dataset_version)
         try:
-            response = await retry_idempotent(
-                lambda timeout_s: self._stub.GetDatasetVersion(request, timeout=timeout_s),
-                deadline_s=self._deadline_s,
-            )
+            response = await self._stub.GetDatasetVersion(request, timeout=self._deadline_s)
         except grpc.aio.AioRpcError as error:
             if error.code() == grpc.StatusCode.NOT_FOUND:
                 raise NotFound("dataset version", dataset_version, FIELD) from None
@@ -64,7 +61,7 @@ class DataServiceSource:
             version=dataset_version, split=split, batch_size=READ_BATCH_ROWS
         )
 
-        async def attempt(timeout_s: float) -> tuple[np.ndarray, np.ndarray]:
+        async def attempt(timeout_s: float | None) -> tuple[np.ndarray, np.ndarray]:
             features, labels = [], []
             async for batch in self._stub.ReadBatches(request, timeout=timeout_s):
                 features.append(from_tensor(batch.features, "features"))
@@ -77,11 +74,8 @@ class DataServiceSource:
 
     async def load(self, dataset_version: str) -> TrainingData:
         info = await self.describe(dataset_version)
-        statistics = await retry_idempotent(
-            lambda timeout_s: self._stub.GetStatistics(
-                pb.GetStatisticsRequest(version=dataset_version), timeout=timeout_s
-            ),
-            deadline_s=self._deadline_s,
+        statistics = await self._stub.GetStatistics(
+            pb.GetStatisticsRequest(version=dataset_version), timeout=self._deadline_s
         )
         shape = info.feature_shape
         x_train, y_train = await self._read_split(dataset_version, pb.SPLIT_TRAIN, shape)

@@ -14,7 +14,6 @@ from services.registry.client import ArtifactFile as RegistryArtifact
 from services.registry.client import NewVersion, RegistryClient
 from services.training.jobs import PromotionOutcome, UploadedVersion, VersionUpload
 from shared.aliases import PRODUCTION
-from shared.retries import retry_idempotent
 from tfmesh.registry.v1 import registry_pb2 as registry_pb
 
 
@@ -53,10 +52,7 @@ class RegistryRegistrar:
             reason=reason,
         )
         try:
-            await retry_idempotent(
-                lambda timeout_s: self._client.stub.SetAlias(request, timeout=timeout_s),
-                deadline_s=self._deadline_s,
-            )
+            await self._client.stub.SetAlias(request, timeout=self._deadline_s)
         except grpc.aio.AioRpcError as error:
             if error.code() != grpc.StatusCode.FAILED_PRECONDITION:
                 raise

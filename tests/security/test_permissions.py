@@ -1,4 +1,5 @@
-"""Principals and roles on every RPC: the permission table covers every method served,
+"""Principals and roles on every RPC: every tfmesh RPC declares its permission in its
+proto, the permission table covers every method served,
 and the four services, started as processes with a tokens file, refuse every method
 without credentials (UNAUTHENTICATED), refuse a principal that lacks the method's
 permission (PERMISSION_DENIED), and let one that has it through to the handler (OK or a
@@ -23,7 +24,16 @@ from tensorflow_serving.apis import model_service_pb2, prediction_service_pb2
 from inference import grpc_predict_v2_pb2
 from services.inference.rest.app import ROUTES
 from shared.auth import token_sha256
-from shared.permissions import METHOD_PERMISSIONS, OPEN, READ, REST_PERMISSIONS
+from shared.permissions import (
+    ADMIN,
+    METHOD_PERMISSIONS,
+    OPEN,
+    PERMISSIONS,
+    PREDICT,
+    READ,
+    REST_PERMISSIONS,
+)
+from shared.rpc_methods import declared_permission, tfmesh_methods
 from tests.registry.conftest import header_for, upload_messages
 from tests.support.processes import ServiceProcess, platform_processes, started
 from tests.support.stack import raw_call_code
@@ -62,6 +72,14 @@ def test_the_table_names_every_served_method_and_nothing_else() -> None:
     assert served - METHOD_PERMISSIONS.keys() == set(), "methods without a permission"
     assert METHOD_PERMISSIONS.keys() - served == set(), "table entries no service serves"
     assert {route.template for route in ROUTES} == REST_PERMISSIONS.keys()
+
+
+def test_every_tfmesh_rpc_declares_a_known_permission_in_its_proto() -> None:
+    declared = {path: declared_permission(path) for path in tfmesh_methods()}
+    assert [path for path, permission in declared.items() if permission is None] == []
+    assert set(declared.values()) <= {OPEN, *PERMISSIONS}
+    assert declared["/tfmesh.inference.v1.InferenceService/Predict"] == PREDICT
+    assert declared["/tfmesh.registry.v1.RegistryService/DeleteVersion"] == ADMIN
 
 
 def write_tokens(path: Path) -> Path:

@@ -1,5 +1,7 @@
-"""`shared.retries.retry_idempotent` against a real server that fails on purpose: transient
-codes are retried, others are not, and the overall deadline bounds every attempt."""
+"""`shared.retries` against a real server that fails on purpose: transient codes are
+retried, others are not, and the overall deadline bounds every attempt; a peer channel
+retries exactly the methods whose protos declare them safe to repeat, never on
+RESOURCE_EXHAUSTED, and waits as long as the server's RetryInfo asks."""
 
 from __future__ import annotations
 
@@ -9,8 +11,14 @@ import time
 import grpc
 import pytest
 
-from shared.errors import Unavailable, invalid
-from shared.retries import RetryPolicy, is_transient, retry_idempotent
+from shared.errors import DomainError, ResourceExhausted, Unavailable, invalid
+from shared.retries import (
+    RetryingChannel,
+    RetryPolicy,
+    is_transient,
+    retry_delay,
+    retry_idempotent,
+)
 from tests.shared.conftest import StartServer
 from tests.support.probe import (
     PROBE_SERVICE,
@@ -20,6 +28,7 @@ from tests.support.probe import (
     register_probe,
     unary_method,
 )
+from tfmesh.registry.v1 import registry_pb2, registry_pb2_grpc
 
 FAST = RetryPolicy(max_attempts=5, initial_backoff_s=0.01, max_backoff_s=0.05)
 
@@ -114,7 +123,7 @@ async def test_each_attempt_gets_only_the_time_left(serve: StartServer) -> None:
     async with await start(serve, handlers) as channel:
         method = unary_method(channel, "Hang")
 
-        def attempt(timeout_s: float) -> grpc.aio.UnaryUnaryCall:
+        def attempt(timeout_s: float | None) -> grpc.aio.UnaryUnaryCall:
             timeouts.append(timeout_s)
             return method(Request(), timeout=timeout_s)
 
@@ -132,7 +141,8 @@ async def test_each_attempt_gets_only_the_time_left(serve: StartServer) -> None:
     ("code", "transient"),
     [
         (grpc.StatusCode.UNAVAILABLE, True),
-        (grpc.StatusCode.RESOURCE_EXHAUSTED, True),
+        # An overloaded server's answer: back to the caller, with its RetryInfo.
+        (grpc.StatusCode.RESOURCE_EXHAUSTED, False),
         (grpc.StatusCode.ABORTED, True),
         (grpc.StatusCode.INVALID_ARGUMENT, False),
         (grpc.StatusCode.DEADLINE_EXCEEDED, False),
@@ -148,3 +158,87 @@ def test_transient_codes(code: grpc.StatusCode, transient: bool) -> None:
 def test_other_exceptions_are_not_transient() -> None:
     assert not is_transient(ValueError("boom"))
     assert not is_transient(ConnectionError("refused"))
+
+
+class Declared:
+    """tfmesh methods (as their protos declare them) that fail with `error` `failures`
+    times first, noting when each call came."""
+
+    def __init__(self, failures: int, error: DomainError) -> None:
+        self.failures = failures
+        self.error = error
+        self.calls: list[float] = []
+
+    async def answer(self, request: object, context: grpc.aio.ServicerContext) -> object:
+        self.calls.append(time.monotonic())
+        if len(self.calls) <= self.failures:
+            raise self.error
+        return registry_pb2.GetModelResponse()
+
+    def register(self, server: grpc.aio.Server) -> None:
+        registry_methods = {
+            # NO_SIDE_EFFECTS in its proto: retried.
+            "GetModel": (registry_pb2.GetModelRequest, registry_pb2.GetModelResponse),
+            # Declares no idempotency: called once.
+            "CreateModel": (registry_pb2.CreateModelRequest, registry_pb2.GetModelResponse),
+        }
+        handlers = {
+            name: grpc.unary_unary_rpc_method_handler(
+                self.answer,
+                request_deserializer=request.FromString,
+                response_serializer=response.SerializeToString,
+            )
+            for name, (request, response) in registry_methods.items()
+        }
+        server.add_generic_rpc_handlers(
+            (grpc.method_handlers_generic_handler("tfmesh.registry.v1.RegistryService", handlers),)
+        )
+
+
+async def declared_stub(
+    serve: StartServer, handlers: Declared
+) -> tuple[RetryingChannel, registry_pb2_grpc.RegistryServiceStub]:
+    running = await serve(handlers.register, ["tfmesh.registry.v1.RegistryService"])
+    channel = RetryingChannel(grpc.aio.insecure_channel(running.address), FAST)
+    return channel, registry_pb2_grpc.RegistryServiceStub(channel)  # type: ignore[arg-type]
+
+
+async def test_a_peer_channel_retries_a_method_its_proto_declares_safe(
+    serve: StartServer,
+) -> None:
+    handlers = Declared(failures=2, error=Unavailable("not yet"))
+    channel, stub = await declared_stub(serve, handlers)
+    async with channel:
+        await stub.GetModel(registry_pb2.GetModelRequest(name="m"), timeout=5)
+    assert len(handlers.calls) == 3
+
+
+async def test_a_peer_channel_calls_a_method_with_side_effects_once(serve: StartServer) -> None:
+    handlers = Declared(failures=2, error=Unavailable("not yet"))
+    channel, stub = await declared_stub(serve, handlers)
+    async with channel:
+        with pytest.raises(grpc.aio.AioRpcError) as failed:
+            await stub.CreateModel(registry_pb2.CreateModelRequest(name="m"), timeout=5)
+    assert failed.value.code() == grpc.StatusCode.UNAVAILABLE
+    assert len(handlers.calls) == 1
+
+
+async def test_resource_exhausted_is_never_retried(serve: StartServer) -> None:
+    handlers = Declared(failures=2, error=ResourceExhausted("queue full", retry_after_s=0.05))
+    channel, stub = await declared_stub(serve, handlers)
+    async with channel:
+        with pytest.raises(grpc.aio.AioRpcError) as failed:
+            await stub.GetModel(registry_pb2.GetModelRequest(name="m"), timeout=5)
+    assert failed.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert retry_delay(failed.value) == pytest.approx(0.05)
+    assert len(handlers.calls) == 1
+
+
+async def test_a_retry_waits_as_long_as_the_servers_retry_info_asks(serve: StartServer) -> None:
+    # The policy's own backoff is at most 50 ms; the server asks for 400.
+    handlers = Declared(failures=1, error=Unavailable("restarting", retry_after_s=0.4))
+    channel, stub = await declared_stub(serve, handlers)
+    async with channel:
+        await stub.GetModel(registry_pb2.GetModelRequest(name="m"), timeout=5)
+    first, second = handlers.calls
+    assert second - first >= 0.4
