@@ -41,7 +41,9 @@ from gateway.routes import data, inference, kserve, registry, rollouts, tfservin
 from gateway.schemas import add_model_schemas, add_proto_schemas
 from gateway.settings import GatewaySettings
 from shared.errors import DomainError
+from shared.http_codes import retry_after
 from shared.http_metrics import HttpMetrics, route_template
+from shared.retries import retry_delay
 from shared.telemetry import Telemetry
 
 # The console's pages (`/ui` and below) are public; the API calls they make carry the
@@ -130,7 +132,7 @@ def create_app(
     @app.exception_handler(grpc.RpcError)
     async def _rpc_error(_: Request, error: grpc.RpcError) -> OrjsonResponse:
         status, body = rpc_error_response(error)
-        return OrjsonResponse(body, status)
+        return OrjsonResponse(body, status, headers=retry_after(retry_delay(error)))
 
     @app.exception_handler(DomainError)
     async def _domain(_: Request, error: DomainError) -> OrjsonResponse:

@@ -1,8 +1,10 @@
 """Status codes to HTTP status codes: Google's canonical mapping (google/rpc/code.proto),
 used wherever a failure leaves tfmesh over HTTP (the gateway, the inference service's REST
-front ends)."""
+front ends), and the `Retry-After` header of a failure that says when to come back."""
 
 from __future__ import annotations
+
+import math
 
 from shared.errors import Code
 
@@ -25,3 +27,11 @@ HTTP_STATUS = {
     Code.UNAVAILABLE: 503,
     Code.DATA_LOSS: 500,
 }
+
+
+def retry_after(seconds: float | None) -> dict[str, str]:
+    """The `Retry-After` header that asks an HTTP client to wait `seconds` (HTTP counts
+    whole seconds: at least 1), or no header when the server asked for no wait."""
+    if not seconds or seconds <= 0:
+        return {}
+    return {"Retry-After": str(max(1, math.ceil(seconds)))}

@@ -44,7 +44,7 @@ def is_transient(error: BaseException) -> bool:
 
 def retry_delay(error: BaseException | None) -> float:
     """The seconds a failed call's RetryInfo asks the client to wait (0 without one)."""
-    if not isinstance(error, grpc.aio.AioRpcError):
+    if not isinstance(error, grpc.RpcError) or not hasattr(error, "trailing_metadata"):
         return 0.0
     for key, value in error.trailing_metadata() or ():
         if key == STATUS_DETAILS_KEY and isinstance(value, bytes):

@@ -8,11 +8,16 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import uuid
 
 import httpx
 import numpy as np
 import pytest
 
+from services.inference.dataplane.link import OwnerLink
+from services.inference.dataplane.slab import Slab
+from services.inference.pipeline import Pipeline
+from services.inference.rest.app import RestApi
 from services.inference.settings import InferenceSettings
 from shared.channels import open_channel
 from shared.telemetry import setup_telemetry
@@ -334,3 +339,17 @@ async def test_an_idle_keep_alive_connection_outlives_uvicorns_default_timeout(s
             await reader.readexactly(length)
     finally:
         writer.close()
+
+
+async def test_a_front_end_without_its_owner_answers_503_with_retry_after():
+    # A real link to an owner that is not there (nothing listens at the address).
+    link = OwnerLink(f"@tfmesh-test-nobody-{uuid.uuid4().hex}", Slab.create(4096, "t"), 0)
+    api = RestApi(Pipeline(link), max_body_bytes=LIMIT)
+    transport = httpx.ASGITransport(app=api)
+    async with httpx.AsyncClient(transport=transport, base_url="http://inference") as client:
+        answer = await client.post("/v2/models/digits/infer", json=infer_body(digits_rows(1)))
+        ready = await client.get("/v2/health/ready")
+    assert answer.status_code == 503, answer.text
+    assert answer.headers["retry-after"] == "1"
+    assert "model owner" in answer.json()["error"]
+    assert ready.status_code == 400 and "retry-after" not in ready.headers

@@ -26,6 +26,7 @@ from shared.errors import (
     Unavailable,
     invalid,
 )
+from shared.http_codes import retry_after
 from shared.server import RunningServer
 from tests.shared.conftest import StartServer
 from tests.support.probe import (
@@ -319,3 +320,9 @@ async def test_undecodable_request_bytes_are_invalid_argument(
         assert violation.field_violations[0].field == "request"
         assert "do not parse" in violation.field_violations[0].description
     await assert_still_serving(probe)
+
+
+def test_retry_after_is_whole_seconds_and_at_least_one():
+    assert retry_after(0.05) == {"Retry-After": "1"}
+    assert retry_after(2.2) == {"Retry-After": "3"}
+    assert retry_after(None) == retry_after(0) == {}

@@ -39,7 +39,7 @@ from services.inference.rest import kserve_json, tfserving_json
 from shared import http_metrics
 from shared.auth import Authenticator
 from shared.errors import DomainError, InvalidArgument, invalid
-from shared.http_codes import HTTP_STATUS
+from shared.http_codes import HTTP_STATUS, retry_after
 from shared.permissions import REST_PERMISSIONS
 from shared.serving_names import SERVER_NAME, SERVER_VERSION, VERSION_HEADER
 
@@ -164,7 +164,10 @@ class RestApi:
         try:
             return await handler(self, Call(params, headers, body))
         except DomainError as error:
-            return error_reply(HTTP_STATUS.get(error.code, 500), error.message)
+            reply = error_reply(HTTP_STATUS.get(error.code, 500), error.message)
+            wait = retry_after(getattr(error, "retry_after_s", None))
+            reply.headers = tuple((k.lower().encode(), v.encode()) for k, v in wait.items())
+            return reply
         except Exception:  # noqa: BLE001 - a bug in one request must not take the server down
             log.exception("unhandled error in a REST request", extra={"path": path})
             return error_reply(500, "internal error")
