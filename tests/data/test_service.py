@@ -16,6 +16,7 @@ from services.data.settings import DataSettings
 from services.registry.client import ArtifactFile, NewVersion, RegistryClient
 from shared.blobstore import LocalBlobStore
 from shared.channels import open_channel
+from shared.ports import free_port
 from shared.telemetry import setup_telemetry
 from shared.tensors import from_tensor
 from tests.data.conftest import (
@@ -25,7 +26,6 @@ from tests.data.conftest import (
     upload,
     upload_requests,
 )
-from tests.support.processes import free_port
 from tests.support.registry import registry_settings, running_registry
 from tests.support.status import expect_error, violation_list
 from tfmesh.data.v1 import data_pb2 as pb

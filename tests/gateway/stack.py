@@ -15,7 +15,8 @@ from pathlib import Path
 
 import httpx
 
-from tests.support.processes import REPO, ServiceProcess, free_port, platform_processes
+from shared.ports import free_port
+from tests.support.processes import REPO, ServiceProcess, platform_processes
 
 
 @dataclass

@@ -13,8 +13,9 @@ import numpy as np
 import pytest
 from sklearn.datasets import load_digits
 
+from shared.ports import free_port
 from tests.gateway.stack import GatewayProcess, running_stack
-from tests.support.processes import free_port, service_process
+from tests.support.processes import service_process
 
 MODEL = "digits"
 ROWS = 16

@@ -12,8 +12,8 @@ import pytest
 
 from gateway.app import create_app
 from gateway.backends import Backends
+from shared.ports import free_port
 from tests.gateway.conftest import asgi_client
-from tests.support.processes import free_port
 
 ROWS = [[1.0, 2.0, 3.0, 4.0], [5.0, 6.0, 7.0, 8.5]]
 FLAT = [value for row in ROWS for value in row]

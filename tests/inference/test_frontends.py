@@ -22,10 +22,11 @@ from grpc_status import rpc_status
 
 from inference import grpc_predict_v2_pb2 as v2
 from inference import grpc_predict_v2_pb2_grpc
+from shared.ports import free_port
 from shared.tensors import to_tensor
 from tests.inference.conftest import write_model_config
 from tests.inference.models import digits_rows
-from tests.support.processes import ServiceProcess, free_port, service_process
+from tests.support.processes import ServiceProcess, service_process
 from tfmesh.inference.v1 import inference_pb2 as pb
 from tfmesh.inference.v1 import inference_pb2_grpc
 

@@ -22,7 +22,8 @@ import pytest
 from cli.postgres import SERVER_USER, PostgresServer
 from cli.seaweedfs import LocalObjectStore
 from shared.channels import open_channel
-from tests.support.processes import ServiceProcess, free_port, service_process
+from shared.ports import free_port
+from tests.support.processes import ServiceProcess, service_process
 from tests.training.test_process import EPOCHS, _wait
 from tfmesh.data.v1 import data_pb2, data_pb2_grpc
 from tfmesh.registry.v1 import registry_pb2, registry_pb2_grpc

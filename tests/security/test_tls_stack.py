@@ -27,10 +27,11 @@ from cli.demo import read_split, wait_for_labels
 from cli.stack import LocalStack, stack_tls
 from shared.aliases import PRODUCTION
 from shared.channels import open_channel
+from shared.ports import free_port
 from shared.tensors import to_tensor
 from shared.tls import TlsFiles
 from tests.support.certs import make_pki
-from tests.support.processes import REPO, free_port
+from tests.support.processes import REPO
 from tests.support.stack import RunningStack, http_json, service_stubs, stack_environment, train
 from tfmesh.data.v1 import data_pb2 as dpb
 from tfmesh.inference.v1 import inference_pb2 as ipb

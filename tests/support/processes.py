@@ -15,7 +15,7 @@ from pathlib import Path
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from shared.ports import free_port
+from shared.ports import free_ports
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -83,32 +83,43 @@ class ServiceProcess:
             self.process.wait(10)
 
 
-def service_process(module: str, prefix: str, home: Path, **env: str) -> ServiceProcess:
-    """A service configured through its env prefix (e.g. `TFMESH_REGISTRY_`), not yet started;
-    the inference service gets a free HTTP port too."""
-    port = free_port()
+def service_process(
+    module: str, prefix: str, home: Path, *, ports: tuple[int, int] | None = None, **env: str
+) -> ServiceProcess:
+    """A service configured through its env prefix (e.g. `TFMESH_REGISTRY_`), not yet started,
+    on `ports` (gRPC, and HTTP for the inference service) or free ones."""
+    port, http_port = ports or tuple(free_ports(2))
     settings = {"TFMESH_HOME": str(home), f"{prefix}PORT": str(port)}
     if prefix == "TFMESH_INFERENCE_":
-        settings[f"{prefix}HTTP_PORT"] = str(free_port())
+        settings[f"{prefix}HTTP_PORT"] = str(http_port)
     return ServiceProcess(module, {**settings, **env}, port, home / f"{module}.log")
 
 
 def platform_processes(home: Path, **inference_env: str) -> dict[str, ServiceProcess]:
     """Registry, data, training and inference wired to one another, in start order (not yet
-    started); `inference_env` says what the inference service serves."""
+    started); `inference_env` says what the inference service serves. Their ports are
+    chosen together, so no two share one (gRPC servers bind with SO_REUSEPORT: two on one
+    port would split its connections between them)."""
+    ports = free_ports(8)
     registry = service_process(
         "services.registry.server",
         "TFMESH_REGISTRY_",
         home,
+        ports=(ports[0], ports[1]),
         TFMESH_REGISTRY_WATCH_POLL_INTERVAL_S="0.2",
     )
     data = service_process(
-        "services.data.server", "TFMESH_DATA_", home, TFMESH_DATA_REGISTRY_ADDR=registry.address
+        "services.data.server",
+        "TFMESH_DATA_",
+        home,
+        ports=(ports[2], ports[3]),
+        TFMESH_DATA_REGISTRY_ADDR=registry.address,
     )
     training = service_process(
         "services.training.server",
         "TFMESH_TRAINING_",
         home,
+        ports=(ports[4], ports[5]),
         TFMESH_TRAINING_DATA_ADDR=data.address,
         TFMESH_TRAINING_REGISTRY_ADDR=registry.address,
         TFMESH_TRAINING_IDLE_POLL_S="0.2",
@@ -118,6 +129,7 @@ def platform_processes(home: Path, **inference_env: str) -> dict[str, ServicePro
         "services.inference.server",
         "TFMESH_INFERENCE_",
         home,
+        ports=(ports[6], ports[7]),
         TFMESH_INFERENCE_REGISTRY_ADDR=registry.address,
         TFMESH_INFERENCE_REGISTRY_MAX_BACKOFF_S="0.5",
         **inference_env,

@@ -14,7 +14,8 @@ import tensorflow as tf
 
 from services.training.datasource import save_npz
 from services.training.spec import Hyperparameters, JobSpec, MlpTemplate, spec_to_dict
-from tests.support.processes import REPO, free_port
+from shared.ports import free_port
+from tests.support.processes import REPO
 from tests.training.conftest import DIGITS
 
 
