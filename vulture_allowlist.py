@@ -49,3 +49,11 @@ _.do_PUT
 _.log_message
 # Modules imported for their descriptors (the default pool).
 DESCRIBED
+# REST handlers, called by the name their route gives (shared.rest_routes).
+_.server_metadata
+_.model_ready
+_.model_metadata
+_.tf_status
+_.tf_metadata
+_.tf_predict
+_.tf_unimplemented

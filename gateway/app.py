@@ -37,8 +37,9 @@ from gateway.errors import (
 )
 from gateway.forward import DataPlaneForwarder, is_data_plane
 from gateway.jsonio import OrjsonResponse
-from gateway.routes import data, inference, kserve, registry, rollouts, tfserving, training
+from gateway.routes import data, inference, registry, rollouts, training
 from gateway.schemas import add_model_schemas, add_proto_schemas
+from gateway.serving_docs import add_serving_routes
 from gateway.settings import GatewaySettings
 from shared.errors import DomainError
 from shared.http_codes import retry_after
@@ -98,15 +99,14 @@ async def _no_body() -> Message:
 
 
 def _openapi(app: FastAPI) -> dict[str, Any]:
-    """FastAPI's document, with the forwarded data-plane APIs (documented, not mounted),
-    and the schemas of the protobuf messages the routes name and of the error bodies."""
+    """FastAPI's document, with the forwarded data-plane APIs (documented from the route
+    table the inference service serves, not mounted), and the schemas of the protobuf
+    messages the routes name and of the error bodies."""
     if app.openapi_schema is None:
         document = get_openapi(
-            title=app.title,
-            version=app.version,
-            description=app.description,
-            routes=[*app.routes, *tfserving.router.routes, *kserve.router.routes],
+            title=app.title, version=app.version, description=app.description, routes=app.routes
         )
+        document = add_serving_routes(document)
         app.openapi_schema = document_errors(add_model_schemas(add_proto_schemas(document)))
     return app.openapi_schema
 

@@ -16,8 +16,9 @@ from google.protobuf.message import Message
 from pydantic import BaseModel
 
 REF_PREFIX = "#/components/schemas/"
-# Models of bodies that forwarding routes document but do not parse (`model_body`).
-_BODY_MODELS: dict[str, type[BaseModel]] = {}
+# Pydantic models the document names (`model_ref`): bodies and answers of routes the
+# gateway documents but does not parse.
+_MODELS: dict[str, type[BaseModel]] = {}
 
 _NUMBER = {"anyOf": [{"type": "number"}, {"enum": ["NaN", "Infinity", "-Infinity"]}]}
 _INT64 = {"anyOf": [{"type": "string", "pattern": "^-?[0-9]+$"}, {"type": "integer"}]}
@@ -125,18 +126,16 @@ def add_proto_schemas(document: dict[str, Any]) -> dict[str, Any]:
     return document
 
 
-def model_body(model: type[BaseModel]) -> dict[str, Any]:
-    """`openapi_extra` documenting a JSON body of `model` for a route that passes the body
-    on unparsed; `add_model_schemas` then writes the model's schema."""
-    _BODY_MODELS[model.__name__] = model
-    schema = {"$ref": REF_PREFIX + model.__name__}
-    return {"requestBody": {"required": True, "content": {"application/json": {"schema": schema}}}}
+def model_ref(model: type[BaseModel]) -> dict[str, str]:
+    """A reference to `model`'s schema; `add_model_schemas` then writes the schema."""
+    _MODELS[model.__name__] = model
+    return {"$ref": REF_PREFIX + model.__name__}
 
 
 def add_model_schemas(document: dict[str, Any]) -> dict[str, Any]:
-    """Write the schemas of the bodies documented with `model_body` under components."""
+    """Write the schemas of the models named with `model_ref` under components."""
     schemas = document.setdefault("components", {}).setdefault("schemas", {})
-    for name, model in _BODY_MODELS.items():
+    for name, model in _MODELS.items():
         schema = model.model_json_schema(ref_template=REF_PREFIX + "{model}")
         for definition_name, definition in schema.pop("$defs", {}).items():
             schemas.setdefault(definition_name, definition)

@@ -1,9 +1,10 @@
 """Who may do what: roles, the permissions they grant, and the permission every gRPC
-method (and every inference REST route) needs.
+method needs.
 
 tfmesh's own RPCs declare their permission in their `.proto` (shared.rpc_methods); the
 services whose protos are not ours (KServe v2, TF Serving, health, reflection) have it in
-the table here. A method without one is refused (tests/security/test_permissions.py fails
+the table here. The inference service's REST routes declare theirs in their route table
+(shared.rest_routes). A method without one is refused (tests/security/test_permissions.py fails
 when a served method has none). OPEN methods (health, liveness, reflection) need no
 credentials, so probes and tools keep working."""
 
@@ -68,23 +69,6 @@ METHOD_PERMISSIONS: dict[str, str] = {
         for service, methods in _THIRD_PARTY.items()
         for method, permission in methods.items()
     },
-}
-
-# The inference service's REST routes (services.inference.rest.app), by template.
-REST_PERMISSIONS: dict[str, str] = {
-    "/v2": READ,
-    "/v2/health/live": OPEN,
-    "/v2/health/ready": OPEN,
-    "/v2/models/stats": READ,
-    "/v2/models/{model}[/versions/{version}]": READ,
-    "/v2/models/{model}[/versions/{version}]/ready": READ,
-    "/v2/models/{model}[/versions/{version}]/config": READ,
-    "/v2/models/{model}[/versions/{version}]/stats": READ,
-    "/v2/models/{model}[/versions/{version}]/infer": PREDICT,
-    "/v1/models/{model}[/versions/{version}|/labels/{label}]": READ,
-    "/v1/models/{model}[/versions/{version}|/labels/{label}]/metadata": READ,
-    "/v1/models/{model}[/versions/{version}|/labels/{label}]:predict": PREDICT,
-    "/v1/models/{model}[/versions/{version}|/labels/{label}]:{verb}": PREDICT,
 }
 
 

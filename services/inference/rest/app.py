@@ -1,13 +1,9 @@
 """The inference service's REST API: an ASGI application that uvicorn serves.
 
-Routes (a version is a number, or a label for KServe; TF Serving pins with `/versions/N`
-or `/labels/L`):
-
-- KServe v2: `GET /v2`, `/v2/health/live`, `/v2/health/ready`,
-  `/v2/models/{m}[/versions/{v}]` (metadata), `.../ready`, `.../config` and `.../stats`
-  (Triton's), `GET /v2/models/stats`, `POST .../infer` (JSON, or Triton's binary tensors).
-- TF Serving: `GET /v1/models/{m}[...]` (status), `.../metadata`, `POST ...:predict`;
-  `:classify` and `:regress` answer 501.
+Its routes, KServe v2's (with Triton's config, statistics and binary tensors) and TF
+Serving's, are the one table in shared.rest_routes: each names the method here that
+answers it and the permission it needs. A version is a number, or a label for KServe; TF
+Serving pins with `/versions/N` or `/labels/L`; `:classify` and `:regress` answer 501.
 
 Every failure is `{"error": "<message>"}` (both APIs' shape) with the HTTP status of its
 gRPC code. The body is read up to the service's message limit (413 past it); a body that
@@ -19,7 +15,6 @@ answer is counted and timed under its route's template (shared.http_metrics)."""
 from __future__ import annotations
 
 import logging
-import re
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -40,7 +35,7 @@ from shared import http_metrics
 from shared.auth import Authenticator
 from shared.errors import DomainError, InvalidArgument, invalid
 from shared.http_codes import HTTP_STATUS, retry_after
-from shared.permissions import REST_PERMISSIONS
+from shared.rest_routes import route_of
 from shared.serving_names import SERVER_NAME, SERVER_VERSION, VERSION_HEADER
 
 log = logging.getLogger(__name__)
@@ -97,9 +92,7 @@ class Call:
     body: bytes
 
 
-Handler = Callable[["RestApi", Call], Awaitable[Reply]]
-MODEL = r"/v2/models/(?P<model>[^/]+)(?:/versions/(?P<version>[^/]+))?"
-TF_MODEL = r"/v1/models/(?P<model>[^/:]+)(?:/versions/(?P<version>\d+)|/labels/(?P<label>[^/:]+))?"
+Handler = Callable[[Call], Awaitable[Reply]]
 
 
 class RestApi:
@@ -127,7 +120,7 @@ class RestApi:
     async def _handle(self, scope: dict[str, Any], receive) -> tuple[str, Reply]:  # type: ignore[no-untyped-def]
         """The answer to a request, and the template of the route that took it."""
         method, path = scope["method"], scope["path"]
-        route, params, allowed = _route(method, path)
+        route, params, allowed = route_of(method, path)
         if route is None:
             if allowed:
                 reply = error_reply(405, f"{path} takes {' or '.join(sorted(allowed))}")
@@ -137,11 +130,12 @@ class RestApi:
             authorization = dict(scope["headers"]).get(b"authorization", b"").decode("latin-1")
             try:
                 self._authenticator.check_permission(
-                    REST_PERMISSIONS.get(route.template), f"{method} {path}", authorization
+                    route.permission, f"{method} {path}", authorization
                 )
             except DomainError as error:
                 return route.template, error_reply(HTTP_STATUS[error.code], error.message)
-        return route.template, await self._answer(route.handler, params, scope, receive)
+        handler = getattr(self, route.handler)
+        return route.template, await self._answer(handler, params, scope, receive)
 
     async def _answer(self, handler: Handler, params: dict[str, str], scope, receive) -> Reply:  # type: ignore[no-untyped-def]
         method, path = scope["method"], scope["path"]
@@ -162,7 +156,7 @@ class RestApi:
         if body and content_type and not _readable(content_type):
             return error_reply(415, f"content type {content_type.decode()!r} is not JSON")
         try:
-            return await handler(self, Call(params, headers, body))
+            return await handler(Call(params, headers, body))
         except DomainError as error:
             reply = error_reply(HTTP_STATUS.get(error.code, 500), error.message)
             wait = retry_after(getattr(error, "retry_after_s", None))
@@ -375,52 +369,3 @@ def _split_binary(call: Call) -> tuple[bytes, memoryview | None]:
         )
     length = int(declared)
     return call.body[:length], memoryview(call.body)[length:]
-
-
-@dataclass(frozen=True)
-class Route:
-    method: str
-    pattern: re.Pattern[str]
-    handler: Handler
-    # How the route is named in metrics: the path with its parameters as `{name}`.
-    template: str
-
-
-_V2_MODEL = "/v2/models/{model}[/versions/{version}]"
-_TF_MODEL = "/v1/models/{model}[/versions/{version}|/labels/{label}]"
-ROUTES = [
-    Route(method, re.compile(pattern), handler, template)
-    for method, pattern, handler, template in (
-        ("GET", r"/v2", RestApi.server_metadata, "/v2"),
-        ("GET", r"/v2/health/live", RestApi.live, "/v2/health/live"),
-        ("GET", r"/v2/health/ready", RestApi.ready, "/v2/health/ready"),
-        ("GET", r"/v2/models/stats", RestApi.model_stats, "/v2/models/stats"),
-        ("GET", MODEL, RestApi.model_metadata, _V2_MODEL),
-        ("GET", MODEL + r"/ready", RestApi.model_ready, _V2_MODEL + "/ready"),
-        ("GET", MODEL + r"/config", RestApi.model_config, _V2_MODEL + "/config"),
-        ("GET", MODEL + r"/stats", RestApi.model_stats, _V2_MODEL + "/stats"),
-        ("POST", MODEL + r"/infer", RestApi.infer, _V2_MODEL + "/infer"),
-        ("GET", TF_MODEL, RestApi.tf_status, _TF_MODEL),
-        ("GET", TF_MODEL + r"/metadata", RestApi.tf_metadata, _TF_MODEL + "/metadata"),
-        ("POST", TF_MODEL + r":predict", RestApi.tf_predict, _TF_MODEL + ":predict"),
-        (
-            "POST",
-            TF_MODEL + r":(?P<verb>classify|regress)",
-            RestApi.tf_unimplemented,
-            _TF_MODEL + ":{verb}",
-        ),
-    )
-]
-
-
-def _route(method: str, path: str) -> tuple[Route | None, dict[str, str], set[str]]:
-    """The route of a request, its path parameters, and the methods the path takes."""
-    allowed = set()
-    for route in ROUTES:
-        match = route.pattern.fullmatch(path)
-        if match is None:
-            continue
-        if route.method == method:
-            return route, {k: v for k, v in match.groupdict().items() if v is not None}, set()
-        allowed.add(route.method)
-    return None, {}, allowed
