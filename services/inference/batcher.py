@@ -102,6 +102,21 @@ class BatchShapeError(RuntimeError):
     """The model answered a batch with a different number of rows than it was given."""
 
 
+@dataclass(frozen=True)
+class QueueSnapshot:
+    """What a batcher holds at one moment."""
+
+    requests: int
+    rows: int
+    capacity_rows: int
+    # Seconds the oldest queued request has waited (0 with none queued).
+    oldest_wait_s: float
+    # Batches computing on the worker threads.
+    running_batches: int
+    # The rows the batcher waits for (up to the timeout) before it runs a batch.
+    expected_rows: int
+
+
 @dataclass(eq=False)
 class _Pending:
     inputs: Arrays
@@ -198,6 +213,17 @@ class Batcher:
     @property
     def queued_rows(self) -> int:
         return self._queue.rows
+
+    def snapshot(self) -> QueueSnapshot:
+        items = self._queue.items
+        return QueueSnapshot(
+            requests=len(items),
+            rows=self._queue.rows,
+            capacity_rows=self.options.max_queued_rows,
+            oldest_wait_s=time.monotonic() - items[0].enqueued if items else 0.0,
+            running_batches=len(self._running),
+            expected_rows=self._expected_rows(),
+        )
 
     def submit(
         self,

@@ -305,3 +305,22 @@ async def test_a_lone_caller_after_lone_callers_is_not_held_for_the_timeout():
     assert time.monotonic() - started < 0.2
     assert len(model.batches[-1]) == 4
     await batcher.close()
+
+
+async def test_a_snapshot_shows_what_waits_behind_a_running_batch():
+    model = RecordingModel(hold=True)
+    batcher = Batcher(model, BatchingOptions(max_batch_size=2, max_enqueued_batches=4))
+    idle = batcher.snapshot()
+    assert (idle.requests, idle.rows, idle.capacity_rows, idle.running_batches) == (0, 0, 8, 0)
+    assert idle.oldest_wait_s == 0.0
+    first = batcher.submit(rows_of(1), 1)
+    await asyncio.to_thread(model.entered.wait, 5)
+    waiting = [batcher.submit(rows_of(2, 3), 2), batcher.submit(rows_of(4), 1)]
+    await asyncio.sleep(0.05)
+    busy = batcher.snapshot()
+    assert (busy.requests, busy.rows, busy.running_batches) == (2, 3, 1)
+    assert 0.05 <= busy.oldest_wait_s < 5
+    model.gate.set()
+    await asyncio.gather(first, *waiting)
+    await batcher.close()
+    assert batcher.snapshot().requests == 0
