@@ -1,5 +1,5 @@
 """Control calls: what a client asks of the process that holds the models, besides
-predictions (version statistics, feedback on past predictions).
+predictions (version statistics, feedback on past predictions, queue snapshots).
 
 Each control call is one method of `Controls`, with typed arguments and a typed answer.
 The pipeline makes the call through its submitter: in process it is a plain method call;
@@ -10,8 +10,10 @@ A new control call is a new method; nothing in the link changes."""
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from services.inference.batcher import QueueSnapshot
 from services.inference.feedback import FeedbackItem, FeedbackOutcome
 from services.inference.metrics import count_feedback
 from services.inference.statistics import VersionStatistics
@@ -19,6 +21,12 @@ from shared.errors import NotFound
 
 if TYPE_CHECKING:  # front ends, which read only the methods' types, load no models
     from services.inference.model_manager import ModelManager
+
+
+@dataclass(frozen=True)
+class VersionQueue:
+    version: int
+    queue: QueueSnapshot
 
 
 class Controls:
@@ -44,6 +52,15 @@ class Controls:
         if model and version and not found:
             raise NotFound("model version", f"{model}/{version}", "version")
         return found
+
+    def queues(self, model: str) -> list[VersionQueue]:
+        """What waits in each loaded version's batch queue now."""
+        served = self._manager.model(model)
+        return [
+            VersionQueue(number, record.loaded.batcher.snapshot())
+            for number, record in sorted(served.records.items())
+            if record.loaded is not None
+        ]
 
     def report_feedback(self, model: str, items: Sequence[FeedbackItem]) -> FeedbackOutcome:
         """Join feedback to a served model's predictions, and count it."""

@@ -103,6 +103,28 @@ class InferenceServicer(inference_pb2_grpc.InferenceServiceServicer):
             model=model.name, versions=[c.version_stats_to_proto(model, s) for s in statistics]
         )
 
+    async def GetQueue(self, request: pb.GetQueueRequest, context) -> pb.GetQueueResponse:
+        if not request.model:
+            raise invalid("model", "name the model whose queues to show")
+        model = self._pipeline.catalog().model(request.model)
+        queues = await self._pipeline.control(Controls.queues, model.name)
+        return pb.GetQueueResponse(
+            model=model.name,
+            versions=[
+                pb.VersionQueue(
+                    version=q.version,
+                    labels=model.labels_of(q.version),
+                    queued_requests=q.queue.requests,
+                    queued_rows=q.queue.rows,
+                    capacity_rows=q.queue.capacity_rows,
+                    oldest_wait_seconds=q.queue.oldest_wait_s,
+                    running_batches=q.queue.running_batches,
+                    expected_rows=q.queue.expected_rows,
+                )
+                for q in queues
+            ],
+        )
+
     async def ListModels(self, request: pb.ListModelsRequest, context) -> pb.ListModelsResponse:
         if request.page_size < 0:
             raise invalid("page_size", "must be >= 0")

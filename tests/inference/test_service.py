@@ -282,6 +282,27 @@ async def test_overload_fails_fast_and_expired_requests_are_not_computed(stub):
     assert refusals >= len(refused)
 
 
+async def test_a_queue_snapshot_shows_what_waits_behind_a_busy_version(stub):
+    for bad, code in (
+        (pb.GetQueueRequest(), grpc.StatusCode.INVALID_ARGUMENT),
+        (pb.GetQueueRequest(model="nope"), grpc.StatusCode.NOT_FOUND),
+    ):
+        with pytest.raises(grpc.aio.AioRpcError) as error:
+            await stub.GetQueue(bad)
+        assert error.value.code() is code
+    idle = await stub.GetQueue(pb.GetQueueRequest(model="slow"))
+    assert [(v.version, v.queued_rows, v.capacity_rows) for v in idle.versions] == [(1, 0, 2)]
+    await stub.Predict(slow_request(0))  # the batch size seen once, so it runs on a thread
+    busy = await fill_the_queue(stub, 2)
+    (queue,) = (await stub.GetQueue(pb.GetQueueRequest(model="slow"))).versions
+    # Two rows were seen queued; a batch (one row, 200 ms) may have ended since, taking one.
+    assert queue.running_batches == 1
+    assert 1 <= queue.queued_requests == queue.queued_rows <= 2
+    assert 0 < queue.oldest_wait_seconds < 10
+    assert queue.labels == ["production"]
+    await served_count(busy)
+
+
 @pytest.mark.parametrize("shape", ["single", "split"])
 async def test_a_span_per_request_and_a_batch_span_linking_them(tmp_path, artifacts, shape):
     """In the split shape the request span is the front end's and the batch span the
