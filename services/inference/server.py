@@ -27,7 +27,6 @@ import grpc
 from grpc_health.v1 import health_pb2
 
 from inference import grpc_predict_v2_pb2, grpc_predict_v2_pb2_grpc
-from services.inference import tfserving_protos
 from services.inference.baselines import LineageBaselines
 from services.inference.config import model_specs
 from services.inference.dataplane.link import OwnerLink
@@ -35,14 +34,15 @@ from services.inference.dataplane.owner import ModelOwner
 from services.inference.dataplane.slab import Slab
 from services.inference.execution import LocalSubmitter
 from services.inference.feedback import PredictionLog
-from services.inference.kserve_servicer import KServeServicer
 from services.inference.model_manager import DriftOptions, ModelManager
 from services.inference.pipeline import Pipeline
+from services.inference.protocols.kserve.servicer import KServeServicer
+from services.inference.protocols.tfmesh.servicer import InferenceServicer
+from services.inference.protocols.tfserving import protos as tfserving_protos
 from services.inference.registry_source import RegistrySource
 from services.inference.rest.app import RestApi
 from services.inference.rest.serve import start_http
 from services.inference.routing import Router
-from services.inference.servicer import InferenceServicer
 from services.inference.settings import InferenceSettings, usable_cores
 from services.registry.client import RegistryClient
 from shared.auth import authenticator_for
@@ -62,7 +62,7 @@ Stop = Callable[[], Awaitable[None]]
 
 def _tfserving_registrar() -> Callable[[grpc.aio.Server, Pipeline], list[str]] | None:
     try:
-        from services.inference import tfserving_servicer
+        from services.inference.protocols.tfserving import servicer as tfserving_servicer
     except ImportError as error:
         log.info("TF Serving API off: TensorFlow is not importable", extra={"error": str(error)})
         return None

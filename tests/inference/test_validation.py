@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from services.inference.kserve_converters import field_renamer
+from services.inference.protocols.kserve.converters import field_renamer
 from services.inference.runtimes import Signature, TensorSpec
 from services.inference.validation import check_output_filter, validate_inputs
 from shared.errors import InvalidArgument

@@ -12,14 +12,14 @@ import pytest
 from gateway.app import create_app
 from gateway.backends import Backends
 from gateway.settings import GatewaySettings
-from services.inference.rest.app import RestApi
+from services.inference.rest.app import APIS
 from shared.permissions import OPEN, PERMISSIONS
 from shared.rest_routes import ROUTES, RestRoute, route_of
 
 
 @pytest.mark.parametrize("route", ROUTES, ids=lambda r: f"{r.method} {r.template}")
 def test_every_route_is_served_guarded_and_described(route: RestRoute) -> None:
-    assert callable(getattr(RestApi, route.handler, None)), route.handler
+    assert callable(getattr(APIS[route.tag], route.handler, None)), route.handler
     assert route.permission in {OPEN, *PERMISSIONS}
     assert route.answer is not None or any(status != 200 for status in route.answers)
     assert (route.body is not None) == (route.method == "POST" and route.answer is not None)

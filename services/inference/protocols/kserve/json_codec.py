@@ -19,8 +19,8 @@ import numpy as np
 import orjson
 import simdjson
 
-from services.inference.kserve_converters import datatype_of, input_field
 from services.inference.pipeline import Prediction
+from services.inference.protocols.kserve.converters import datatype_of, input_field
 from shared import oip
 from shared.errors import FieldViolation, InvalidArgument, invalid
 

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterable, Mapping, Sequence
 
-import grpc
 import numpy as np
 
 from services.inference.batcher import BatchingOptions
@@ -27,12 +25,6 @@ STATES = {
     VersionState.FAILED: pb.VersionStatus.STATE_FAILED,
     VersionState.END: pb.VersionStatus.STATE_END,
 }
-
-
-def deadline_of(context: grpc.aio.ServicerContext) -> float | None:
-    """The call's deadline as a `time.monotonic()` instant, or None without one."""
-    remaining = context.time_remaining()
-    return None if remaining is None else time.monotonic() + remaining
 
 
 def input_field(name: str) -> str:

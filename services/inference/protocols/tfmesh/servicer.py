@@ -7,9 +7,10 @@ from collections.abc import AsyncIterator
 
 import grpc
 
-from services.inference import converters as c
 from services.inference.controls import Controls
 from services.inference.pipeline import Pipeline
+from services.inference.protocols.deadlines import deadline_of
+from services.inference.protocols.tfmesh import converters as c
 from services.inference.streaming import answer_stream
 from shared.errors import DomainError, invalid
 from tfmesh.inference.v1 import inference_pb2 as pb
@@ -33,7 +34,7 @@ class InferenceServicer(inference_pb2_grpc.InferenceServiceServicer):
             c.inputs_from_proto(request.inputs),
             version=request.version,
             label=request.label,
-            deadline=c.deadline_of(context),
+            deadline=deadline_of(context),
             output_filter=list(request.output_filter),
             request_id=request.request_id,
         )

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import orjson
 
-from services.inference.catalog import ModelView, VersionState, VersionView
+from services.inference.catalog import VersionState, VersionView
 from services.inference.pipeline import Prediction
 from services.inference.runtimes import TensorSpec
 from shared.errors import invalid
@@ -55,8 +55,7 @@ def _tf_dtype(dtype: np.dtype) -> str:
     return TF_DTYPES.get(dtype.newbyteorder("<").str.lstrip("<|="), "DT_INVALID")
 
 
-def model_status(model: ModelView, pinned: VersionView | None) -> dict[str, Any]:
-    views = [pinned] if pinned is not None else list(model.versions.values())
+def model_status(views: list[VersionView]) -> dict[str, Any]:
     return {
         "model_version_status": [
             {

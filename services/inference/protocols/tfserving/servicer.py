@@ -1,6 +1,6 @@
 """TF Serving's `PredictionService` (Predict, GetModelMetadata) and `ModelService`
-(GetModelStatus) onto the inference core, so TF Serving clients work unchanged, version
-labels included. Importing it imports TensorFlow (through the stubs of
+(GetModelStatus) over gRPC, asking the TF Serving data plane, so TF Serving clients work
+unchanged, version labels included. Importing it imports TensorFlow (through the stubs of
 `tensorflow-serving-api`); the server imports it only where TensorFlow is installed."""
 
 from __future__ import annotations
@@ -18,11 +18,12 @@ from tensorflow_serving.apis import (
     status_pb2,
 )
 
-from services.inference import tfserving_converters as c
 from services.inference.catalog import VersionState, VersionView
-from services.inference.converters import deadline_of
 from services.inference.pipeline import Pipeline
-from shared.errors import NotFound, invalid
+from services.inference.protocols.deadlines import deadline_of
+from services.inference.protocols.tfserving import converters as c
+from services.inference.protocols.tfserving.dataplane import TFServingDataPlane
+from shared.errors import invalid
 from shared.serving_names import SIGNATURE
 
 SIGNATURE_DEF_FIELD = "signature_def"
@@ -44,7 +45,7 @@ MODEL_SERVICE = model_service_pb2.DESCRIPTOR.services_by_name["ModelService"].fu
 
 class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
     def __init__(self, pipeline: Pipeline) -> None:
-        self._pipeline = pipeline
+        self._plane = TFServingDataPlane(pipeline)
 
     async def Predict(self, request: predict_pb2.PredictRequest, context):
         version, label = c.version_pin(request.model_spec)
@@ -52,14 +53,14 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
             name: c.ndarray_from_proto(tensor, c.input_field(name))
             for name, tensor in request.inputs.items()
         }
-        prediction = await self._pipeline.predict(
+        prediction = await self._plane.predict(
             request.model_spec.name,
             inputs,
-            version=version,
-            label=label,
-            deadline=deadline_of(context),
+            version,
+            label,
             output_filter=list(request.output_filter),
             request_id=dict(context.invocation_metadata() or ()).get(REQUEST_ID_KEY, ""),
+            deadline=deadline_of(context),
         )
         # TF Serving's messages have no request id: it travels as metadata both ways.
         context.set_trailing_metadata(((REQUEST_ID_KEY, prediction.request_id),))
@@ -75,7 +76,7 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
         if fields != [SIGNATURE_DEF_FIELD]:
             raise invalid("metadata_field", f"only {SIGNATURE_DEF_FIELD!r} is served, got {fields}")
         version, label = c.version_pin(request.model_spec)
-        target = self._pipeline.catalog().resolve(request.model_spec.name, version, label)
+        target = self._plane.signature_of(request.model_spec.name, version, label)
         assert target.signature is not None  # routable versions are loaded
         signatures = get_model_metadata_pb2.SignatureDefMap()
         signatures.signature_def[SIGNATURE].CopyFrom(c.signature_def_map(target.signature))
@@ -101,23 +102,11 @@ def _version_status(view: VersionView) -> get_model_status_pb2.ModelVersionStatu
 
 class ModelServicer(model_service_pb2_grpc.ModelServiceServicer):
     def __init__(self, pipeline: Pipeline) -> None:
-        self._pipeline = pipeline
+        self._plane = TFServingDataPlane(pipeline)
 
     async def GetModelStatus(self, request: get_model_status_pb2.GetModelStatusRequest, context):
-        catalog = self._pipeline.catalog()
-        model = catalog.model(request.model_spec.name)
-        spec = request.model_spec
-        views = [view for _, view in sorted(model.versions.items())]
-        which = spec.WhichOneof("version_choice")
-        if which == "version":
-            views = [view for view in views if view.version == spec.version.value]
-            if not views:
-                raise NotFound(
-                    "model version", f"{model.name}/{spec.version.value}", "model_spec.version"
-                )
-        elif which == "version_label":
-            target = catalog.resolve(model.name, 0, spec.version_label)
-            views = [view for view in views if view.version == target.version]
+        version, label = c.version_pin(request.model_spec)
+        views = self._plane.statuses(request.model_spec.name, version, label, "model_spec.version")
         return get_model_status_pb2.GetModelStatusResponse(
             model_version_status=[_version_status(view) for view in views]
         )

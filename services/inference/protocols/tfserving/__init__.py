@@ -1,0 +1,1 @@
+"""TF Serving's APIs (PredictionService, ModelService, REST): data plane, gRPC, REST, codecs."""
