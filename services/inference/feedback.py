@@ -167,44 +167,12 @@ class PredictionLog:
         found: list[_Logged | None] = []
         for i, item in enumerate(items):
             where = f"items[{i}]"
-            if not item.request_id or len(item.request_id) > MAX_REQUEST_ID:
-                violations.append(
-                    FieldViolation(f"{where}.request_id", f"1-{MAX_REQUEST_ID} characters")
-                )
-            elif item.request_id in seen:
-                violations.append(
-                    FieldViolation(f"{where}.request_id", "repeats an earlier item's id")
-                )
+            violations += _item_problems(item, where, seen)
             seen.add(item.request_id)
-            if not item.labels:
-                violations.append(FieldViolation(f"{where}.labels", "one true value per row"))
-            elif not all(math.isfinite(label) for label in item.labels):
-                violations.append(FieldViolation(f"{where}.labels", "must be finite numbers"))
-            if item.version < 0:
-                violations.append(FieldViolation(f"{where}.version", "must be >= 0"))
             logged = self._entries.get(item.request_id)
             found.append(logged)
-            if logged is None or not item.labels:
-                continue
-            if item.version in served and item.version != logged.version:
-                violations.append(
-                    FieldViolation(
-                        f"{where}.version",
-                        f"request {item.request_id!r} was served by version {logged.version}",
-                    )
-                )
-            if len(item.labels) != len(logged.predicted):
-                violations.append(
-                    FieldViolation(
-                        f"{where}.labels",
-                        f"{len(item.labels)} values for a prediction of "
-                        f"{len(logged.predicted)} rows",
-                    )
-                )
-            elif logged.classifier and not all(float(v).is_integer() for v in item.labels):
-                violations.append(
-                    FieldViolation(f"{where}.labels", "a classifier's labels are class indices")
-                )
+            if logged is not None and item.labels:
+                violations += _fit_problems(item, where, logged, served)
         raise_violations(violations)
         for i, item in enumerate(items):
             if item.version and item.version not in served:
@@ -218,3 +186,45 @@ class PredictionLog:
                     f"items[{i}]: feedback for request {item.request_id!r} was already recorded"
                 )
         return found
+
+
+def _item_problems(item: FeedbackItem, where: str, seen: set[str]) -> list[FieldViolation]:
+    """What is wrong with one item on its own (`seen`: the ids of the items before it)."""
+    problems = []
+    if not item.request_id or len(item.request_id) > MAX_REQUEST_ID:
+        problems.append(FieldViolation(f"{where}.request_id", f"1-{MAX_REQUEST_ID} characters"))
+    elif item.request_id in seen:
+        problems.append(FieldViolation(f"{where}.request_id", "repeats an earlier item's id"))
+    if not item.labels:
+        problems.append(FieldViolation(f"{where}.labels", "one true value per row"))
+    elif not all(math.isfinite(label) for label in item.labels):
+        problems.append(FieldViolation(f"{where}.labels", "must be finite numbers"))
+    if item.version < 0:
+        problems.append(FieldViolation(f"{where}.version", "must be >= 0"))
+    return problems
+
+
+def _fit_problems(
+    item: FeedbackItem, where: str, logged: _Logged, served: Collection[int]
+) -> list[FieldViolation]:
+    """What keeps an item from fitting the prediction it names."""
+    problems = []
+    if item.version in served and item.version != logged.version:
+        problems.append(
+            FieldViolation(
+                f"{where}.version",
+                f"request {item.request_id!r} was served by version {logged.version}",
+            )
+        )
+    if len(item.labels) != len(logged.predicted):
+        problems.append(
+            FieldViolation(
+                f"{where}.labels",
+                f"{len(item.labels)} values for a prediction of {len(logged.predicted)} rows",
+            )
+        )
+    elif logged.classifier and not all(float(v).is_integer() for v in item.labels):
+        problems.append(
+            FieldViolation(f"{where}.labels", "a classifier's labels are class indices")
+        )
+    return problems
