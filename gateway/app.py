@@ -129,27 +129,7 @@ def create_app(
     )
     app.state.backends = backends
 
-    @app.exception_handler(grpc.RpcError)
-    async def _rpc_error(_: Request, error: grpc.RpcError) -> OrjsonResponse:
-        status, body = rpc_error_response(error)
-        return OrjsonResponse(body, status, headers=retry_after(retry_delay(error)))
-
-    @app.exception_handler(DomainError)
-    async def _domain(_: Request, error: DomainError) -> OrjsonResponse:
-        status, body = domain_error_response(error)
-        return OrjsonResponse(body, status)
-
-    @app.exception_handler(RequestValidationError)
-    async def _invalid(_: Request, error: RequestValidationError) -> OrjsonResponse:
-        status, body = validation_error_response(error)
-        return OrjsonResponse(body, status)
-
-    @app.exception_handler(StarletteHTTPException)
-    async def _http(_: Request, error: StarletteHTTPException) -> OrjsonResponse:
-        return OrjsonResponse(
-            error_body(error.status_code, "HTTP_ERROR", str(error.detail)), error.status_code
-        )
-
+    _answer_errors_as_json(app)
     if settings.api_token:
 
         @app.middleware("http")
@@ -184,6 +164,31 @@ def create_app(
     app.add_middleware(AccessLog)
     app.add_middleware(ForwardAuthorization)
     return app
+
+
+def _answer_errors_as_json(app: FastAPI) -> None:
+    """Every failure as the gateway's JSON error body, with the HTTP status of its code."""
+
+    @app.exception_handler(grpc.RpcError)
+    async def _rpc_error(_: Request, error: grpc.RpcError) -> OrjsonResponse:
+        status, body = rpc_error_response(error)
+        return OrjsonResponse(body, status, headers=retry_after(retry_delay(error)))
+
+    @app.exception_handler(DomainError)
+    async def _domain(_: Request, error: DomainError) -> OrjsonResponse:
+        status, body = domain_error_response(error)
+        return OrjsonResponse(body, status)
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(_: Request, error: RequestValidationError) -> OrjsonResponse:
+        status, body = validation_error_response(error)
+        return OrjsonResponse(body, status)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(_: Request, error: StarletteHTTPException) -> OrjsonResponse:
+        return OrjsonResponse(
+            error_body(error.status_code, "HTTP_ERROR", str(error.detail)), error.status_code
+        )
 
 
 class ForwardAuthorization:
