@@ -1,0 +1,50 @@
+"""Product modules stay under 450 lines and functions under 60 (generated code, database
+migrations and tests aside), so each can be read as one piece. The few over the limits
+are listed with the reason they are not split yet; the list may only shrink: a test
+fails on a new one, and on an entry that is no longer over."""
+
+from __future__ import annotations
+
+import ast
+
+from tests.support.processes import REPO
+
+MAX_MODULE_LINES = 450
+MAX_FUNCTION_LINES = 60
+PRODUCT = ("services", "shared", "gateway", "cli")
+OVER_THE_LIMITS = {
+    # The training service's whole store (jobs, trials, claims, events); to be split by
+    # table family when the worker-fleet work next changes it.
+    "services/training/store.py": "module",
+    # The end-to-end demo script and its one long `run`, read top to bottom as a tour.
+    "cli/demo.py": "module",
+    "cli/demo.py:run": "function",
+    # The CLI's `train submit`: one option per job field.
+    "cli/train.py:submit": "function",
+    # To be replaced by the Arrow ingest (data at data-lake speed).
+    "services/data/ingest.py:ingest": "function",
+    # One worker's whole run under tf.distribute's multi-worker strategy.
+    "services/training/distributed.py:train_worker": "function",
+}
+
+
+def oversized() -> set[str]:
+    found = set()
+    for root in PRODUCT:
+        for path in (REPO / root).rglob("*.py"):
+            if "migrations" in path.parts:
+                continue
+            name = str(path.relative_to(REPO))
+            text = path.read_text()
+            if len(text.splitlines()) > MAX_MODULE_LINES:
+                found.add(name)
+            for node in ast.walk(ast.parse(text)):
+                if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+                    assert node.end_lineno is not None
+                    if node.end_lineno - node.lineno + 1 > MAX_FUNCTION_LINES:
+                        found.add(f"{name}:{node.name}")
+    return found
+
+
+def test_modules_and_functions_stay_small():
+    assert oversized() == set(OVER_THE_LIMITS)
