@@ -7,8 +7,8 @@ from datetime import datetime
 from google.protobuf import timestamp_pb2
 
 from services.registry import entities as e
+from services.registry.rollouts.entities import Rollout
 from services.registry.rollouts.policy import PolicyDraft, RolloutPolicy
-from services.registry.rollouts.records import Rollout
 from shared.rollout_metrics import BY_NAME, BY_NUMBER
 from tfmesh.registry.v1 import registry_pb2 as pb
 

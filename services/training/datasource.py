@@ -5,7 +5,7 @@ feature shape, the class count and the train-split normalization statistics. A
 `DataSource` answers `describe` (cheap: enough to validate a job before it is queued) and
 `load` (the arrays). `ArrayDataSource` holds datasets in memory (tests, the bench, the
 distributed worker's file input); the data service's implementation is in
-`services.training.data_client`. The trainer always feeds Keras through `tf.data`
+`services.training.data_service_source`. The trainer always feeds Keras through `tf.data`
 (`services.training.trainer`), whichever source the arrays came from."""
 
 from __future__ import annotations

@@ -31,7 +31,7 @@ from shared.tls import tls_from_environment
 def _load_data(args: argparse.Namespace, spec: JobSpec) -> TrainingData:
     if args.data_file is not None:
         return load_npz(args.data_file)
-    from services.training.data_client import DataServiceSource
+    from services.training.data_service_source import DataServiceSource
     from shared.channels import open_channel
 
     async def fetch() -> TrainingData:

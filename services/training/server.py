@@ -10,7 +10,7 @@ from prometheus_client import REGISTRY
 
 from services.training.checkpoint_store import CheckpointMirror
 from services.training.core import TrainingCore
-from services.training.data_client import DataServiceSource
+from services.training.data_service_source import DataServiceSource
 from services.training.datasource import DataSource
 from services.training.jobs import Registrar
 from services.training.metrics import JobsByState

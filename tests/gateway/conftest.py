@@ -23,7 +23,7 @@ from services.data.server import start_data
 from services.data.settings import DataSettings
 from services.inference.server import start_inference
 from services.inference.settings import InferenceSettings
-from services.training.data_client import DataServiceSource
+from services.training.data_service_source import DataServiceSource
 from services.training.registrar import RegistryRegistrar
 from services.training.server import start_training
 from services.training.settings import TrainingSettings

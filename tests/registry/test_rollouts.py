@@ -13,9 +13,9 @@ from services.inference.statistics import LATENCY_BOUNDS_S
 from services.registry.core import Registry
 from services.registry.rollouts.book import CONTROLLER
 from services.registry.rollouts.controller import RolloutController
+from services.registry.rollouts.entities import RolloutState
 from services.registry.rollouts.evidence import Verdict, VersionFigures, evaluate
 from services.registry.rollouts.policy import Check, Metric, PolicyDraft
-from services.registry.rollouts.records import RolloutState
 from shared.errors import FailedPrecondition, InvalidArgument, NotFound
 from tests.registry.conftest import add_version
 

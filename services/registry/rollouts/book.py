@@ -18,8 +18,8 @@ from sqlalchemy.orm import Session
 from services.registry import entities as e
 from services.registry.aliases import AliasBook
 from services.registry.database import RegistryDatabase, now
+from services.registry.rollouts.entities import Rollout, RolloutEvent, RolloutState
 from services.registry.rollouts.policy import PolicyDraft, RolloutPolicy, check_policy
-from services.registry.rollouts.records import Rollout, RolloutEvent, RolloutState
 from services.registry.store import (
     AliasRow,
     ModelRow,

@@ -29,9 +29,9 @@ from typing import Protocol
 from services.registry.core import Registry
 from services.registry.gate import check_promotion
 from services.registry.rollouts.book import RolloutBook
+from services.registry.rollouts.entities import Rollout, RolloutState
 from services.registry.rollouts.evidence import CheckResult, Verdict, VersionFigures, evaluate
 from services.registry.rollouts.policy import RolloutPolicy
-from services.registry.rollouts.records import Rollout, RolloutState
 from shared.aliases import CANARY
 from shared.errors import DomainError, FailedPrecondition, NotFound
 
