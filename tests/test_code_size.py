@@ -21,10 +21,6 @@ OVER_THE_LIMITS = {
     "cli/demo.py:run": "function",
     # The CLI's `train submit`: one option per job field.
     "cli/train.py:submit": "function",
-    # To be replaced by the Arrow ingest (data at data-lake speed).
-    "services/data/ingest.py:ingest": "function",
-    # One worker's whole run under tf.distribute's multi-worker strategy.
-    "services/training/distributed.py:train_worker": "function",
 }
 
 

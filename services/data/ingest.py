@@ -36,7 +36,7 @@ from services.data.entities import (
 )
 from services.data.npz_source import NpzSource
 from services.data.shards import BlobSink, ShardWriter, record_dtype
-from services.data.sources import EncodedChunk, Source
+from services.data.sources import EncodedChunk, Inference, Source
 from services.data.splits import assign_splits
 from services.data.stats import Histograms, Moments
 from shared.errors import FieldViolation, InvalidArgument, invalid
@@ -179,6 +179,19 @@ def ingest(
         validation=int(per_split[1]),
         test=int(per_split[2]),
     )
+    statistics = _statistics(inference, histograms, label_counts, normalization, rows)
+    return IngestResult(schema, rows, log.report(), statistics, shards)
+
+
+def _statistics(
+    inference: Inference,
+    histograms: Histograms,
+    label_counts: np.ndarray,
+    normalization: Moments,
+    rows: RowCounts,
+) -> Statistics:
+    """The version's statistics: each feature's with its histogram, the label counts of
+    the upload and of each split, and the train split's normalization."""
     features = [
         statistics.model_copy(
             update={"histogram": Histogram(edges=edges.tolist(), counts=counts.tolist())}
@@ -198,13 +211,12 @@ def ingest(
             validation=int(label_counts[2, i]),
             test=int(label_counts[3, i]),
         )
-        for i, label in enumerate(schema.label_vocabulary)
+        for i, label in enumerate(inference.schema.label_vocabulary)
     ]
-    statistics = Statistics(
+    return Statistics(
         features=features,
         labels=labels,
         normalization=Normalization(
             mean=normalization.mean.tolist(), std=normalization.std.tolist(), rows=rows.train
         ),
     )
-    return IngestResult(schema, rows, log.report(), statistics, shards)

@@ -20,6 +20,7 @@ import json
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -60,8 +61,6 @@ def train_worker(
     import keras
     import tensorflow as tf
 
-    from services.training.evaluation import write_evaluation
-    from services.training.export import export_model
     from services.training.models import build_model
     from services.training.trainer import make_dataset
 
@@ -101,8 +100,18 @@ def train_worker(
                 handle.write(json.dumps(line) + "\n")
     if not is_chief:
         return {}
-    # Plain calls in the cross-replica context read the mirrored variables locally, with
-    # no collectives, so the chief evaluates and exports alone.
+    return _evaluate_and_export(model, spec, data, output)
+
+
+def _evaluate_and_export(
+    model: Any, spec: JobSpec, data: TrainingData, output: Path
+) -> dict[str, float]:
+    """The chief's last step: test and validation scores, the export, the evaluation.
+    Plain calls in the cross-replica context read the mirrored variables locally, with
+    no collectives, so the chief does this alone."""
+    from services.training.evaluation import write_evaluation
+    from services.training.export import export_model
+
     probabilities = np.asarray(model(data.x_test, training=False))
     accuracy, loss = _scores(probabilities, data.y_test)
     val_accuracy, val_loss = _scores(np.asarray(model(data.x_val, training=False)), data.y_val)
@@ -113,7 +122,7 @@ def train_worker(
         "loss": loss,
         "val_accuracy": val_accuracy,
         "val_loss": val_loss,
-        "epochs": float(epochs),
+        "epochs": float(spec.hyperparameters.epochs),
     }
     (output / "metrics.json").write_text(json.dumps(metrics))
     return metrics
