@@ -1,10 +1,10 @@
 """HTTP paths in authorization policies, checked against the inference service's REST
-route table (KServe v2 and TF Serving; `services.inference.rest.app.ROUTES`): a path
+route table (KServe v2 and TF Serving; `shared.rest_routes.ROUTES`): a path
 names a route template, or ends in `*` and is the start of one."""
 
 from __future__ import annotations
 
-from services.inference.rest.app import ROUTES
+from shared.rest_routes import ROUTES
 
 TEMPLATES = tuple(route.template for route in ROUTES)
 
