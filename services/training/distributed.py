@@ -34,10 +34,12 @@ def _load_data(args: argparse.Namespace, spec: JobSpec) -> TrainingData:
         return load_npz(args.data_file)
     from services.training.data_service_source import DataServiceSource
     from shared.channels import open_channel
+    from shared.retries import RetryingChannel
 
     async def fetch() -> TrainingData:
-        async with open_channel(args.data_addr, tls=tls_from_environment()) as channel:
-            return await DataServiceSource(channel).load(spec.dataset_version)
+        channel = open_channel(args.data_addr, tls=tls_from_environment())
+        async with RetryingChannel(channel) as retrying:
+            return await DataServiceSource(retrying).load(spec.dataset_version)
 
     return asyncio.run(fetch())
 
