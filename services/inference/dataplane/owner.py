@@ -247,8 +247,11 @@ class _Session:
             return
         try:
             result = method(self._owner.controls, **arguments)
+            reply = frames.control_answer_to_frame(control.call, control.method, result)
         except DomainError as error:
             reply = frames.control_error_to_frame(control.call, error)
-        else:
-            reply = frames.control_answer_to_frame(control.call, control.method, result)
+        except Exception as error:  # noqa: BLE001 - a failed call must not drop the front end
+            log.exception("a control call failed", extra={"method": control.method})
+            internal = _internal(f"internal error: {type(error).__name__}")
+            reply = frames.control_error_to_frame(control.call, internal)
         self.connection.send(reply)
