@@ -230,6 +230,15 @@ class RemoteStatus(DomainError):
     def to_status(self) -> status_pb2.Status:
         return self._status
 
+    @property
+    def retry_after_s(self) -> float | None:
+        """The delay its RetryInfo asks for, as ResourceExhausted's; None without one."""
+        for detail in self._status.details:
+            info = error_details_pb2.RetryInfo()
+            if detail.Unpack(info):
+                return info.retry_delay.ToTimedelta().total_seconds()
+        return None
+
 
 def from_status(status: status_pb2.Status) -> DomainError:
     """A status another process sent, as a domain error: InvalidArgument when it names
