@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import numpy as np
-import orjson
+import pydantic_core
 from google.rpc import status_pb2
 from pydantic import TypeAdapter
 
@@ -290,6 +290,16 @@ def _control_types(method: str) -> tuple[dict[str, TypeAdapter[Any]], TypeAdapte
     return {name: TypeAdapter(hint) for name, hint in hints.items()}, result
 
 
+def _json(value: Any) -> bytes:
+    # NaN and infinities written as such (JSON's `null` would not read back as a float):
+    # a regressor's feedback may sum to one, and a bad report may carry one.
+    return pydantic_core.to_json(value, inf_nan_mode="constants")
+
+
+def _parsed(data: bytes) -> Any:
+    return pydantic_core.from_json(data, allow_inf_nan=True)
+
+
 def control_to_frame(
     call: int, method: Callable[..., Any], args: Sequence[Any], kwargs: dict[str, Any]
 ) -> dp.Frame:
@@ -297,18 +307,17 @@ def control_to_frame(
     adapters, _ = _control_types(method.__name__)
     bound = inspect.signature(method).bind(None, *args, **kwargs)
     arguments = {
-        name: adapters[name].dump_python(value, mode="json")
-        for name, value in list(bound.arguments.items())[1:]
+        name: adapters[name].dump_python(value) for name, value in list(bound.arguments.items())[1:]
     }
     return dp.Frame(
-        control=dp.Control(call=call, method=method.__name__, arguments=orjson.dumps(arguments))
+        control=dp.Control(call=call, method=method.__name__, arguments=_json(arguments))
     )
 
 
 def control_from_frame(control: dp.Control) -> tuple[Callable[..., Any], dict[str, Any]]:
     """The `Controls` method a frame calls and its arguments; ValueError for anything else."""
     adapters, _ = _control_types(control.method)
-    given = orjson.loads(control.arguments)
+    given = _parsed(control.arguments)
     if not isinstance(given, dict) or set(given) != set(adapters):
         raise ValueError(f"arguments {control.arguments[:200]!r} do not fit {control.method}")
     arguments = {name: adapters[name].validate_python(value) for name, value in given.items()}
@@ -317,7 +326,8 @@ def control_from_frame(control: dp.Control) -> tuple[Callable[..., Any], dict[st
 
 def control_answer_to_frame(call: int, method: str, result: Any) -> dp.Frame:
     _, adapter = _control_types(method)
-    return dp.Frame(control_answer=dp.ControlAnswer(call=call, result=adapter.dump_json(result)))
+    answer = _json(adapter.dump_python(result))
+    return dp.Frame(control_answer=dp.ControlAnswer(call=call, result=answer))
 
 
 def control_error_to_frame(call: int, error: DomainError) -> dp.Frame:
@@ -327,4 +337,4 @@ def control_error_to_frame(call: int, error: DomainError) -> dp.Frame:
 def control_result(method: str, answer: dp.ControlAnswer) -> Any:
     """The result an answer carries, as the method's return type."""
     _, adapter = _control_types(method)
-    return adapter.validate_json(answer.result)
+    return adapter.validate_python(_parsed(answer.result))
