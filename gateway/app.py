@@ -1,7 +1,7 @@
 """The gateway's FastAPI application: routes, request limits, auth and error mapping.
 
-`create_app` wires the routers (the platform's `/api/v1`, TF Serving's `/v1/models` and
-KServe v2's `/v2`, the last two forwarded to the inference service's REST port) to a
+`create_app` wires the platform's `/api/v1` routers, and the forwarding of TF Serving's
+`/v1/models` and KServe v2's `/v2` to the inference service's REST port, to a
 `Backends` object, so tests drive the app through an ASGI client against real servers.
 Every failure is a JSON body: gRPC errors and the gateway's own domain errors map to HTTP
 codes (gateway.errors), malformed JSON and schema errors are 400, an oversized body 413,
@@ -177,7 +177,8 @@ def _answer_errors_as_json(app: FastAPI) -> None:
     @app.exception_handler(DomainError)
     async def _domain(_: Request, error: DomainError) -> OrjsonResponse:
         status, body = domain_error_response(error)
-        return OrjsonResponse(body, status)
+        wait = retry_after(getattr(error, "retry_after_s", None))
+        return OrjsonResponse(body, status, headers=wait)
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(_: Request, error: RequestValidationError) -> OrjsonResponse:

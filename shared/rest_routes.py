@@ -32,7 +32,8 @@ _PARAMETER = re.compile(r"\{(\w+)\}")
 class RestRoute:
     method: str
     template: str
-    # The name of the method of services.inference.rest.app.RestApi that answers it.
+    # The method that answers it, on its API's REST handlers (services.inference.rest.app
+    # APIS, by `tag`).
     handler: str
     permission: str
     summary: str

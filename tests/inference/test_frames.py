@@ -6,6 +6,7 @@ control call, or arguments it does not take, is refused."""
 
 from __future__ import annotations
 
+import math
 import mmap
 
 import numpy as np
@@ -120,6 +121,9 @@ def test_an_invalid_argument_crosses_as_one_so_an_adapter_can_rename_its_fields(
     other = from_status(frames.error_status(frames.error_bytes(ResourceExhausted("full"))))
     assert not isinstance(other, InvalidArgument)
     assert other.code is Code.RESOURCE_EXHAUSTED
+    # A retry delay crosses too, so a front end's REST answer says Retry-After.
+    full = ResourceExhausted("queue full", retry_after_s=0.05)
+    assert from_status(frames.error_status(frames.error_bytes(full))).retry_after_s == 0.05
 
 
 def catalog() -> Catalog:
@@ -197,3 +201,16 @@ def test_a_feedback_call_and_its_answer_come_back_equal():
 def test_a_control_frame_that_is_no_call_of_controls_is_refused(method, arguments):
     with pytest.raises(ValueError):
         frames.control_from_frame(dp.Control(call=1, method=method, arguments=arguments))
+
+
+def test_nan_and_infinities_cross_a_control_frame_as_they_are():
+    # A regressor's feedback can sum to infinity; a bad report can carry NaN labels, which
+    # the owner must see to refuse them field by field.
+    items = [FeedbackItem("r", (math.nan, math.inf))]
+    frame = crossed(frames.control_to_frame(1, Controls.report_feedback, ("m", items), {}))
+    _, arguments = frames.control_from_frame(frame.control)
+    (item,) = arguments["items"]
+    assert math.isnan(item.labels[0]) and item.labels[1] == math.inf
+    outcome = FeedbackOutcome(1, 0, 0, {2: FeedbackTally(1, 1, 0, math.inf)})
+    answer = crossed(frames.control_answer_to_frame(1, "report_feedback", outcome))
+    assert frames.control_result("report_feedback", answer.control_answer) == outcome
