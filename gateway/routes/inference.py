@@ -194,3 +194,14 @@ async def serving_stats(request: Request, model: ModelName) -> OrjsonResponse:
     b = _backends(request)
     message = pb.GetVersionStatsRequest(model=model)
     return message_response(await b.call(b.inference.GetVersionStats, message))
+
+
+@router.get(
+    "/serving/{model}/queue",
+    summary="Per loaded version: requests and rows waiting, capacity, oldest wait",
+    response_model=None,
+    responses={200: proto_response(pb.GetQueueResponse)},
+)
+async def serving_queue(request: Request, model: ModelName) -> OrjsonResponse:
+    b = _backends(request)
+    return message_response(await b.call(b.inference.GetQueue, pb.GetQueueRequest(model=model)))

@@ -49,6 +49,16 @@ async def test_serving_status_lists_versions_and_labels(platform):
     ]
 
 
+async def test_serving_queue_shows_each_loaded_version(platform):
+    queue = (await platform.get("/api/v1/serving/echo/queue")).json()
+    assert [(v["version"], v["labels"]) for v in queue["versions"]] == [
+        ("1", ["production"]),
+        ("2", ["canary"]),
+    ]
+    assert all(v["capacity_rows"] == "128" for v in queue["versions"])
+    assert (await platform.get("/api/v1/serving/nope/queue")).status_code == 404
+
+
 async def test_tfserving_status_and_metadata(platform):
     status = (await platform.get("/v1/models/echo")).json()["model_version_status"]
     assert [(s["version"], s["state"]) for s in status] == [("1", "AVAILABLE"), ("2", "AVAILABLE")]
