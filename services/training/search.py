@@ -21,7 +21,8 @@ from sqlalchemy import Engine
 
 from services.training.jobs import TrialClaim
 from services.training.spec import SearchParameter, SearchSpace
-from services.training.store import JobStore, TrialTicket
+from services.training.store import JobStore
+from services.training.trials import TrialTicket
 
 STUDY_PREFIX = "tfmesh-training-"
 
@@ -91,12 +92,12 @@ class SearchBoard:
             direction="maximize",
             load_if_exists=True,
         )
-        self.store.open_trials(job_id, search.max_trials)
+        self.store.trials.open(job_id, search.max_trials)
 
     def take(self, job_id: str | None = None) -> TrialTicket | None:
         """Claim a queued trial of `job_id`'s search, or of any running search; the
         claim is renewed until `done`."""
-        ticket = self.store.claim_trial(self.worker, self._claim_s, job_id)
+        ticket = self.store.trials.claim(self.worker, self._claim_s, job_id)
         if ticket is not None:
             self._held.add(ticket.claim)
         return ticket
@@ -106,7 +107,7 @@ class SearchBoard:
         self._held.discard(ticket.claim)
 
     def left(self, job_id: str) -> int:
-        return self.store.trials_left(job_id)
+        return self.store.trials.left(job_id)
 
     def best_params(self, job_id: str) -> dict[str, Any]:
         """The parameters of the recorded trial with the highest objective, preferring
@@ -131,7 +132,7 @@ class SearchBoard:
         if ticket.abandoned_study_trial is not None:
             self._fail(job.job_id, ticket.abandoned_study_trial)
         trial = study.ask({p.name: distribution(p) for p in search.parameters})
-        self.store.set_study_trial(ticket.claim, trial.number)
+        self.store.trials.set_study_trial(ticket.claim, trial.number)
         return study, trial
 
     def _fail(self, job_id: str, number: int) -> None:
@@ -152,7 +153,7 @@ class SearchBoard:
         """Tell the study, then record the trial (ClaimLost when another worker has it)."""
         state = optuna.trial.TrialState.PRUNED if pruned else optuna.trial.TrialState.COMPLETE
         study.tell(trial, None if pruned else objective, state=state)
-        self.store.record_trial(ticket.claim, dict(trial.params), objective, pruned)
+        self.store.trials.record(ticket.claim, dict(trial.params), objective, pruned)
 
     def epoch_ended(
         self, ticket: TrialTicket, epoch: int, epochs: int, metrics: dict[str, float]
@@ -161,4 +162,4 @@ class SearchBoard:
         self.store.record_epoch(claim.job_id, claim.number + 1, epoch, epochs, metrics, claim)
 
     def release(self, ticket: TrialTicket) -> None:
-        self.store.release_trial(ticket.claim)
+        self.store.trials.release(ticket.claim)

@@ -35,7 +35,7 @@ from services.training.spec import JobSpec, TrialParams, base_params, params_wit
 
 if TYPE_CHECKING:
     from services.training.search import SearchBoard
-    from services.training.store import TrialTicket
+    from services.training.trials import TrialTicket
 
 log = logging.getLogger(__name__)
 

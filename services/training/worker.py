@@ -46,8 +46,8 @@ from shared.leases import replica_name
 if TYPE_CHECKING:
     from services.training.checkpoint_store import CheckpointMirror
     from services.training.checkpoints import Checkpoint
-    from services.training.store import TrialTicket
     from services.training.trainer import TrainingOutcome, TrialModels
+    from services.training.trials import TrialTicket
 
 log = logging.getLogger(__name__)
 
@@ -176,10 +176,10 @@ class WorkerPool:
                     if job_id in self._running:
                         self._running[job_id][0].request(LOST)
                 await asyncio.to_thread(
-                    self._store.renew_trial_claims, self._board.held(), self._claim_s
+                    self._store.trials.renew_claims, self._board.held(), self._claim_s
                 )
                 requeued = await asyncio.to_thread(self._store.requeue_expired)
-                trials = await asyncio.to_thread(self._store.requeue_expired_trials)
+                trials = await asyncio.to_thread(self._store.trials.requeue_expired)
                 if requeued or trials:
                     log.info(
                         "requeued the work of a silent worker",

@@ -25,8 +25,8 @@ from services.data.store import MIGRATIONS as DATA
 from services.data.store import MetadataStore
 from services.registry.core import Registry
 from services.registry.database import MIGRATIONS as REGISTRY
-from services.training.store import MIGRATIONS as TRAINING
 from services.training.store import JobStore
+from services.training.tables import MIGRATIONS as TRAINING
 from shared.blobstore import LocalBlobStore
 from shared.db import make_engine, sqlite_url
 from shared.migrations import Migrations, SchemaOutOfDate, SchemaState

@@ -124,9 +124,9 @@ def test_progress_and_events_in_sequence(store):
     store.create("job-a", SPEC)
     store.claim_next(WORKER, 60)
     store.record_epoch("job-a", 0, 1, 3, {"loss": 0.5})
-    store.open_trials("job-a", 1)
-    ticket = store.claim_trial(WORKER, 60)
-    store.record_trial(ticket.claim, {"learning_rate": 0.01}, 0.9)
+    store.trials.open("job-a", 1)
+    ticket = store.trials.claim(WORKER, 60)
+    store.trials.record(ticket.claim, {"learning_rate": 0.01}, 0.9)
     store.record_resume("job-a", 1)
     store.record_outcome("job-a", {"accuracy": 0.97}, {"optimizer": "adam"}, ["model.keras"])
     store.record_registration("job-a", Registration("m", 1, True))
@@ -175,19 +175,19 @@ def test_pages_newest_first(store):
 
 def test_trials_of_a_search_are_claimed_once_each_and_only_while_the_job_runs(store):
     store.create("job-a", SEARCH_SPEC)
-    store.open_trials("job-a", 3)
-    assert store.claim_trial("helper", 60) is None, "the job has not started"
+    store.trials.open("job-a", 3)
+    assert store.trials.claim("helper", 60) is None, "the job has not started"
     store.claim_next(WORKER, 60)
-    store.open_trials("job-a", 3)  # again, as a resumed attempt does: no new trials
-    tickets = [store.claim_trial(f"w{i}", 60) for i in range(3)]
+    store.trials.open("job-a", 3)  # again, as a resumed attempt does: no new trials
+    tickets = [store.trials.claim(f"w{i}", 60) for i in range(3)]
     assert sorted(t.claim.number for t in tickets) == [0, 1, 2]
-    assert store.claim_trial("w3", 60) is None
-    assert tickets[0].job.spec == SEARCH_SPEC and store.trials_left("job-a") == 3
-    store.record_trial(tickets[0].claim, {"learning_rate": 0.001}, 0.8)
-    store.record_trial(tickets[1].claim, {"learning_rate": 0.002}, 0.5, pruned=True)
-    assert store.trials_left("job-a") == 1
+    assert store.trials.claim("w3", 60) is None
+    assert tickets[0].job.spec == SEARCH_SPEC and store.trials.left("job-a") == 3
+    store.trials.record(tickets[0].claim, {"learning_rate": 0.001}, 0.8)
+    store.trials.record(tickets[1].claim, {"learning_rate": 0.002}, 0.5, pruned=True)
+    assert store.trials.left("job-a") == 1
     with pytest.raises(ClaimLost):
-        store.record_trial(tickets[0].claim, {"learning_rate": 0.001}, 0.8)
+        store.trials.record(tickets[0].claim, {"learning_rate": 0.001}, 0.8)
     job = store.get("job-a")
     assert [t["number"] for t in job.trials] == [0, 1] and job.trials_completed == 2
 
@@ -195,27 +195,27 @@ def test_trials_of_a_search_are_claimed_once_each_and_only_while_the_job_runs(st
 def test_a_silent_workers_trial_requeues_and_its_late_writes_are_refused(store):
     store.create("job-a", SEARCH_SPEC)
     store.claim_next(WORKER, 60)
-    store.open_trials("job-a", 1)
-    dead = store.claim_trial("dead", 0.01)
-    store.set_study_trial(dead.claim, 4)
+    store.trials.open("job-a", 1)
+    dead = store.trials.claim("dead", 0.01)
+    store.trials.set_study_trial(dead.claim, 4)
     time.sleep(0.05)  # past the dead worker's claim
-    assert store.requeue_expired_trials() == 1
-    again = store.claim_trial("alive", 60)
+    assert store.trials.requeue_expired() == 1
+    again = store.trials.claim("alive", 60)
     assert again.claim.attempt == 2 and again.abandoned_study_trial == 4
     with pytest.raises(ClaimLost):
         store.record_epoch("job-a", 1, 1, 3, {"val_accuracy": 0.5}, dead.claim)
-    store.renew_trial_claims([dead.claim, again.claim], 60)
-    assert store.requeue_expired_trials() == 0
-    store.release_trial(again.claim)
-    assert store.claim_trial("other", 60).claim.attempt == 3
+    store.trials.renew_claims([dead.claim, again.claim], 60)
+    assert store.trials.requeue_expired() == 0
+    store.trials.release(again.claim)
+    assert store.trials.claim("other", 60).claim.attempt == 3
 
 
 def test_a_cancel_request_stops_the_trials_of_the_job(store):
     store.create("job-a", SEARCH_SPEC)
     store.claim_next(WORKER, 60)
-    store.open_trials("job-a", 2)
-    running = store.claim_trial("helper", 60)
+    store.trials.open("job-a", 2)
+    running = store.trials.claim("helper", 60)
     store.request_cancel("job-a")
-    assert store.claim_trial("helper", 60) is None
+    assert store.trials.claim("helper", 60) is None
     with pytest.raises(ClaimLost):
-        store.record_trial(running.claim, {"learning_rate": 0.001}, 0.8)
+        store.trials.record(running.claim, {"learning_rate": 0.001}, 0.8)
