@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from cli.demo import read_split, wait_for_labels
+from cli.demo_calls import read_split, wait_for_labels
 from cli.stack import LocalStack
 from shared.aliases import PRODUCTION
 from shared.channels import open_channel

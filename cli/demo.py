@@ -16,41 +16,45 @@ import argparse
 import asyncio
 import os
 import time
-from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import grpc
-import httpx
 import numpy as np
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from cli.demo_calls import (
+    MODEL,
+    observe_split,
+    predict_kserve,
+    predict_rest,
+    predict_tf_serving,
+    predict_tfmesh,
+    read_split,
+    wait_for_labels,
+)
+from cli.demo_rollout import ROLLOUT_POLICY, policy_text, watch_rollout
 from cli.prometheus import LocalPrometheus
 from cli.stack import LocalStack, built_services, stack_authorization, stack_tls
-from inference import grpc_predict_v2_pb2 as v2
-from inference import grpc_predict_v2_pb2_grpc as v2_grpc
 from shared.aliases import PRODUCTION
 from shared.channels import open_channel
-from shared.rollout_metrics import BY_NUMBER
 from shared.settings import default_home
-from shared.tensors import from_tensor, to_tensor
 from shared.tls import TlsFiles
 from tfmesh.data.v1 import data_pb2 as dpb
 from tfmesh.data.v1 import data_pb2_grpc
-from tfmesh.inference.v1 import inference_pb2 as ipb
 from tfmesh.inference.v1 import inference_pb2_grpc
 from tfmesh.registry.v1 import registry_pb2 as rpb
 from tfmesh.registry.v1 import registry_pb2_grpc
 from tfmesh.training.v1 import training_pb2 as tpb
 from tfmesh.training.v1 import training_pb2_grpc
 
-MODEL = "digits"
 # Smaller than the test split, so whole-split requests show the large-batch splitting.
 MAX_BATCH_SIZE = 32
 console = Console()
+# A split's features and labels.
+Split = tuple[np.ndarray, np.ndarray]
 
 
 def step(text: str) -> None:
@@ -89,8 +93,7 @@ class Demo:
         self.curves = Curves()
 
     async def run(self) -> None:
-        tls = self.tls
-        auth = self.authorization
+        tls, auth = self.tls, self.authorization
         data = data_pb2_grpc.DataServiceStub(
             open_channel(self.addresses["data"], tls=tls, authorization=auth)
         )
@@ -104,6 +107,23 @@ class Demo:
         inference = inference_pb2_grpc.InferenceServiceStub(inference_channel)
 
         step("1. import scikit-learn's digits into the data service")
+        dataset = await self.import_digits(data)
+        test = await read_split(data, dataset, dpb.SPLIT_TEST)
+        step("2. train v1 with a small hyperparameter search, register, request promotion")
+        spec = v1_spec(dataset)
+        version1 = await self.train_v1(training, registry, spec)
+        step("3. predict the test split over gRPC and REST, through all three APIs")
+        status = await wait_for_labels(inference, {PRODUCTION: version1})
+        input_name = status.versions[0].inputs[0].name
+        await self.predict_everywhere(inference, inference_channel, test, input_name)
+        step("4. set a rollout policy, train v2: the controller rolls it out on live evidence")
+        version2 = await self.roll_out_v2(training, registry, inference, spec, test, input_name)
+        step("5. v2 serves all traffic")
+        await self.show_v2_serving(registry, inference, test, input_name, version2)
+        step("6. read the live figures back from Prometheus")
+        await asyncio.to_thread(self.show_monitoring, version2)
+
+    async def import_digits(self, data) -> str:  # type: ignore[no-untyped-def]
         imported = await data.ImportSample(dpb.ImportSampleRequest(sample="digits"))
         dataset = imported.version
         counts = dataset.rows
@@ -112,36 +132,13 @@ class Demo:
             "rows (train / validation / test)",
             f"{counts.train} / {counts.validation} / {counts.test}",
         )
-        x_test, y_test = await read_split(data, dataset.name, dpb.SPLIT_TEST)
+        return str(dataset.name)
 
-        step("2. train v1 with a small hyperparameter search, register, request promotion")
-        spec = tpb.JobSpec(
-            dataset_version=dataset.name,
-            model_name=MODEL,
-            model=tpb.ModelSpec(mlp=tpb.MlpTemplate(hidden_units=[64])),
-            hyperparameters=tpb.Hyperparameters(
-                optimizer=tpb.OPTIMIZER_ADAM, learning_rate=0.003, epochs=15, batch_size=32
-            ),
-            search=tpb.SearchSpace(
-                parameters=[
-                    tpb.SearchParameter(
-                        name="learning_rate",
-                        float_range=tpb.FloatRange(low=1e-3, high=1e-2, log=True),
-                    ),
-                    tpb.SearchParameter(
-                        name="hidden_units", choice=tpb.Choice(values=["16", "32,16"])
-                    ),
-                ],
-                max_trials=3,
-                epochs_per_trial=3,
-            ),
-            request_promotion=True,
-            seed=7,
-        )
+    async def train_v1(self, training, registry, spec: tpb.JobSpec) -> int:  # type: ignore[no-untyped-def]
         v1 = await self.train(training, spec, "v1")
         self.summary.add("v1 test accuracy (training service)", f"{v1.metrics['accuracy']:.4f}")
         self.summary.add("v1 registration", registration_text(v1.registration))
-        version1 = v1.registration.version
+        version1 = int(v1.registration.version)
         if not v1.registration.promoted:
             await registry.SetAlias(
                 rpb.SetAliasRequest(
@@ -154,23 +151,21 @@ class Demo:
                 )
             )
             self.summary.add("v1 promoted by override", "gate refused; overridden with a reason")
+        return version1
 
-        step("3. predict the test split over gRPC and REST, through all three APIs")
-        status = await wait_for_labels(inference, {PRODUCTION: version1})
-        input_name = status.versions[0].inputs[0].name
+    async def predict_everywhere(  # type: ignore[no-untyped-def]
+        self, inference, inference_channel, test: Split, input_name: str
+    ) -> None:
+        x, y = test
+        tls, auth = self.tls, self.authorization
+        address = self.addresses["inference"]
         accuracies = {
-            "tfmesh gRPC": await predict_tfmesh(inference, x_test, y_test, input_name),
+            "tfmesh gRPC": await predict_tfmesh(inference, x, y, input_name),
             "TF Serving gRPC": await asyncio.to_thread(
-                predict_tf_serving,
-                self.addresses["inference"],
-                x_test,
-                y_test,
-                input_name,
-                tls,
-                auth,
+                predict_tf_serving, address, x, y, input_name, tls, auth
             ),
-            "KServe v2 gRPC": await predict_kserve(inference_channel, x_test, y_test, input_name),
-            **await predict_rest(self.addresses["gateway"], x_test, y_test, input_name, tls, auth),
+            "KServe v2 gRPC": await predict_kserve(inference_channel, x, y, input_name),
+            **await predict_rest(self.addresses["gateway"], x, y, input_name, tls, auth),
         }
         for api, accuracy in accuracies.items():
             self.summary.add(f"served accuracy via {api}", f"{accuracy:.4f}")
@@ -179,19 +174,18 @@ class Demo:
         if not agree:
             raise SystemExit("served accuracies differ between APIs")
 
-        step("4. set a rollout policy, train v2: the controller rolls it out on live evidence")
+    async def roll_out_v2(  # type: ignore[no-untyped-def]
+        self, training, registry, inference, spec: tpb.JobSpec, test: Split, input_name: str
+    ) -> int:
         await registry.SetRolloutPolicy(rpb.SetRolloutPolicyRequest(policy=ROLLOUT_POLICY))
         self.summary.add("rollout policy", policy_text(ROLLOUT_POLICY))
-        spec2 = tpb.JobSpec()
-        spec2.CopyFrom(spec)
-        spec2.ClearField("search")
-        spec2.request_promotion = False
-        spec2.model.mlp.CopyFrom(tpb.MlpTemplate(hidden_units=[256, 128], dropout=0.1))
-        spec2.hyperparameters.epochs = 25
-        v2_job = await self.train(training, spec2, "v2")
-        version2 = v2_job.registration.version
+        v2_job = await self.train(training, v2_spec(spec), "v2")
+        version2 = int(v2_job.registration.version)
         self.summary.add("v2 test accuracy (training service)", f"{v2_job.metrics['accuracy']:.4f}")
-        rollout = await watch_rollout(registry, inference, version2, x_test, y_test, input_name)
+        x, y = test
+        rollout = await watch_rollout(
+            registry, inference, version2, x, y, input_name, console.print
+        )
         state = rpb.Rollout.State.Name(rollout.state).removeprefix("STATE_").lower()
         self.summary.add(
             "rollout of v2",
@@ -199,20 +193,21 @@ class Demo:
         )
         if rollout.state != rpb.Rollout.STATE_PROMOTED:
             raise SystemExit(f"the rollout of v2 ended {state}: {rollout.events[-1].detail}")
+        return version2
 
-        step("5. v2 serves all traffic")
+    async def show_v2_serving(  # type: ignore[no-untyped-def]
+        self, registry, inference, test: Split, input_name: str, version2: int
+    ) -> None:
+        x, y = test
         await wait_for_labels(inference, {PRODUCTION: version2})
-        split = await observe_split(inference, x_test, input_name, 200)
+        split = await observe_split(inference, x, input_name, 200)
         self.summary.add("after promotion: share served by v2", f"{split[version2] / 200:.1%}")
         self.summary.add(
             "served accuracy of v2 (tfmesh gRPC)",
-            f"{await predict_tfmesh(inference, x_test, y_test, input_name):.4f}",
+            f"{await predict_tfmesh(inference, x, y, input_name):.4f}",
         )
         history = await registry.ListAliasHistory(rpb.ListAliasHistoryRequest(model=MODEL))
         self.summary.add("audited alias changes", len(history.changes))
-
-        step("6. read the live figures back from Prometheus")
-        await asyncio.to_thread(self.show_monitoring, version2)
 
     def show_monitoring(self, version2: int) -> None:
         prometheus = LocalPrometheus(self.home)
@@ -288,86 +283,40 @@ class Demo:
         return job
 
 
-ROLLOUT_POLICY = rpb.RolloutPolicy(
-    model=MODEL,
-    steps=[10, 50, 100],
-    step_seconds=2,
-    step_min_requests=60,
-    step_timeout_seconds=90,
-    checks=[
-        rpb.RolloutCheck(
-            metric=rpb.RolloutCheck.METRIC_ERROR_RATIO, max_degradation=0.02, min_samples=50
+def v1_spec(dataset: str) -> tpb.JobSpec:
+    """v1: a small MLP with a three-trial search over learning rate and layers."""
+    return tpb.JobSpec(
+        dataset_version=dataset,
+        model_name=MODEL,
+        model=tpb.ModelSpec(mlp=tpb.MlpTemplate(hidden_units=[64])),
+        hyperparameters=tpb.Hyperparameters(
+            optimizer=tpb.OPTIMIZER_ADAM, learning_rate=0.003, epochs=15, batch_size=32
         ),
-        rpb.RolloutCheck(
-            metric=rpb.RolloutCheck.METRIC_LATENCY_P99, max_degradation=1.0, min_samples=50
+        search=tpb.SearchSpace(
+            parameters=[
+                tpb.SearchParameter(
+                    name="learning_rate",
+                    float_range=tpb.FloatRange(low=1e-3, high=1e-2, log=True),
+                ),
+                tpb.SearchParameter(name="hidden_units", choice=tpb.Choice(values=["16", "32,16"])),
+            ],
+            max_trials=3,
+            epochs_per_trial=3,
         ),
-        rpb.RolloutCheck(
-            metric=rpb.RolloutCheck.METRIC_LIVE_ACCURACY, max_degradation=0.05, min_samples=100
-        ),
-    ],
-    confidence=0.99,
-)
-
-
-def policy_text(policy: rpb.RolloutPolicy) -> str:
-    checks = ", ".join(
-        f"{BY_NUMBER[c.metric]} within {c.max_degradation:g} (n>={c.min_samples})"
-        for c in policy.checks
+        request_promotion=True,
+        seed=7,
     )
-    steps = " -> ".join(f"{s}%" for s in policy.steps)
-    return f"{steps}, each >= {policy.step_seconds:g} s; {checks}"
 
 
-async def watch_rollout(  # type: ignore[no-untyped-def]
-    registry, inference, version: int, x: np.ndarray, y: np.ndarray, input_name: str
-) -> rpb.Rollout:
-    """Send the test split as unpinned traffic, with each answer's true label as feedback,
-    and print the rollout's events as the controller records them, until it ends."""
-    feedback: list[ipb.FeedbackItem] = []
-    stop = asyncio.Event()
-
-    async def client(offset: int) -> None:
-        row = offset
-        while not stop.is_set():
-            request = ipb.PredictRequest(
-                model=MODEL, inputs={input_name: to_tensor(x[row % len(x)][None])}
-            )
-            answer = await inference.Predict(request)
-            feedback.append(
-                ipb.FeedbackItem(request_id=answer.request_id, labels=[float(y[row % len(x)])])
-            )
-            row += 8
-
-    clients = [asyncio.create_task(client(i)) for i in range(8)]
-    shown = 0
-    deadline = time.monotonic() + 300
-    try:
-        while True:
-            await asyncio.sleep(0.25)
-            batch, feedback[:] = list(feedback), []
-            if batch:
-                await inference.ReportFeedback(ipb.ReportFeedbackRequest(model=MODEL, items=batch))
-            try:
-                reply = await registry.GetRollout(rpb.GetRolloutRequest(model=MODEL))
-            except grpc.aio.AioRpcError as error:
-                if error.code() != grpc.StatusCode.NOT_FOUND:
-                    raise
-                continue
-            rollout = reply.rollout
-            if rollout.version != version:
-                continue
-            for event in rollout.events[shown:]:
-                console.print(
-                    f"  [bold]{event.kind} {event.traffic_weight}%[/bold]: {event.detail}"
-                )
-            shown = len(rollout.events)
-            if rollout.state not in (rpb.Rollout.STATE_RUNNING, rpb.Rollout.STATE_PAUSED):
-                return rollout
-            if time.monotonic() > deadline:
-                raise SystemExit(f"the rollout of v{version} did not end in 300 s")
-    finally:
-        stop.set()
-        await asyncio.gather(*clients, return_exceptions=True)
+def v2_spec(v1: tpb.JobSpec) -> tpb.JobSpec:
+    """v2: v1's job without the search, a wider MLP, longer, left to the rollout."""
+    spec = tpb.JobSpec()
+    spec.CopyFrom(v1)
+    spec.ClearField("search")
+    spec.request_promotion = False
+    spec.model.mlp.CopyFrom(tpb.MlpTemplate(hidden_units=[256, 128], dropout=0.1))
+    spec.hyperparameters.epochs = 25
+    return spec
 
 
 def registration_text(registration: tpb.Registration) -> str:
@@ -375,145 +324,6 @@ def registration_text(registration: tpb.Registration) -> str:
     if registration.promoted:
         return text + ", promoted to production"
     return text + f", not promoted ({registration.promotion_message or 'not requested'})"
-
-
-async def read_split(
-    data, version: str, split: dpb.Split.ValueType
-) -> tuple[np.ndarray, np.ndarray]:  # type: ignore[no-untyped-def]
-    features, labels = [], []
-    async for batch in data.ReadBatches(dpb.ReadBatchesRequest(version=version, split=split)):
-        features.append(from_tensor(batch.features))
-        labels.append(from_tensor(batch.labels))
-    return np.concatenate(features), np.concatenate(labels)
-
-
-async def wait_for_labels(inference, labels: dict[str, int], timeout_s: float = 120):  # type: ignore[no-untyped-def]
-    """Wait until the inference service serves each label at the given version."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        status = None
-        try:
-            reply = await inference.GetModelStatus(ipb.GetModelStatusRequest(model=MODEL))
-            status = reply.status
-            served = {
-                label: v.version
-                for v in status.versions
-                if v.state == ipb.VersionStatus.STATE_AVAILABLE
-                for label in v.labels
-            }
-            if all(served.get(label) == version for label, version in labels.items()):
-                return status
-        except grpc.aio.AioRpcError as error:
-            if error.code() != grpc.StatusCode.NOT_FOUND:
-                raise
-        if time.monotonic() > deadline:
-            raise SystemExit(f"inference did not serve {labels} in {timeout_s} s: {status}")
-        await asyncio.sleep(0.2)
-
-
-async def predict_tfmesh(inference, x: np.ndarray, y: np.ndarray, input_name: str) -> float:  # type: ignore[no-untyped-def]
-    """Concurrent one-row requests, so the dynamic batcher has something to batch."""
-
-    async def one(row: np.ndarray) -> int:
-        request = ipb.PredictRequest(model=MODEL, inputs={input_name: to_tensor(row[None])})
-        reply = await inference.Predict(request)
-        scores = from_tensor(next(iter(reply.outputs.values())))
-        return int(scores.argmax(axis=-1)[0])
-
-    predicted = await asyncio.gather(*(one(row) for row in x))
-    return float(np.mean(np.array(predicted) == y))
-
-
-def predict_tf_serving(
-    address: str,
-    x: np.ndarray,
-    y: np.ndarray,
-    input_name: str,
-    tls: TlsFiles,
-    authorization: Callable[[], str] | None,
-) -> float:
-    """TF Serving's own client stubs, used exactly as an existing TF Serving client would."""
-    import tensorflow as tf
-    from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
-
-    credentials = tls.channel_credentials()
-    with (
-        grpc.secure_channel(address, credentials) if credentials else grpc.insecure_channel(address)
-    ) as channel:
-        stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
-        request = predict_pb2.PredictRequest()
-        request.model_spec.name = MODEL
-        request.model_spec.version_label = PRODUCTION
-        request.inputs[input_name].CopyFrom(tf.make_tensor_proto(x.astype(np.float32)))
-        metadata = (("authorization", authorization()),) if authorization else ()
-        reply = stub.Predict(request, timeout=30, metadata=metadata)
-    scores = tf.make_ndarray(next(iter(reply.outputs.values())))
-    return float(np.mean(scores.argmax(axis=-1) == y))
-
-
-async def predict_kserve(channel, x: np.ndarray, y: np.ndarray, input_name: str) -> float:  # type: ignore[no-untyped-def]
-    """The Open Inference Protocol with raw_input_contents, as a Triton client sends it."""
-    stub = v2_grpc.GRPCInferenceServiceStub(channel)
-    request = v2.ModelInferRequest(model_name=MODEL)
-    request.inputs.add(name=input_name, datatype="FP32", shape=list(x.shape))
-    request.raw_input_contents.append(x.astype("<f4").tobytes())
-    reply = await stub.ModelInfer(request)
-    output = reply.outputs[0]
-    scores = np.frombuffer(reply.raw_output_contents[0], "<f4").reshape(output.shape)
-    return float(np.mean(scores.argmax(axis=-1) == y))
-
-
-async def predict_rest(
-    gateway: str,
-    x: np.ndarray,
-    y: np.ndarray,
-    input_name: str,
-    tls: TlsFiles,
-    authorization: Callable[[], str] | None,
-) -> dict[str, float]:
-    """The same predictions over the REST gateway: its own API, TF Serving's, KServe v2's."""
-    data = x.astype(np.float32).tolist()
-    base = f"{tls.scheme()}://{gateway}"
-    verify = tls.client_context() or True
-    headers = {"authorization": authorization()} if authorization else {}
-    async with httpx.AsyncClient(
-        base_url=base, timeout=60, verify=verify, headers=headers
-    ) as client:
-        own = await client.post(
-            f"/api/v1/models/{MODEL}/predict",
-            json={"inputs": {input_name: {"dtype": "float32", "data": data}}},
-        )
-        tf_serving = await client.post(f"/v1/models/{MODEL}:predict", json={"instances": data})
-        kserve = await client.post(
-            f"/v2/models/{MODEL}/infer",
-            json={
-                "inputs": [
-                    {
-                        "name": input_name,
-                        "shape": list(x.shape),
-                        "datatype": "FP32",
-                        "data": x.astype(np.float32).ravel().tolist(),
-                    }
-                ]
-            },
-        )
-    kserve_output = kserve.raise_for_status().json()["outputs"][0]
-    scores = {
-        "tfmesh REST": next(iter(own.raise_for_status().json()["outputs"].values()))["data"],
-        "TF Serving REST": tf_serving.raise_for_status().json()["predictions"],
-        "KServe v2 REST": np.reshape(kserve_output["data"], kserve_output["shape"]),
-    }
-    return {api: float(np.mean(np.argmax(s, axis=-1) == y)) for api, s in scores.items()}
-
-
-async def observe_split(inference, x: np.ndarray, input_name: str, count: int) -> Counter[int]:  # type: ignore[no-untyped-def]
-    rows = x[np.arange(count) % len(x)]
-
-    async def one(row: np.ndarray) -> int:
-        request = ipb.PredictRequest(model=MODEL, inputs={input_name: to_tensor(row[None])})
-        return (await inference.Predict(request)).version
-
-    return Counter(await asyncio.gather(*(one(row) for row in rows)))
 
 
 def write_curves(curves: Curves, path: Path) -> None:

@@ -24,7 +24,7 @@ import numpy as np
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from cli.demo import read_split, wait_for_labels
+from cli.demo_calls import read_split, wait_for_labels
 from cli.prometheus import LocalPrometheus
 from cli.stack import LocalStack, ServiceSpec, built_services
 from monitoring.panels import dashboard_files, panel_queries

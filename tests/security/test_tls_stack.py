@@ -23,7 +23,7 @@ import numpy as np
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from cli.demo import read_split, wait_for_labels
+from cli.demo_calls import read_split, wait_for_labels
 from cli.stack import LocalStack, stack_tls
 from shared.aliases import PRODUCTION
 from shared.channels import open_channel
