@@ -220,21 +220,9 @@ def submit(
     """Submit a training job; the service checks the spec before queuing it."""
     if optimizer not in OPTIMIZERS:
         raise typer.BadParameter(f"one of {', '.join(OPTIMIZERS)}", param_hint="--optimizer")
-    if pruner not in PRUNERS:
-        raise typer.BadParameter(f"one of {', '.join(PRUNERS)}", param_hint="--pruner")
-    if keras_json is not None:
-        model_spec = pb.ModelSpec(keras_json=keras_json.read_text())
-    elif template == "mlp":
-        hidden = integers(hidden_units, "--hidden-units")
-        model_spec = pb.ModelSpec(mlp=pb.MlpTemplate(hidden_units=hidden, dropout=dropout))
-    elif template == "cnn":
-        blocks = integers(filters, "--filters")
-        model_spec = pb.ModelSpec(cnn=pb.CnnTemplate(filters=blocks, dropout=dropout))
-    else:
-        raise typer.BadParameter("mlp or cnn", param_hint="--template")
     spec = pb.JobSpec(
         dataset_version=dataset_version,
-        model=model_spec,
+        model=model_spec(template, hidden_units, filters, dropout, keras_json),
         hyperparameters=pb.Hyperparameters(
             optimizer=OPTIMIZERS[optimizer],
             learning_rate=learning_rate,
@@ -248,24 +236,50 @@ def submit(
         workers=workers,
     )
     if search or trials:
-        spec.search.CopyFrom(
-            pb.SearchSpace(
-                parameters=[search_parameter(text) for text in search or []],
-                max_trials=trials,
-                epochs_per_trial=trial_epochs,
-                pruner=PRUNERS[pruner],
-            )
-        )
+        spec.search.CopyFrom(search_space(search or [], trials, trial_epochs, pruner))
     request = pb.SubmitJobRequest(spec=spec, job_id=job_id)
     reply = run_rpc("training", lambda ch: stub(ch).SubmitJob(request, timeout=CALL_TIMEOUT_S))
+    show_submitted(reply.job, as_json, watch)
+
+
+def show_submitted(job: pb.Job, as_json: bool, watch: bool) -> None:
+    """Print the job just submitted (one NDJSON line before its events, with --watch), and
+    follow it with --watch."""
     if as_json and watch:
-        print_json_line(reply.job)
+        print_json_line(job)
     elif as_json:
-        print_json(reply.job)
+        print_json(job)
     else:
-        console.print(f"submitted job [bold]{reply.job.name}[/bold]")
+        console.print(f"submitted job [bold]{job.name}[/bold]")
     if watch:
-        watch_job(reply.job.name, as_json)
+        watch_job(job.name, as_json)
+
+
+def model_spec(
+    template: str, hidden_units: str, filters: str, dropout: float, keras_json: Path | None
+) -> pb.ModelSpec:
+    """The model of `train submit`: a Keras JSON file, or the mlp or cnn template."""
+    if keras_json is not None:
+        return pb.ModelSpec(keras_json=keras_json.read_text())
+    if template == "mlp":
+        hidden = integers(hidden_units, "--hidden-units")
+        return pb.ModelSpec(mlp=pb.MlpTemplate(hidden_units=hidden, dropout=dropout))
+    if template == "cnn":
+        blocks = integers(filters, "--filters")
+        return pb.ModelSpec(cnn=pb.CnnTemplate(filters=blocks, dropout=dropout))
+    raise typer.BadParameter("mlp or cnn", param_hint="--template")
+
+
+def search_space(search: list[str], trials: int, trial_epochs: int, pruner: str) -> pb.SearchSpace:
+    """The search of `train submit`, from its --search, --trials, --trial-epochs, --pruner."""
+    if pruner not in PRUNERS:
+        raise typer.BadParameter(f"one of {', '.join(PRUNERS)}", param_hint="--pruner")
+    return pb.SearchSpace(
+        parameters=[search_parameter(text) for text in search],
+        max_trials=trials,
+        epochs_per_trial=trial_epochs,
+        pruner=PRUNERS[pruner],
+    )
 
 
 @app.command("watch")
