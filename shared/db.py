@@ -3,10 +3,12 @@
 SQLite gets WAL journaling, foreign keys, a busy timeout and full fsync on commit, so a
 SIGKILL never leaves a half-applied transaction. `write_lock` serializes writers that
 must commit in the order they were numbered (revision feeds): SQLite already allows one
-writer at a time; on PostgreSQL it takes a transaction-scoped advisory lock."""
+writer at a time; on PostgreSQL it takes a transaction-scoped advisory lock. Timestamps
+are stored in UTC and read back through `as_utc`."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from pathlib import Path
 
 from sqlalchemy import Engine, create_engine, event, text
@@ -43,6 +45,12 @@ def make_engine(url: str) -> Engine:
     if url.startswith("postgresql://"):
         url = "postgresql+psycopg://" + url.removeprefix("postgresql://")
     return create_engine(url, pool_pre_ping=True)
+
+
+def as_utc(moment: datetime) -> datetime:
+    """A timestamp read back from the database: SQLite hands them back without a zone,
+    and every one stored is UTC."""
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
 
 
 def write_lock(session: Session, key: int) -> None:

@@ -33,6 +33,8 @@ from sqlalchemy import (
 )
 from sqlalchemy.exc import IntegrityError
 
+from shared.db import as_utc
+
 log = logging.getLogger(__name__)
 
 LEASES_METADATA = MetaData()
@@ -50,11 +52,6 @@ LEASES = Table(
 def replica_name() -> str:
     """This process as a lease holder: host, pid and a random part (pids are reused)."""
     return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
-
-
-def _utc(value: datetime) -> datetime:
-    # SQLite hands back naive datetimes; everything stored is UTC.
-    return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
 class Lease:
@@ -94,7 +91,7 @@ class Lease:
                     )
                     self.generation = 1
                     return True
-                if row.holder != self.holder and _utc(row.expires_at) > now:
+                if row.holder != self.holder and as_utc(row.expires_at) > now:
                     return False
                 generation = row.generation if row.holder == self.holder else row.generation + 1
                 values = {"holder": self.holder, "generation": generation, "expires_at": expires}
@@ -123,7 +120,7 @@ class Lease:
         """Who holds the lease now and in which generation, or None when nobody does."""
         with self._engine.connect() as connection:
             row = connection.execute(select(LEASES).where(LEASES.c.name == self.name)).one_or_none()
-        if row is None or _utc(row.expires_at) <= self._clock():
+        if row is None or as_utc(row.expires_at) <= self._clock():
             return None
         return row.holder, row.generation
 

@@ -7,7 +7,7 @@ models. A soft-deleted version keeps its rows with `deleted_at` set."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +38,7 @@ from services.data.entities import (
     SplitRatios,
     Statistics,
 )
+from shared.db import as_utc
 from shared.errors import NotFound
 from shared.leases import LEASES_METADATA
 from shared.migrations import Migrations
@@ -94,11 +95,6 @@ class ShardRow(Base):
     header_bytes: Mapped[int] = mapped_column(Integer)
 
 
-def _utc(value: datetime) -> datetime:
-    # SQLite hands back naive datetimes; everything stored is UTC.
-    return value if value.tzinfo else value.replace(tzinfo=UTC)
-
-
 def _to_entity(row: VersionRow) -> DatasetVersion:
     return DatasetVersion(
         name=row.name,
@@ -114,7 +110,7 @@ def _to_entity(row: VersionRow) -> DatasetVersion:
         schema=Schema.model_validate(row.schema_json),
         rows=RowCounts.model_validate(row.rows),
         anomalies=AnomalyReport.model_validate(row.anomalies),
-        created_at=_utc(row.created_at),
+        created_at=as_utc(row.created_at),
     )
 
 

@@ -23,6 +23,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from services.training.jobs import JobRecord, JobState, Registration
 from services.training.spec import spec_from_dict
+from shared.db import as_utc
 from shared.leases import LEASES_METADATA
 from shared.migrations import Migrations
 
@@ -114,20 +115,15 @@ def now() -> datetime:
 
 
 def utc(moment: datetime | None) -> datetime | None:
-    # SQLite hands timestamps back without a zone; they were written in UTC.
-    if moment is None or moment.tzinfo is not None:
-        return moment
-    return moment.replace(tzinfo=UTC)
+    return None if moment is None else as_utc(moment)
 
 
 def job_record(row: JobRow) -> JobRecord:
-    created = utc(row.created_at)
-    assert created is not None
     return JobRecord(
         job_id=row.job_id,
         spec=spec_from_dict(row.spec),
         state=JobState(row.state),
-        create_time=created,
+        create_time=as_utc(row.created_at),
         start_time=utc(row.started_at),
         end_time=utc(row.ended_at),
         phase=row.phase,

@@ -9,7 +9,7 @@ version is rolled out once."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
@@ -29,6 +29,7 @@ from services.registry.store import (
     VersionRow,
 )
 from shared.aliases import CANARY, PRODUCTION
+from shared.db import as_utc
 from shared.errors import FailedPrecondition, NotFound, invalid
 
 CONTROLLER = "rollout-controller"
@@ -46,11 +47,6 @@ EVENT_TYPES = {
 }
 
 
-def _aware(moment: datetime) -> datetime:
-    """SQLite hands back naive datetimes; every one stored here is UTC."""
-    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
-
-
 def _check_words(actor: str, reason: str) -> None:
     if len(actor) > 256 or len(reason) > MAX_DETAIL:
         raise invalid("reason", f"actor <= 256, reason <= {MAX_DETAIL} characters")
@@ -65,7 +61,7 @@ def _event_of(row: RolloutEventRow) -> RolloutEvent:
         row.actor,
         row.detail,
         dict(row.evidence),
-        _aware(row.happened_at),
+        as_utc(row.happened_at),
         row.revision,
     )
 
@@ -80,9 +76,9 @@ def _rollout_of(row: RolloutRow, events: list[RolloutEventRow] | None = None) ->
         row.step,
         row.traffic_weight,
         RolloutPolicy.from_json(row.policy),
-        _aware(row.started_at),
-        _aware(row.step_started_at),
-        _aware(row.updated_at),
+        as_utc(row.started_at),
+        as_utc(row.step_started_at),
+        as_utc(row.updated_at),
         [_event_of(r) for r in events or []],
     )
 
@@ -320,7 +316,7 @@ class RolloutBook:
             row is None
             or row.step != rollout.step
             or row.state != rollout.state.value
-            or _aware(row.updated_at) != rollout.updated_at
+            or as_utc(row.updated_at) != rollout.updated_at
             or (state is not None and row.state != state.value)
         ):
             raise FailedPrecondition(
