@@ -18,7 +18,7 @@ reports the search's seconds, the epochs trained, the best trial's validation ac
 pruning's speed-up and accuracy difference, and the second worker's speed-up; the best
 round of each is kept. Results go to bench/results/search.json.
 
-    .venv/bin/python -m bench.search_bench [--trials 8] [--trial-epochs 6] [--batch-size 8]
+    .venv/bin/python -m bench.search_bench [--trials 8] [--trial-epochs 12] [--batch-size 8]
 """
 
 from __future__ import annotations
@@ -242,7 +242,9 @@ def fleet_rounds(args: argparse.Namespace, scratch: Path) -> dict[str, list[dict
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--trials", type=int, default=8)
-    parser.add_argument("--trial-epochs", type=int, default=6)
+    # Trials of about 2.5 s here: long enough that what a job pays once (loading the
+    # dataset, the first trace: about 0.8 s) no longer decides the ratios.
+    parser.add_argument("--trial-epochs", type=int, default=12)
     parser.add_argument("--rounds", type=int, default=3)
     # Small batches make an epoch long against what each trial costs once (building the
     # model, tracing its functions), as a larger dataset would.
