@@ -101,6 +101,12 @@ class PostgresServer:
                     f"no {SERVER_USER!r} system user: run `make setup` (Debian's postgresql "
                     "package creates it)"
                 ) from None
+            blocked = _unreachable_parent(self._root)
+            if blocked is not None:
+                raise PostgresUnavailable(
+                    f"PostgreSQL runs as the {SERVER_USER!r} user, which cannot enter {blocked}: "
+                    "choose a TFMESH_HOME it can reach, or give that directory o+x"
+                )
             for path in (self._root, socket_dir):
                 os.chown(path, owner.pw_uid, owner.pw_gid)
             self._as_server_user = ["runuser", "-u", SERVER_USER, "--"]
@@ -205,3 +211,12 @@ class PostgresServer:
             connection.execute(
                 sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
             )
+
+
+def _unreachable_parent(path: Path) -> Path | None:
+    """The first directory above `path` that others may not enter (PostgreSQL's own user
+    is not its owner), if any."""
+    for parent in reversed(path.resolve().parents):
+        if not parent.stat().st_mode & 0o001:
+            return parent
+    return None

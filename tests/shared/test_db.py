@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from collections.abc import Iterator
@@ -147,3 +148,13 @@ def test_postgres_binaries_pick_the_newest_version(tmp_path: Path) -> None:
         (bin_dir / "initdb").touch()
         (bin_dir / "pg_ctl").touch()
     assert find_binaries(str(tmp_path / "*" / "bin")) == tmp_path / "17" / "bin"
+
+
+def test_a_kept_server_under_a_closed_directory_says_which_one(tmp_path: Path) -> None:
+    if os.geteuid() != 0:
+        pytest.skip("only a root run drops to the postgres user (this run is not root)")
+    # pytest's own tmp_path is under a 0700 directory of the user running the tests.
+    closed = next(p for p in reversed(tmp_path.parents) if not p.stat().st_mode & 0o001)
+    server = PostgresServer(find_binaries(), tmp_path / "postgres")
+    with pytest.raises(PostgresUnavailable, match=f"cannot enter {closed}:"):
+        server.start()
