@@ -47,8 +47,9 @@ def embedded_services(services: list[ServiceSpec], worker: ServiceSpec) -> list[
     return shaped
 
 
-def scaled_services(services: list[ServiceSpec]) -> list[ServiceSpec]:
-    """Two replicas of each replicated service and two training workers, in start order."""
+def scaled_services(services: list[ServiceSpec], worker: ServiceSpec) -> list[ServiceSpec]:
+    """Two replicas of each replicated service and two training workers (`worker` and its
+    replica), in start order."""
     shaped: list[ServiceSpec] = []
     for spec in services:
         if spec.name not in REPLICATED:
@@ -59,7 +60,7 @@ def scaled_services(services: list[ServiceSpec]) -> list[ServiceSpec]:
             first = replace(spec, env=(("TFMESH_TRAINING_CONCURRENCY", "0"),))
         shaped += [first, _replica(first, f"{spec.name}-2")]
         if spec.name == "training":
-            shaped += [replace(WORKER, name="worker-1"), _replica(WORKER, "worker-2")]
+            shaped += [replace(worker, name="worker-1"), _replica(worker, "worker-2")]
     return shaped
 
 

@@ -87,9 +87,10 @@ def built_services(scaled: bool = False) -> list[ServiceSpec]:
     training worker (on `TFMESH_TRAINING_WORKER_PORT`); in the scaled shape with their
     replicas and two workers (cli.scaled)."""
     services = [_ports_from_environment(s) for s in SERVICES if s.is_built()]
+    worker = _ports_from_environment(WORKER)
     if scaled:
-        return scaled_services(services)
-    return embedded_services(services, _ports_from_environment(WORKER))
+        return scaled_services(services, worker)
+    return embedded_services(services, worker)
 
 
 def _ports_from_environment(spec: ServiceSpec) -> ServiceSpec:

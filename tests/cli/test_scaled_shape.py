@@ -36,6 +36,9 @@ def test_the_workers_ports_follow_its_settings(monkeypatch: pytest.MonkeyPatch) 
     by_name = {spec.name: spec for spec in built_services()}
     assert (by_name["worker"].port, by_name["worker"].metrics_port) == (41234, 41235)
     assert by_name["training"].port == 41236
+    scaled = {spec.name: spec for spec in built_services(scaled=True)}
+    assert (scaled["worker-1"].port, scaled["worker-1"].metrics_port) == (41234, 41235)
+    assert scaled["worker-2"].port == 41234 + REPLICA_OFFSET
 
 
 def test_two_replicas_of_the_stateful_services_and_two_workers() -> None:
