@@ -12,7 +12,10 @@ and KServe v2 JSON over HTTP from wrk (a C load generator). Each server is swept
   (`parallel_workers` 0, 1), unbatched or with its adaptive batcher (64, 2 ms);
 - Triton Inference Server (nvidia-pytriton's C++ server, `make pytriton`; the no-op bound
   as a Python callable): unbatched, or its dynamic batcher (64, no delay). Its HTTP and
-  gRPC front ends are C++: the anchor for what a request can cost.
+  gRPC front ends are C++: the anchor for what a request can cost;
+- the grpcio floor (`bench/grpc_floor.py`): grpcio answering ModelInfer with a reply
+  built once, no parsing, no model, as a grpc.aio server or a synchronous one on 4 or 16
+  threads: the least a server on grpcio's Python API spends, gRPC only.
 
 The CPU time is the servers' own (user + system of every process in each server's
 process tree, from /proc), sampled while the load runs and away from its first and last
@@ -42,7 +45,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bench import mlserver_peer, triton_peer, wrk
+from bench import grpc_floor, mlserver_peer, triton_peer, wrk
 from bench.inference_bench import (
     free_port,
     noop_entry,
@@ -57,6 +60,8 @@ MODEL = "noop"
 FEATURES = 64
 GRPC, REST, GATEWAY = "gRPC", "REST", "REST via gateway"
 TFMESH, MLSERVER, TRITON = "tfmesh", "MLServer", "Triton"
+# grpcio answering with a canned reply: the least a server on grpcio's Python API spends.
+FLOOR = "grpcio floor"
 TFMESH_FRONTENDS = (0, 1, 2)
 TFMESH_BATCHING = {"max_batch_size": 64, "batch_timeout_micros": 0, "max_enqueued_batches": 64}
 # Samples at the start and end of a load window are left out of its CPU figure: the load
@@ -319,6 +324,24 @@ def peer_rows(
     return rows
 
 
+FLOOR_CONFIGS = {"grpc.aio": 0, "synchronous, 4 threads": 4, "synchronous, 16 threads": 16}
+
+
+def floor_rows(args: argparse.Namespace, work: Path) -> list[Row]:
+    """gRPC only: the floor has no HTTP side."""
+    rows = []
+    for name, threads in FLOOR_CONFIGS.items():
+        server = grpc_floor.start(work, MODEL, FEATURES, free_port, threads)
+        try:
+            roots = [server.process.pid]
+            rows += [
+                over_grpc(FLOOR, name, server.grpc_address, roots, n, args) for n in args.clients
+            ]
+        finally:
+            server.stop()
+    return rows
+
+
 def cheapest(rows: list[Row], server: str, path: str, clients: int) -> Row | None:
     found = [r for r in rows if r.server == server and r.path == path and r.clients == clients]
     return min(found, key=lambda r: r.cpu_us_per_request, default=None)
@@ -341,6 +364,14 @@ def summary(rows: list[Row], clients: list[int]) -> dict:
                     entry[f"cpu_per_request_tfmesh_over_{peer_name.lower()}"] = round(
                         ours.cpu_us_per_request / peer.cpu_us_per_request, 2
                     )
+            floor = cheapest(rows, FLOOR, path, n)
+            mlserver = cheapest(rows, MLSERVER, path, n)
+            if floor:
+                entry[FLOOR] = asdict(floor)
+            if floor and mlserver:
+                entry["cpu_per_request_floor_over_mlserver"] = round(
+                    floor.cpu_us_per_request / mlserver.cpu_us_per_request, 2
+                )
             result[f"{path}, N={n}"] = entry
     return result
 
@@ -350,13 +381,13 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=10.0, help="each measured window")
     parser.add_argument("--warm-up", type=float, default=3.0, help="wrk's window before it")
     parser.add_argument("--clients", default="1,64")
-    parser.add_argument("--only", choices=[TFMESH, MLSERVER, TRITON], help="one server")
+    parser.add_argument("--only", choices=[TFMESH, MLSERVER, TRITON, FLOOR], help="one server")
     parser.add_argument("--output", type=Path, default=RESULTS)
     args = parser.parse_args()
     args.clients = [int(n) for n in args.clients.split(",")]
     if not wrk.available():
         raise SystemExit("the overhead bench needs wrk (`make setup`)")
-    wanted = [args.only] if args.only else [TFMESH, MLSERVER, TRITON]
+    wanted = [args.only] if args.only else [TFMESH, FLOOR, MLSERVER, TRITON]
     if MLSERVER in wanted and not mlserver_peer.available():
         raise SystemExit("the overhead bench needs MLServer: `make peer`")
     if TRITON in wanted and not triton_peer.available():
@@ -377,10 +408,12 @@ def main() -> None:
             print(server, flush=True)
             if server == TFMESH:
                 rows += tfmesh_rows(args, work)
+            elif server == FLOOR:
+                rows += floor_rows(args, work)
             else:
                 rows += peer_rows(server, configs[server], starts[server], args, work)
     results = {
-        "benchmark": "CPU per request of a no-op model: tfmesh, MLServer, Triton; gRPC, REST",
+        "benchmark": "CPU per request of a no-op model: tfmesh, MLServer, Triton, grpcio floor",
         "date": datetime.date.today().isoformat(),
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform()},
         "seconds": args.seconds,
