@@ -77,6 +77,8 @@ async def watch_rollout(  # type: ignore[no-untyped-def]
     deadline = time.monotonic() + 300
     try:
         while True:
+            if time.monotonic() > deadline:
+                raise SystemExit(f"the rollout of v{version} did not end in 300 s")
             await asyncio.sleep(0.25)
             batch, feedback[:] = list(feedback), []
             if batch:
@@ -95,8 +97,6 @@ async def watch_rollout(  # type: ignore[no-untyped-def]
             shown = len(rollout.events)
             if rollout.state not in (rpb.Rollout.STATE_RUNNING, rpb.Rollout.STATE_PAUSED):
                 return rollout
-            if time.monotonic() > deadline:
-                raise SystemExit(f"the rollout of v{version} did not end in 300 s")
     finally:
         stop.set()
         await asyncio.gather(*clients, return_exceptions=True)
