@@ -52,7 +52,7 @@ DATABASES = {
         "registry/registry.db",
     ),
     "training": Database(
-        "services.training.store",
+        "services.training.tables",
         "services.training.settings",
         "TrainingSettings",
         "training/jobs.db",

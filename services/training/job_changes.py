@@ -1,8 +1,8 @@
-"""One change to one training job: a transaction on the job's locked row, fenced by the
-claim of the worker making it (of the job, or of one trial of its search), that appends
-the job's next events. Every change to a job and the event that announces it commit
-together, so a job's event sequence numbers follow commit order and a watcher that
-resumes after sequence n misses nothing."""
+"""One change to one training job: a transaction on the job's locked row that appends the
+job's next events; a worker's change is fenced by its claim (of the job, or of one trial
+of its search), so it writes nothing once the claim has moved on. Every change to a job
+and the event that announces it commit together, so a job's event sequence numbers
+follow commit order and a watcher that resumes after sequence n misses nothing."""
 
 from __future__ import annotations
 

@@ -1,10 +1,11 @@
 """Durable training jobs: queued, claimed by one worker at a time under a lease its
-heartbeats renew, changed only by the worker holding the claim, each change announced
-by the job's next event (services.training.job_changes), read back by page or by events
-since a sequence number. SQLite (WAL, full fsync) by default, PostgreSQL by URL, through
-`shared.db`. Queued jobs are claimed one at a time (`FOR UPDATE SKIP LOCKED` on
-PostgreSQL; SQLite's write lock serializes claims); the trials of a job's search are
-claimed the same way (services.training.trials)."""
+heartbeats renew; a worker's changes to a job it runs are fenced by its claim, and every
+change (a worker's, a cancel, a requeue) is announced by the job's next event
+(services.training.job_changes); read back by page or by events since a sequence
+number. SQLite (WAL, full fsync) by default, PostgreSQL by URL, through `shared.db`.
+Queued jobs are claimed one at a time (`FOR UPDATE SKIP LOCKED` on PostgreSQL; SQLite's
+write lock serializes claims); the trials of a job's search are claimed the same way
+(services.training.trials)."""
 
 from __future__ import annotations
 
