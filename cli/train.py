@@ -218,8 +218,10 @@ def submit(
     as_json: JsonFlag = False,
 ) -> None:
     """Submit a training job; the service checks the spec before queuing it."""
-    if optimizer not in OPTIMIZERS:
-        raise typer.BadParameter(f"one of {', '.join(OPTIMIZERS)}", param_hint="--optimizer")
+    choosers = ((optimizer, OPTIMIZERS, "--optimizer"), (pruner, PRUNERS, "--pruner"))
+    for value, choices, hint in choosers:
+        if value not in choices:
+            raise typer.BadParameter(f"one of {', '.join(choices)}", param_hint=hint)
     spec = pb.JobSpec(
         dataset_version=dataset_version,
         model=model_spec(template, hidden_units, filters, dropout, keras_json),
@@ -272,8 +274,6 @@ def model_spec(
 
 def search_space(search: list[str], trials: int, trial_epochs: int, pruner: str) -> pb.SearchSpace:
     """The search of `train submit`, from its --search, --trials, --trial-epochs, --pruner."""
-    if pruner not in PRUNERS:
-        raise typer.BadParameter(f"one of {', '.join(PRUNERS)}", param_hint="--pruner")
     return pb.SearchSpace(
         parameters=[search_parameter(text) for text in search],
         max_trials=trials,

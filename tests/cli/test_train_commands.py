@@ -75,6 +75,8 @@ def test_cancel_and_refusals(services):
     assert watched.exit_code == 1 and "cancelled" in watched.output
     bad_search = runner.invoke(app, ["train", "submit", "iris@x", "--search", "learning_rate"])
     assert bad_search.exit_code == 2 and "name=low..high" in bad_search.output
+    bad_pruner = runner.invoke(app, ["train", "submit", "iris@x", "--pruner", "sometimes"])
+    assert bad_pruner.exit_code == 2 and "--pruner" in bad_pruner.output
     refused = runner.invoke(app, ["train", "submit", "iris@0123456789ab", "--epochs", "1"])
     assert refused.exit_code == 1 and refused.output.strip()
     both = runner.invoke(
