@@ -101,7 +101,7 @@ class PostgresServer:
                     f"no {SERVER_USER!r} system user: run `make setup` (Debian's postgresql "
                     "package creates it)"
                 ) from None
-            blocked = _unreachable_parent(self._root)
+            blocked = _unreachable_parent(self._root, owner)
             if blocked is not None:
                 raise PostgresUnavailable(
                     f"PostgreSQL runs as the {SERVER_USER!r} user, which cannot enter {blocked}: "
@@ -213,10 +213,17 @@ class PostgresServer:
             )
 
 
-def _unreachable_parent(path: Path) -> Path | None:
-    """The first directory above `path` that others may not enter (PostgreSQL's own user
-    is not its owner), if any."""
+def _unreachable_parent(path: Path, user: pwd.struct_passwd) -> Path | None:
+    """The first directory above `path` that `user` may not enter, if any."""
+    groups = set(os.getgrouplist(user.pw_name, user.pw_gid))
     for parent in reversed(path.resolve().parents):
-        if not parent.stat().st_mode & 0o001:
+        status = parent.stat()
+        if status.st_uid == user.pw_uid:
+            allowed = status.st_mode & 0o100
+        elif status.st_gid in groups:
+            allowed = status.st_mode & 0o010
+        else:
+            allowed = status.st_mode & 0o001
+        if not allowed:
             return parent
     return None
