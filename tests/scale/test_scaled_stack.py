@@ -48,15 +48,19 @@ def scaled(monkeypatch: pytest.MonkeyPatch) -> Iterator[RunningStack]:
         monkeypatch.setenv(name, value)
     stack = LocalStack(home)
     try:
-        yield RunningStack(home, stack.up(timeout_s=180, scaled=True), environment)
+        try:
+            yield RunningStack(home, stack.up(timeout_s=120, scaled=True), environment)
+        finally:
+            stack.down()
+        assert not stack.is_scaled()
+        assert not object_store(home).running(), "down stops SeaweedFS"
+        assert not (home / "postgres" / "data" / "postmaster.pid").exists(), "and PostgreSQL"
     finally:
-        stack.down()
-    assert not stack.is_scaled()
-    assert not object_store(home).running(), "down stops SeaweedFS"
-    assert not (home / "postgres" / "data" / "postmaster.pid").exists(), "and PostgreSQL"
-    shutil.rmtree(home, ignore_errors=True)
+        shutil.rmtree(home, ignore_errors=True)
 
 
+# Thirteen processes start one after another on two cores, then a job trains.
+@pytest.mark.timeout(600)
 def test_the_scaled_stack_runs_the_lifecycle_across_replicas(scaled: RunningStack) -> None:
     names = {spec.name for spec in scaled.services}
     assert {"data-2", "registry-2", "training-2", "worker-1", "worker-2"} <= names
