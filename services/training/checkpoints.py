@@ -2,11 +2,16 @@
 half-written one behind.
 
 A checkpoint is a folder `epoch-<n>` under the job's checkpoint directory holding the
-whole compiled model (`model.keras`: weights and optimizer state), the weights of the
-best epoch so far (for early stopping) and `state.json` (epochs done, early-stopping
-counters, the hyperparameters in use). It is written into a temp folder, fsynced and
-renamed into place; then the `LATEST` pointer file is replaced atomically. A restart
-reads `LATEST`, so it sees the previous checkpoint or the new one, never a mixture."""
+arrays of the training (`weights.npz`: the model's weights, its optimizer's variables
+with the step count and moments, and the weights of the best epoch so far, for early
+stopping) and `state.json` (epochs done, early-stopping counters, the hyperparameters in
+use). The model itself is rebuilt from the job's spec and those hyperparameters, so a
+checkpoint costs an array copy and one uncompressed write (about 1 ms for the digits MLP,
+where saving the whole `.keras` model took 24 ms of the training thread every epoch).
+Folders written before, holding `model.keras` and `best.weights.h5`, are still read.
+It is written into a temp folder, fsynced and renamed into place; then the `LATEST`
+pointer file is replaced atomically. A restart reads `LATEST`, so it sees the previous
+checkpoint or the new one, never a mixture."""
 
 from __future__ import annotations
 
@@ -14,15 +19,20 @@ import json
 import os
 import shutil
 import tempfile
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+import numpy as np
 
 from shared.blobstore import fsync_path
 
 if TYPE_CHECKING:
     import keras
 
+ARRAYS_FILE = "weights.npz"
+# What checkpoints held before `weights.npz` (read, never written).
 MODEL_FILE = "model.keras"
 BEST_WEIGHTS_FILE = "best.weights.h5"
 STATE_FILE = "state.json"
@@ -80,14 +90,41 @@ class Checkpoint:
     path: Path
     state: CheckpointState
 
-    def load_model(self) -> keras.Model:
-        # Keras only here, on the training thread: the service's start imports none of it.
-        import keras
+    def load_model(self, build: Callable[[], keras.Model]) -> keras.Model:
+        """The model as it was: `build` makes it anew (compiled), then its weights and its
+        optimizer's variables are put back."""
+        if (self.path / MODEL_FILE).is_file():
+            # Keras only here, on the training thread: the service's start imports none of it.
+            import keras
 
-        return keras.models.load_model(self.path / MODEL_FILE)
+            return keras.models.load_model(self.path / MODEL_FILE)
+        model = build()
+        with np.load(self.path / ARRAYS_FILE) as arrays:
+            model.set_weights(_listed(arrays, "model"))
+            optimizer = model.optimizer
+            if not optimizer.built:
+                optimizer.build(model.trainable_variables)
+            for variable, value in zip(
+                optimizer.variables, _listed(arrays, "optimizer"), strict=True
+            ):
+                variable.assign(value)
+        return model
 
-    def load_best_weights(self, model: keras.Model) -> None:
-        model.load_weights(self.path / BEST_WEIGHTS_FILE)
+    def best_weights(self, model: keras.Model) -> list[np.ndarray]:
+        """The weights of the best epoch so far (early stopping), for `model`."""
+        if (self.path / BEST_WEIGHTS_FILE).is_file():
+            current = model.get_weights()
+            model.load_weights(self.path / BEST_WEIGHTS_FILE)
+            best = model.get_weights()
+            model.set_weights(current)
+            return best
+        with np.load(self.path / ARRAYS_FILE) as arrays:
+            return _listed(arrays, "best")
+
+
+def _listed(arrays: Any, prefix: str) -> list[np.ndarray]:
+    count = sum(1 for name in arrays.files if name.startswith(f"{prefix}_"))
+    return [arrays[f"{prefix}_{index}"] for index in range(count)]
 
 
 class CheckpointDir:
@@ -109,12 +146,12 @@ class CheckpointDir:
         self.root.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(dir=self.root, prefix=".staging-"))
         try:
-            model.save(staging / MODEL_FILE)
-            if best_weights is not None:
-                current = model.get_weights()
-                model.set_weights(best_weights)
-                model.save_weights(staging / BEST_WEIGHTS_FILE)
-                model.set_weights(current)
+            arrays = {f"model_{i}": w for i, w in enumerate(model.get_weights())}
+            for i, variable in enumerate(model.optimizer.variables):
+                arrays[f"optimizer_{i}"] = variable.numpy()
+            for i, weight in enumerate(best_weights or []):
+                arrays[f"best_{i}"] = weight
+            np.savez(staging / ARRAYS_FILE, **arrays)
             (staging / STATE_FILE).write_text(state.to_json())
             for written in staging.iterdir():
                 fsync_path(written)

@@ -286,20 +286,23 @@ class Trainer:
     ) -> tuple[keras.Model, Checkpoint]:
         hp = self.spec.hyperparameters
         stopping_rule = hp.early_stopping
+
+        def build() -> keras.Model:
+            data = self.data
+            return build_model(self.spec.model, params, data.info, data.mean, data.std)
+
         if checkpoint is None:
             keras.utils.set_random_seed(self.spec.seed)
-            model = build_model(
-                self.spec.model, params, self.data.info, self.data.mean, self.data.std
-            )
+            model = build()
             state = CheckpointState(0, asdict(params), StoppingState())
         else:
-            model = checkpoint.load_model()
+            model = checkpoint.load_model(build)
             state = checkpoint.state
             self.reporter.resumed(state.epochs_completed)
             log.info("resuming from checkpoint", extra={"epoch": state.epochs_completed})
         best_weights: list[Any] | None = None
         if stopping_rule is not None and checkpoint is not None and state.stopping.best_epoch:
-            best_weights = self._weights_of_best(model, checkpoint)
+            best_weights = checkpoint.best_weights(model)
         saved = [checkpoint]
 
         def on_epoch(epoch: int, metrics: dict[str, float]) -> None:
@@ -326,16 +329,8 @@ class Trainer:
         final = saved[0]
         assert final is not None, "a finished training has a checkpoint"
         if stopping_rule is not None and final.state.stopping.best_epoch:
-            final.load_best_weights(model)
+            model.set_weights(final.best_weights(model))
         return model, final
-
-    @staticmethod
-    def _weights_of_best(model: keras.Model, checkpoint: Checkpoint) -> list[Any]:
-        current = model.get_weights()
-        checkpoint.load_best_weights(model)
-        best = model.get_weights()
-        model.set_weights(current)
-        return best
 
     def _evaluate(self, model: keras.Model, checkpoint: Checkpoint) -> dict[str, float]:
         batch = 256

@@ -7,6 +7,7 @@ import subprocess
 import sys
 import tarfile
 import time
+from dataclasses import asdict
 from pathlib import Path
 
 import keras
@@ -15,11 +16,27 @@ import optuna
 import pytest
 import tensorflow as tf
 
-from services.training.checkpoints import CheckpointDir
+from services.training.checkpoints import (
+    ARRAYS_FILE,
+    BEST_WEIGHTS_FILE,
+    LATEST_FILE,
+    MODEL_FILE,
+    STATE_FILE,
+    CheckpointDir,
+    CheckpointState,
+    StoppingState,
+)
 from services.training.evaluation import confusion_matrix
 from services.training.jobs import EventKind, StopRequested
+from services.training.models import build_model
 from services.training.search import SearchBoard, study_name, study_storage
-from services.training.spec import EarlyStopping, Hyperparameters, JobSpec, MlpTemplate
+from services.training.spec import (
+    EarlyStopping,
+    Hyperparameters,
+    JobSpec,
+    MlpTemplate,
+    base_params,
+)
 from services.training.store import JobStore
 from services.training.trainer import Trainer
 from shared.db import make_engine, sqlite_url
@@ -84,6 +101,10 @@ def test_digits_mlp_reaches_95_percent_test_accuracy(digits, tmp_path):
 def test_resume_continues_from_the_checkpointed_epoch_with_optimizer_state(digits, tmp_path):
     spec = digits_spec(6, batch_size=64)
     batches_per_epoch = int(np.ceil(len(digits.x_train) / 64))
+
+    def build() -> keras.Model:
+        return build_model(spec.model, base_params(spec), digits.info, digits.mean, digits.std)
+
     first = Recorder()
     with pytest.raises(StopRequested):
         # Stops in the middle of epoch 3: epochs 1 and 2 are checkpointed, 3 is not.
@@ -91,7 +112,7 @@ def test_resume_continues_from_the_checkpointed_epoch_with_optimizer_state(digit
     assert [epoch for _, epoch, _ in first.epochs] == [1, 2]
     checkpoint = CheckpointDir(tmp_path / "checkpoints").latest()
     assert checkpoint is not None and checkpoint.state.epochs_completed == 2
-    restored = checkpoint.load_model()
+    restored = checkpoint.load_model(build)
     assert int(restored.optimizer.iterations.numpy()) == 2 * batches_per_epoch
 
     second = Recorder()
@@ -100,7 +121,37 @@ def test_resume_continues_from_the_checkpointed_epoch_with_optimizer_state(digit
     assert [epoch for _, epoch, _ in second.epochs] == [3, 4, 5, 6]
     assert outcome.epochs_completed == 6
     final = CheckpointDir(tmp_path / "checkpoints").latest()
-    assert int(final.load_model().optimizer.iterations.numpy()) == 6 * batches_per_epoch
+    assert int(final.load_model(build).optimizer.iterations.numpy()) == 6 * batches_per_epoch
+
+
+def test_a_checkpoint_written_before_weights_npz_still_resumes(digits, tmp_path):
+    # Folders of the earlier format (the whole `.keras` model and the best weights' .h5).
+    spec = digits_spec(3)
+
+    def build() -> keras.Model:
+        return build_model(spec.model, base_params(spec), digits.info, digits.mean, digits.std)
+
+    model = build()
+    model.fit(digits.x_train, digits.y_train, epochs=1, batch_size=32, verbose=0)
+    best = model.get_weights()
+    folder = tmp_path / "checkpoints" / "epoch-00001"
+    folder.mkdir(parents=True)
+    model.save_weights(folder / BEST_WEIGHTS_FILE)
+    model.fit(digits.x_train, digits.y_train, epochs=1, batch_size=32, verbose=0)
+    model.save(folder / MODEL_FILE)
+    state = CheckpointState(1, asdict(base_params(spec)), StoppingState(0.5, 1, 0))
+    (folder / STATE_FILE).write_text(state.to_json())
+    (tmp_path / "checkpoints" / LATEST_FILE).write_text(folder.name)
+    checkpoint = CheckpointDir(tmp_path / "checkpoints").latest()
+    restored = checkpoint.load_model(build)
+    for kept, read in zip(model.get_weights(), restored.get_weights(), strict=True):
+        np.testing.assert_array_equal(kept, read)
+    assert int(restored.optimizer.iterations.numpy()) == int(model.optimizer.iterations.numpy())
+    for kept, read in zip(best, checkpoint.best_weights(restored), strict=True):
+        np.testing.assert_array_equal(kept, read)
+    outcome = Trainer(spec, digits, tmp_path, Recorder(), never_stop).run()
+    assert outcome.epochs_completed == 3
+    assert (CheckpointDir(tmp_path / "checkpoints").latest().path / ARRAYS_FILE).is_file()
 
 
 def test_finished_training_is_not_repeated_on_restart(digits, tmp_path):
