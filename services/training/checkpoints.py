@@ -122,6 +122,15 @@ class Checkpoint:
             return _listed(arrays, "best")
 
 
+@dataclass(frozen=True)
+class CheckpointArrays:
+    """A checkpoint not yet written: the training's arrays and its state, copied."""
+
+    # np.savez's keyword arguments: names to arrays.
+    arrays: dict[str, Any]
+    state: CheckpointState
+
+
 def _listed(arrays: Any, prefix: str) -> list[np.ndarray]:
     count = sum(1 for name in arrays.files if name.startswith(f"{prefix}_"))
     return [arrays[f"{prefix}_{index}"] for index in range(count)]
@@ -140,18 +149,25 @@ class CheckpointDir:
         path = self.root / pointer.read_text().strip()
         return Checkpoint(path, CheckpointState.from_json((path / STATE_FILE).read_text()))
 
-    def save(
-        self, model: keras.Model, best_weights: list[Any] | None, state: CheckpointState
-    ) -> Checkpoint:
+    @staticmethod
+    def snapshot(
+        model: keras.Model, best_weights: list[Any] | None, state: CheckpointState
+    ) -> CheckpointArrays:
+        """The training as it is now, copied (on the training thread, between epochs)."""
+        arrays = {f"model_{i}": w for i, w in enumerate(model.get_weights())}
+        for i, variable in enumerate(model.optimizer.variables):
+            arrays[f"optimizer_{i}"] = variable.numpy()
+        for i, weight in enumerate(best_weights or []):
+            arrays[f"best_{i}"] = weight
+        return CheckpointArrays(arrays, CheckpointState.from_json(state.to_json()))
+
+    def write(self, snapshot: CheckpointArrays) -> Checkpoint:
+        """Write a snapshot as the latest checkpoint (on any thread, one at a time)."""
+        state = snapshot.state
         self.root.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(dir=self.root, prefix=".staging-"))
         try:
-            arrays = {f"model_{i}": w for i, w in enumerate(model.get_weights())}
-            for i, variable in enumerate(model.optimizer.variables):
-                arrays[f"optimizer_{i}"] = variable.numpy()
-            for i, weight in enumerate(best_weights or []):
-                arrays[f"best_{i}"] = weight
-            np.savez(staging / ARRAYS_FILE, **arrays)
+            np.savez(staging / ARRAYS_FILE, **snapshot.arrays)
             (staging / STATE_FILE).write_text(state.to_json())
             for written in staging.iterdir():
                 fsync_path(written)

@@ -4,7 +4,8 @@
 are shared with other workers through a `SearchBoard`: this worker runs queued trials
 until none is left, then waits for those others run; trials finished by an earlier
 attempt are not run again), the final training with the best parameters (a checkpoint
-after every epoch; a restart loads the latest one and continues at its epoch), evaluation
+after every epoch, written with the epoch's event behind the training; a restart loads
+the latest one and continues at its epoch), evaluation
 on the test split and export. `Trainer.run_trial` runs one claimed trial, for this job's
 worker or for a helping one. Data always reaches Keras through `tf.data`. A stop request
 (cancel, shutdown) is checked after every batch; it ends the run with `StopRequested`,
@@ -13,6 +14,7 @@ leaving the last complete epoch's checkpoint for the next attempt. Progress goes
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from collections import OrderedDict
@@ -25,13 +27,20 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from services.training.checkpoints import Checkpoint, CheckpointDir, CheckpointState, StoppingState
+from services.training.checkpoints import (
+    Checkpoint,
+    CheckpointArrays,
+    CheckpointDir,
+    CheckpointState,
+    StoppingState,
+)
 from services.training.datasource import TrainingData
 from services.training.evaluation import write_evaluation
 from services.training.export import export_model
 from services.training.jobs import ArtifactFile, ClaimLost, StopRequested
 from services.training.models import build_model
 from services.training.spec import JobSpec, TrialParams, base_params, params_with
+from services.training.write_behind import WriteBehind
 
 if TYPE_CHECKING:
     from services.training.search import SearchBoard
@@ -162,8 +171,11 @@ class TrialRunner:
         initial_epoch: int,
         on_epoch: Callable[[int, dict[str, float]], None],
         seed: int,
+        should_stop: StopCheck | None = None,
     ) -> None:
-        callback = _JobCallback(self.should_stop, on_epoch)
+        """Fit `model` from `initial_epoch` to `epochs`, calling `on_epoch` after each;
+        StopRequested when `should_stop` (the runner's own by default) says so."""
+        callback = _JobCallback(should_stop or self.should_stop, on_epoch)
         data = self.data
         model.fit(
             make_dataset(data.x_train, data.y_train, params.batch_size, shuffle_seed=seed),
@@ -303,34 +315,66 @@ class Trainer:
         best_weights: list[Any] | None = None
         if stopping_rule is not None and checkpoint is not None and state.stopping.best_epoch:
             best_weights = checkpoint.best_weights(model)
-        saved = [checkpoint]
-
-        def on_epoch(epoch: int, metrics: dict[str, float]) -> None:
-            nonlocal best_weights
-            state.epochs_completed = epoch
-            if stopping_rule is not None:
-                monitored = metrics[stopping_rule.monitor]
-                higher = stopping_rule.monitor == "val_accuracy"
-                if state.stopping.update(monitored, epoch, higher, stopping_rule.min_delta):
-                    best_weights = model.get_weights()
-                if state.stopping.wait >= stopping_rule.patience:
-                    model.stop_training = True
-                    state.finished = True
-            state.finished = state.finished or epoch >= hp.epochs
-            written = self.checkpoints.save(model, best_weights, state)
-            saved[0] = written
-            self.reporter.checkpoint_saved(written)
-            self.reporter.epoch_ended(0, epoch, hp.epochs, metrics)
-
+        final = checkpoint
         if not state.finished:
-            self.runner.fit(
-                model, params, hp.epochs, state.epochs_completed, on_epoch, self.spec.seed
-            )
-        final = saved[0]
+            final = self._fit_final(model, params, state, best_weights) or checkpoint
         assert final is not None, "a finished training has a checkpoint"
         if stopping_rule is not None and final.state.stopping.best_epoch:
             model.set_weights(final.best_weights(model))
         return model, final
+
+    def _fit_final(
+        self,
+        model: keras.Model,
+        params: TrialParams,
+        state: CheckpointState,
+        best_weights: list[Any] | None,
+    ) -> Checkpoint | None:
+        """Train the epochs left. Each epoch's arrays are copied on this thread; its
+        checkpoint folder, upload and event are written behind the training
+        (services.training.write_behind); a failed write (ClaimLost, say) stops the
+        training at its next batch and is raised. The last checkpoint written."""
+        hp = self.spec.hyperparameters
+        rule = hp.early_stopping
+        writes = WriteBehind()
+        written: list[Checkpoint] = []
+
+        def write(snapshot: CheckpointArrays, metrics: dict[str, float]) -> None:
+            written.append(self.checkpoints.write(snapshot))
+            self.reporter.checkpoint_saved(written[-1])
+            self.reporter.epoch_ended(0, snapshot.state.epochs_completed, hp.epochs, metrics)
+
+        def on_epoch(epoch: int, metrics: dict[str, float]) -> None:
+            nonlocal best_weights
+            state.epochs_completed = epoch
+            if rule is not None:
+                higher = rule.monitor == "val_accuracy"
+                if state.stopping.update(metrics[rule.monitor], epoch, higher, rule.min_delta):
+                    best_weights = model.get_weights()
+                if state.stopping.wait >= rule.patience:
+                    model.stop_training = True
+                    state.finished = True
+            state.finished = state.finished or epoch >= hp.epochs
+            snapshot = self.checkpoints.snapshot(model, best_weights, state)
+            writes.submit(functools.partial(write, snapshot, metrics))
+
+        def should_stop() -> str | None:
+            if writes.failure() is not None:
+                return "a checkpoint or progress write failed"
+            return self.should_stop()
+
+        seed = self.spec.seed
+        try:
+            self.runner.fit(
+                model, params, hp.epochs, state.epochs_completed, on_epoch, seed, should_stop
+            )
+        except BaseException as stopped:
+            if (failure := writes.close()) is not None:
+                raise failure from stopped
+            raise
+        if (failure := writes.close()) is not None:
+            raise failure
+        return written[-1] if written else None
 
     def _evaluate(self, model: keras.Model, checkpoint: Checkpoint) -> dict[str, float]:
         batch = 256
