@@ -72,8 +72,9 @@ class StopSignal:
 
 
 class JobReporter:
-    """The trainer's progress, written to the store (called on the training thread) while
-    this worker still holds the job (ClaimLost otherwise, which stops the training)."""
+    """The trainer's progress, written to the store (called on the training thread, or for
+    the final training's epochs on the thread that writes behind it) while this worker
+    still holds the job (ClaimLost otherwise, which stops the training)."""
 
     def __init__(
         self,
