@@ -64,7 +64,14 @@ class Silent:
     def phase_started(self, phase: str) -> None:
         pass
 
-    def epoch_ended(self, trial: int, epoch: int, epochs: int, metrics: dict[str, float]) -> None:
+    def epoch_ended(
+        self,
+        trial: int,
+        epoch: int,
+        epochs: int,
+        metrics: dict[str, float],
+        seconds: float | None = None,
+    ) -> None:
         pass
 
     def resumed(self, epoch: int) -> None:

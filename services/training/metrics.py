@@ -21,7 +21,7 @@ JOBS_FINISHED = Counter(
 )
 EPOCH_SECONDS = Histogram(
     "tfmesh_training_epoch_seconds",
-    "Wall time of one training epoch, by the model the job registers.",
+    "Wall time of one epoch of a job's final training, by the model the job registers.",
     ["model"],
     buckets=(0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800),
 )

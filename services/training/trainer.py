@@ -60,8 +60,16 @@ class Reporter(Protocol):
 
     def phase_started(self, phase: str) -> None: ...
 
-    def epoch_ended(self, trial: int, epoch: int, epochs: int, metrics: dict[str, float]) -> None:
-        """`trial` is 0: the final training."""
+    def epoch_ended(
+        self,
+        trial: int,
+        epoch: int,
+        epochs: int,
+        metrics: dict[str, float],
+        seconds: float | None = None,
+    ) -> None:
+        """`trial` is 0: the final training; `seconds`, the epoch's wall time, when the
+        caller timed it (on the training thread)."""
 
     def resumed(self, epoch: int) -> None: ...
 
@@ -339,13 +347,17 @@ class Trainer:
         writes = WriteBehind()
         written: list[Checkpoint] = []
 
-        def write(snapshot: CheckpointArrays, metrics: dict[str, float]) -> None:
+        lap = [time.monotonic()]
+
+        def write(snapshot: CheckpointArrays, metrics: dict[str, float], seconds: float) -> None:
             written.append(self.checkpoints.write(snapshot))
             self.reporter.checkpoint_saved(written[-1])
-            self.reporter.epoch_ended(0, snapshot.state.epochs_completed, hp.epochs, metrics)
+            epoch = snapshot.state.epochs_completed
+            self.reporter.epoch_ended(0, epoch, hp.epochs, metrics, seconds)
 
         def on_epoch(epoch: int, metrics: dict[str, float]) -> None:
             nonlocal best_weights
+            seconds, lap[0] = time.monotonic() - lap[0], time.monotonic()
             state.epochs_completed = epoch
             if rule is not None:
                 higher = rule.monitor == "val_accuracy"
@@ -356,17 +368,12 @@ class Trainer:
                     state.finished = True
             state.finished = state.finished or epoch >= hp.epochs
             snapshot = self.checkpoints.snapshot(model, best_weights, state)
-            writes.submit(functools.partial(write, snapshot, metrics))
+            writes.submit(functools.partial(write, snapshot, metrics, seconds))
 
-        def should_stop() -> str | None:
-            if writes.failure() is not None:
-                return "a checkpoint or progress write failed"
-            return self.should_stop()
-
-        seed = self.spec.seed
+        stop = writes.stop_check(self.should_stop)
         try:
             self.runner.fit(
-                model, params, hp.epochs, state.epochs_completed, on_epoch, seed, should_stop
+                model, params, hp.epochs, state.epochs_completed, on_epoch, self.spec.seed, stop
             )
         except BaseException as stopped:
             if (failure := writes.close()) is not None:

@@ -95,9 +95,17 @@ class JobReporter:
         self._store.set_phase(self._job_id, phase, self._claim)
         self._epoch_started = time.monotonic()
 
-    def epoch_ended(self, trial: int, epoch: int, epochs: int, metrics: dict[str, float]) -> None:
+    def epoch_ended(
+        self,
+        trial: int,
+        epoch: int,
+        epochs: int,
+        metrics: dict[str, float],
+        seconds: float | None = None,
+    ) -> None:
         now = time.monotonic()
-        self._epoch_seconds.observe(now - self._epoch_started)
+        # Untimed (a multi-worker training's relayed epochs): the time since the last.
+        self._epoch_seconds.observe(seconds if seconds is not None else now - self._epoch_started)
         self._epoch_started = now
         self._store.record_epoch(self._job_id, trial, epoch, epochs, metrics, self._claim)
 

@@ -1,12 +1,12 @@
 """The writes a training hands off (each epoch's checkpoint folder, its upload and the
-job's event rows), done in order on one thread of their own, so an epoch never waits for
-the disk, the blob store or the database.
+job's event rows), done in order on one thread of their own, so that an epoch waits for
+the disk, the blob store or the database only when `depth` writes are already waiting (a
+slow disk then slows training rather than filling memory with snapshots). A worker killed
+meanwhile loses those epochs: it resumes from the last one written.
 
-At most `depth` writes wait; the training thread waits when it would hand off more (a
-slow disk slows training rather than filling memory with snapshots). After the first
-write that fails (ClaimLost: another worker holds the job now; a full disk) nothing
-more is written: `failure` says it to the training's stop check, which stops at the next
-batch, and `close` waits for what is queued and returns it."""
+After the first write that fails (ClaimLost: another worker holds the job now; a full
+disk) nothing more is written: `stop_check` stops the training at its next batch, and
+`close` waits for what is queued and returns the failure."""
 
 from __future__ import annotations
 
@@ -35,8 +35,15 @@ class WriteBehind:
         finally:
             self._slots.release()
 
-    def failure(self) -> BaseException | None:
-        return self._failure
+    def stop_check(self, should_stop: Callable[[], str | None]) -> Callable[[], str | None]:
+        """`should_stop`, and a stop once a write has failed."""
+
+        def check() -> str | None:
+            if self._failure is not None:
+                return "a checkpoint or progress write failed"
+            return should_stop()
+
+        return check
 
     def close(self) -> BaseException | None:
         """Wait until every queued write has run; the first failure, if any."""

@@ -57,8 +57,16 @@ class Recorder:
     def phase_started(self, phase: str) -> None:
         self.phases.append(phase)
 
-    def epoch_ended(self, trial: int, epoch: int, epochs: int, metrics: dict[str, float]) -> None:
+    def epoch_ended(
+        self,
+        trial: int,
+        epoch: int,
+        epochs: int,
+        metrics: dict[str, float],
+        seconds: float | None = None,
+    ) -> None:
         self.epochs.append((trial, epoch, metrics))
+        assert seconds is not None and seconds > 0, "the trainer times each epoch"
 
     def resumed(self, epoch: int) -> None:
         self.resumed_at.append(epoch)
@@ -122,6 +130,29 @@ def test_resume_continues_from_the_checkpointed_epoch_with_optimizer_state(digit
     assert outcome.epochs_completed == 6
     final = CheckpointDir(tmp_path / "checkpoints").latest()
     assert int(final.load_model(build).optimizer.iterations.numpy()) == 6 * batches_per_epoch
+
+
+def test_a_checkpoint_restores_weights_optimizer_moments_and_best_weights(digits, tmp_path):
+    spec = digits_spec(3)
+
+    def build() -> keras.Model:
+        return build_model(spec.model, base_params(spec), digits.info, digits.mean, digits.std)
+
+    model = build()
+    model.fit(digits.x_train, digits.y_train, epochs=1, batch_size=32, verbose=0)
+    best = model.get_weights()
+    model.fit(digits.x_train, digits.y_train, epochs=1, batch_size=32, verbose=0)
+    state = CheckpointState(2, asdict(base_params(spec)), StoppingState(0.5, 1, 1))
+    checkpoints = CheckpointDir(tmp_path / "checkpoints")
+    written = checkpoints.write(checkpoints.snapshot(model, best, state))
+    restored = checkpoints.latest().load_model(build)
+    for kept, read in zip(model.get_weights(), restored.get_weights(), strict=True):
+        np.testing.assert_array_equal(kept, read)
+    variables = zip(model.optimizer.variables, restored.optimizer.variables, strict=True)
+    for kept, read in variables:  # the step, the learning rate, Adam's two moments
+        np.testing.assert_array_equal(kept.numpy(), read.numpy())
+    for kept, read in zip(best, written.best_weights(restored), strict=True):
+        np.testing.assert_array_equal(kept, read)
 
 
 def test_a_checkpoint_written_before_weights_npz_still_resumes(digits, tmp_path):
