@@ -68,12 +68,18 @@ def from_tensor(tensor: common_pb2.Tensor, field: str = "tensor") -> np.ndarray:
         return np.array(list(tensor.string_val), dtype=object).reshape(shape)
     if tensor.dtype not in _BY_ENUM:
         raise invalid(f"{field}.dtype", f"unsupported dtype enum {tensor.dtype}")
-    dtype = _BY_ENUM[tensor.dtype]
-    expected = count * dtype.itemsize
-    if len(tensor.content) != expected:
+    return array_from_bytes(tensor.content, _BY_ENUM[tensor.dtype], shape, f"{field}.content")
+
+
+def array_from_bytes(
+    content: bytes, dtype: np.dtype, shape: tuple[int, ...], field: str
+) -> np.ndarray:
+    """`content` read as an array of `shape`; InvalidArgument on `field` when its length is
+    not the shape's."""
+    expected = math.prod(shape) * dtype.itemsize
+    if len(content) != expected:
         raise invalid(
-            f"{field}.content",
-            f"shape {list(shape)} of {dtype.name} needs {expected} bytes, "
-            f"got {len(tensor.content)}",
+            field,
+            f"shape {list(shape)} of {dtype.name} needs {expected} bytes, got {len(content)}",
         )
-    return np.frombuffer(tensor.content, dtype=dtype).reshape(shape)
+    return np.frombuffer(content, dtype=dtype).reshape(shape)

@@ -19,6 +19,7 @@ from services.inference.pipeline import Prediction
 from services.inference.runtimes import Signature, TensorSpec
 from shared.errors import invalid
 from shared.serving_names import SIGNATURE
+from shared.tensors import array_from_bytes
 
 DTYPES: dict[int, np.dtype] = {
     types_pb2.DT_FLOAT: np.dtype("<f4"),
@@ -71,14 +72,8 @@ def ndarray_from_proto(tensor: tensor_pb2.TensorProto, field: str) -> np.ndarray
         raise invalid(f"{field}.tensor_shape", f"dimensions must be >= 0, got {list(shape)}")
     count = math.prod(shape)
     if tensor.tensor_content:
-        expected = count * dtype.itemsize
-        if len(tensor.tensor_content) != expected:
-            raise invalid(
-                f"{field}.tensor_content",
-                f"shape {list(shape)} of {dtype.name} needs {expected} bytes, "
-                f"got {len(tensor.tensor_content)}",
-            )
-        return np.frombuffer(tensor.tensor_content, dtype=dtype).reshape(shape)
+        content_field = f"{field}.tensor_content"
+        return array_from_bytes(tensor.tensor_content, dtype, shape, content_field)
     field_name = VALUE_FIELD[tensor.dtype]
     values = getattr(tensor, field_name)
     if tensor.dtype == types_pb2.DT_HALF:
