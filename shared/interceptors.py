@@ -30,20 +30,26 @@ from shared.grpc_metrics import ServerCall, call_type
 log = logging.getLogger(__name__)
 
 
-async def _abort(context: grpc.aio.ServicerContext, error: BaseException) -> None:
+def status_of(error: BaseException) -> tuple[grpc.StatusCode, str, tuple[tuple[str, Any], ...]]:
+    """The status a handler's exception becomes: its code, its message and the trailing
+    metadata that carry its typed details."""
     if isinstance(error, DomainError):
         status = rpc_status.to_status(error.to_status())
-        await context.abort(status.code, status.details, status.trailing_metadata)
+        return status.code, status.details, tuple(status.trailing_metadata)
     if _database_away(error):
         # The database did not answer (a restart, a failover): retryable, not a bug.
         log.warning("database unavailable", exc_info=error)
-        await context.abort(grpc.StatusCode.UNAVAILABLE, "the database is not available now")
+        return grpc.StatusCode.UNAVAILABLE, "the database is not available now", ()
     if isinstance(error, NotImplementedError):
         # What a generated servicer base class raises for a method the server leaves out
         # (TF Serving's Classify, Regress, MultiInference): the caller's answer is that.
-        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "this server does not implement it")
+        return grpc.StatusCode.UNIMPLEMENTED, "this server does not implement it", ()
     log.exception("unhandled error in RPC", exc_info=error)
-    await context.abort(grpc.StatusCode.INTERNAL, f"internal error: {type(error).__name__}")
+    return grpc.StatusCode.INTERNAL, f"internal error: {type(error).__name__}", ()
+
+
+async def _abort(context: grpc.aio.ServicerContext, error: BaseException) -> None:
+    await context.abort(*status_of(error))
 
 
 def _database_away(error: BaseException) -> bool:
@@ -118,9 +124,14 @@ def _tolerant(deserializer: Callable[[bytes], Any] | None) -> Callable[[bytes], 
     return deserialize
 
 
+def undecodable(error: DecodeError) -> DomainError:
+    """The INVALID_ARGUMENT of request bytes that do not parse as the method's message."""
+    return invalid("request", f"the bytes do not parse: {error}")
+
+
 def _checked(request: Any) -> Any:
     if isinstance(request, _Undecodable):
-        raise invalid("request", f"the bytes do not parse: {request.error}")
+        raise undecodable(request.error)
     return request
 
 
@@ -136,7 +147,7 @@ def _checking_requests(inner: Callable[..., Any], streaming: bool) -> Callable[.
     return lambda request, context: inner(_checked(request), context)
 
 
-def _check_caller(
+def check_caller(
     authenticator: Authenticator | None, method: str, context: grpc.aio.ServicerContext
 ) -> None:
     if authenticator is None or not authenticator.enabled:
@@ -153,7 +164,7 @@ def _wrap_unary_response(
     async def call(request: Any, context: grpc.aio.ServicerContext) -> Any:
         counted = ServerCall(kind, method)
         try:
-            _check_caller(authenticator, method, context)
+            check_caller(authenticator, method, context)
             return await inner(request, context)
         except Exception as error:  # noqa: BLE001 - mapped to a status, never re-raised
             if _is_abort(error):
@@ -171,7 +182,7 @@ def _wrap_stream_response(
     async def call(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
         counted = ServerCall(kind, method)
         try:
-            _check_caller(authenticator, method, context)
+            check_caller(authenticator, method, context)
             responses = inner(request, context)
             if inspect.isawaitable(responses):
                 # A handler that streams with `context.write` (e.g. health Watch) is a

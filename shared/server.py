@@ -49,6 +49,7 @@ class RunningServer:
     # The HTTP port of a service that also serves REST itself (inference).
     http_port: int | None = None
     _on_stop: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
+    _before_stop: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
 
     @property
     def address(self) -> str:
@@ -59,6 +60,11 @@ class RunningServer:
     def on_stop(self, callback: Callable[[], Awaitable[None]]) -> None:
         """Run `callback` after in-flight calls have drained (close stores, stop workers)."""
         self._on_stop.append(callback)
+
+    def before_stop(self, callback: Callable[[], Awaitable[None]]) -> None:
+        """Run `callback` when stopping starts, before the server drains (a proxy in front
+        of it closes its listener and lets its calls finish)."""
+        self._before_stop.append(callback)
 
     def watch_dependency(self, name: str, check: Callable[[], None], interval_s: float) -> None:
         """Check a backing service every `interval_s` (in a thread): while `check` raises,
@@ -94,6 +100,8 @@ class RunningServer:
 
     async def stop(self, grace_s: float) -> None:
         await self.health.enter_graceful_shutdown()
+        for callback in self._before_stop:
+            await callback()
         await self.server.stop(grace_s)
         for callback in reversed(self._on_stop):
             await callback()
@@ -106,9 +114,11 @@ async def start_server(
     service_names: list[str],
     *,
     reuse_port: bool = False,
+    address: str = "",
 ) -> RunningServer:
     """Build, bind and start a server; `register` adds the service's servicers.
-    `reuse_port` lets several processes share the port (SO_REUSEPORT)."""
+    `reuse_port` lets several processes share the port (SO_REUSEPORT); `address` binds
+    gRPC there instead of the settings' host and port (the metrics port stays)."""
     options = [
         ("grpc.max_receive_message_length", settings.max_message_bytes),
         ("grpc.max_send_message_length", settings.max_message_bytes),
@@ -132,7 +142,7 @@ async def start_server(
         ],
         server,
     )
-    address = f"{settings.host}:{settings.port}"
+    address = address or f"{settings.host}:{settings.port}"
     credentials = settings.tls_files().server_credentials()
     if credentials is None:
         port = server.add_insecure_port(address)
@@ -149,7 +159,7 @@ async def start_server(
     log.info(
         "serving",
         extra={
-            "address": f"{settings.host}:{port}",
+            "address": f"{address.rsplit(':', 1)[0]}:{port}",
             "metrics_port": running.metrics_port,
             "services": service_names,
             "tls": credentials is not None,
