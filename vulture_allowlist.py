@@ -16,6 +16,11 @@ _.isolation_level
 # asyncio.Protocol callbacks (services.inference.dataplane.connection).
 _.connection_made
 _.connection_lost
+# What generated servicer code calls on a server and on a call's context
+# (services.inference.bridge.calls).
+_.add_registered_method_handlers
+_.set_code
+_.set_details
 # uvicorn's Server hooks, overridden (services.inference.rest.serve).
 _.capture_signals
 _.should_exit

@@ -28,6 +28,7 @@ from grpc_health.v1 import health_pb2
 
 from inference import grpc_predict_v2_pb2, grpc_predict_v2_pb2_grpc
 from services.inference.baselines import LineageBaselines
+from services.inference.bridge.front import start_behind_envoy
 from services.inference.config import model_specs
 from services.inference.dataplane.link import OwnerLink
 from services.inference.dataplane.owner import ModelOwner
@@ -170,7 +171,11 @@ async def start_inference(
         LocalSubmitter(manager, router), router, telemetry.tracer("tfmesh.inference")
     )
     names: list[str] = []
-    running = await start_server(settings, telemetry, _servicers(pipeline, settings, names), names)
+    register = _servicers(pipeline, settings, names)
+    if settings.grpc_front == "envoy":
+        running = await start_behind_envoy(settings, telemetry, register, names)
+    else:
+        running = await start_server(settings, telemetry, register, names)
     running.on_stop(stop)
     await _serve_rest(running, pipeline, settings, reuse_port=False)
     return running, pipeline

@@ -11,9 +11,9 @@ from __future__ import annotations
 import math
 import os
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import NoDecode, SettingsConfigDict
 
 from shared.aliases import FOLLOWED
@@ -57,6 +57,9 @@ class InferenceSettings(ServiceSettings):
     # gRPC front-end processes sharing the port, in front of one model-owner process;
     # 0 serves everything from one process.
     frontends: int = Field(default_factory=usable_cores, ge=0, le=256)
+    # What holds the gRPC port: grpcio's server, or Envoy bridging the unary inference
+    # calls to HTTP/1.1 (services.inference.bridge; one process, no TLS of its own).
+    grpc_front: Literal["grpcio", "envoy"] = "grpcio"
     # Each front end's shared-memory slab for request and answer tensors.
     slab_bytes: int = Field(default=128 * 1024 * 1024, ge=1024 * 1024)
     # Requests a streaming call may have unanswered before the server stops reading it.
@@ -104,6 +107,22 @@ class InferenceSettings(ServiceSettings):
         if isinstance(value, str):
             return [item.strip() for item in value.split(",") if item.strip()]
         return value
+
+    @model_validator(mode="after")
+    def _envoy_front_alone(self) -> InferenceSettings:
+        if self.grpc_front != "envoy":
+            return self
+        if self.frontends:
+            raise ValueError(
+                "TFMESH_INFERENCE_GRPC_FRONT=envoy serves from one process behind Envoy: "
+                "set TFMESH_INFERENCE_FRONTENDS=0"
+            )
+        if self.tls_cert_file is not None:
+            raise ValueError(
+                "TFMESH_INFERENCE_GRPC_FRONT=envoy takes plaintext from the mesh: TLS ends "
+                "at the mesh's proxy, not in this process (unset TFMESH_INFERENCE_TLS_*)"
+            )
+        return self
 
     @field_validator("runtime")
     @classmethod

@@ -1,7 +1,9 @@
-"""Contract tests against a real server process (the multi-process server, two front ends):
-TF Serving's own client stubs, KServe v2 stubs and Triton's own clients (`tritonclient`,
-`perf_analyzer`), unchanged client code, version labels, metadata, and bad input over each
-protocol (the right code, never INTERNAL, and the server keeps serving)."""
+"""Contract tests against a real server process, in both shapes of its gRPC port (the
+multi-process server's two front ends on grpcio, and one process behind Envoy's bridge:
+services.inference.bridge): TF Serving's own client stubs, KServe v2 stubs and Triton's
+own clients (`tritonclient`, `perf_analyzer`), unchanged client code, version labels,
+metadata, and bad input over each protocol (the right code, never INTERNAL, and the
+server keeps serving)."""
 
 from __future__ import annotations
 
@@ -34,9 +36,12 @@ from tests.inference.models import digits_rows
 from tests.support.processes import service_process
 from tests.support.status import field_violations
 
+# The gRPC port's two shapes: grpcio in two front ends, and Envoy before one process.
+FRONTS = {"grpcio": "2", "envoy": "0"}
 
-@pytest.fixture(scope="module")
-def service(tmp_path_factory, artifacts):
+
+@pytest.fixture(scope="module", params=sorted(FRONTS))
+def service(request, tmp_path_factory, artifacts):
     home = tmp_path_factory.mktemp("inference-process")
     config = write_model_config(
         home,
@@ -47,7 +52,8 @@ def service(tmp_path_factory, artifacts):
         "TFMESH_INFERENCE_",
         home,
         TFMESH_INFERENCE_MODEL_CONFIG_FILE=str(config),
-        TFMESH_INFERENCE_FRONTENDS="2",
+        TFMESH_INFERENCE_FRONTENDS=FRONTS[request.param],
+        TFMESH_INFERENCE_GRPC_FRONT=request.param,
     )
     process.start(timeout_s=120)
     yield process

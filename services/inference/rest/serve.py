@@ -12,6 +12,7 @@ import contextlib
 import socket
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import uvicorn
 
@@ -66,9 +67,15 @@ async def start_http(
 ) -> HttpServer:
     """Serve `api` on `port` (HTTPS when `tls` has a certificate; client certificates
     required when it has a client CA)."""
-    sock = bind(host, port, reuse_port)
+    return await serve_asgi(api, bind(host, port, reuse_port), KEEP_ALIVE_S, tls)
+
+
+async def serve_asgi(
+    app: Any, sock: socket.socket, keep_alive_s: int, tls: TlsFiles | None = None
+) -> HttpServer:
+    """Serve the ASGI `app` on the bound socket `sock` (TCP or Unix)."""
     config = uvicorn.Config(
-        api,
+        app,
         **uvicorn_tls(tls),
         http="httptools",
         loop="none",
@@ -76,15 +83,16 @@ async def start_http(
         access_log=False,
         log_level="warning",
         backlog=BACKLOG,
-        timeout_keep_alive=KEEP_ALIVE_S,
+        timeout_keep_alive=keep_alive_s,
         # Nothing reads the client's address: no X-Forwarded-For rewriting per request.
         proxy_headers=False,
     )
     server = _Server(config)
-    task = asyncio.create_task(server.serve(sockets=[sock]), name="rest")
+    task = asyncio.create_task(server.serve(sockets=[sock]), name="http")
     while not server.started:
         if task.done():
             task.result()
-            raise RuntimeError("the REST server stopped while starting")
+            raise RuntimeError("the HTTP server stopped while starting")
         await asyncio.sleep(0.01)
-    return HttpServer(sock.getsockname()[1], server, task)
+    port = sock.getsockname()[1] if sock.family != socket.AF_UNIX else 0
+    return HttpServer(port, server, task)

