@@ -119,7 +119,7 @@ def mesh(stage: str, fleet: Fleet, folder: Path):
     try:
         yield envoy
     finally:
-        envoy.stop()
+        envoy.kill()
 
 
 async def drive(

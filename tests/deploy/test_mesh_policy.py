@@ -115,7 +115,7 @@ def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mesh]:
         yield Mesh(inbound, started)
     finally:
         for envoy in envoys:
-            envoy.stop()
+            envoy.kill()
         registry.stop_quietly()
 
 
@@ -240,7 +240,7 @@ def inference_mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Inferen
         yield InferenceMesh(outbound["rest"], outbound["grpc"])
     finally:
         for envoy in envoys:
-            envoy.stop()
+            envoy.kill()
         inference.stop_quietly()
 
 
