@@ -308,7 +308,9 @@ class Server:
         self.process.wait(60)
 
 
-def start_server(work: Path, config: dict, runtime: str, frontends: int) -> Server:
+def start_server(
+    work: Path, config: dict, runtime: str, frontends: int, grpc_front: str = "grpcio"
+) -> Server:
     config_path = work / f"models-{time.monotonic_ns()}.json"
     config_path.write_text(json.dumps(config, indent=1))
     port, http_port = free_port(), free_port()
@@ -319,6 +321,7 @@ def start_server(work: Path, config: dict, runtime: str, frontends: int) -> Serv
         "TFMESH_INFERENCE_HTTP_PORT": str(http_port),
         "TFMESH_INFERENCE_MODEL_CONFIG_FILE": str(config_path),
         "TFMESH_INFERENCE_FRONTENDS": str(frontends),
+        "TFMESH_INFERENCE_GRPC_FRONT": grpc_front,
         "TFMESH_LOG_LEVEL": "WARNING",
         "TF_CPP_MIN_LOG_LEVEL": "2",
         "PYTHONPATH": python_path(),

@@ -7,7 +7,9 @@ KServe v2 gRPC (ModelInfer, a raw tensor) from the inference bench's own grpc.ai
 and KServe v2 JSON over HTTP from wrk (a C load generator). Each server is swept over its own knobs:
 
 - tfmesh: one process (`frontends` 0), or 1 or 2 front-end processes before the model's
-  owner; REST straight to the server and, for the last, through the gateway too;
+  owner; REST straight to the server and, for the last, through the gateway too; and gRPC
+  with Envoy holding the port (`TFMESH_INFERENCE_GRPC_FRONT=envoy`: Envoy's C++ ends
+  HTTP/2 and bridges each unary call to the process over HTTP/1.1; Envoy's CPU counted);
 - MLServer 1.7.1: the model in its REST/gRPC process or in one worker process
   (`parallel_workers` 0, 1), unbatched or with its adaptive batcher (64, 2 ms);
 - Triton Inference Server (nvidia-pytriton's C++ server, `make pytriton`; the no-op bound
@@ -63,6 +65,7 @@ TFMESH, MLSERVER, TRITON = "tfmesh", "MLServer", "Triton"
 # grpcio answering with a canned reply: the least a server on grpcio's Python API spends.
 FLOOR = "grpcio floor"
 TFMESH_FRONTENDS = (0, 1, 2)
+ENVOY_FRONT = "one process, gRPC behind Envoy"
 TFMESH_BATCHING = {"max_batch_size": 64, "batch_timeout_micros": 0, "max_enqueued_batches": 64}
 # Samples at the start and end of a load window are left out of its CPU figure: the load
 # generator is connecting, or its last requests are draining.
@@ -280,6 +283,16 @@ def tfmesh_rows(args: argparse.Namespace, work: Path) -> list[Row]:
                     gateway.stop()
         finally:
             server.stop()
+    # gRPC through Envoy's bridge (services.inference.bridge): Envoy is the server's child,
+    # so its CPU is counted with the server's.
+    server = start_server(work, config, "noop", 0, grpc_front="envoy")
+    try:
+        roots = [server.process.pid]
+        rows += [
+            over_grpc(TFMESH, ENVOY_FRONT, server.address, roots, n, args) for n in args.clients
+        ]
+    finally:
+        server.stop()
     return rows
 
 
