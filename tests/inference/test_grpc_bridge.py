@@ -22,6 +22,10 @@ import numpy as np
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import SpanKind
 
 from inference import grpc_predict_v2_pb2 as v2
 from inference import grpc_predict_v2_pb2_grpc
@@ -146,6 +150,23 @@ async def test_errors_are_statuses_in_the_trailer_headers() -> None:
     assert headers[b"tfmesh-trailer-grpc-status"] == b"8"
     headers, _ = await post(calls, "/no.Such/Method", b"")
     assert headers[b"tfmesh-trailer-grpc-status"] == b"12"
+
+
+async def test_a_bridged_call_is_a_server_span_in_the_callers_trace() -> None:
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    _, health = health_calls()
+    recorder = RecordingServer(grpc.aio.server())
+    health_pb2_grpc.add_HealthServicer_to_server(health, recorder)
+    calls = UnaryCalls(recorder.unary_methods([HEALTH]), None, 1024, provider.get_tracer("t"))
+    trace_id, parent_id = "0af7651916cd43dd8448eb211c80319c", "b7ad6b7169203331"
+    traceparent = f"00-{trace_id}-{parent_id}-01".encode()
+    await post(calls, CHECK, b"", (b"traceparent", traceparent))
+    (span,) = exporter.get_finished_spans()
+    assert span.name == CHECK.lstrip("/") and span.kind is SpanKind.SERVER
+    assert format(span.context.trace_id, "032x") == trace_id
+    assert format(span.parent.span_id, "016x") == parent_id
 
 
 def test_the_envoy_front_serves_from_one_process_without_tls_of_its_own(tmp_path) -> None:
