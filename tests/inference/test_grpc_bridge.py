@@ -224,8 +224,9 @@ def gone(pid: int, timeout_s: float = 10) -> bool:
     return False
 
 
-def start_behind_envoy(home: Path, **env: str):
-    config = write_model_config(home, [NOOP])
+def start_behind_envoy(home: Path, models: list[dict] | None = None, **env: str):
+    """The service as a process behind Envoy serving `models` (the noop model)."""
+    config = write_model_config(home, models or [NOOP])
     return service_process(
         "services.inference.server",
         "TFMESH_INFERENCE_",
@@ -291,16 +292,11 @@ def slow_service(tmp_path_factory):
     """The noop model and one whose batches take 400 ms, behind Envoy, with a 64 KiB
     message limit."""
     home = tmp_path_factory.mktemp("bridge")
-    config = write_model_config(home, [NOOP, slow_model_entry(delay_ms=400)])
-    service = service_process(
-        "services.inference.server",
-        "TFMESH_INFERENCE_",
+    service = start_behind_envoy(
         home,
-        TFMESH_INFERENCE_MODEL_CONFIG_FILE=str(config),
-        TFMESH_INFERENCE_FRONTENDS="0",
-        TFMESH_INFERENCE_GRPC_FRONT="envoy",
+        [NOOP, slow_model_entry(delay_ms=400)],
         TFMESH_INFERENCE_MAX_MESSAGE_BYTES=str(64 * 1024),
-    ).start(timeout_s=120)
+    )
     yield service
     service.stop_quietly()
 
@@ -358,15 +354,7 @@ def test_an_envoy_that_dies_is_started_again_on_the_same_port(slow_service) -> N
 
 @pytest.mark.timeout(180)
 def test_a_stopping_service_finishes_the_calls_under_way_through_envoy(tmp_path) -> None:
-    config = write_model_config(tmp_path, [slow_model_entry(delay_ms=400)])
-    service = service_process(
-        "services.inference.server",
-        "TFMESH_INFERENCE_",
-        tmp_path,
-        TFMESH_INFERENCE_MODEL_CONFIG_FILE=str(config),
-        TFMESH_INFERENCE_FRONTENDS="0",
-        TFMESH_INFERENCE_GRPC_FRONT="envoy",
-    ).start(timeout_s=120)
+    service = start_behind_envoy(tmp_path, [slow_model_entry(delay_ms=400)])
     try:
         with grpc.insecure_channel(service.address) as channel:
             stub = grpc_predict_v2_pb2_grpc.GRPCInferenceServiceStub(channel)
