@@ -9,6 +9,7 @@ from collections.abc import AsyncIterable, AsyncIterator, Iterator
 import grpc
 
 from services.data import converters
+from services.data.arrow_reads import ipc_stream
 from services.data.core import DataCore, Upload
 from services.data.entities import Batch
 from shared.errors import invalid
@@ -102,6 +103,18 @@ class DataServicer(data_pb2_grpc.DataServiceServicer):
         )
         while (message := await asyncio.to_thread(_next_message, batches)) is not None:
             yield message
+
+    async def ReadArrow(
+        self, request: pb.ReadArrowRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[pb.ReadArrowResponse]:
+        split = converters.split_from_proto(request.split)
+        version = await asyncio.to_thread(self._core.get_version, request.version)
+        batches = await asyncio.to_thread(
+            self._core.read_batches, request.version, split, request.batch_size
+        )
+        pieces = ipc_stream(version.schema, version.name, split, batches)
+        while (piece := await asyncio.to_thread(next, pieces, None)) is not None:
+            yield pb.ReadArrowResponse(arrow=piece)
 
     async def GetShards(
         self, request: pb.GetShardsRequest, context: grpc.aio.ServicerContext
