@@ -7,7 +7,8 @@ in 1 MiB chunks and measures:
   validation, statistics, split and shard writing included);
 - the service's memory: its resident set before the upload and its peak during it
   (VmHWM, reset just before the upload through /proc/<pid>/clear_refs), and the growth;
-- read-back: the train split streamed with ReadBatches, in rows/s and MB/s.
+- read-back: the train split streamed with ReadBatches, in rows/s and MB/s, and with
+  ReadArrow into one pyarrow Table, in rows/s.
 Results go to `--output` as JSON. Run: `python bench/data_bench.py [--size-mb N]`."""
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from pathlib import Path
 
 import grpc
 import numpy as np
+import pyarrow as pa
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 REPO = Path(__file__).resolve().parents[1]
@@ -130,6 +132,27 @@ async def requests(path: Path) -> AsyncIterator[pb.UploadDatasetRequest]:
         yield pb.UploadDatasetRequest(chunk=chunk)
 
 
+async def read_batches(stub: data_pb2_grpc.DataServiceStub, version: str) -> tuple:
+    """The train split through ReadBatches: rows, bytes, seconds."""
+    started = time.perf_counter()
+    rows = 0
+    read_bytes = 0
+    request = pb.ReadBatchesRequest(version=version, split=pb.SPLIT_TRAIN, batch_size=65536)
+    async for batch in stub.ReadBatches(request):
+        rows += batch.labels.shape[0]
+        read_bytes += len(batch.features.content) + len(batch.labels.content)
+    return rows, read_bytes, time.perf_counter() - started
+
+
+async def read_arrow(stub: data_pb2_grpc.DataServiceStub, version: str) -> tuple[int, float]:
+    """The train split through ReadArrow into one pyarrow Table: rows, seconds."""
+    started = time.perf_counter()
+    request = pb.ReadArrowRequest(version=version, split=pb.SPLIT_TRAIN, batch_size=65536)
+    pieces = [message.arrow async for message in stub.ReadArrow(request)]
+    table = pa.ipc.open_stream(b"".join(pieces)).read_all()
+    return table.num_rows, time.perf_counter() - started
+
+
 async def measure(path: Path, port: int, pid: int) -> dict:
     options = [("grpc.max_receive_message_length", 256 * MB)]
     async with grpc.aio.insecure_channel(f"127.0.0.1:{port}", options=options) as channel:
@@ -141,15 +164,8 @@ async def measure(path: Path, port: int, pid: int) -> dict:
         ingest_s = time.perf_counter() - started
         after = memory_mb(pid)
         version = response.version
-        started = time.perf_counter()
-        rows = 0
-        read_bytes = 0
-        async for batch in stub.ReadBatches(
-            pb.ReadBatchesRequest(version=version.name, split=pb.SPLIT_TRAIN, batch_size=65536)
-        ):
-            rows += batch.labels.shape[0]
-            read_bytes += len(batch.features.content) + len(batch.labels.content)
-        read_s = time.perf_counter() - started
+        rows, read_bytes, read_s = await read_batches(stub, version.name)
+        arrow_rows, arrow_s = await read_arrow(stub, version.name)
         shards = await stub.GetShards(pb.GetShardsRequest(version=version.name))
     size_mb = path.stat().st_size / MB
     baseline = before["VmRSS"]
@@ -174,6 +190,8 @@ async def measure(path: Path, port: int, pid: int) -> dict:
         "read_train_s": round(read_s, 2),
         "read_train_rows_per_s": round(rows / read_s),
         "read_train_mb_per_s": round(read_bytes / MB / read_s, 1),
+        "read_train_arrow_s": round(arrow_s, 2),
+        "read_train_arrow_rows_per_s": round(arrow_rows / arrow_s),
     }
 
 
