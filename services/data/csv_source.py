@@ -40,6 +40,8 @@ from services.data.splits import hash_rows
 from services.data.stats import Moments
 from shared.errors import invalid
 
+# The largest whole number an INT column may hold: float64's exact range.
+MAX_EXACT_INT = 2.0**53
 # A quoted field may make a block this much larger than `block_bytes`, no more.
 MAX_BLOCK_FACTOR = 64
 
@@ -155,7 +157,10 @@ class CsvSource:
             profile.text += int(parsed.text.sum())
             profile.not_finite += int((~finite & ~parsed.missing & ~parsed.text).sum())
             present = parsed.numbers[finite]
-            profile.integral = profile.integral and bool(np.all(present == np.floor(present)))
+            # INT: whole numbers that float64 holds exactly.
+            profile.integral = profile.integral and bool(
+                np.all((present == np.floor(present)) & (np.abs(present) <= MAX_EXACT_INT))
+            )
             if profile.distinct is not None:
                 profile.distinct.update(map(str.strip, values))
                 if len(profile.distinct) > self._max_categories + len(MISSING_TOKENS):
@@ -282,6 +287,15 @@ def _encode_numbers(
         ~finite & ~parsed.missing & ~parsed.text,
         lambda i: f"not a finite number: {values[i]!r}",
     )
+    if feature.kind is FeatureKind.INT:
+        # A column whose schema (a reference version's) says INT takes whole numbers only.
+        _report(
+            problems,
+            AnomalyKind.NOT_A_NUMBER,
+            name,
+            finite & (parsed.numbers != np.floor(parsed.numbers)),
+            lambda i: f"not an integer: {values[i]!r} (the schema's column is INT)",
+        )
     low, high = feature.min, feature.max
     if low is not None and high is not None:
         _report(

@@ -227,6 +227,19 @@ def test_reference_schema_flags_ranges_categories_and_labels(core):
         ingest(core, b"weight,color,label\n1,red,a\n", reference_version=reference.name)
 
 
+def test_an_int_column_takes_whole_numbers_only(core):
+    reference, _ = ingest(core, b"count,label\n1,a\n5,b\n3,a\n")
+    assert reference.schema.features[0].kind is FeatureKind.INT
+    content = b"count,label\n2,a\n2.5,b\n4,a\n"
+    version, _ = ingest(core, content, reference_version=reference.name, max_bad_row_fraction=0.5)
+    (anomaly,) = version.anomalies.examples
+    assert (anomaly.row, anomaly.kind) == (1, AnomalyKind.NOT_A_NUMBER)
+    assert anomaly.detail == "not an integer: '2.5' (the schema's column is INT)"
+    # Whole numbers past float64's exact range are not inferred as INT.
+    wide, _ = ingest(core, b"big,label\n1,a\n18446744073709551616,b\n", dataset="wide")
+    assert wide.schema.features[0].kind is FeatureKind.FLOAT
+
+
 def test_npz_images_round_trip_with_per_channel_statistics(core):
     x, y, content = images(300)
     version, _ = ingest(core, content, format="npz", dataset="pictures")
