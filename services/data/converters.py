@@ -157,21 +157,32 @@ def statistics_to_proto(version: str, statistics: e.Statistics) -> pb.GetStatist
     )
 
 
+def parquet_from_proto(value: pb.ShardFormat.ValueType) -> bool:
+    """Whether a GetShards request asks for Parquet files (else .npy shards)."""
+    if value not in pb.ShardFormat.values():
+        raise invalid("format", f"unknown shard format {value}")
+    return value == pb.SHARD_FORMAT_PARQUET
+
+
+def _shard_to_proto(location: e.ShardLocation) -> pb.Shard:
+    shard = location.shard
+    npy = isinstance(shard, e.ShardInfo)
+    return pb.Shard(
+        split=_SPLIT_ENUMS[shard.split],
+        index=shard.index,
+        sha256=shard.sha256,
+        rows=shard.rows,
+        size_bytes=shard.size_bytes,
+        header_bytes=shard.header_bytes if isinstance(shard, e.ShardInfo) else 0,
+        uri=location.uri,
+        format=pb.SHARD_FORMAT_NPY if npy else pb.SHARD_FORMAT_PARQUET,
+    )
+
+
 def shards_to_proto(shards: e.Shards) -> pb.GetShardsResponse:
     return pb.GetShardsResponse(
         version=shards.version,
-        shards=[
-            pb.Shard(
-                split=_SPLIT_ENUMS[location.shard.split],
-                index=location.shard.index,
-                sha256=location.shard.sha256,
-                rows=location.shard.rows,
-                size_bytes=location.shard.size_bytes,
-                header_bytes=location.shard.header_bytes,
-                uri=location.uri,
-            )
-            for location in shards.locations
-        ],
+        shards=[_shard_to_proto(location) for location in shards.locations],
         feature_shape=shards.feature_shape,
         record_bytes=shards.record_bytes,
     )

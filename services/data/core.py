@@ -23,6 +23,7 @@ from services.data.entities import (
     DataFormat,
     DatasetVersion,
     Page,
+    ParquetFile,
     ShardInfo,
     ShardLocation,
     Shards,
@@ -224,16 +225,17 @@ class DataCore:
     def statistics(self, name: str) -> Statistics:
         return self._store.statistics(check_version_name(name, "version"))
 
-    def shards(self, name: str, split: Split | None) -> Shards:
+    def shards(self, name: str, split: Split | None, parquet: bool = False) -> Shards:
+        """Where a version's .npy shards lie, or (`parquet`) its Parquet files."""
         version = self.get_version(name)
+        files: list[ShardInfo] | list[ParquetFile] = (
+            self._store.parquet_files(name, split) if parquet else self._store.shards(name, split)
+        )
         return Shards(
             version=name,
             feature_shape=version.schema.feature_shape,
-            record_bytes=record_dtype(version.schema.feature_shape).itemsize,
-            locations=[
-                ShardLocation(shard, self._blobs.uri(shard.sha256))
-                for shard in self._store.shards(name, split)
-            ],
+            record_bytes=0 if parquet else record_dtype(version.schema.feature_shape).itemsize,
+            locations=[ShardLocation(file, self._blobs.uri(file.sha256)) for file in files],
         )
 
     def read_batches(self, name: str, split: Split, batch_size: int) -> Iterator[Batch]:

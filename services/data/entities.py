@@ -165,6 +165,16 @@ class ShardInfo(Frozen):
     header_bytes: int
 
 
+class ParquetFile(Frozen):
+    """One Parquet file of a split's rows, content addressed like a shard."""
+
+    split: Split
+    index: int
+    sha256: str
+    rows: int
+    size_bytes: int
+
+
 @dataclass(frozen=True)
 class DatasetVersion:
     name: str
@@ -185,13 +195,14 @@ class DatasetVersion:
 
 @dataclass(frozen=True)
 class ShardLocation:
-    shard: ShardInfo
+    shard: ShardInfo | ParquetFile
     uri: str
 
 
 @dataclass(frozen=True)
 class Shards:
-    """A version's shard files: where each lies, and the layout of their records."""
+    """A version's shard files (or its Parquet files): where each lies, and the layout of
+    the shards' records (0 bytes for Parquet files)."""
 
     version: str
     feature_shape: list[int]

@@ -1,11 +1,13 @@
-"""One upload's way from its stored source file to shards, statistics and anomalies.
+"""One upload's way from its stored source file to shards, Parquet files, statistics and
+anomalies.
 
 The first pass (`Source.infer`) fixes the schema; the second encodes the rows chunk by
 chunk, collects anomalies, assigns each row its split by hash, counts histograms and
 labels, accumulates the train split's normalization statistics and streams the kept rows
-into shard writers. Memory stays bounded by the chunk size and one shard per split.
-When the bad rows are more than the upload's policy allows, ingest raises
-InvalidArgument; the caller discards whatever shards were already written."""
+into each split's shard and Parquet writers. Memory stays bounded by the chunk size and
+one file's rows per split and format. When the bad rows are more than the upload's
+policy allows, ingest raises InvalidArgument; the caller discards whatever files were
+already written."""
 
 from __future__ import annotations
 
@@ -27,6 +29,7 @@ from services.data.entities import (
     Histogram,
     LabelCount,
     Normalization,
+    ParquetFile,
     RowCounts,
     Schema,
     ShardInfo,
@@ -35,6 +38,7 @@ from services.data.entities import (
     Statistics,
 )
 from services.data.npz_source import NpzSource
+from services.data.parquet_files import ParquetWriter
 from services.data.shards import BlobSink, ShardWriter, record_dtype
 from services.data.sources import EncodedChunk, Inference, Source
 from services.data.splits import assign_splits
@@ -60,6 +64,27 @@ class IngestResult:
     anomalies: AnomalyReport
     statistics: Statistics
     shards: list[ShardInfo]
+    parquet_files: list[ParquetFile]
+
+
+class _SplitWriters:
+    """Each split's kept rows as .npy shards and as Parquet files of as many rows."""
+
+    def __init__(self, sink: BlobSink, schema: Schema, shard_bytes: int) -> None:
+        dtype = record_dtype(schema.feature_shape)
+        rows_per_file = shard_bytes // dtype.itemsize
+        self._shards = [ShardWriter(sink, split, dtype, shard_bytes) for split in SPLITS]
+        self._parquet = [
+            ParquetWriter(sink, split, schema, dtype, rows_per_file) for split in SPLITS
+        ]
+
+    def add(self, split_index: int, features: np.ndarray, labels: np.ndarray) -> None:
+        self._shards[split_index].add(features, labels)
+        self._parquet[split_index].add(features, labels)
+
+    def close(self) -> tuple[list[ShardInfo], list[ParquetFile]]:
+        shards = [shard for writer in self._shards for shard in writer.close()]
+        return shards, [file for writer in self._parquet for file in writer.close()]
 
 
 def open_source(
@@ -151,17 +176,16 @@ def ingest(
     # Row 0: all rows of the upload with a valid label; then the kept rows per split.
     label_counts = np.zeros((1 + len(SPLITS), classes), dtype=np.int64)
     log = _AnomalyLog(limits.max_anomaly_examples)
-    dtype = record_dtype(schema.feature_shape)
-    writers = [ShardWriter(sink, split, dtype, limits.shard_bytes) for split in SPLITS]
+    writers = _SplitWriters(sink, schema, limits.shard_bytes)
     for chunk in source.encode(schema):
         kept = ~log.add(chunk)
         splits = assign_splits(chunk.row_hashes, ratios)
         histograms.add(chunk.features.reshape(-1, channels))
         labelled = chunk.labels[chunk.labels >= 0]
         label_counts[0] += np.bincount(labelled, minlength=classes)
-        for index, (split, writer) in enumerate(zip(SPLITS, writers, strict=True)):
+        for index, split in enumerate(SPLITS):
             rows = kept & (splits == index)
-            writer.add(chunk.features[rows], chunk.labels[rows])
+            writers.add(index, chunk.features[rows], chunk.labels[rows])
             label_counts[index + 1] += np.bincount(chunk.labels[rows], minlength=classes)
             if split is Split.TRAIN:
                 normalization.add(chunk.features[rows].reshape(-1, channels))
@@ -169,7 +193,7 @@ def ingest(
     check_bad_rows(log.bad_rows, total, max_bad_row_fraction, log.examples)
     if log.bad_rows == total:
         raise invalid("chunk", f"all {total} rows are bad; nothing was stored")
-    shards = [shard for writer in writers for shard in writer.close()]
+    shards, parquet_files = writers.close()
     per_split = label_counts[1:].sum(axis=1)
     rows = RowCounts(
         total=total,
@@ -180,7 +204,7 @@ def ingest(
         test=int(per_split[2]),
     )
     statistics = _statistics(inference, histograms, label_counts, normalization, rows)
-    return IngestResult(schema, rows, log.report(), statistics, shards)
+    return IngestResult(schema, rows, log.report(), statistics, shards, parquet_files)
 
 
 def _statistics(

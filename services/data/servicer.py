@@ -16,6 +16,9 @@ from shared.errors import invalid
 from tfmesh.data.v1 import data_pb2 as pb
 from tfmesh.data.v1 import data_pb2_grpc
 
+# The most Arrow bytes in one ReadArrow message: within a gRPC client's default limit.
+ARROW_MESSAGE_BYTES = 4 * 1024 * 1024
+
 
 class DataServicer(data_pb2_grpc.DataServiceServicer):
     def __init__(self, core: DataCore) -> None:
@@ -113,14 +116,21 @@ class DataServicer(data_pb2_grpc.DataServiceServicer):
             self._core.read_batches, request.version, split, request.batch_size
         )
         pieces = ipc_stream(version.schema, version.name, split, batches)
-        while (piece := await asyncio.to_thread(next, pieces, None)) is not None:
-            yield pb.ReadArrowResponse(arrow=piece)
+        try:
+            while (piece := await asyncio.to_thread(next, pieces, None)) is not None:
+                # Message boundaries are not the stream's: a piece larger than a default
+                # client takes (a wide first batch with its dictionaries) goes in slices.
+                for start in range(0, max(len(piece), 1), ARROW_MESSAGE_BYTES):
+                    yield pb.ReadArrowResponse(arrow=piece[start : start + ARROW_MESSAGE_BYTES])
+        finally:
+            pieces.close()
 
     async def GetShards(
         self, request: pb.GetShardsRequest, context: grpc.aio.ServicerContext
     ) -> pb.GetShardsResponse:
         split = converters.optional_split_from_proto(request.split)
-        shards = await asyncio.to_thread(self._core.shards, request.version, split)
+        parquet = converters.parquet_from_proto(request.format)
+        shards = await asyncio.to_thread(self._core.shards, request.version, split, parquet)
         return converters.shards_to_proto(shards)
 
 

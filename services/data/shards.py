@@ -9,6 +9,7 @@ fewer), so the same rows always make the same shard files, whatever the parse bl
 from __future__ import annotations
 
 import io
+from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator
 from typing import Protocol
 
@@ -31,17 +32,17 @@ class BlobSink(Protocol):
         ...
 
 
-class ShardWriter:
-    """Buffers one split's rows, at most one shard's worth, and writes them as shards."""
+class FixedRowWriter(ABC):
+    """Buffers one split's rows as records, at most one file's worth, and hands each
+    `rows_per_file` of them to `_write` (the last ones, fewer, at `close`)."""
 
-    def __init__(self, sink: BlobSink, split: Split, dtype: np.dtype, shard_bytes: int) -> None:
-        self._sink = sink
+    def __init__(self, split: Split, dtype: np.dtype, rows_per_file: int) -> None:
         self._split = split
         self._dtype = dtype
-        self._rows_per_shard = max(1, shard_bytes // dtype.itemsize)
+        self._rows_per_file = max(1, rows_per_file)
         self._pending: list[np.ndarray] = []
         self._pending_rows = 0
-        self.shards: list[ShardInfo] = []
+        self._written = 0
 
     def add(self, features: np.ndarray, labels: np.ndarray) -> None:
         if not len(labels):
@@ -51,20 +52,40 @@ class ShardWriter:
         records[LABELS] = labels
         self._pending.append(records)
         self._pending_rows += len(records)
-        while self._pending_rows >= self._rows_per_shard:
+        while self._pending_rows >= self._rows_per_file:
             joined = np.concatenate(self._pending)
-            self._write(joined[: self._rows_per_shard])
-            rest = joined[self._rows_per_shard :]
+            self._write_next(joined[: self._rows_per_file])
+            rest = joined[self._rows_per_file :]
             self._pending = [rest] if len(rest) else []
             self._pending_rows = len(rest)
 
-    def close(self) -> list[ShardInfo]:
+    def flush(self) -> None:
         if self._pending_rows:
-            self._write(np.concatenate(self._pending))
+            self._write_next(np.concatenate(self._pending))
             self._pending, self._pending_rows = [], 0
+
+    def _write_next(self, records: np.ndarray) -> None:
+        self._write(records, self._written)
+        self._written += 1
+
+    @abstractmethod
+    def _write(self, records: np.ndarray, index: int) -> None:
+        """Store `records` as the split's file number `index`."""
+
+
+class ShardWriter(FixedRowWriter):
+    """A split's rows as .npy shards of `shard_bytes` worth of records each."""
+
+    def __init__(self, sink: BlobSink, split: Split, dtype: np.dtype, shard_bytes: int) -> None:
+        super().__init__(split, dtype, shard_bytes // dtype.itemsize)
+        self._sink = sink
+        self.shards: list[ShardInfo] = []
+
+    def close(self) -> list[ShardInfo]:
+        self.flush()
         return self.shards
 
-    def _write(self, records: np.ndarray) -> None:
+    def _write(self, records: np.ndarray, index: int) -> None:
         header = io.BytesIO()
         np.lib.format.write_array_header_1_0(
             header, np.lib.format.header_data_from_array_1_0(records)
@@ -73,7 +94,7 @@ class ShardWriter:
         self.shards.append(
             ShardInfo(
                 split=self._split,
-                index=len(self.shards),
+                index=index,
                 sha256=digest,
                 rows=len(records),
                 size_bytes=size,

@@ -1,6 +1,7 @@
-"""The data service's metadata (SQLAlchemy 2 ORM): dataset versions and their shards.
+"""The data service's metadata (SQLAlchemy 2 ORM): dataset versions, their shards and
+their Parquet files.
 
-A version's row and its shard rows commit in one transaction, after every blob they
+A version's row and its shard and Parquet file rows commit in one transaction, after every blob they
 name is durable, so a version is either visible whole or not at all. Schema, row
 counts, anomalies and statistics are JSON columns written from the entities' pydantic
 models. A soft-deleted version keeps its rows with `deleted_at` set."""
@@ -9,7 +10,7 @@ from __future__ import annotations
 
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import (
     JSON,
@@ -31,6 +32,7 @@ from services.data.entities import (
     AnomalyReport,
     DataFormat,
     DatasetVersion,
+    ParquetFile,
     RowCounts,
     Schema,
     ShardInfo,
@@ -43,6 +45,7 @@ from shared.errors import NotFound
 from shared.leases import LEASES_METADATA
 from shared.migrations import Migrations
 
+T = TypeVar("T", ShardInfo, ParquetFile)
 # Digests looked up per query, well under SQLite's limit on bound parameters.
 LOOKUP_BATCH = 500
 # SQLite only auto-increments INTEGER PRIMARY KEY; PostgreSQL gets BIGINT.
@@ -77,6 +80,9 @@ class VersionRow(Base):
     shards: Mapped[list[ShardRow]] = relationship(
         order_by="ShardRow.id", cascade="all, delete-orphan", passive_deletes=True
     )
+    parquet_files: Mapped[list[ParquetRow]] = relationship(
+        order_by="ParquetRow.id", cascade="all, delete-orphan", passive_deletes=True
+    )
 
 
 class ShardRow(Base):
@@ -93,6 +99,23 @@ class ShardRow(Base):
     rows: Mapped[int] = mapped_column(BigInteger)
     size_bytes: Mapped[int] = mapped_column(BigInteger)
     header_bytes: Mapped[int] = mapped_column(Integer)
+
+
+class ParquetRow(Base):
+    """A Parquet file of a version's split (services.data.parquet_files)."""
+
+    __tablename__ = "dataset_parquet_files"
+    __table_args__ = (UniqueConstraint("version_id", "split", "position"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    version_id: Mapped[int] = mapped_column(
+        ForeignKey("dataset_versions.id", ondelete="CASCADE"), index=True
+    )
+    split: Mapped[str] = mapped_column(String(16))
+    position: Mapped[int] = mapped_column(Integer)
+    sha256: Mapped[str] = mapped_column(String(64), index=True)
+    rows: Mapped[int] = mapped_column(BigInteger)
+    size_bytes: Mapped[int] = mapped_column(BigInteger)
 
 
 def _to_entity(row: VersionRow) -> DatasetVersion:
@@ -156,7 +179,11 @@ class MetadataStore:
             return _to_entity(self._live(session, name))
 
     def insert(
-        self, version: DatasetVersion, statistics: Statistics, shards: list[ShardInfo]
+        self,
+        version: DatasetVersion,
+        statistics: Statistics,
+        shards: list[ShardInfo],
+        parquet_files: list[ParquetFile],
     ) -> None:
         with Session(self._engine) as session, session.begin():
             session.add(
@@ -188,6 +215,16 @@ class MetadataStore:
                         )
                         for shard in shards
                     ],
+                    parquet_files=[
+                        ParquetRow(
+                            split=file.split.value,
+                            position=file.index,
+                            sha256=file.sha256,
+                            rows=file.rows,
+                            size_bytes=file.size_bytes,
+                        )
+                        for file in parquet_files
+                    ],
                 )
             )
 
@@ -204,6 +241,7 @@ class MetadataStore:
         with Session(self._engine) as session, session.begin():
             row = self._live(session, name)
             digests = {row.source_sha256, *(shard.sha256 for shard in row.shards)}
+            digests |= {file.sha256 for file in row.parquet_files}
             session.delete(row)
             return digests
 
@@ -228,9 +266,23 @@ class MetadataStore:
         """A live version's shards, split by split in SPLITS order, each in its order."""
         with Session(self._engine) as session:
             shards = [_shard(row) for row in self._live(session, name).shards]
-        order = {s: i for i, s in enumerate(SPLITS)}
-        chosen = [s for s in shards if split is None or s.split is split]
-        return sorted(chosen, key=lambda s: (order[s.split], s.index))
+        return _in_split_order(shards, split)
+
+    def parquet_files(self, name: str, split: Split | None) -> list[ParquetFile]:
+        """A live version's Parquet files, in the shards' order (none for versions stored
+        before Parquet)."""
+        with Session(self._engine) as session:
+            files = [
+                ParquetFile(
+                    split=Split(row.split),
+                    index=row.position,
+                    sha256=row.sha256,
+                    rows=row.rows,
+                    size_bytes=row.size_bytes,
+                )
+                for row in self._live(session, name).parquet_files
+            ]
+        return _in_split_order(files, split)
 
     def referenced(self, digests: set[str] | None = None) -> set[str]:
         """Which of `digests` (all when None) some version, live or soft-deleted, names."""
@@ -245,8 +297,17 @@ class MetadataStore:
     def _referenced(self, digests: list[str] | None) -> set[str]:
         sources = select(VersionRow.source_sha256.label("sha256"))
         shards = select(ShardRow.sha256.label("sha256"))
+        files = select(ParquetRow.sha256.label("sha256"))
         if digests is not None:
             sources = sources.where(VersionRow.source_sha256.in_(digests))
             shards = shards.where(ShardRow.sha256.in_(digests))
+            files = files.where(ParquetRow.sha256.in_(digests))
         with Session(self._engine) as session:
-            return set(session.execute(union(sources, shards)).scalars())
+            return set(session.execute(union(sources, shards, files)).scalars())
+
+
+def _in_split_order(files: list[T], split: Split | None) -> list[T]:
+    """`files` of `split` (all when None), split by split in SPLITS order, each in order."""
+    order = {s: i for i, s in enumerate(SPLITS)}
+    chosen = [f for f in files if split is None or f.split is split]
+    return sorted(chosen, key=lambda f: (order[f.split], f.index))

@@ -172,7 +172,7 @@ class Upload:
                 known = self._store.find(name)
                 if known is not None:
                     return self._existing(*known)
-                self._store.insert(version, result.statistics, result.shards)
+                self._store.insert(version, result.statistics, result.shards, result.parquet_files)
             ROWS_INGESTED.labels(version.dataset).inc(result.rows.kept)
             ROWS_REJECTED.labels(version.dataset).inc(result.rows.dropped)
             log.info(

@@ -1,5 +1,5 @@
-"""The metadata store on SQLite and on a real PostgreSQL: versions with their shards
-commit together, soft deletes hide, purges forget, and blob references are exact."""
+"""The metadata store on SQLite and on a real PostgreSQL: versions with their shards and
+Parquet files commit together, soft deletes hide, purges forget, and blob references are exact."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from services.data.entities import (
     FeatureKind,
     FeatureSchema,
     Normalization,
+    ParquetFile,
     RowCounts,
     Schema,
     ShardInfo,
@@ -60,32 +61,41 @@ def shard(split: Split, index: int, digest: str) -> ShardInfo:
     )
 
 
+def parquet(split: Split, index: int, digest: str) -> ParquetFile:
+    return ParquetFile(split=split, index=index, sha256=digest, rows=1, size_bytes=900)
+
+
 @pytest.fixture
 def store(database_url) -> MetadataStore:
     return MetadataStore(make_engine(database_url))
 
 
-def test_versions_with_shards_round_trip(store):
+def test_versions_with_shards_and_parquet_files_round_trip(store):
     first = version("iris@aaaaaaaaaaaa", "1" * 64)
     shards = [
         shard(Split.VALIDATION, 0, "4" * 64),
         shard(Split.TRAIN, 1, "3" * 64),
         shard(Split.TRAIN, 0, "2" * 64),
     ]
-    store.insert(first, STATISTICS, shards)
+    files = [parquet(Split.TRAIN, 1, "6" * 64), parquet(Split.TRAIN, 0, "5" * 64)]
+    store.insert(first, STATISTICS, shards, files)
     assert store.get(first.name) == first
     assert store.find(first.name) == (first, False)
     assert store.statistics(first.name) == STATISTICS
     assert [s.sha256[0] for s in store.shards(first.name, None)] == ["2", "3", "4"]
     assert store.shards(first.name, Split.TEST) == []
-    assert store.referenced() == {"1" * 64, "2" * 64, "3" * 64, "4" * 64}
-    assert store.referenced({"1" * 64, "9" * 64}) == {"1" * 64}
+    assert [f.sha256[0] for f in store.parquet_files(first.name, Split.TRAIN)] == ["5", "6"]
+    assert store.parquet_files(first.name, Split.VALIDATION) == []
+    assert store.referenced() == {str(i) * 64 for i in range(1, 7)}
+    assert store.referenced({"1" * 64, "6" * 64, "9" * 64}) == {"1" * 64, "6" * 64}
+    assert store.purge(first.name) == {str(i) * 64 for i in range(1, 7)}
+    assert store.referenced() == set()
 
 
 def test_pages_soft_deletes_and_purges(store):
     names = [f"set{i % 2}@{str(i) * 12}" for i in range(4)]
     for i, name in enumerate(names):
-        store.insert(version(name, str(i) * 64), STATISTICS, [shard(Split.TRAIN, 0, "f" * 64)])
+        store.insert(version(name, str(i) * 64), STATISTICS, [shard(Split.TRAIN, 0, "f" * 64)], [])
     page = store.page("", None, 3)
     assert [v.name for _, v in page] == names[::-1][:3]
     assert [v.name for _, v in store.page("", page[-1][0], 3)] == [names[0]]

@@ -1,0 +1,59 @@
+"""A version's splits as Parquet files, beside its .npy shards.
+
+Each split's kept rows are written as Parquet files of a fixed number of rows (the
+shards' number; the last file of a split fewer), in the columns ReadArrow serves
+(services.data.arrow_reads: one typed column per feature of a table, categoricals and
+the label as dictionaries; arrays as fixed-size lists), zstd-compressed, with each
+column's statistics in the footer and the version's schema (tfmesh's JSON, and the
+feature shape) in the file's key-value metadata. Files are content addressed in the blob
+store like shards, so DuckDB, pandas or Spark read a version's split where it lies. The
+files name no version: the same rows make the same files, whichever version holds them."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from services.data.arrow_reads import ArrowRows
+from services.data.entities import Batch, ParquetFile, Schema, Split
+from services.data.shards import FEATURES, LABELS, BlobSink, FixedRowWriter
+
+COMPRESSION = "zstd"
+SCHEMA_KEY = b"tfmesh.schema"
+
+
+class ParquetWriter(FixedRowWriter):
+    """A split's rows as Parquet files of `rows_per_file` rows."""
+
+    def __init__(
+        self, sink: BlobSink, split: Split, schema: Schema, dtype: np.dtype, rows_per_file: int
+    ) -> None:
+        super().__init__(split, dtype, rows_per_file)
+        self._sink = sink
+        self._rows = ArrowRows(schema, split)
+        self._metadata = {
+            **(self._rows.schema.metadata or {}),
+            SCHEMA_KEY: schema.model_dump_json().encode(),
+        }
+        self.files: list[ParquetFile] = []
+
+    def close(self) -> list[ParquetFile]:
+        self.flush()
+        return self.files
+
+    def _write(self, records: np.ndarray, index: int) -> None:
+        batch = Batch(0, records[FEATURES], records[LABELS])
+        table = pa.Table.from_batches([self._rows.batch(batch)]).replace_schema_metadata(
+            self._metadata
+        )
+        out = io.BytesIO()
+        pq.write_table(table, out, compression=COMPRESSION, write_statistics=True)
+        digest, size = self._sink.put([out.getvalue()])
+        self.files.append(
+            ParquetFile(
+                split=self._split, index=index, sha256=digest, rows=len(records), size_bytes=size
+            )
+        )
