@@ -4,7 +4,8 @@ Generates a CSV of about `--size-mb` MB (default 1024) with an id column, nine f
 columns and a label, starts the data service as its own process, streams the file to it
 in 1 MiB chunks and measures:
 - ingest MB/s: file size over the time from the first chunk to the response (hashing,
-  validation, statistics, split and shard writing included);
+  validation, statistics, split, shard and Parquet writing included), and the stored
+  sizes of both formats;
 - the service's memory: its resident set before the upload and its peak during it
   (VmHWM, reset just before the upload through /proc/<pid>/clear_refs), and the growth;
 - read-back: the train split streamed with ReadBatches, in rows/s and MB/s, and with
@@ -132,7 +133,7 @@ async def requests(path: Path) -> AsyncIterator[pb.UploadDatasetRequest]:
         yield pb.UploadDatasetRequest(chunk=chunk)
 
 
-async def read_batches(stub: data_pb2_grpc.DataServiceStub, version: str) -> tuple:
+async def read_batches(stub: data_pb2_grpc.DataServiceStub, version: str) -> tuple[int, int, float]:
     """The train split through ReadBatches: rows, bytes, seconds."""
     started = time.perf_counter()
     rows = 0
@@ -167,6 +168,9 @@ async def measure(path: Path, port: int, pid: int) -> dict:
         rows, read_bytes, read_s = await read_batches(stub, version.name)
         arrow_rows, arrow_s = await read_arrow(stub, version.name)
         shards = await stub.GetShards(pb.GetShardsRequest(version=version.name))
+        parquet = await stub.GetShards(
+            pb.GetShardsRequest(version=version.name, format=pb.SHARD_FORMAT_PARQUET)
+        )
     size_mb = path.stat().st_size / MB
     baseline = before["VmRSS"]
     return {
@@ -187,6 +191,9 @@ async def measure(path: Path, port: int, pid: int) -> dict:
             "test": version.rows.test,
         },
         "shards": len(shards.shards),
+        "shards_mb": round(sum(s.size_bytes for s in shards.shards) / MB, 1),
+        "parquet_files": len(parquet.shards),
+        "parquet_mb": round(sum(s.size_bytes for s in parquet.shards) / MB, 1),
         "read_train_s": round(read_s, 2),
         "read_train_rows_per_s": round(rows / read_s),
         "read_train_mb_per_s": round(read_bytes / MB / read_s, 1),

@@ -24,4 +24,5 @@ def test_bench_reports_ingest_throughput_and_memory(tmp_path):
     assert results["rows"] == sum(results["split_rows"].values()) > 40_000
     assert results["ingest_mb_per_s"] > 0 and results["read_train_rows_per_s"] > 0
     assert results["read_train_arrow_rows_per_s"] > 0
+    assert results["parquet_files"] >= 3 and results["parquet_mb"] > 0
     assert results["peak_rss_mb"] > 0 and results["peak_rss_growth_mb"] < 300
