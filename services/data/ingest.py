@@ -38,8 +38,8 @@ from services.data.entities import (
     Statistics,
 )
 from services.data.npz_source import NpzSource
-from services.data.parquet_files import ParquetWriter
-from services.data.shards import BlobSink, ShardWriter, record_dtype
+from services.data.parquet_files import ParquetFiles
+from services.data.shards import BlobSink, SplitWriter, record_dtype
 from services.data.sources import EncodedChunk, Inference, Source
 from services.data.splits import assign_splits
 from services.data.stats import Histograms, Moments
@@ -68,23 +68,22 @@ class IngestResult:
 
 
 class _SplitWriters:
-    """Each split's kept rows as .npy shards and as Parquet files of as many rows."""
+    """Each split's kept rows as .npy shards and as Parquet files of the same rows."""
 
     def __init__(self, sink: BlobSink, schema: Schema, shard_bytes: int) -> None:
         dtype = record_dtype(schema.feature_shape)
-        rows_per_file = shard_bytes // dtype.itemsize
-        self._shards = [ShardWriter(sink, split, dtype, shard_bytes) for split in SPLITS]
-        self._parquet = [
-            ParquetWriter(sink, split, schema, dtype, rows_per_file) for split in SPLITS
+        self._parquet = [ParquetFiles(sink, split, schema) for split in SPLITS]
+        self._writers = [
+            SplitWriter(sink, split, dtype, shard_bytes, parquet.write)
+            for split, parquet in zip(SPLITS, self._parquet, strict=True)
         ]
 
     def add(self, split_index: int, features: np.ndarray, labels: np.ndarray) -> None:
-        self._shards[split_index].add(features, labels)
-        self._parquet[split_index].add(features, labels)
+        self._writers[split_index].add(features, labels)
 
     def close(self) -> tuple[list[ShardInfo], list[ParquetFile]]:
-        shards = [shard for writer in self._shards for shard in writer.close()]
-        return shards, [file for writer in self._parquet for file in writer.close()]
+        shards = [shard for writer in self._writers for shard in writer.close()]
+        return shards, [file for parquet in self._parquet for file in parquet.files]
 
 
 def open_source(

@@ -11,28 +11,24 @@ files name no version: the same rows make the same files, whichever version hold
 
 from __future__ import annotations
 
-import io
-
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from services.data.arrow_reads import ArrowRows
 from services.data.entities import Batch, ParquetFile, Schema, Split
-from services.data.shards import FEATURES, LABELS, BlobSink, FixedRowWriter
+from services.data.shards import FEATURES, LABELS, BlobSink
 
 COMPRESSION = "zstd"
 SCHEMA_KEY = b"tfmesh.schema"
 
 
-class ParquetWriter(FixedRowWriter):
-    """A split's rows as Parquet files of `rows_per_file` rows."""
+class ParquetFiles:
+    """Writes a split's rows, a file's worth at a time, as Parquet files."""
 
-    def __init__(
-        self, sink: BlobSink, split: Split, schema: Schema, dtype: np.dtype, rows_per_file: int
-    ) -> None:
-        super().__init__(split, dtype, rows_per_file)
+    def __init__(self, sink: BlobSink, split: Split, schema: Schema) -> None:
         self._sink = sink
+        self._split = split
         self._rows = ArrowRows(schema, split)
         self._metadata = {
             **(self._rows.schema.metadata or {}),
@@ -40,18 +36,13 @@ class ParquetWriter(FixedRowWriter):
         }
         self.files: list[ParquetFile] = []
 
-    def close(self) -> list[ParquetFile]:
-        self.flush()
-        return self.files
-
-    def _write(self, records: np.ndarray, index: int) -> None:
-        batch = Batch(0, records[FEATURES], records[LABELS])
-        table = pa.Table.from_batches([self._rows.batch(batch)]).replace_schema_metadata(
-            self._metadata
-        )
-        out = io.BytesIO()
+    def write(self, records: np.ndarray, index: int) -> None:
+        """Store `records` (the shards' record dtype) as the split's file `index`."""
+        batch = self._rows.batch(Batch(0, records[FEATURES], records[LABELS]))
+        table = pa.Table.from_batches([batch]).replace_schema_metadata(self._metadata)
+        out = pa.BufferOutputStream()
         pq.write_table(table, out, compression=COMPRESSION, write_statistics=True)
-        digest, size = self._sink.put([out.getvalue()])
+        digest, size = self._sink.put([out.getvalue().to_pybytes()])
         self.files.append(
             ParquetFile(
                 split=self._split, index=index, sha256=digest, rows=len(records), size_bytes=size

@@ -9,8 +9,7 @@ fewer), so the same rows always make the same shard files, whatever the parse bl
 from __future__ import annotations
 
 import io
-from abc import ABC, abstractmethod
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Protocol
 
 import numpy as np
@@ -32,17 +31,27 @@ class BlobSink(Protocol):
         ...
 
 
-class FixedRowWriter(ABC):
-    """Buffers one split's rows as records, at most one file's worth, and hands each
-    `rows_per_file` of them to `_write` (the last ones, fewer, at `close`)."""
+class SplitWriter:
+    """Buffers one split's rows as records, at most one file's worth, and writes each
+    `rows_per_file` of them (the last ones, fewer, at `close`) as a shard and through
+    `also` (the split's Parquet files), so both formats hold the same rows per file."""
 
-    def __init__(self, split: Split, dtype: np.dtype, rows_per_file: int) -> None:
+    def __init__(
+        self,
+        sink: BlobSink,
+        split: Split,
+        dtype: np.dtype,
+        shard_bytes: int,
+        also: Callable[[np.ndarray, int], None],
+    ) -> None:
+        self._sink = sink
         self._split = split
         self._dtype = dtype
-        self._rows_per_file = max(1, rows_per_file)
+        self._also = also
+        self.rows_per_file = max(1, shard_bytes // dtype.itemsize)
         self._pending: list[np.ndarray] = []
         self._pending_rows = 0
-        self._written = 0
+        self.shards: list[ShardInfo] = []
 
     def add(self, features: np.ndarray, labels: np.ndarray) -> None:
         if not len(labels):
@@ -52,40 +61,21 @@ class FixedRowWriter(ABC):
         records[LABELS] = labels
         self._pending.append(records)
         self._pending_rows += len(records)
-        while self._pending_rows >= self._rows_per_file:
+        while self._pending_rows >= self.rows_per_file:
             joined = np.concatenate(self._pending)
-            self._write_next(joined[: self._rows_per_file])
-            rest = joined[self._rows_per_file :]
+            self._write(joined[: self.rows_per_file])
+            rest = joined[self.rows_per_file :]
             self._pending = [rest] if len(rest) else []
             self._pending_rows = len(rest)
 
-    def flush(self) -> None:
-        if self._pending_rows:
-            self._write_next(np.concatenate(self._pending))
-            self._pending, self._pending_rows = [], 0
-
-    def _write_next(self, records: np.ndarray) -> None:
-        self._write(records, self._written)
-        self._written += 1
-
-    @abstractmethod
-    def _write(self, records: np.ndarray, index: int) -> None:
-        """Store `records` as the split's file number `index`."""
-
-
-class ShardWriter(FixedRowWriter):
-    """A split's rows as .npy shards of `shard_bytes` worth of records each."""
-
-    def __init__(self, sink: BlobSink, split: Split, dtype: np.dtype, shard_bytes: int) -> None:
-        super().__init__(split, dtype, shard_bytes // dtype.itemsize)
-        self._sink = sink
-        self.shards: list[ShardInfo] = []
-
     def close(self) -> list[ShardInfo]:
-        self.flush()
+        if self._pending_rows:
+            self._write(np.concatenate(self._pending))
+            self._pending, self._pending_rows = [], 0
         return self.shards
 
-    def _write(self, records: np.ndarray, index: int) -> None:
+    def _write(self, records: np.ndarray) -> None:
+        index = len(self.shards)
         header = io.BytesIO()
         np.lib.format.write_array_header_1_0(
             header, np.lib.format.header_data_from_array_1_0(records)
@@ -101,6 +91,7 @@ class ShardWriter(FixedRowWriter):
                 header_bytes=len(header.getvalue()),
             )
         )
+        self._also(records, index)
 
 
 def read_records(
