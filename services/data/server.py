@@ -5,8 +5,6 @@ from __future__ import annotations
 import asyncio
 import logging
 
-import pyarrow as pa
-
 from services.data.core import CoreConfig, DataCore
 from services.data.ingest import IngestLimits
 from services.data.lineage import RegistryLineage
@@ -93,10 +91,6 @@ async def start_data(settings: DataSettings, telemetry: Telemetry) -> RunningSer
 
 
 async def main() -> None:
-    # Arrow's buffers (Parquet files, ReadArrow) from the C allocator, which hands large
-    # freed blocks back to the system; mimalloc, pyarrow's default, kept them: about 40 MB
-    # more peak resident memory over the 1 GB ingest bench.
-    pa.set_memory_pool(pa.system_memory_pool())
     settings = load_settings(DataSettings)
     telemetry = setup_telemetry("data")
     running = await start_data(settings, telemetry)
