@@ -22,6 +22,7 @@ import numpy as np
 import pyarrow as pa
 
 from services.data.entities import Batch, FeatureKind, Schema, Split
+from shared.errors import invalid
 
 DICTIONARY = pa.dictionary(pa.int32(), pa.string())
 
@@ -72,8 +73,7 @@ class ArrowRows:
                 if feature.kind is FeatureKind.CATEGORICAL:
                     columns.append(_categories(values, self._values[feature.name]))
                 elif feature.kind is FeatureKind.INT:
-                    # A safe cast: a stored value that is not whole fails, never truncates.
-                    columns.append(values.cast(pa.int64()))
+                    columns.append(_whole(values, feature.name))
                 else:
                     columns.append(values)
         else:
@@ -82,6 +82,15 @@ class ArrowRows:
             columns.append(pa.FixedSizeListArray.from_arrays(flat, size))
         columns.append(_categories(pa.array(batch.labels), self._labels))
         return pa.RecordBatch.from_arrays(columns, schema=self.schema)
+
+
+def _whole(values: pa.Array, name: str) -> pa.Array:
+    """An INT feature's stored float32 values as int64: a safe cast, which refuses a value
+    that is not whole or that int64 does not hold rather than change it."""
+    try:
+        return values.cast(pa.int64())
+    except pa.ArrowInvalid as error:
+        raise invalid(name, f"an INT feature holds a value int64 cannot: {error}") from None
 
 
 def _categories(codes: pa.Array, values: pa.Array) -> pa.DictionaryArray:

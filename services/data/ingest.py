@@ -43,7 +43,7 @@ from services.data.shards import BlobSink, SplitWriter, record_dtype
 from services.data.sources import EncodedChunk, Inference, Source
 from services.data.splits import assign_splits
 from services.data.stats import Histograms, Moments
-from shared.errors import FieldViolation, InvalidArgument, invalid
+from shared.errors import DataLoss, FieldViolation, InvalidArgument, invalid
 
 ANOMALIES_IN_ERRORS = 10
 
@@ -83,7 +83,12 @@ class _SplitWriters:
 
     def close(self) -> tuple[list[ShardInfo], list[ParquetFile]]:
         shards = [shard for writer in self._writers for shard in writer.close()]
-        return shards, [file for parquet in self._parquet for file in parquet.files]
+        files = [file for parquet in self._parquet for file in parquet.files]
+        if [(s.split, s.index, s.rows) for s in shards] != [
+            (f.split, f.index, f.rows) for f in files
+        ]:
+            raise DataLoss("the Parquet files do not hold the shards' rows")
+        return shards, files
 
 
 def open_source(

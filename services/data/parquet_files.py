@@ -7,7 +7,8 @@ the label as dictionaries; arrays as fixed-size lists), zstd-compressed, with ea
 column's statistics in the footer and the version's schema (tfmesh's JSON, and the
 feature shape) in the file's key-value metadata. Files are content addressed in the blob
 store like shards, so DuckDB, pandas or Spark read a version's split where it lies. The
-files name no version: the same rows make the same files, whichever version holds them."""
+files name no version: the same rows under the same schema, written by the same pyarrow,
+make the same files, whichever version holds them."""
 
 from __future__ import annotations
 

@@ -4,6 +4,7 @@ work on a worker thread) and converts the answer."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterable, AsyncIterator, Iterator
 
 import grpc
@@ -16,8 +17,9 @@ from shared.errors import invalid
 from tfmesh.data.v1 import data_pb2 as pb
 from tfmesh.data.v1 import data_pb2_grpc
 
-# The most Arrow bytes in one ReadArrow message: within a gRPC client's default limit.
-ARROW_MESSAGE_BYTES = 4 * 1024 * 1024
+# The most Arrow bytes in one ReadArrow message: with the message's framing, within a
+# gRPC client's default limit (4 MiB).
+ARROW_MESSAGE_BYTES = 4 * 1024 * 1024 - 1024
 
 
 class DataServicer(data_pb2_grpc.DataServiceServicer):
@@ -123,7 +125,9 @@ class DataServicer(data_pb2_grpc.DataServiceServicer):
                 for start in range(0, max(len(piece), 1), ARROW_MESSAGE_BYTES):
                     yield pb.ReadArrowResponse(arrow=piece[start : start + ARROW_MESSAGE_BYTES])
         finally:
-            pieces.close()
+            # A cancelled call may leave the generator running in its thread: it ends there.
+            with contextlib.suppress(ValueError):
+                pieces.close()
 
     async def GetShards(
         self, request: pb.GetShardsRequest, context: grpc.aio.ServicerContext

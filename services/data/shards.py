@@ -33,8 +33,9 @@ class BlobSink(Protocol):
 
 class SplitWriter:
     """Buffers one split's rows as records, at most one file's worth, and writes each
-    `rows_per_file` of them (the last ones, fewer, at `close`) as a shard and through
-    `also` (the split's Parquet files), so both formats hold the same rows per file."""
+    `rows_per_file` of them (the last ones, fewer, at `close`) as a shard, then hands
+    them to `on_file` (the split's Parquet files), so both formats hold the same rows per
+    file."""
 
     def __init__(
         self,
@@ -42,12 +43,12 @@ class SplitWriter:
         split: Split,
         dtype: np.dtype,
         shard_bytes: int,
-        also: Callable[[np.ndarray, int], None],
+        on_file: Callable[[np.ndarray, int], None],
     ) -> None:
         self._sink = sink
         self._split = split
         self._dtype = dtype
-        self._also = also
+        self._on_file = on_file
         self.rows_per_file = max(1, shard_bytes // dtype.itemsize)
         self._pending: list[np.ndarray] = []
         self._pending_rows = 0
@@ -91,7 +92,7 @@ class SplitWriter:
                 header_bytes=len(header.getvalue()),
             )
         )
-        self._also(records, index)
+        self._on_file(records, index)
 
 
 def read_records(

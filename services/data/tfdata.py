@@ -59,6 +59,8 @@ def dataset_from_shards(
     `verify_digests` hashes every shard file first (DataLoss on a mismatch)."""
     import tensorflow as tf
 
+    if any(s.format == data_pb2.SHARD_FORMAT_PARQUET for s in shards.shards):
+        raise ValueError("these are Parquet files: ask GetShards for the .npy shards")
     chosen = sorted((s for s in shards.shards if s.split == split), key=lambda s: s.index)
     paths = [local_path(shard.uri) for shard in chosen]
     if verify_digests:

@@ -240,6 +240,22 @@ def test_an_int_column_takes_whole_numbers_only(core):
     assert wide.schema.features[0].kind is FeatureKind.FLOAT
 
 
+def test_fractions_under_an_int_reference_in_npz_are_refused_not_truncated(core):
+    whole = np.arange(40, dtype=np.int64).reshape(20, 2)
+    labels = np.arange(20) % 2
+    reference, _ = ingest(core, npz_bytes(whole, labels), format="npz", dataset="counts")
+    assert reference.schema.features[0].kind is FeatureKind.INT
+    halves = whole.astype(np.float32) / 2 + 0.25
+    with pytest.raises(InvalidArgument, match="INT feature"):
+        ingest(
+            core,
+            npz_bytes(halves, labels),
+            format="npz",
+            dataset="counts",
+            reference_version=reference.name,
+        )
+
+
 def test_npz_images_round_trip_with_per_channel_statistics(core):
     x, y, content = images(300)
     version, _ = ingest(core, content, format="npz", dataset="pictures")

@@ -136,7 +136,7 @@ def test_a_data_database_from_before_migrations_keeps_its_versions(
     previous_schema(DATA, database_url, before_migrations=True)
     with pytest.raises(SchemaOutOfDate, match="run `tfmesh db upgrade data`"):
         MetadataStore(engine)
-    assert DATA.upgrade(engine) == ("before migrations", "0002")
+    assert DATA.upgrade(engine) == ("before migrations", "0003")
     MetadataStore(engine)
     with engine.connect() as connection:
         assert connection.scalar(text("SELECT name FROM dataset_versions")) == "t@1"
@@ -255,7 +255,7 @@ def test_a_services_image_upgrades_its_own_database(tmp_path: Path) -> None:
         timeout=60,
     )
     assert upgraded.returncode == 0, upgraded.stderr
-    assert upgraded.stdout.strip() == "data database: empty -> 0002"
+    assert upgraded.stdout.strip() == "data database: empty -> 0003"
     refused = subprocess.run(
         [sys.executable, "-m", "cli.databases", "models"], capture_output=True, text=True
     )
