@@ -10,8 +10,9 @@ requests_per_busy_core
 _.share_of_ceiling
 # MLServer loads the peer's runtime by its import path (bench/mlserver_peer.py).
 SavedModelRuntime
-# SQLAlchemy's declarative base reads it.
+# SQLAlchemy's declarative base reads them.
 _.type_annotation_map
+__table_args__
 _.isolation_level
 # asyncio.Protocol callbacks (services.inference.dataplane.connection).
 _.connection_made

@@ -25,7 +25,14 @@ from sqlalchemy import (
     select,
     union,
 )
-from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, relationship
+from sqlalchemy.orm import (
+    DeclarativeBase,
+    Mapped,
+    Session,
+    declared_attr,
+    mapped_column,
+    relationship,
+)
 
 from services.data.entities import (
     SPLITS,
@@ -85,9 +92,12 @@ class VersionRow(Base):
     )
 
 
-class ShardRow(Base):
-    __tablename__ = "dataset_shards"
-    __table_args__ = (UniqueConstraint("version_id", "split", "position"),)
+class _SplitFileColumns:
+    """The columns of one stored file of a version's split, in its table of files."""
+
+    @declared_attr.directive
+    def __table_args__(cls) -> tuple[UniqueConstraint]:
+        return (UniqueConstraint("version_id", "split", "position"),)
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
     version_id: Mapped[int] = mapped_column(
@@ -98,24 +108,18 @@ class ShardRow(Base):
     sha256: Mapped[str] = mapped_column(String(64), index=True)
     rows: Mapped[int] = mapped_column(BigInteger)
     size_bytes: Mapped[int] = mapped_column(BigInteger)
+
+
+class ShardRow(_SplitFileColumns, Base):
+    __tablename__ = "dataset_shards"
+
     header_bytes: Mapped[int] = mapped_column(Integer)
 
 
-class ParquetRow(Base):
+class ParquetRow(_SplitFileColumns, Base):
     """A Parquet file of a version's split (services.data.parquet_files)."""
 
     __tablename__ = "dataset_parquet_files"
-    __table_args__ = (UniqueConstraint("version_id", "split", "position"),)
-
-    id: Mapped[int] = mapped_column(BigId, primary_key=True)
-    version_id: Mapped[int] = mapped_column(
-        ForeignKey("dataset_versions.id", ondelete="CASCADE"), index=True
-    )
-    split: Mapped[str] = mapped_column(String(16))
-    position: Mapped[int] = mapped_column(Integer)
-    sha256: Mapped[str] = mapped_column(String(64), index=True)
-    rows: Mapped[int] = mapped_column(BigInteger)
-    size_bytes: Mapped[int] = mapped_column(BigInteger)
 
 
 def _to_entity(row: VersionRow) -> DatasetVersion:
