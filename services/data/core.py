@@ -240,10 +240,17 @@ class DataCore:
 
     def read_batches(self, name: str, split: Split, batch_size: int) -> Iterator[Batch]:
         """Batches of a split's rows in stored order; checks the request before it returns."""
+        return self.version_batches(name, split, batch_size)[1]
+
+    def version_batches(
+        self, name: str, split: Split, batch_size: int
+    ) -> tuple[DatasetVersion, Iterator[Batch]]:
+        """The version, and its split's batches as `read_batches` gives them, from one
+        lookup of the version."""
         version = self.get_version(name)
         dtype = record_dtype(version.schema.feature_shape)
         size = self._batch_size(batch_size, dtype.itemsize)
-        return self._batches(self._store.shards(name, split), dtype, size)
+        return version, self._batches(self._store.shards(name, split), dtype, size)
 
     def _batch_size(self, requested: int, record_bytes: int) -> int:
         if requested < 0:

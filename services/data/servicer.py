@@ -113,9 +113,8 @@ class DataServicer(data_pb2_grpc.DataServiceServicer):
         self, request: pb.ReadArrowRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[pb.ReadArrowResponse]:
         split = converters.split_from_proto(request.split)
-        version = await asyncio.to_thread(self._core.get_version, request.version)
-        batches = await asyncio.to_thread(
-            self._core.read_batches, request.version, split, request.batch_size
+        version, batches = await asyncio.to_thread(
+            self._core.version_batches, request.version, split, request.batch_size
         )
         pieces = ipc_stream(version.schema, version.name, split, batches)
         try:
