@@ -22,13 +22,14 @@ import logging
 import os
 import sys
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 
 import grpc
 from grpc_health.v1 import health_pb2
 
 from inference import grpc_predict_v2_pb2, grpc_predict_v2_pb2_grpc
 from services.inference.baselines import LineageBaselines
-from services.inference.bridge.front import start_behind_envoy
+from services.inference.bridge.front import serve_front_end_calls, start_behind_envoy
 from services.inference.config import model_specs
 from services.inference.dataplane.link import OwnerLink
 from services.inference.dataplane.owner import ModelOwner
@@ -209,7 +210,11 @@ async def start_owner(settings: InferenceSettings, telemetry: Telemetry, address
 
 
 async def start_frontend(
-    settings: InferenceSettings, telemetry: Telemetry, address: str, index: int
+    settings: InferenceSettings,
+    telemetry: Telemetry,
+    address: str,
+    index: int,
+    bridge_socket: Path | None = None,
 ) -> tuple[RunningServer, Pipeline]:
     """A front end serving through the owner at `address`. It joins the shared port
     (SO_REUSEPORT) only once the owner has answered, so a starting service refuses
@@ -221,9 +226,12 @@ async def start_frontend(
     await link.wait_ready(None)
     pipeline = Pipeline(link, tracer=telemetry.tracer("tfmesh.inference"))
     names: list[str] = []
-    running = await start_server(
-        settings, telemetry, _servicers(pipeline, settings, names), names, reuse_port=True
-    )
+    register = _servicers(pipeline, settings, names)
+    if bridge_socket is not None:
+        # Behind the supervisor's Envoy: grpc.aio on its loopback port, calls on the socket.
+        running = await serve_front_end_calls(settings, telemetry, register, names, bridge_socket)
+    else:
+        running = await start_server(settings, telemetry, register, names, reuse_port=True)
     await _serve_rest(running, pipeline, settings, reuse_port=True)
     updates: set[asyncio.Task[None]] = set()
 
@@ -264,10 +272,12 @@ async def _serve_owner(settings: InferenceSettings, address: str) -> None:
     telemetry.shutdown()
 
 
-async def _serve_frontend(settings: InferenceSettings, address: str, index: int) -> None:
+async def _serve_frontend(
+    settings: InferenceSettings, address: str, index: int, bridge_socket: Path | None
+) -> None:
     tfserving_protos.import_messages_only()
     telemetry = setup_telemetry("inference")
-    running, _ = await start_frontend(settings, telemetry, address, index)
+    running, _ = await start_frontend(settings, telemetry, address, index, bridge_socket)
     await serve_until_signalled(running, settings.shutdown_grace_s)
     telemetry.shutdown()
 
@@ -278,6 +288,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--socket", help="the owner's Unix socket (owner and frontend roles)")
     parser.add_argument("--index", type=int, default=0, help="the front end's number")
     parser.add_argument("--parent", type=int, help="the supervisor's pid (child roles)")
+    parser.add_argument(
+        "--bridge-socket", type=Path, help="a front end's socket for Envoy's bridged calls"
+    )
     args = parser.parse_args(argv)
     if args.parent is not None:
         from services.inference.dataplane.supervisor import die_with_parent
@@ -287,7 +300,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.role == "owner":
         asyncio.run(_serve_owner(settings, args.socket))
     elif args.role == "frontend":
-        asyncio.run(_serve_frontend(settings, args.socket, args.index))
+        asyncio.run(_serve_frontend(settings, args.socket, args.index, args.bridge_socket))
     elif settings.frontends == 0:
         asyncio.run(_serve_single(settings))
     else:

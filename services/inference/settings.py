@@ -58,7 +58,7 @@ class InferenceSettings(ServiceSettings):
     # 0 serves everything from one process.
     frontends: int = Field(default_factory=usable_cores, ge=0, le=256)
     # What holds the gRPC port: grpcio's server, or Envoy bridging the unary inference
-    # calls to HTTP/1.1 (services.inference.bridge; one process, no TLS of its own).
+    # calls to HTTP/1.1 (services.inference.bridge; no TLS of its own).
     grpc_front: Literal["grpcio", "envoy"] = "grpcio"
     # Each front end's shared-memory slab for request and answer tensors.
     slab_bytes: int = Field(default=128 * 1024 * 1024, ge=1024 * 1024)
@@ -109,14 +109,9 @@ class InferenceSettings(ServiceSettings):
         return value
 
     @model_validator(mode="after")
-    def _envoy_front_alone(self) -> InferenceSettings:
+    def _envoy_front_without_tls(self) -> InferenceSettings:
         if self.grpc_front != "envoy":
             return self
-        if self.frontends:
-            raise ValueError(
-                "TFMESH_INFERENCE_GRPC_FRONT=envoy serves from one process behind Envoy: "
-                "set TFMESH_INFERENCE_FRONTENDS=0"
-            )
         if self.tls_cert_file is not None:
             raise ValueError(
                 "TFMESH_INFERENCE_GRPC_FRONT=envoy takes plaintext from the mesh: TLS ends "

@@ -169,15 +169,14 @@ async def test_a_bridged_call_is_a_server_span_in_the_callers_trace() -> None:
     assert format(span.parent.span_id, "016x") == parent_id
 
 
-def test_the_envoy_front_serves_from_one_process_without_tls_of_its_own(tmp_path) -> None:
-    with pytest.raises(ValueError, match="TFMESH_INFERENCE_FRONTENDS=0"):
-        InferenceSettings(home=tmp_path, grpc_front="envoy", frontends=2)
+def test_the_envoy_front_has_no_tls_of_its_own(tmp_path) -> None:
     cert = tmp_path / "cert.pem"
     cert.write_text("x")
     with pytest.raises(ValueError, match="TLS ends at the mesh"):
         InferenceSettings(
-            home=tmp_path, grpc_front="envoy", frontends=0, tls_cert_file=cert, tls_key_file=cert
+            home=tmp_path, grpc_front="envoy", frontends=2, tls_cert_file=cert, tls_key_file=cert
         )
+    assert InferenceSettings(home=tmp_path, grpc_front="envoy", frontends=2).frontends == 2
 
 
 # --- the service as a process behind Envoy -------------------------------------------------
@@ -224,18 +223,35 @@ def gone(pid: int, timeout_s: float = 10) -> bool:
     return False
 
 
-def start_behind_envoy(home: Path, models: list[dict] | None = None, **env: str):
-    """The service as a process behind Envoy serving `models` (the noop model)."""
+def start_behind_envoy(
+    home: Path, models: list[dict] | None = None, frontends: int = 0, **env: str
+):
+    """The service as processes behind Envoy serving `models` (the noop model): one
+    process, or a supervisor with `frontends` front ends."""
     config = write_model_config(home, models or [NOOP])
     return service_process(
         "services.inference.server",
         "TFMESH_INFERENCE_",
         home,
         TFMESH_INFERENCE_MODEL_CONFIG_FILE=str(config),
-        TFMESH_INFERENCE_FRONTENDS="0",
+        TFMESH_INFERENCE_FRONTENDS=str(frontends),
         TFMESH_INFERENCE_GRPC_FRONT="envoy",
         **env,
     ).start(timeout_s=120)
+
+
+def children(parent: int, name: str) -> list[int]:
+    """The processes `parent` started whose command line mentions `name`."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            command = (stat.parent / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except OSError:
+            continue
+        if int(fields[1]) == parent and name in command:
+            found.append(int(stat.parent.name))
+    return found
 
 
 @pytest.mark.timeout(180)
@@ -365,5 +381,33 @@ def test_a_stopping_service_finishes_the_calls_under_way_through_envoy(tmp_path)
             assert unary.result().id == "unary"
             assert [r.infer_response.id for r in stream] == ["streamed"]
         assert service.process.wait(30) == 0
+    finally:
+        service.stop_quietly()
+
+
+@pytest.mark.timeout(240)
+def test_front_ends_behind_one_envoy_keep_answering_while_one_restarts(tmp_path) -> None:
+    service = start_behind_envoy(tmp_path, frontends=2)
+    try:
+        supervisor = service.process.pid
+        (envoy,) = envoy_pids(supervisor)
+        fronts = children(supervisor, " frontend ")
+        assert len(fronts) == 2
+        with grpc.insecure_channel(service.address) as channel:
+            stub = grpc_predict_v2_pb2_grpc.GRPCInferenceServiceStub(channel)
+            assert stub.ModelInfer(noop_request(), timeout=10).id == "r-1"
+            # SIGKILL one front end: Envoy sends its calls to the other meanwhile.
+            os.kill(fronts[0], signal.SIGKILL)
+            for _ in range(200):
+                assert stub.ModelInfer(noop_request(), timeout=10).id == "r-1"
+            deadline = time.monotonic() + 30
+            while len(children(supervisor, " frontend ")) < 2:
+                assert time.monotonic() < deadline, "the supervisor did not restart it"
+                time.sleep(0.2)
+            # Streams go to the front ends' grpc.aio servers through Envoy.
+            answers = stub.ModelStreamInfer(iter([noop_request()] * 3), timeout=10)
+            assert [a.infer_response.id for a in answers] == ["r-1"] * 3
+        assert service.terminate() == 0
+        assert gone(envoy)
     finally:
         service.stop_quietly()

@@ -59,6 +59,17 @@ class _CallDetails(NamedTuple):
     invocation_metadata: tuple[tuple[str, str], ...]
 
 
+def unary_method_paths(services: list[str]) -> list[str]:
+    """The unary methods of `services` (full names, in the protobuf descriptor pool) as
+    gRPC paths: `/<service>/<method>`."""
+    paths = []
+    for service in dict.fromkeys(services):
+        for method in descriptor_pool.Default().FindServiceByName(service).methods:
+            if not (method.client_streaming or method.server_streaming):
+                paths.append(f"/{service}/{method.name}")
+    return paths
+
+
 class RecordingServer:
     """Passes servicers' registrations on to a grpc.aio server and keeps their handlers."""
 
@@ -76,18 +87,12 @@ class RecordingServer:
         self._server.add_registered_method_handlers(service, handlers)
 
     def unary_methods(self, services: list[str]) -> dict[str, grpc.RpcMethodHandler]:
-        """The registered unary methods of `services` (full names), by path:
-        `/<service>/<method>`."""
+        """The registered unary methods of `services` (full names), by path."""
         methods = {}
-        for service in dict.fromkeys(services):
-            descriptor = descriptor_pool.Default().FindServiceByName(service)
-            for method in descriptor.methods:
-                if method.client_streaming or method.server_streaming:
-                    continue
-                path = f"/{service}/{method.name}"
-                handler = self._handler(path)
-                if handler is not None and handler.unary_unary is not None:
-                    methods[path] = handler
+        for path in unary_method_paths(services):
+            handler = self._handler(path)
+            if handler is not None and handler.unary_unary is not None:
+                methods[path] = handler
         return methods
 
     def _handler(self, path: str) -> grpc.RpcMethodHandler | None:

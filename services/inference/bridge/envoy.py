@@ -40,6 +40,8 @@ BUFFER_MARGIN_BYTES = 64 * 1024
 # Connections and requests to one cluster before Envoy answers UNAVAILABLE (its
 # defaults: 1024 each).
 MAX_REQUESTS = 100_000
+# Other sockets a bridged call tries when its socket does not answer.
+RETRIES = 3
 # Seconds from a drain's GOAWAY to the listener's close.
 DRAIN_S = 1
 # The gauge of requests Envoy is serving (the connection manager's stat prefix).
@@ -137,8 +139,24 @@ def _connection_manager(unary_paths: list[str]) -> dict[str, Any]:
     # refuses work past `grpc-timeout`. (A reply Envoy made itself would reach the bridge
     # filter as gRPC, not protobuf, which it turns into UNKNOWN.)
     action = {"timeout": "0s"}
+    # A call whose socket does not answer or whose connection breaks before its answer (a
+    # front end killed, restarting) goes to another socket. An inference call may run
+    # twice then (once in a process that died): predictions have no side effects to undo.
+    retry = {
+        "retry_on": "connect-failure,reset",
+        "num_retries": RETRIES,
+        "retry_host_predicate": [
+            {
+                "name": "envoy.retry_host_predicates.previous_hosts",
+                "typed_config": {
+                    "@type": f"{TYPES}.retry.host.previous_hosts.v3.PreviousHostsPredicate"
+                },
+            }
+        ],
+    }
+    bridged = {"cluster": "bridge", "retry_policy": retry, **action}
     routes: list[dict[str, Any]] = [
-        {"match": {"path": path}, "route": {"cluster": "bridge", **action}} for path in unary_paths
+        {"match": {"path": path}, "route": bridged} for path in unary_paths
     ]
     routes.append(
         {
@@ -196,6 +214,8 @@ def bootstrap(
         "name": "grpc",
         "address": {"socket_address": {"address": host, "port_value": port}},
         "per_connection_buffer_limit_bytes": buffer,
+        # Beside the supervisor's holder of the port, which also sets SO_REUSEPORT.
+        "enable_reuse_port": True,
         "filter_chains": [{"filters": [manager]}],
     }
     loopback = {"socket_address": {"address": "127.0.0.1", "port_value": grpc_port}}

@@ -25,9 +25,13 @@ import sys
 import tempfile
 import time
 from dataclasses import dataclass
+from pathlib import Path
+from wsgiref.simple_server import WSGIServer
 
 from prometheus_client import CollectorRegistry, multiprocess, start_http_server
 
+from services.inference.bridge.calls import unary_method_paths
+from services.inference.bridge.front import EnvoyFront, bridge_folder, inference_services
 from services.inference.config import model_specs
 from services.inference.settings import InferenceSettings
 from shared.discovery import ConsulDiscovery
@@ -91,6 +95,9 @@ class Supervisor:
         self._owner = Child("owner", 0)
         self._frontends = [Child("frontend", i) for i in range(settings.frontends)]
         self._stopping = False
+        # With the Envoy front: each front end's socket for its bridged calls, and their folder.
+        self._sockets: list[Path] = []
+        self._bridge_folder = ""
 
     async def run(self) -> int:
         settings = self._settings
@@ -110,13 +117,8 @@ class Supervisor:
             "TFMESH_INFERENCE_HTTP_PORT": str(http_port),
             "TFMESH_INFERENCE_METRICS_PORT": "-1",
         }
-        metrics_server = None
-        if settings.metrics_port >= 0:
-            registry = CollectorRegistry()
-            multiprocess.MultiProcessCollector(registry, path=metrics_dir)
-            metrics_server, _ = start_http_server(
-                settings.metrics_port, addr=settings.host, registry=registry
-            )
+        envoy = self._envoy_front(port, env, holders)
+        metrics_server = self._metrics_server(metrics_dir)
         consul = ConsulDiscovery.from_env()
         if consul is not None:
             await consul.register("inference", settings.host, port)
@@ -124,18 +126,23 @@ class Supervisor:
             asyncio.create_task(self._keep(child, env, metrics_dir))
             for child in [self._owner, *self._frontends]
         ]
+        if envoy is not None:
+            await envoy.start()
         log.info(
             "supervising",
             extra={
                 "address": f"{settings.host}:{port}",
                 "http_port": http_port,
                 "frontends": len(self._frontends),
+                "grpc_front": settings.grpc_front,
                 "metrics_port": metrics_server.server_port if metrics_server else None,
             },
         )
         await signalled()
         log.info("shutting down", extra={"grace_s": settings.shutdown_grace_s})
         self._stopping = True
+        if envoy is not None:
+            await envoy.stop()
         await self._stop([c for c in self._frontends if c.process is not None])
         await self._stop([self._owner] if self._owner.process is not None else [])
         for keeper in keepers:
@@ -145,15 +152,49 @@ class Supervisor:
             await consul.deregister_all()
         if metrics_server is not None:
             metrics_server.shutdown()
-        shutil.rmtree(metrics_dir, ignore_errors=True)
+        for folder in (metrics_dir, self._bridge_folder):
+            if folder:
+                shutil.rmtree(folder, ignore_errors=True)
         for holder in holders:
             holder.close()
         log.info("stopped")
         return 0
 
+    def _metrics_server(self, metrics_dir: str) -> WSGIServer | None:
+        """The processes' metrics aggregated on the service's metrics port (-1: none)."""
+        if self._settings.metrics_port < 0:
+            return None
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry, path=metrics_dir)
+        server, _ = start_http_server(
+            self._settings.metrics_port, addr=self._settings.host, registry=registry
+        )
+        return server
+
+    def _envoy_front(
+        self, port: int, env: dict[str, str], holders: list[socket.socket]
+    ) -> EnvoyFront | None:
+        """With the Envoy front: Envoy on the service's port (beside the holder, both with
+        SO_REUSEPORT), the front ends' grpc.aio on a loopback port held here, and a socket
+        per front end for its bridged calls."""
+        settings = self._settings
+        if settings.grpc_front != "envoy":
+            return None
+        holders.append(reserve_port("127.0.0.1", 0))
+        grpc_port = holders[-1].getsockname()[1]
+        env["TFMESH_INFERENCE_PORT"] = str(grpc_port)
+        folder = bridge_folder()
+        self._bridge_folder = str(folder)
+        self._sockets = [folder / f"calls-{child.index}.sock" for child in self._frontends]
+        paths = unary_method_paths(inference_services())
+        public = settings.model_copy(update={"port": port})
+        return EnvoyFront(public, folder, self._sockets, grpc_port, paths)
+
     def _command(self, child: Child) -> list[str]:
         command = [sys.executable, "-m", "services.inference.server", child.role]
         command += ["--socket", self._address, "--index", str(child.index)]
+        if self._sockets and child.role == "frontend":
+            command += ["--bridge-socket", str(self._sockets[child.index])]
         return command + ["--parent", str(os.getpid())]
 
     async def _keep(self, child: Child, env: dict[str, str], metrics_dir: str) -> None:
