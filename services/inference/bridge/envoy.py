@@ -42,6 +42,15 @@ BUFFER_MARGIN_BYTES = 64 * 1024
 MAX_REQUESTS = 100_000
 # Other sockets a bridged call tries when its socket does not answer.
 RETRIES = 3
+# A socket that fails two connections in a row leaves the balancing for a second or more
+# (all of them fail: Envoy's panic threshold sends calls to every socket again).
+EJECT_UNANSWERING = {
+    "split_external_local_origin_errors": True,
+    "consecutive_local_origin_failure": 2,
+    "interval": "1s",
+    "base_ejection_time": "1s",
+    "max_ejection_percent": 100,
+}
 # Seconds from a drain's GOAWAY to the listener's close.
 DRAIN_S = 1
 # The gauge of requests Envoy is serving (the connection manager's stat prefix).
@@ -126,8 +135,9 @@ def _filter(name: str, config_type: str, **config: Any) -> dict[str, Any]:
     return {"name": name, "typed_config": {"@type": f"{TYPES}.{config_type}", **config}}
 
 
-def _connection_manager(unary_paths: list[str]) -> dict[str, Any]:
-    """Unary inference calls through the Lua filter and the bridge; the rest straight on."""
+def _routes(unary_paths: list[str]) -> list[dict[str, Any]]:
+    """The unary inference calls to the bridge's sockets; the rest to grpc.aio, without
+    the Lua filter and the bridge."""
     not_here = {
         BRIDGE_FILTER: {
             "@type": f"{TYPES}.filters.http.grpc_http1_reverse_bridge.v3.FilterConfigPerRoute",
@@ -153,6 +163,8 @@ def _connection_manager(unary_paths: list[str]) -> dict[str, Any]:
                 },
             }
         ],
+        # Least-requests favours a dead socket (it holds no requests): pick again.
+        "host_selection_retry_max_attempts": 10,
     }
     bridged = {"cluster": "bridge", "retry_policy": retry, **action}
     routes: list[dict[str, Any]] = [
@@ -165,6 +177,12 @@ def _connection_manager(unary_paths: list[str]) -> dict[str, Any]:
             "typed_per_filter_config": not_here,
         }
     )
+    return routes
+
+
+def _connection_manager(unary_paths: list[str]) -> dict[str, Any]:
+    """Unary inference calls through the Lua filter and the bridge; the rest straight on."""
+    routes = _routes(unary_paths)
     return {
         "@type": f"{TYPES}.filters.network.http_connection_manager.v3.HttpConnectionManager",
         "stat_prefix": "inference",
@@ -224,7 +242,12 @@ def bootstrap(
         "static_resources": {
             "listeners": [listener],
             "clusters": [
-                _cluster("bridge", [{"pipe": {"path": str(s)}} for s in sockets], False, buffer),
+                {
+                    **_cluster(
+                        "bridge", [{"pipe": {"path": str(s)}} for s in sockets], False, buffer
+                    ),
+                    "outlier_detection": EJECT_UNANSWERING,
+                },
                 _cluster("grpc", [loopback], True, buffer),
             ],
         },
