@@ -3,12 +3,13 @@
 Each split's kept rows are written as Parquet files of a fixed number of rows (the
 shards' number; the last file of a split fewer), in the columns ReadArrow serves
 (services.data.arrow_reads: one typed column per feature of a table, categoricals and
-the label as dictionaries; arrays as fixed-size lists), zstd-compressed, with each
-column's statistics in the footer and the version's schema (tfmesh's JSON, and the
-feature shape) in the file's key-value metadata. Files are content addressed in the blob
-store like shards, so DuckDB, pandas or Spark read a version's split where it lies. The
-files name no version: the same rows under the same schema, written by the same pyarrow,
-make the same files, whichever version holds them."""
+the label as dictionaries; arrays as fixed-size lists), zstd-compressed, dictionary
+encoded where the column is a dictionary, with each column's statistics in the footer
+and the version's schema (tfmesh's JSON, and the feature shape) in the file's key-value
+metadata. Files are content addressed in the blob store like shards, so DuckDB, pandas
+or Spark read a version's split where it lies. The files name no version: the same rows
+under the same schema, written by the same pyarrow, make the same files, whichever
+version holds them."""
 
 from __future__ import annotations
 
@@ -35,6 +36,11 @@ class ParquetFiles:
             **(self._rows.schema.metadata or {}),
             SCHEMA_KEY: schema.model_dump_json().encode(),
         }
+        # Dictionary pages for the dictionary columns (categoricals, the label) only:
+        # trying them on numbers costs ten times the rest of the write and rarely pays.
+        self._dictionary_columns = [
+            f.name for f in self._rows.schema if pa.types.is_dictionary(f.type)
+        ]
         self.files: list[ParquetFile] = []
 
     def write(self, records: np.ndarray, index: int) -> None:
@@ -42,7 +48,13 @@ class ParquetFiles:
         batch = self._rows.batch(Batch(0, records[FEATURES], records[LABELS]))
         table = pa.Table.from_batches([batch]).replace_schema_metadata(self._metadata)
         out = pa.BufferOutputStream()
-        pq.write_table(table, out, compression=COMPRESSION, write_statistics=True)
+        pq.write_table(
+            table,
+            out,
+            compression=COMPRESSION,
+            use_dictionary=self._dictionary_columns,
+            write_statistics=True,
+        )
         digest, size = self._sink.put([out.getvalue().to_pybytes()])
         self.files.append(
             ParquetFile(

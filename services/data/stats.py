@@ -24,23 +24,32 @@ class Moments:
     def add(self, values: np.ndarray) -> None:
         """Merge a (rows, features) batch."""
         valid = np.isfinite(values)
-        batch_count = valid.sum(axis=0)
-        if not batch_count.any():
+        if valid.all():
+            # The common case (kept rows): nothing to mask.
+            count = np.full(values.shape[1], len(values), dtype=np.int64)
+            present, low, high = values, values, values
+        else:
+            count = valid.sum(axis=0)
+            present = np.where(valid, values, 0.0)
+            low = np.where(valid, values, np.inf)
+            high = np.where(valid, values, -np.inf)
+        if not count.any():
             return
-        present = np.where(valid, values, 0.0)
         batch_mean = np.divide(
-            present.sum(axis=0), batch_count, out=np.zeros_like(self.mean), where=batch_count > 0
+            present.sum(axis=0), count, out=np.zeros_like(self.mean), where=count > 0
         )
-        deviations = np.where(valid, values - batch_mean, 0.0)
+        deviations = values - batch_mean
+        if present is not values:
+            deviations = np.where(valid, deviations, 0.0)
         batch_m2 = (deviations * deviations).sum(axis=0)
-        total = self.count + batch_count
+        total = self.count + count
         delta = batch_mean - self.mean
-        weight = np.divide(batch_count, total, out=np.zeros_like(self.mean), where=total > 0)
+        weight = np.divide(count, total, out=np.zeros_like(self.mean), where=total > 0)
         self._m2 += batch_m2 + delta * delta * self.count * weight
         self.mean += delta * weight
         self.count = total
-        self.min = np.minimum(self.min, np.where(valid, values, np.inf).min(axis=0))
-        self.max = np.maximum(self.max, np.where(valid, values, -np.inf).max(axis=0))
+        self.min = np.minimum(self.min, low.min(axis=0))
+        self.max = np.maximum(self.max, high.max(axis=0))
 
     @property
     def std(self) -> np.ndarray:
@@ -54,6 +63,8 @@ class Histograms:
     """Equal-width histograms, one per feature with a known finite range."""
 
     def __init__(self, ranges: list[tuple[float, float] | None], bins: int) -> None:
+        self._ranges = ranges
+        self._bins = bins
         self.edges = [
             None if bounds is None else np.histogram_bin_edges(np.empty(0), bins, range=bounds)
             for bounds in ranges
@@ -62,9 +73,10 @@ class Histograms:
 
     def add(self, values: np.ndarray) -> None:
         """Count a (rows, features) batch."""
-        for column, edges in enumerate(self.edges):
-            if edges is None:
+        for column, bounds in enumerate(self._ranges):
+            if bounds is None:
                 continue
             present = values[:, column]
             present = present[np.isfinite(present)]
-            self.counts[column] += np.histogram(present, bins=edges)[0]
+            # Equal bins by count and range: numpy's arithmetic path, not a sort.
+            self.counts[column] += np.histogram(present, bins=self._bins, range=bounds)[0]
