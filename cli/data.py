@@ -21,7 +21,12 @@ app = typer.Typer(
 )
 
 SAMPLES = ("digits", "iris", "wine", "breast_cancer")
-FORMATS = {".csv": pb.DATA_FORMAT_CSV, ".npz": pb.DATA_FORMAT_NPZ}
+FORMATS = {
+    ".csv": pb.DATA_FORMAT_CSV,
+    ".npz": pb.DATA_FORMAT_NPZ,
+    ".parquet": pb.DATA_FORMAT_PARQUET,
+    ".jsonl": pb.DATA_FORMAT_JSONL,
+}
 CHUNK_BYTES = 1024 * 1024
 UPLOAD_TIMEOUT_S = 3600.0
 
@@ -62,30 +67,18 @@ def describe(version: pb.DatasetVersion, created: bool | None = None) -> None:
     )
 
 
-@app.command("upload")
-def upload(
-    path: Annotated[Path, typer.Argument(exists=True, dir_okay=False, help="CSV or NPZ file")],
-    dataset: Annotated[str, typer.Option(help="Dataset name; default: the file's stem.")] = "",
-    label_column: Annotated[str, typer.Option(help="CSV: the label column.")] = "",
-    split: Annotated[str, typer.Option(help="train,validation,test shares.")] = "",
-    max_bad_row_fraction: Annotated[
-        float | None, typer.Option(min=0, max=1, help="Reject above this share of bad rows.")
-    ] = None,
-    reference: Annotated[str, typer.Option(help="Validate against this version's schema.")] = "",
-    as_json: JsonFlag = False,
-) -> None:
-    """Upload a file as a new dataset version (validated, split, versioned)."""
+def file_format(path: Path) -> pb.DataFormat.ValueType:
+    """The upload format its suffix names."""
     data_format = FORMATS.get(path.suffix.lower())
     if data_format is None:
-        raise typer.BadParameter(f"{path.name}: expected a .csv or .npz file", param_hint="PATH")
-    header = pb.UploadHeader(
-        dataset=dataset or path.stem,
-        format=data_format,
-        label_column=label_column,
-        split_ratios=split_ratios(split) if split else None,
-        max_bad_row_fraction=max_bad_row_fraction,
-        reference_version=reference,
-    )
+        raise typer.BadParameter(
+            f"{path.name}: expected a .csv, .parquet, .jsonl or .npz file", param_hint="PATH"
+        )
+    return data_format
+
+
+def send_file(path: Path, header: pb.UploadHeader, quiet: bool) -> pb.UploadDatasetResponse:
+    """The header, then the file in chunks, with a progress bar unless `quiet`."""
     with Progress(
         TextColumn("upload {task.description}"),
         BarColumn(),
@@ -93,7 +86,7 @@ def upload(
         TransferSpeedColumn(),
         console=console,
         transient=True,
-        disable=as_json,
+        disable=quiet,
     ) as progress:
         task = progress.add_task(path.name, total=path.stat().st_size)
 
@@ -106,11 +99,40 @@ def upload(
 
         with blocking_channel("data") as channel:
             try:
-                reply = data_pb2_grpc.DataServiceStub(channel).UploadDataset(
+                return data_pb2_grpc.DataServiceStub(channel).UploadDataset(
                     messages(), timeout=UPLOAD_TIMEOUT_S, metadata=call_metadata()
                 )
             except grpc.RpcError as error:
                 raise fail(error) from None
+
+
+@app.command("upload")
+def upload(
+    path: Annotated[
+        Path,
+        typer.Argument(exists=True, dir_okay=False, help="CSV, Parquet, JSON Lines or NPZ file"),
+    ],
+    dataset: Annotated[str, typer.Option(help="Dataset name; default: the file's stem.")] = "",
+    label_column: Annotated[
+        str, typer.Option(help="CSV, Parquet, JSON Lines: the label column.")
+    ] = "",
+    split: Annotated[str, typer.Option(help="train,validation,test shares.")] = "",
+    max_bad_row_fraction: Annotated[
+        float | None, typer.Option(min=0, max=1, help="Reject above this share of bad rows.")
+    ] = None,
+    reference: Annotated[str, typer.Option(help="Validate against this version's schema.")] = "",
+    as_json: JsonFlag = False,
+) -> None:
+    """Upload a file as a new dataset version (validated, split, versioned)."""
+    header = pb.UploadHeader(
+        dataset=dataset or path.stem,
+        format=file_format(path),
+        label_column=label_column,
+        split_ratios=split_ratios(split) if split else None,
+        max_bad_row_fraction=max_bad_row_fraction,
+        reference_version=reference,
+    )
+    reply = send_file(path, header, as_json)
     if as_json:
         print_json(reply)
         return

@@ -1,8 +1,8 @@
 """`/api/v1/datasets/...`: the data service's uploads, samples, versions and statistics.
 
-An upload's body is the file itself (CSV or NPZ, up to the gateway's body limit), sent in
-chunks over the data service's client-streaming `UploadDataset`; the upload's settings
-travel as query parameters. Versions are named `dataset@<12 hex>`."""
+An upload's body is the file itself (CSV, Parquet, JSON Lines or NPZ, up to the gateway's
+body limit), sent in chunks over the data service's client-streaming `UploadDataset`; the
+upload's settings travel as query parameters. Versions are named `dataset@<12 hex>`."""
 
 from __future__ import annotations
 
@@ -26,11 +26,19 @@ PageSize = Annotated[int, Query(ge=0, le=1000)]
 PageToken = Annotated[str, Query(max_length=1024)]
 Ratio = Annotated[float, Query(ge=0, le=1, allow_inf_nan=False)]
 CHUNK_BYTES = 1024 * 1024
-FORMATS = {"csv": pb.DATA_FORMAT_CSV, "npz": pb.DATA_FORMAT_NPZ}
+FORMATS = {
+    "csv": pb.DATA_FORMAT_CSV,
+    "npz": pb.DATA_FORMAT_NPZ,
+    "parquet": pb.DATA_FORMAT_PARQUET,
+    "jsonl": pb.DATA_FORMAT_JSONL,
+}
 UPLOAD_BODY = {
     "requestBody": {
         "required": True,
-        "description": "The file: CSV (first row the column names) or numpy NPZ (x and y).",
+        "description": (
+            "The file: CSV (first row the column names), Parquet, JSON Lines, or numpy NPZ "
+            "(x and y)."
+        ),
         "content": {
             "text/csv": {"schema": {"type": "string"}},
             "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
@@ -96,7 +104,7 @@ async def import_sample(request: Request) -> OrjsonResponse:
 async def upload(
     request: Request,
     dataset: DatasetName,
-    data_format: Annotated[Literal["csv", "npz"], Query(alias="format")],
+    data_format: Annotated[Literal["csv", "npz", "parquet", "jsonl"], Query(alias="format")],
     label_column: Annotated[str, Query(max_length=256)] = "",
     train: Ratio = 0,
     validation: Ratio = 0,

@@ -11,7 +11,12 @@ from shared.errors import invalid
 from shared.tensors import to_tensor
 from tfmesh.data.v1 import data_pb2 as pb
 
-_FORMATS = {pb.DATA_FORMAT_CSV: e.DataFormat.CSV, pb.DATA_FORMAT_NPZ: e.DataFormat.NPZ}
+_FORMATS = {
+    pb.DATA_FORMAT_CSV: e.DataFormat.CSV,
+    pb.DATA_FORMAT_NPZ: e.DataFormat.NPZ,
+    pb.DATA_FORMAT_PARQUET: e.DataFormat.PARQUET,
+    pb.DATA_FORMAT_JSONL: e.DataFormat.JSONL,
+}
 _FORMAT_ENUMS = {value: key for key, value in _FORMATS.items()}
 _SPLITS = {
     pb.SPLIT_TRAIN: e.Split.TRAIN,

@@ -141,13 +141,16 @@ class DataCore:
         except ValueError:
             problems.append(
                 FieldViolation(
-                    f"{prefix}format", f"must be CSV or NPZ, got {spec.format or 'none'}"
+                    f"{prefix}format",
+                    f"must be CSV, PARQUET, JSONL or NPZ, got {spec.format or 'none'}",
                 )
             )
             data_format = None
         label_column = spec.label_column
-        if data_format is DataFormat.CSV and not label_column:
-            problems.append(FieldViolation(f"{prefix}label_column", "a CSV upload must name it"))
+        if data_format is not None and data_format.tabular and not label_column:
+            problems.append(
+                FieldViolation(f"{prefix}label_column", f"a {data_format.name} upload must name it")
+            )
         if data_format is DataFormat.NPZ:
             if label_column not in ("", NPZ_LABEL):
                 problems.append(

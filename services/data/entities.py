@@ -31,6 +31,13 @@ class Frozen(BaseModel):
 class DataFormat(StrEnum):
     CSV = "csv"
     NPZ = "npz"
+    PARQUET = "parquet"
+    JSONL = "jsonl"
+
+    @property
+    def tabular(self) -> bool:
+        """One feature per column and a named label column (all but NPZ)."""
+        return self is not DataFormat.NPZ
 
 
 class Split(StrEnum):

@@ -11,13 +11,15 @@ already written."""
 
 from __future__ import annotations
 
-from collections import Counter
+from collections import Counter, deque
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 
-from services.data.csv_source import CsvSource
 from services.data.entities import (
     SPLITS,
     Anomaly,
@@ -43,9 +45,12 @@ from services.data.shards import BlobSink, SplitWriter, record_dtype
 from services.data.sources import EncodedChunk, Inference, Source
 from services.data.splits import assign_splits
 from services.data.stats import Histograms, Moments
+from services.data.table_files import open_table
+from services.data.table_source import TableSource
 from shared.errors import DataLoss, FieldViolation, InvalidArgument, invalid
 
 ANOMALIES_IN_ERRORS = 10
+MAX_PENDING_WRITES = 8
 
 
 @dataclass(frozen=True)
@@ -68,21 +73,39 @@ class IngestResult:
 
 
 class _SplitWriters:
-    """Each split's kept rows as .npy shards and as Parquet files of the same rows."""
+    """Each split's kept rows as .npy shards and as Parquet files of the same rows. The
+    shards are written on a thread of their own, and each shard's Parquet file on
+    another (numpy, Arrow, hashing and file writes let the parsing go on meanwhile),
+    each at most `MAX_PENDING_WRITES` behind."""
 
     def __init__(self, sink: BlobSink, schema: Schema, shard_bytes: int) -> None:
         dtype = record_dtype(schema.feature_shape)
         self._parquet = [ParquetFiles(sink, split, schema) for split in SPLITS]
         self._writers = [
-            SplitWriter(sink, split, dtype, shard_bytes, parquet.write)
+            SplitWriter(sink, split, dtype, shard_bytes, partial(self._write_parquet, parquet))
             for split, parquet in zip(SPLITS, self._parquet, strict=True)
         ]
+        self._shard_pool = ThreadPoolExecutor(1, thread_name_prefix="ingest-shards")
+        self._parquet_pool = ThreadPoolExecutor(1, thread_name_prefix="ingest-parquet")
+        self._shard_writes: deque[Future[None]] = deque()
+        self._parquet_writes: deque[Future[None]] = deque()
 
     def add(self, split_index: int, features: np.ndarray, labels: np.ndarray) -> None:
-        self._writers[split_index].add(features, labels)
+        writer = self._writers[split_index]
+        _submit(self._shard_pool, self._shard_writes, writer.add, features, labels)
+
+    def _write_parquet(self, parquet: ParquetFiles, records: np.ndarray, index: int) -> None:
+        _submit(self._parquet_pool, self._parquet_writes, parquet.write, records, index)
+
+    def stop(self) -> None:
+        """Wait for the writes under way and drop the queued ones (always called)."""
+        self._shard_pool.shutdown(wait=True, cancel_futures=True)
+        self._parquet_pool.shutdown(wait=True, cancel_futures=True)
 
     def close(self) -> tuple[list[ShardInfo], list[ParquetFile]]:
+        _drain(self._shard_writes)
         shards = [shard for writer in self._writers for shard in writer.close()]
+        _drain(self._parquet_writes)
         files = [file for parquet in self._parquet for file in parquet.files]
         if [(s.split, s.index, s.rows) for s in shards] != [
             (f.split, f.index, f.rows) for f in files
@@ -91,11 +114,30 @@ class _SplitWriters:
         return shards, files
 
 
+def _submit(
+    pool: ThreadPoolExecutor,
+    pending: deque[Future[None]],
+    write: Callable[..., None],
+    *args: object,
+) -> None:
+    pending.append(pool.submit(write, *args))
+    while len(pending) > MAX_PENDING_WRITES:
+        pending.popleft().result()
+
+
+def _drain(pending: deque[Future[None]]) -> None:
+    while pending:
+        pending.popleft().result()
+
+
 def open_source(
-    data_format: DataFormat, path: Path, label_column: str, limits: IngestLimits
+    data_format: DataFormat, path: Path, label_column: str, limits: IngestLimits, spill_dir: Path
 ) -> Source:
-    source_type = CsvSource if data_format is DataFormat.CSV else NpzSource
-    return source_type(path, label_column, limits.parse_block_bytes, limits.max_categories)
+    """The upload at `path` as a source; a tabular one sets batches aside in `spill_dir`."""
+    if not data_format.tabular:
+        return NpzSource(path, label_column, limits.parse_block_bytes, limits.max_categories)
+    table = open_table(data_format, path, limits.parse_block_bytes)
+    return TableSource(table, label_column, limits.max_categories, spill_dir)
 
 
 def check_bad_rows(
@@ -181,23 +223,26 @@ def ingest(
     label_counts = np.zeros((1 + len(SPLITS), classes), dtype=np.int64)
     log = _AnomalyLog(limits.max_anomaly_examples)
     writers = _SplitWriters(sink, schema, limits.shard_bytes)
-    for chunk in source.encode(schema):
-        kept = ~log.add(chunk)
-        splits = assign_splits(chunk.row_hashes, ratios)
-        histograms.add(chunk.features.reshape(-1, channels))
-        labelled = chunk.labels[chunk.labels >= 0]
-        label_counts[0] += np.bincount(labelled, minlength=classes)
-        for index, split in enumerate(SPLITS):
-            rows = kept & (splits == index)
-            writers.add(index, chunk.features[rows], chunk.labels[rows])
-            label_counts[index + 1] += np.bincount(chunk.labels[rows], minlength=classes)
-            if split is Split.TRAIN:
-                normalization.add(chunk.features[rows].reshape(-1, channels))
-    total = inference.total_rows
-    check_bad_rows(log.bad_rows, total, max_bad_row_fraction, log.examples)
-    if log.bad_rows == total:
-        raise invalid("chunk", f"all {total} rows are bad; nothing was stored")
-    shards, parquet_files = writers.close()
+    try:
+        for chunk in source.encode(schema):
+            kept = ~log.add(chunk)
+            splits = assign_splits(chunk.row_hashes, ratios)
+            histograms.add(chunk.features.reshape(-1, channels))
+            labelled = chunk.labels[chunk.labels >= 0]
+            label_counts[0] += np.bincount(labelled, minlength=classes)
+            for index, split in enumerate(SPLITS):
+                rows = kept & (splits == index)
+                writers.add(index, chunk.features[rows], chunk.labels[rows])
+                label_counts[index + 1] += np.bincount(chunk.labels[rows], minlength=classes)
+                if split is Split.TRAIN:
+                    normalization.add(chunk.features[rows].reshape(-1, channels))
+        total = inference.total_rows
+        check_bad_rows(log.bad_rows, total, max_bad_row_fraction, log.examples)
+        if log.bad_rows == total:
+            raise invalid("chunk", f"all {total} rows are bad; nothing was stored")
+        shards, parquet_files = writers.close()
+    finally:
+        writers.stop()
     per_split = label_counts[1:].sum(axis=1)
     rows = RowCounts(
         total=total,

@@ -194,7 +194,13 @@ class Upload:
     ) -> tuple[DatasetVersion, IngestResult]:
         request = self._request
         with self._blobs.local_copy(source_sha256) as source_path:
-            source = open_source(request.format, source_path, request.label_column, self._limits)
+            source = open_source(
+                request.format,
+                source_path,
+                request.label_column,
+                self._limits,
+                self._blobs.temp_dir,
+            )
             result = ingest(
                 source,
                 request.ratios,

@@ -71,7 +71,7 @@ def test_failures_name_the_problem(services, tmp_path):
     other = tmp_path / "people.txt"
     other.write_text(CSV)
     wrong_kind = runner.invoke(app, ["data", "upload", str(other)])
-    assert wrong_kind.exit_code == 2 and ".csv or .npz" in wrong_kind.output
+    assert wrong_kind.exit_code == 2 and "expected a .csv, .parquet" in wrong_kind.output
     missing = runner.invoke(app, ["data", "show", "iris@0123456789ab"])
     assert missing.exit_code == 1 and "NOT_FOUND" in missing.output
     unknown = runner.invoke(app, ["data", "import-sample", "mnist"])

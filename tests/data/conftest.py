@@ -1,5 +1,6 @@
 """Fixtures for the data service: settings -> core (no sockets), and settings -> a real
-grpc.aio server on port 0 -> stub; plus builders of CSV and NPZ uploads.
+grpc.aio server on port 0 -> stub; plus builders of CSV and NPZ uploads (the other
+tabular formats are built with pyarrow where a test needs them).
 
 Uploads a test expects refused go over a blocking channel, from a thread, as the CLI and the
 gateway send them: when the server refuses a client-streamed call while the client is
@@ -124,7 +125,7 @@ def ingest(core: DataCore, content: bytes, **spec) -> tuple[DatasetVersion, bool
     """Upload `content` through the core in 1000-byte chunks."""
     spec.setdefault("dataset", "table")
     spec.setdefault("format", "csv")
-    if spec["format"] == "csv":
+    if spec["format"] != "npz":
         spec.setdefault("label_column", "label")
     upload = core.start_upload(UploadSpec(**spec))
     for start in range(0, len(content), 1000):
@@ -167,6 +168,6 @@ def upload_requests(header: pb.UploadHeader, content: bytes, chunk_bytes: int = 
 async def upload(stub, content: bytes, **header) -> pb.UploadDatasetResponse:
     header.setdefault("dataset", "table")
     header.setdefault("format", pb.DATA_FORMAT_CSV)
-    if header["format"] == pb.DATA_FORMAT_CSV:
+    if header["format"] != pb.DATA_FORMAT_NPZ:
         header.setdefault("label_column", "label")
     return await stub.UploadDataset(upload_requests(pb.UploadHeader(**header), content))

@@ -3,6 +3,12 @@ samples, streamed uploads, versions, statistics, and refusals as JSON."""
 
 from __future__ import annotations
 
+import io
+import json
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
 from gateway.app import create_app
 from gateway.backends import Backends
 from tests.gateway.conftest import asgi_client
@@ -63,6 +69,40 @@ async def test_streamed_csv_upload_becomes_a_version(platform):
         content=CSV,
     )
     assert same.status_code == 200 and same.json()["version"]["name"] == version["name"]
+
+
+async def test_parquet_and_json_lines_uploads_make_the_csv_version_content(platform):
+    rows = [
+        {"height": round(1.0 + i / 10, 2), "weight": 50 + i, "kind": "a" if i % 2 else "b"}
+        for i in range(40)
+    ]
+    parquet = io.BytesIO()
+    pq.write_table(pa.Table.from_pylist(rows), parquet)
+    bodies = {
+        "csv": CSV,
+        "parquet": parquet.getvalue(),
+        "jsonl": "".join(json.dumps(row) + "\n" for row in rows).encode(),
+    }
+    versions = {}
+    for data_format, body in bodies.items():
+        uploaded = await platform.post(
+            f"/api/v1/datasets/{data_format}/versions",
+            params={"format": data_format, "label_column": "kind"},
+            content=body,
+        )
+        assert uploaded.status_code == 201, uploaded.text
+        versions[data_format] = uploaded.json()["version"]
+    assert versions["parquet"]["format"] == "DATA_FORMAT_PARQUET"
+    assert versions["jsonl"]["format"] == "DATA_FORMAT_JSONL"
+    for field in ("schema", "rows"):
+        assert versions["csv"][field] == versions["parquet"][field] == versions["jsonl"][field]
+    corrupt = await platform.post(
+        "/api/v1/datasets/corrupt/versions",
+        params={"format": "parquet", "label_column": "kind"},
+        content=parquet.getvalue()[:-100],
+    )
+    assert corrupt.status_code == 400, corrupt.text
+    assert "unreadable Parquet" in corrupt.json()["error"]["message"]
 
 
 async def test_refusals_are_json_with_field_violations(platform):

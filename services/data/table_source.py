@@ -1,10 +1,12 @@
-"""A CSV upload as a `Source`: tabular rows, one feature per column except the label.
+"""A tabular upload (CSV, Parquet, JSON Lines) as a `Source`: one feature per column
+except the label, read as Arrow record batches.
 
 Type inference follows TFDV's spirit: a column is numeric when most of its present
 values are numbers (INT when all of them are integral), else categorical with the sorted
-distinct values as vocabulary. Values are parsed a column of a block at a time with
-numpy; only a block with a missing or non-numeric value falls back to parsing its
-distinct values one by one."""
+distinct values as vocabulary. The first pass reads the file once, profiles each column
+and sets each batch aside (`BatchSpill`) with the columns that can only be numbers
+already parsed; the second pass encodes the set-aside batches with the schema, so the
+file is parsed once. Everything per row runs in Arrow's kernels or numpy."""
 
 from __future__ import annotations
 
@@ -14,8 +16,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 
-from services.data.csv_blocks import CsvBlock, CsvFile
+from services.data.batch_spill import BatchSpill
 from services.data.entities import (
     AnomalyKind,
     FeatureKind,
@@ -36,50 +39,24 @@ from services.data.sources import (
     same_detail,
     vocabulary,
 )
-from services.data.splits import hash_rows
+from services.data.splits import hash_values, number_words, text_words
 from services.data.stats import Moments
+from services.data.table_columns import (
+    ParsedColumn,
+    check_type,
+    codes_in,
+    is_text,
+    missing_text,
+    parse_numbers,
+    shown,
+    stripped_text,
+    value_counts,
+)
+from services.data.table_files import TableFile, read_ahead
 from shared.errors import invalid
 
 # The largest whole number an INT column may hold: float64's exact range.
 MAX_EXACT_INT = 2.0**53
-# A quoted field may make a block this much larger than `block_bytes`, no more.
-MAX_BLOCK_FACTOR = 64
-
-
-@dataclass(frozen=True)
-class ParsedColumn:
-    """A column of a block as numbers: NaN where the value is missing or not a number."""
-
-    numbers: np.ndarray
-    missing: np.ndarray
-    text: np.ndarray
-
-
-def parse_numbers(values: list[str]) -> ParsedColumn:
-    try:
-        numbers = np.array(values, dtype=np.float64)
-    except ValueError:
-        return _parse_distinct(values)
-    # "nan" and "NaN" parse as NaN; they are missing-value tokens.
-    return ParsedColumn(numbers, np.isnan(numbers), np.zeros(len(values), dtype=bool))
-
-
-def _parse_distinct(values: list[str]) -> ParsedColumn:
-    distinct, inverse = np.unique(np.array(values, dtype=object), return_inverse=True)
-    numbers = np.full(len(distinct), np.nan)
-    missing = np.zeros(len(distinct), dtype=bool)
-    text = np.zeros(len(distinct), dtype=bool)
-    for i, value in enumerate(distinct):
-        if is_missing(value):
-            missing[i] = True
-            continue
-        try:
-            numbers[i] = float(value)
-        except ValueError:
-            text[i] = True
-        else:
-            missing[i] = np.isnan(numbers[i])
-    return ParsedColumn(numbers[inverse], missing[inverse], text[inverse])
 
 
 @dataclass
@@ -94,16 +71,37 @@ class _ColumnProfile:
     distinct: Counter[str] | None = field(default_factory=Counter)
 
 
-class CsvSource:
+@dataclass(frozen=True)
+class _Vocabulary:
+    """A categorical column's (or the label's) values, as Arrow matches them and as the
+    row hash takes them."""
+
+    values: pa.Array
+    words: np.ndarray
+
+    @classmethod
+    def of(cls, values: list[str]) -> _Vocabulary:
+        return cls(pa.array(values, pa.string()), text_words(values))
+
+    def words_of(self, codes: np.ndarray) -> np.ndarray:
+        """Each code's word; 0 where it is -1 (a bad row's value, never hashed for a split)."""
+        if not len(self.words):
+            return np.zeros(len(codes), dtype=np.uint64)
+        return np.where(codes >= 0, self.words[codes], np.uint64(0))
+
+
+class TableSource:
     def __init__(
-        self, path: Path, label_column: str, block_bytes: int, max_categories: int
+        self, table: TableFile, label_column: str, max_categories: int, spill_dir: Path
     ) -> None:
-        self._file = CsvFile(path, block_bytes, block_bytes * MAX_BLOCK_FACTOR)
+        self._table = table
         self._max_categories = max_categories
-        columns = self._file.columns
+        self._spill_dir = spill_dir
+        self._spill: BatchSpill | None = None
+        columns = table.columns
         if label_column not in columns:
             raise invalid(
-                "header.label_column", f"column {label_column!r} is not in the CSV header {columns}"
+                "header.label_column", f"column {label_column!r} is not in the header {columns}"
             )
         self._label_index = columns.index(label_column)
         self._feature_indexes = [i for i in range(len(columns)) if i != self._label_index]
@@ -117,13 +115,20 @@ class CsvSource:
         moments = Moments(len(self._feature_indexes))
         labels: Counter[str] = Counter()
         rows = 0
-        for block in self._file.blocks():
-            rows += block.rows
-            labels.update(map(str.strip, block.columns[self._label_index]))
+        self._spill = BatchSpill(self._spill_dir)
+        for batch in read_ahead(self._table.batches()):
+            rows += batch.num_rows
+            label = batch.column(self._label_index)
+            check_type(self._label, label)
+            labels.update(value_counts(label))
             check_label_counts(labels, self._max_categories)
-            moments.add(self._profile_block(block, profiles))
+            numbers, spilled = self._profile_batch(batch, profiles, reference)
+            moments.add(numbers)
+            self._spill.write(
+                pa.record_batch([*spilled, label], names=[*self._feature_names, self._label])
+            )
         if rows == 0:
-            raise invalid("chunk", "the CSV has a header but no data rows")
+            raise invalid("chunk", f"the {self._table.kind} has a header but no data rows")
         statistics = [
             self._statistics(name, profile, moments, i, rows, reference)
             for i, (name, profile) in enumerate(zip(self._feature_names, profiles, strict=True))
@@ -144,29 +149,45 @@ class CsvSource:
             raise invalid(
                 "header.reference_version",
                 f"the reference has features {expected} and label {reference.label!r}; "
-                f"this CSV has features {self._feature_names} and label {self._label!r}",
+                f"this file has features {self._feature_names} and label {self._label!r}",
             )
 
-    def _profile_block(self, block: CsvBlock, profiles: list[_ColumnProfile]) -> np.ndarray:
-        numbers = np.empty((block.rows, len(profiles)))
+    def _profile_batch(
+        self, batch: pa.RecordBatch, profiles: list[_ColumnProfile], reference: Schema | None
+    ) -> tuple[np.ndarray, list[pa.Array]]:
+        """The batch's numbers (NaN where missing or not a number) for the moments, and
+        its feature columns as the second pass reads them."""
+        numbers = np.empty((batch.num_rows, len(profiles)))
+        spilled = []
         for f, (index, profile) in enumerate(zip(self._feature_indexes, profiles, strict=True)):
-            values = block.columns[index]
-            parsed = parse_numbers(values)
+            column = batch.column(index)
+            check_type(self._feature_names[f], column)
+            parsed = parse_numbers(column)
             finite = np.isfinite(parsed.numbers)
             profile.missing += int(parsed.missing.sum())
             profile.text += int(parsed.text.sum())
             profile.not_finite += int((~finite & ~parsed.missing & ~parsed.text).sum())
-            present = parsed.numbers[finite]
-            # INT: whole numbers that float64 holds exactly.
-            profile.integral = profile.integral and bool(
-                np.all((present == np.floor(present)) & (np.abs(present) <= MAX_EXACT_INT))
-            )
+            if profile.integral:
+                # INT: whole numbers that float64 holds exactly.
+                present = parsed.numbers[finite]
+                profile.integral = bool(
+                    np.all((present == np.floor(present)) & (np.abs(present) <= MAX_EXACT_INT))
+                )
+            if not is_text(column):
+                # Numbers only: never a categorical column (unless a reference says so).
+                profile.distinct = None
             if profile.distinct is not None:
-                profile.distinct.update(map(str.strip, values))
+                profile.distinct.update(value_counts(column))
                 if len(profile.distinct) > self._max_categories + len(MISSING_TOKENS):
                     profile.distinct = None
             numbers[:, f] = np.where(finite, parsed.numbers, np.nan)
-        return numbers
+            numeric = profile.distinct is None and (
+                reference is None or reference.features[f].kind is not FeatureKind.CATEGORICAL
+            )
+            spilled.append(
+                pa.array(parsed.numbers) if numeric and parsed.clean and is_text(column) else column
+            )
+        return numbers, spilled
 
     def _statistics(
         self,
@@ -226,32 +247,48 @@ class CsvSource:
         return FeatureSchema(name=stats.name, kind=stats.kind, min=stats.min, max=stats.max)
 
     def encode(self, schema: Schema) -> Iterator[EncodedChunk]:
-        label_codes = {label: i for i, label in enumerate(schema.label_vocabulary)}
-        codes = [{value: i for i, value in enumerate(f.vocabulary)} for f in schema.features]
-        for block in self._file.blocks():
-            features = np.empty((block.rows, len(schema.features)))
-            problems: list[Problem] = []
-            for f, (index, feature) in enumerate(
-                zip(self._feature_indexes, schema.features, strict=True)
-            ):
-                values = block.columns[index]
-                if feature.kind is FeatureKind.CATEGORICAL:
-                    encoded = _encode_categories(
-                        values, codes[f], feature.name, problems, label=False
-                    )
-                    features[:, f] = np.where(encoded >= 0, encoded, np.nan)
-                else:
-                    features[:, f] = _encode_numbers(values, feature, problems)
-            labels = _encode_categories(
-                block.columns[self._label_index], label_codes, self._label, problems, label=True
-            )
-            yield EncodedChunk(
-                first_row=block.first_row,
-                features=features,
-                labels=labels,
-                row_hashes=hash_rows(key.encode() for key in block.keys),
-                problems=problems,
-            )
+        if self._spill is None:
+            raise RuntimeError("encode() follows infer()")
+        labels = _Vocabulary.of(schema.label_vocabulary)
+        vocabularies = [_Vocabulary.of(f.vocabulary) for f in schema.features]
+        first_row = 0
+        try:
+            for batch in self._spill.batches():
+                yield self._encode_batch(batch, first_row, schema, vocabularies, labels)
+                first_row += batch.num_rows
+        finally:
+            self._spill.close()
+
+    def _encode_batch(
+        self,
+        batch: pa.RecordBatch,
+        first_row: int,
+        schema: Schema,
+        vocabularies: list[_Vocabulary],
+        labels: _Vocabulary,
+    ) -> EncodedChunk:
+        features = np.empty((batch.num_rows, len(schema.features)))
+        words = []
+        problems: list[Problem] = []
+        for f, (feature, known) in enumerate(zip(schema.features, vocabularies, strict=True)):
+            column = batch.column(f)
+            if feature.kind is FeatureKind.CATEGORICAL:
+                codes = _encode_categories(column, known, feature.name, problems, label=False)
+                features[:, f] = np.where(codes >= 0, codes, np.nan)
+                words.append(known.words_of(codes))
+            else:
+                features[:, f] = _encode_numbers(column, feature, problems)
+                words.append(number_words(features[:, f]))
+        label = batch.column(len(schema.features))
+        codes = _encode_categories(label, labels, self._label, problems, label=True)
+        words.append(labels.words_of(codes))
+        return EncodedChunk(
+            first_row=first_row,
+            features=features,
+            labels=codes,
+            row_hashes=hash_values(words),
+            problems=problems,
+        )
 
 
 def _report(
@@ -267,9 +304,9 @@ def _report(
 
 
 def _encode_numbers(
-    values: list[str], feature: FeatureSchema, problems: list[Problem]
+    column: pa.Array, feature: FeatureSchema, problems: list[Problem]
 ) -> np.ndarray:
-    parsed = parse_numbers(values)
+    parsed: ParsedColumn = parse_numbers(column)
     finite = np.isfinite(parsed.numbers)
     name = feature.name
     _report(problems, AnomalyKind.MISSING_VALUE, name, parsed.missing, same_detail("missing value"))
@@ -278,14 +315,14 @@ def _encode_numbers(
         AnomalyKind.NOT_A_NUMBER,
         name,
         parsed.text,
-        lambda i: f"not a number: {values[i]!r}",
+        lambda i: f"not a number: {shown(column, i)!r}",
     )
     _report(
         problems,
         AnomalyKind.NOT_FINITE,
         name,
         ~finite & ~parsed.missing & ~parsed.text,
-        lambda i: f"not a finite number: {values[i]!r}",
+        lambda i: f"not a finite number: {shown(column, i)!r}",
     )
     if feature.kind is FeatureKind.INT:
         # A column whose schema (a reference version's) says INT takes whole numbers only.
@@ -294,7 +331,7 @@ def _encode_numbers(
             AnomalyKind.NOT_A_NUMBER,
             name,
             finite & (parsed.numbers != np.floor(parsed.numbers)),
-            lambda i: f"not an integer: {values[i]!r} (the schema's column is INT)",
+            lambda i: f"not an integer: {shown(column, i)!r} (the schema's column is INT)",
         )
     low, high = feature.min, feature.max
     if low is not None and high is not None:
@@ -303,37 +340,35 @@ def _encode_numbers(
             AnomalyKind.OUT_OF_RANGE,
             name,
             finite & ((parsed.numbers < low) | (parsed.numbers > high)),
-            lambda i: f"{values[i].strip()} is outside the schema's range [{low:g}, {high:g}]",
+            lambda i: (
+                f"{shown(column, i).strip()} is outside the schema's range [{low:g}, {high:g}]"
+            ),
         )
     return np.where(finite, parsed.numbers, np.nan)
 
 
 def _encode_categories(
-    values: list[str], codes: dict[str, int], column: str, problems: list[Problem], label: bool
+    column: pa.Array, known: _Vocabulary, name: str, problems: list[Problem], label: bool
 ) -> np.ndarray:
     """Each value's index in the vocabulary, -1 where it is missing or not in it."""
-    encoded = np.fromiter(
-        (codes.get(value.strip(), -1) for value in values), dtype=np.int64, count=len(values)
-    )
-    unmatched = np.flatnonzero(encoded < 0)
-    if unmatched.size:
-        missing = np.zeros(len(values), dtype=bool)
-        missing[unmatched] = [is_missing(values[i]) for i in unmatched]
-        unknown = np.zeros(len(values), dtype=bool)
-        unknown[unmatched] = ~missing[unmatched]
+    stripped = stripped_text(column)
+    codes = codes_in(stripped, known.values)
+    unmatched = codes < 0
+    if unmatched.any():
+        missing = unmatched & missing_text(stripped)
         what = "label set" if label else "vocabulary"
         _report(
             problems,
             AnomalyKind.MISSING_LABEL if label else AnomalyKind.MISSING_VALUE,
-            column,
+            name,
             missing,
             same_detail("missing label" if label else "missing value"),
         )
         _report(
             problems,
             AnomalyKind.UNKNOWN_LABEL if label else AnomalyKind.UNKNOWN_CATEGORY,
-            column,
-            unknown,
-            lambda i: f"{values[i].strip()!r} is not in the schema's {what}",
+            name,
+            unmatched & ~missing,
+            lambda i: f"{shown(stripped, i)!r} is not in the schema's {what}",
         )
-    return encoded
+    return codes
