@@ -9,7 +9,10 @@ in 1 MiB chunks and measures:
 - the service's memory: its resident set before the upload and its peak during it
   (VmHWM, reset just before the upload through /proc/<pid>/clear_refs), and the growth;
 - read-back: the train split streamed with ReadBatches, in rows/s and MB/s, and with
-  ReadArrow into one pyarrow Table, in rows/s.
+  ReadArrow into one pyarrow Table, in rows/s;
+- the same rows as one Parquet file (zstd, Arrow's types), uploaded the same way:
+  MB/s of the Parquet file, rows/s, memory, and whether its splits hold as many rows as
+  the CSV's (rows hash by value, so they must).
 Results go to `--output` as JSON. Run: `python bench/data_bench.py [--size-mb N]`."""
 
 from __future__ import annotations
@@ -28,6 +31,8 @@ from pathlib import Path
 import grpc
 import numpy as np
 import pyarrow as pa
+import pyarrow.csv as pa_csv
+import pyarrow.parquet as pq
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 REPO = Path(__file__).resolve().parents[1]
@@ -126,11 +131,53 @@ def file_chunks(path: Path) -> Iterator[bytes]:
             yield chunk
 
 
-async def requests(path: Path) -> AsyncIterator[pb.UploadDatasetRequest]:
-    header = pb.UploadHeader(dataset="bench", format=pb.DATA_FORMAT_CSV, label_column="label")
+def write_parquet(csv_path: Path, parquet_path: Path) -> None:
+    """The CSV's rows as one Parquet file (Arrow's inferred types: int64 id and label,
+    float64 features), written a batch at a time."""
+    reader = pa_csv.open_csv(csv_path)
+    with pq.ParquetWriter(parquet_path, reader.schema, compression="zstd") as writer:
+        for batch in reader:
+            writer.write_batch(batch)
+
+
+async def requests(
+    path: Path, data_format: pb.DataFormat.ValueType, dataset: str
+) -> AsyncIterator[pb.UploadDatasetRequest]:
+    header = pb.UploadHeader(dataset=dataset, format=data_format, label_column="label")
     yield pb.UploadDatasetRequest(header=header)
     for chunk in file_chunks(path):
         yield pb.UploadDatasetRequest(chunk=chunk)
+
+
+async def upload(
+    stub: data_pb2_grpc.DataServiceStub,
+    pid: int,
+    path: Path,
+    data_format: pb.DataFormat.ValueType,
+    dataset: str,
+) -> tuple[pb.DatasetVersion, dict]:
+    """One upload, timed from the first chunk to the response, with the service's memory."""
+    before = memory_mb(pid)
+    peak_was_reset = reset_peak(pid)
+    started = time.perf_counter()
+    response = await stub.UploadDataset(requests(path, data_format, dataset))
+    ingest_s = time.perf_counter() - started
+    after = memory_mb(pid)
+    size_mb = path.stat().st_size / MB
+    rows = response.version.rows.total
+    return response.version, {
+        "file_mb": round(size_mb, 1),
+        "rows": rows,
+        "version": response.version.name,
+        "ingest_s": round(ingest_s, 2),
+        "ingest_mb_per_s": round(size_mb / ingest_s, 1),
+        "ingest_rows_per_s": round(rows / ingest_s),
+        "rss_before_mb": round(before["VmRSS"], 1),
+        "peak_rss_mb": round(after["VmHWM"], 1),
+        "peak_rss_growth_mb": round(after["VmHWM"] - before["VmRSS"], 1),
+        # Without the reset, the peak may be start-up's, an upper bound on the growth.
+        "peak_reset_before_upload": peak_was_reset,
+    }
 
 
 async def read_batches(stub: data_pb2_grpc.DataServiceStub, version: str) -> tuple[int, int, float]:
@@ -154,37 +201,24 @@ async def read_arrow(stub: data_pb2_grpc.DataServiceStub, version: str) -> tuple
     return table.num_rows, time.perf_counter() - started
 
 
-async def measure(path: Path, port: int, pid: int) -> dict:
+async def measure(csv_path: Path, parquet_path: Path, port: int, pid: int) -> dict:
     options = [("grpc.max_receive_message_length", 256 * MB)]
     async with grpc.aio.insecure_channel(f"127.0.0.1:{port}", options=options) as channel:
         stub = data_pb2_grpc.DataServiceStub(channel)
-        before = memory_mb(pid)
-        peak_was_reset = reset_peak(pid)
-        started = time.perf_counter()
-        response = await stub.UploadDataset(requests(path))
-        ingest_s = time.perf_counter() - started
-        after = memory_mb(pid)
-        version = response.version
+        version, figures = await upload(stub, pid, csv_path, pb.DATA_FORMAT_CSV, "bench")
         rows, read_bytes, read_s = await read_batches(stub, version.name)
         arrow_rows, arrow_s = await read_arrow(stub, version.name)
         shards = await stub.GetShards(pb.GetShardsRequest(version=version.name))
         parquet = await stub.GetShards(
             pb.GetShardsRequest(version=version.name, format=pb.SHARD_FORMAT_PARQUET)
         )
-    size_mb = path.stat().st_size / MB
-    baseline = before["VmRSS"]
+        same, parquet_figures = await upload(
+            stub, pid, parquet_path, pb.DATA_FORMAT_PARQUET, "bench-parquet"
+        )
+    # Rows hash by value: the same rows as Parquet land in the same splits.
+    parquet_figures["same_split_rows_as_csv"] = same.rows == version.rows
     return {
-        "file_mb": round(size_mb, 1),
-        "rows": version.rows.total,
-        "version": version.name,
-        "ingest_s": round(ingest_s, 2),
-        "ingest_mb_per_s": round(size_mb / ingest_s, 1),
-        "ingest_rows_per_s": round(version.rows.total / ingest_s),
-        "rss_before_mb": round(baseline, 1),
-        "peak_rss_mb": round(after["VmHWM"], 1),
-        "peak_rss_growth_mb": round(after["VmHWM"] - baseline, 1),
-        # Without the reset, the peak may be start-up's, an upper bound on the growth.
-        "peak_reset_before_upload": peak_was_reset,
+        **figures,
         "split_rows": {
             "train": version.rows.train,
             "validation": version.rows.validation,
@@ -199,6 +233,7 @@ async def measure(path: Path, port: int, pid: int) -> dict:
         "read_train_mb_per_s": round(read_bytes / MB / read_s, 1),
         "read_train_arrow_s": round(arrow_s, 2),
         "read_train_arrow_rows_per_s": round(arrow_rows / arrow_s),
+        "parquet_upload": parquet_figures,
     }
 
 
@@ -211,13 +246,15 @@ def main() -> None:
     with tempfile.TemporaryDirectory(dir=args.workdir, prefix="data-bench-") as scratch:
         workdir = Path(scratch)
         csv_path = workdir / "bench.csv"
+        parquet_path = workdir / "bench.parquet"
         started = time.perf_counter()
         generate_csv(csv_path, int(args.size_mb * MB))
+        write_parquet(csv_path, parquet_path)
         generate_s = time.perf_counter() - started
         port = free_port()
         process = start_service(workdir / "home", port, workdir / "service.log")
         try:
-            results = asyncio.run(measure(csv_path, port, process.pid))
+            results = asyncio.run(measure(csv_path, parquet_path, port, process.pid))
         finally:
             process.terminate()
             process.wait(30)
