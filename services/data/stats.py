@@ -63,11 +63,11 @@ class Histograms:
     """Equal-width histograms, one per feature with a known finite range."""
 
     def __init__(self, ranges: list[tuple[float, float] | None], bins: int) -> None:
-        self._ranges = ranges
         self._bins = bins
-        self.edges = [
-            None if bounds is None else np.histogram_bin_edges(np.empty(0), bins, range=bounds)
-            for bounds in ranges
+        self.edges = [None if bounds is None else _edges(bounds, bins) for bounds in ranges]
+        # A range too narrow for float64 to split into bins has no histogram.
+        self._ranges = [
+            r if e is not None else None for r, e in zip(ranges, self.edges, strict=True)
         ]
         self.counts = [np.zeros(bins, dtype=np.int64) for _ in ranges]
 
@@ -80,3 +80,10 @@ class Histograms:
             present = present[np.isfinite(present)]
             # Equal bins by count and range: numpy's arithmetic path, not a sort.
             self.counts[column] += np.histogram(present, bins=self._bins, range=bounds)[0]
+
+
+def _edges(bounds: tuple[float, float], bins: int) -> np.ndarray | None:
+    try:
+        return np.histogram_bin_edges(np.empty(0), bins, range=bounds)
+    except ValueError:
+        return None

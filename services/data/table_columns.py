@@ -32,34 +32,48 @@ class ParsedColumn:
 
     @property
     def clean(self) -> bool:
-        """No value is text: the numbers (NaN for missing) say all there is."""
-        return not self.text.any()
+        """Numbers or missing values only, all finite: the numbers (NaN for missing) say
+        all there is, anomaly details included."""
+        return not self.text.any() and bool(np.isfinite(self.numbers[~self.missing]).all())
 
 
 def is_text(column: pa.Array) -> bool:
     return pa.types.is_string(column.type) or pa.types.is_large_string(column.type)
 
 
-def check_type(name: str, column: pa.Array) -> None:
+def normalized(name: str, column: pa.Array) -> pa.Array:
+    """The column as numbers (integers, floats, booleans, nulls) or as checked UTF-8 text:
+    dictionaries decoded, decimals as float64, string views as strings; INVALID_ARGUMENT
+    for any other type, or for text that is not UTF-8 (Parquet and JSON readers do not
+    check it)."""
     kind = column.type
     if pa.types.is_dictionary(kind):
-        kind = kind.value_type
-    if not (
+        column = column.dictionary_decode()
+        kind = column.type
+    if pa.types.is_decimal(kind):
+        return pc.cast(column, pa.float64(), safe=False)
+    if pa.types.is_string_view(kind):
+        column = pc.cast(column, pa.string())
+    elif not (
         pa.types.is_integer(kind)
         or pa.types.is_floating(kind)
         or pa.types.is_boolean(kind)
-        or pa.types.is_decimal(kind)
-        or pa.types.is_string(kind)
-        or pa.types.is_large_string(kind)
         or pa.types.is_null(kind)
+        or is_text(column)
     ):
         raise invalid(
             "chunk", f"column {name!r} holds {kind}; a feature or label is a number or text"
         )
+    if is_text(column):
+        try:
+            column.validate(full=True)
+        except pa.ArrowInvalid:
+            raise invalid("chunk", f"column {name!r} holds text that is not UTF-8") from None
+    return column
 
 
 def parse_numbers(column: pa.Array) -> ParsedColumn:
-    column = _decoded(column)
+    """A normalized column's values as numbers."""
     if not is_text(column):
         numbers = pc.cast(column, pa.float64(), safe=False).to_numpy(zero_copy_only=False)
         return ParsedColumn(numbers, np.isnan(numbers), np.zeros(len(numbers), dtype=bool))
@@ -92,8 +106,8 @@ def _parse_distinct(column: pa.Array) -> ParsedColumn:
 
 
 def stripped_text(column: pa.Array) -> pa.Array:
-    """The values as text without surrounding white space; "" where null."""
-    column = _decoded(column)
+    """A normalized column's values as text without surrounding white space; "" where
+    null."""
     if not is_text(column):
         column = pc.cast(column, pa.string())
     return pc.utf8_trim_whitespace(pc.fill_null(column, ""))
@@ -110,8 +124,9 @@ def codes_in(stripped: pa.Array, values: pa.Array) -> np.ndarray:
 
 
 def value_counts(column: pa.Array) -> Counter[str]:
-    """How often each value occurs, as text stripped of surrounding white space (counted
-    on the distinct values: stripping a handful beats stripping every row)."""
+    """How often each value of a normalized column occurs, as text stripped of
+    surrounding white space (counted on the distinct values: stripping a handful beats
+    stripping every row)."""
     counts = pc.value_counts(column)
     distinct = stripped_text(counts.field("values")).to_pylist()
     found: Counter[str] = Counter()
@@ -124,9 +139,3 @@ def shown(column: pa.Array, row: int) -> str:
     """A value as the anomaly's detail quotes it."""
     value = column[row].as_py()
     return "" if value is None else str(value)
-
-
-def _decoded(column: pa.Array) -> pa.Array:
-    if pa.types.is_dictionary(column.type):
-        return column.dictionary_decode()
-    return column

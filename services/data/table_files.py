@@ -8,9 +8,9 @@ byte order mark skipped, each row within one parse block. The bytes Arrow reads 
 through a check that they are UTF-8 (naming the byte offset of the first that is not)
 and that the quotes balance. A row with the wrong number of fields fails the upload,
 naming up to ten such rows. Parquet and JSON Lines keep the types their files declare or
-Arrow infers; JSON Lines whose column changes type between rows, or a line that is not a
-JSON object, fail the upload with Arrow's message. A file that Arrow cannot read is
-INVALID_ARGUMENT, never a server error."""
+Arrow infers (JSON Lines widened, see `JsonLinesTable`); JSON Lines whose column changes
+type between rows, or a line that is not a JSON object, fail the upload with Arrow's
+message. A file that Arrow cannot read is INVALID_ARGUMENT, never a server error."""
 
 from __future__ import annotations
 
@@ -30,7 +30,8 @@ from services.data.entities import DataFormat
 from shared.errors import FieldViolation, InvalidArgument, invalid
 
 MAX_RAGGED_ROWS_REPORTED = 10
-PARQUET_BATCH_ROWS = 64 * 1024
+# Parquet bytes read at a time from a column chunk.
+PARQUET_BUFFER_BYTES = 1024 * 1024
 # Batches read ahead on a thread of their own while the source works on the last one.
 READ_AHEAD = 2
 
@@ -49,7 +50,7 @@ def open_table(data_format: DataFormat, path: Path, block_bytes: int) -> TableFi
     if data_format is DataFormat.CSV:
         return CsvTable(path, block_bytes)
     if data_format is DataFormat.PARQUET:
-        return ParquetTable(path)
+        return ParquetTable(path, block_bytes)
     return JsonLinesTable(path, block_bytes)
 
 
@@ -91,10 +92,12 @@ class _CheckedReads:
         data = self._handle.read(size)
         if self.problem is not None:
             return b""
+        # Bytes the decoder holds from the last read (a character cut in two) come first.
+        held = len(self._decoder.getstate()[0])
         try:
             self._decoder.decode(data, final=not data)
         except UnicodeDecodeError as error:
-            where = self._offset + error.start
+            where = self._offset - held + error.start
             self.problem = invalid(
                 "chunk", f"the CSV is not UTF-8 text: {error.reason} at byte {where}"
             )
@@ -120,16 +123,18 @@ class CsvTable:
         self._block_bytes = block_bytes
         # Only the names are wanted here: rows Arrow reads to type the columns are skipped
         # when ragged (the batches report them).
-        header = self._read(pa_csv.ConvertOptions(), block_bytes, on_ragged=lambda _row: "skip")
+        header, reads = self._open(pa_csv.ConvertOptions(), lambda _row: "skip")
         try:
             self._names = header.schema.names
+        except UnicodeDecodeError:
+            raise invalid("chunk", "the CSV header is not UTF-8 text") from None
         finally:
             header.close()
+            reads.close()
         self.columns = check_columns("CSV", self._names)
 
     def batches(self) -> Iterator[pa.RecordBatch]:
         ragged: list[pa_csv.InvalidRow] = []
-        reads = _CheckedReads(self._path)
 
         def on_ragged(row: pa_csv.InvalidRow) -> str:
             ragged.append(row)
@@ -140,7 +145,7 @@ class CsvTable:
             strings_can_be_null=False,
             quoted_strings_can_be_null=False,
         )
-        reader = self._read(convert, self._block_bytes, reads, on_ragged)
+        reader, reads = self._open(convert, on_ragged)
         try:
             while True:
                 try:
@@ -149,6 +154,9 @@ class CsvTable:
                     break
                 except pa.ArrowInvalid as error:
                     raise reads.problem or self._unreadable(error) from None
+                # Text cut short by a problem reads as a ragged row: the problem first.
+                if reads.problem is not None:
+                    raise reads.problem
                 _check_ragged(ragged, len(self.columns))
                 yield batch
             if reads.problem is not None:
@@ -158,32 +166,36 @@ class CsvTable:
             reader.close()
             reads.close()
 
-    def _read(
+    def _open(
         self,
         convert: pa_csv.ConvertOptions,
-        block_bytes: int,
-        source: _CheckedReads | None = None,
-        on_ragged: Callable[[pa_csv.InvalidRow], str] | None = None,
-    ) -> pa_csv.CSVStreamingReader:
+        on_ragged: Callable[[pa_csv.InvalidRow], str],
+    ) -> tuple[pa_csv.CSVStreamingReader, _CheckedReads]:
+        reads = _CheckedReads(self._path)
         try:
-            return pa_csv.open_csv(
-                source or self._path,
+            reader = pa_csv.open_csv(
+                reads,
                 # One thread: Arrow then numbers the rows it rejects. read_ahead overlaps
                 # the reading with the source's work instead.
-                read_options=pa_csv.ReadOptions(use_threads=False, block_size=block_bytes),
+                read_options=pa_csv.ReadOptions(use_threads=False, block_size=self._block_bytes),
                 parse_options=pa_csv.ParseOptions(
                     newlines_in_values=True, invalid_row_handler=on_ragged
                 ),
                 convert_options=convert,
             )
         except pa.ArrowInvalid as error:
-            if source is not None and source.problem is not None:
-                raise source.problem from None
+            reads.close()
+            if reads.problem is not None:
+                raise reads.problem from None
             if "Empty CSV file" in str(error):
                 raise invalid(
                     "chunk", "the CSV is empty: it needs a header row and data rows"
                 ) from None
             raise self._unreadable(error) from None
+        except BaseException:
+            reads.close()
+            raise
+        return reader, reads
 
     def _unreadable(self, error: pa.ArrowInvalid) -> InvalidArgument:
         if "straddles" in str(error):
@@ -210,42 +222,71 @@ def _check_ragged(ragged: list[pa_csv.InvalidRow], width: int) -> None:
 
 
 class ParquetTable:
-    """A Parquet file: its columns as the file types them."""
+    """A Parquet file: its columns as the file types them, read in batches of about
+    `block_bytes` of numbers, a page at a time rather than a column chunk at a time."""
 
     kind = "Parquet"
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, block_bytes: int) -> None:
+        self._path = path
+        file = self._open()
         try:
-            self._file = pq.ParquetFile(path)
+            names = file.schema_arrow.names
+        except UnicodeDecodeError:
+            raise invalid("chunk", "the Parquet file's column names are not UTF-8") from None
         except (pa.ArrowException, OSError) as error:
             raise _unreadable("Parquet", error) from None
-        self.columns = check_columns("Parquet", self._file.schema_arrow.names)
+        finally:
+            file.close()
+        self.columns = check_columns("Parquet", names)
+        self._batch_rows = max(1, block_bytes // (8 * len(names)))
+
+    def _open(self) -> pq.ParquetFile:
+        try:
+            return pq.ParquetFile(self._path, buffer_size=PARQUET_BUFFER_BYTES, pre_buffer=False)
+        except (pa.ArrowException, OSError) as error:
+            raise _unreadable("Parquet", error) from None
 
     def batches(self) -> Iterator[pa.RecordBatch]:
+        file = self._open()
         try:
-            yield from self._file.iter_batches(batch_size=PARQUET_BATCH_ROWS)
+            yield from file.iter_batches(batch_size=self._batch_rows)
         except (pa.ArrowException, OSError) as error:
             raise _unreadable("Parquet", error) from None
+        finally:
+            file.close()
 
 
 class JsonLinesTable:
-    """A JSON Lines file: one JSON object per line, its keys the columns."""
+    """A JSON Lines file: one JSON object per line, its keys the columns. The types Arrow
+    infers from the first block are widened (whole numbers and nulls to float64, dates
+    and times to text) and held for the whole file, so a column may hold whole numbers
+    first and fractions later, or nulls first; a key the first block lacks, or a column
+    whose JSON type changes, fails the upload."""
 
     kind = "JSON Lines"
 
     def __init__(self, path: Path, block_bytes: int) -> None:
         self._path = path
         self._block_bytes = block_bytes
-        reader = self._open()
+        reader = self._open(None)
         try:
-            self.columns = check_columns("JSON Lines", reader.schema.names)
+            inferred = reader.schema
+            names = inferred.names
+        except UnicodeDecodeError:
+            raise invalid("chunk", "the JSON Lines keys are not UTF-8 text") from None
         finally:
             reader.close()
+        self.columns = check_columns("JSON Lines", names)
+        self._schema = pa.schema([pa.field(f.name, _widened(f.type)) for f in inferred])
 
-    def _open(self) -> pa_json.JSONStreamingReader:
+    def _open(self, schema: pa.Schema | None) -> pa_json.JSONStreamingReader:
+        parse = pa_json.ParseOptions(explicit_schema=schema, unexpected_field_behavior="error")
         try:
             return pa_json.open_json(
-                self._path, read_options=pa_json.ReadOptions(block_size=self._block_bytes)
+                self._path,
+                read_options=pa_json.ReadOptions(block_size=self._block_bytes),
+                parse_options=parse,
             )
         except pa.ArrowInvalid as error:
             if "Empty JSON" in str(error):
@@ -253,7 +294,7 @@ class JsonLinesTable:
             raise _unreadable("JSON Lines", error) from None
 
     def batches(self) -> Iterator[pa.RecordBatch]:
-        reader = self._open()
+        reader = self._open(self._schema)
         try:
             while True:
                 try:
@@ -265,6 +306,14 @@ class JsonLinesTable:
                 yield batch
         finally:
             reader.close()
+
+
+def _widened(kind: pa.DataType) -> pa.DataType:
+    if pa.types.is_integer(kind) or pa.types.is_null(kind):
+        return pa.float64()
+    if pa.types.is_temporal(kind):
+        return pa.string()
+    return kind
 
 
 def _unreadable(kind: str, error: Exception) -> InvalidArgument:

@@ -5,8 +5,9 @@ Type inference follows TFDV's spirit: a column is numeric when most of its prese
 values are numbers (INT when all of them are integral), else categorical with the sorted
 distinct values as vocabulary. The first pass reads the file once, profiles each column
 and sets each batch aside (`BatchSpill`) with the columns that can only be numbers
-already parsed; the second pass encodes the set-aside batches with the schema, so the
-file is parsed once. Everything per row runs in Arrow's kernels or numpy."""
+already parsed (where the numbers say all the text did); the second pass encodes the
+set-aside batches with the schema, so the file is parsed once. Everything per row runs
+in Arrow's kernels or numpy."""
 
 from __future__ import annotations
 
@@ -43,10 +44,10 @@ from services.data.splits import hash_values, number_words, text_words
 from services.data.stats import Moments
 from services.data.table_columns import (
     ParsedColumn,
-    check_type,
     codes_in,
     is_text,
     missing_text,
+    normalized,
     parse_numbers,
     shown,
     stripped_text,
@@ -116,17 +117,19 @@ class TableSource:
         labels: Counter[str] = Counter()
         rows = 0
         self._spill = BatchSpill(self._spill_dir)
-        for batch in read_ahead(self._table.batches()):
-            rows += batch.num_rows
-            label = batch.column(self._label_index)
-            check_type(self._label, label)
-            labels.update(value_counts(label))
-            check_label_counts(labels, self._max_categories)
-            numbers, spilled = self._profile_batch(batch, profiles, reference)
-            moments.add(numbers)
-            self._spill.write(
-                pa.record_batch([*spilled, label], names=[*self._feature_names, self._label])
-            )
+        try:
+            for batch in read_ahead(self._table.batches()):
+                rows += batch.num_rows
+                label = normalized(self._label, batch.column(self._label_index))
+                labels.update(value_counts(label))
+                check_label_counts(labels, self._max_categories)
+                numbers, spilled = self._profile_batch(batch, profiles, reference)
+                moments.add(numbers)
+                names = [*self._feature_names, self._label]
+                self._spill.write(pa.record_batch([*spilled, label], names=names))
+        except BaseException:
+            self._spill.close()
+            raise
         if rows == 0:
             raise invalid("chunk", f"the {self._table.kind} has a header but no data rows")
         statistics = [
@@ -160,8 +163,7 @@ class TableSource:
         numbers = np.empty((batch.num_rows, len(profiles)))
         spilled = []
         for f, (index, profile) in enumerate(zip(self._feature_indexes, profiles, strict=True)):
-            column = batch.column(index)
-            check_type(self._feature_names[f], column)
+            column = normalized(self._feature_names[f], batch.column(index))
             parsed = parse_numbers(column)
             finite = np.isfinite(parsed.numbers)
             profile.missing += int(parsed.missing.sum())
@@ -181,9 +183,10 @@ class TableSource:
                 if len(profile.distinct) > self._max_categories + len(MISSING_TOKENS):
                     profile.distinct = None
             numbers[:, f] = np.where(finite, parsed.numbers, np.nan)
-            numeric = profile.distinct is None and (
-                reference is None or reference.features[f].kind is not FeatureKind.CATEGORICAL
-            )
+            # Parsed numbers are set aside where they tell the second pass all the text
+            # would: the column cannot be categorical, and no value is an anomaly whose
+            # detail quotes its text (text, infinities; a reference's ranges).
+            numeric = profile.distinct is None and reference is None
             spilled.append(
                 pa.array(parsed.numbers) if numeric and parsed.clean and is_text(column) else column
             )

@@ -4,8 +4,10 @@ bad files of each format are INVALID_ARGUMENT with nothing stored."""
 
 from __future__ import annotations
 
+import decimal
 import io
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +15,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from services.data.entities import SPLITS, AnomalyKind, FeatureKind
+from services.data.entities import SPLITS, AnomalyKind, FeatureKind, Split
 from shared.errors import InvalidArgument
 from tests.data.conftest import csv_bytes, ingest, read_all, stored_files
 from tests.data.table_fixtures import fixtures
@@ -185,6 +187,30 @@ BAD_FILES = {
     "jsonl not objects": ("jsonl", b"[1, 2]\n[3, 4]\n", "unreadable JSON Lines"),
     "jsonl blank": ("jsonl", b"\n\n", "the JSON Lines file is empty"),
     "jsonl one column": ("jsonl", b'{"label": "x"}\n', "at least one feature and the label"),
+    "csv header not utf-8": (
+        "csv",
+        b"a\xff,label\n1,x\n",
+        "not UTF-8 text: invalid start byte at byte 1",
+    ),
+    "csv utf-16": ("csv", "a,label\n1,x\n".encode("utf-16"), "not UTF-8 text"),
+    "jsonl key not utf-8": ("jsonl", b'{"a\xff": 1, "label": "x"}\n', "not UTF-8"),
+    "jsonl value not utf-8": (
+        "jsonl",
+        b'{"a": 1, "label": "x\xff"}\n',
+        "column 'label' holds text that is not UTF-8",
+    ),
+    "parquet value not utf-8": (
+        "parquet",
+        _parquet(
+            pa.table({"a": [1.0, 2.0], "label": pa.array([b"x", b"y\xff"]).view(pa.string())})
+        ),
+        "column 'label' holds text that is not UTF-8",
+    ),
+    "jsonl key after the first block": (
+        "jsonl",
+        b'{"a": 1, "label": "x"}\n' * 300 + b'{"a": 1, "label": "x", "b": 2}\n',
+        "unexpected field",
+    ),
 }
 
 
@@ -198,6 +224,91 @@ def test_a_bad_file_is_invalid_argument_and_nothing_is_stored(
     assert message in str(error.value)
     assert core.list_versions("", 0, "").items == []
     assert stored_files(blobs) == []
+
+
+def test_json_lines_widen_whole_numbers_nulls_and_dates_across_blocks(core):
+    lines = [{"a": None, "b": 1, "when": "2021-01-01", "label": "x"}] * 300
+    lines += [{"a": 2.5, "b": 1.5, "when": "later", "label": "y"}] * 300
+    content = "".join(json.dumps(line) + "\n" for line in lines).encode()
+    version, _ = ingest(core, content, format="jsonl", max_bad_row_fraction=0.5)
+    kinds = {f.name: f.kind for f in version.schema.features}
+    assert kinds == {
+        "a": FeatureKind.FLOAT,
+        "b": FeatureKind.FLOAT,
+        "when": FeatureKind.CATEGORICAL,
+    }
+    assert version.schema.features[2].vocabulary == ["2021-01-01", "later"]
+    assert version.anomalies.counts == {AnomalyKind.MISSING_VALUE: 300}
+
+
+def test_parquet_dictionaries_and_decimals_are_text_and_numbers(core):
+    colors = pa.array(["red", "green", "blue"] * 10).dictionary_encode()
+    labels = pa.array([decimal.Decimal(i % 2) for i in range(30)], pa.decimal32(3, 0))
+    table = pa.table({"a": range(30), "color": colors, "label": labels})
+    version, _ = ingest(core, _as(table, "parquet"), format="parquet")
+    assert [f.kind for f in version.schema.features] == [FeatureKind.INT, FeatureKind.CATEGORICAL]
+    assert version.schema.features[1].vocabulary == ["blue", "green", "red"]
+    assert version.schema.label_vocabulary == ["0", "1"]
+    top = core.statistics(version.name).features[1].top_values
+    assert sorted(top) == [("blue", 10), ("green", 10), ("red", 10)]
+
+
+def test_a_version_s_own_parquet_file_uploads_again_as_the_same_table(core, blobs):
+    first, _ = ingest(core, _as(_mixed_table(500), "csv"))
+    stored = core.shards(first.name, Split.TRAIN, parquet=True).locations[0].shard
+    content = blobs.path_for(stored.sha256).read_bytes()
+    again, _ = ingest(core, content, format="parquet", dataset="again")
+    assert [f.kind for f in again.schema.features] == [f.kind for f in first.schema.features]
+    assert again.schema.label_vocabulary == first.schema.label_vocabulary
+    assert again.rows.total == stored.rows
+
+
+def test_anomaly_details_quote_the_text_wherever_the_row_is(core):
+    rows = [[f"{i}.25", "x"] for i in range(2000)]
+    for row, value in ((10, "Infinity"), (1500, "1e999"), (1600, "-Infinity")):
+        rows[row][0] = value
+    version, _ = ingest(core, csv_bytes(["a", "label"], rows))
+    assert [(a.row, a.detail) for a in version.anomalies.examples] == [
+        (10, "not a finite number: 'Infinity'"),
+        (1500, "not a finite number: '1e999'"),
+        (1600, "not a finite number: '-Infinity'"),
+    ]
+
+
+def test_problems_past_the_first_block_are_named_as_such(core):
+    lines = [f"{i},{i},{i}" for i in range(3000)]
+    content = ("a,b,label\n" + "\n".join(lines[:2500])).encode() + b"\n\xff"
+    content += "\n".join(lines[2500:]).encode()
+    with pytest.raises(InvalidArgument, match="not UTF-8 text: invalid start byte at byte"):
+        ingest(core, content)
+    with pytest.raises(InvalidArgument, match="ends inside a quoted field"):
+        ingest(core, b'a,b,label\n1,2,3\n4,"5\n')
+    cut = b"a,label\n1,x\n" + "é".encode()[:1]
+    with pytest.raises(InvalidArgument, match="at byte 12"):
+        ingest(core, cut)
+
+
+def test_a_failed_ingest_leaves_no_spill_open(core):
+    def spills() -> list[str]:
+        fds = Path("/proc/self/fd")
+        return [
+            target
+            for fd in fds.iterdir()
+            if "spill-" in (target := os.readlink(fd) if fd.is_symlink() else "")
+        ]
+
+    before = spills()
+    rows = [[f"word{i}", "x"] for i in range(1200)]
+    with pytest.raises(InvalidArgument, match="mostly text"):
+        ingest(core, csv_bytes(["a", "label"], rows))
+    assert spills() == before
+
+
+def test_a_range_too_narrow_for_bins_has_no_histogram(core):
+    content = b"a,label\n10000000000000000,x\n10000000000000002,y\n"
+    version, _ = ingest(core, content)
+    (feature,) = core.statistics(version.name).features
+    assert feature.histogram is None and feature.min < feature.max
 
 
 def test_a_mostly_text_column_with_too_many_values_is_refused(core):
