@@ -12,6 +12,7 @@ import asyncio
 import uuid
 from collections.abc import AsyncIterator
 
+from services.training.commit_bell import CommitBell
 from services.training.datasource import DataSource, check_dataset_version
 from services.training.jobs import JobEvent, JobRecord, JobState
 from services.training.models import check_model_fits
@@ -38,6 +39,7 @@ class TrainingCore:
         self._data_source = data_source
         self._pool = pool
         self._watch_poll_s = watch_poll_s
+        self._bell = CommitBell(store.engine)
 
     async def submit(self, spec: JobSpec, job_id: str = "") -> JobRecord:
         violations = spec_violations(spec)
@@ -74,6 +76,7 @@ class TrainingCore:
         if since_sequence < 0:
             raise invalid("since_sequence", "must be >= 0")
         while True:
+            seen = self._bell.generation
             # Read the state before the events: if it was terminal then, the events read
             # next include the last one, and the stream can end after them.
             job = await asyncio.to_thread(self._store.get, job_id)
@@ -85,4 +88,5 @@ class TrainingCore:
                 continue
             if job.state.is_terminal:
                 return
-            await asyncio.sleep(self._watch_poll_s)
+            # This process's commits wake the watch at once; others' are polled for.
+            await self._bell.wait(seen, self._watch_poll_s)
