@@ -75,7 +75,9 @@ def plain_fit(
 
 async def service_fit(data: TrainingData, epochs: int, batch_size: int) -> dict[str, float]:
     with tempfile.TemporaryDirectory() as home:
-        settings = TrainingSettings(home=Path(home), port=0, idle_poll_s=0.1, watch_poll_s=0.02)
+        # The service's own watch poll: event times are stamped as they are written, and
+        # this process's commits wake the watch (services/training/commit_bell.py).
+        settings = TrainingSettings(home=Path(home), port=0, idle_poll_s=0.1)
         telemetry = setup_telemetry("training-bench", configure_logging=False)
         source = ArrayDataSource({data.info.version: data})
         running = await start_training(settings, telemetry, source, registrar=None)
