@@ -50,7 +50,10 @@ from services.data.table_source import TableSource
 from shared.errors import DataLoss, FieldViolation, InvalidArgument, invalid
 
 ANOMALIES_IN_ERRORS = 10
-MAX_PENDING_WRITES = 8
+# Chunks waiting for the shard thread, and shard files (16 MiB each by default) waiting
+# for the Parquet thread: what the writes may hold in memory beyond the one being written.
+MAX_PENDING_CHUNKS = 8
+MAX_PENDING_FILES = 2
 
 
 @dataclass(frozen=True)
@@ -76,7 +79,7 @@ class _SplitWriters:
     """Each split's kept rows as .npy shards and as Parquet files of the same rows. The
     shards are written on a thread of their own, and each shard's Parquet file on
     another (numpy, Arrow, hashing and file writes let the parsing go on meanwhile),
-    each at most `MAX_PENDING_WRITES` behind."""
+    at most `MAX_PENDING_CHUNKS` and `MAX_PENDING_FILES` behind."""
 
     def __init__(self, sink: BlobSink, schema: Schema, shard_bytes: int) -> None:
         dtype = record_dtype(schema.feature_shape)
@@ -92,10 +95,12 @@ class _SplitWriters:
 
     def add(self, split_index: int, features: np.ndarray, labels: np.ndarray) -> None:
         writer = self._writers[split_index]
-        _submit(self._shard_pool, self._shard_writes, writer.add, features, labels)
+        pending = self._shard_writes
+        _submit(self._shard_pool, pending, MAX_PENDING_CHUNKS, writer.add, features, labels)
 
     def _write_parquet(self, parquet: ParquetFiles, records: np.ndarray, index: int) -> None:
-        _submit(self._parquet_pool, self._parquet_writes, parquet.write, records, index)
+        pending = self._parquet_writes
+        _submit(self._parquet_pool, pending, MAX_PENDING_FILES, parquet.write, records, index)
 
     def stop(self) -> None:
         """Wait for the writes under way and drop the queued ones (always called)."""
@@ -117,11 +122,12 @@ class _SplitWriters:
 def _submit(
     pool: ThreadPoolExecutor,
     pending: deque[Future[None]],
+    most: int,
     write: Callable[..., None],
     *args: object,
 ) -> None:
     pending.append(pool.submit(write, *args))
-    while len(pending) > MAX_PENDING_WRITES:
+    while len(pending) > most:
         pending.popleft().result()
 
 

@@ -55,7 +55,7 @@ class ParquetFiles:
             use_dictionary=self._dictionary_columns,
             write_statistics=True,
         )
-        digest, size = self._sink.put([out.getvalue().to_pybytes()])
+        digest, size = self._sink.put([memoryview(out.getvalue())])
         self.files.append(
             ParquetFile(
                 split=self._split, index=index, sha256=digest, rows=len(records), size_bytes=size

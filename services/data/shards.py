@@ -26,7 +26,7 @@ def record_dtype(feature_shape: list[int]) -> np.dtype:
 
 
 class BlobSink(Protocol):
-    def put(self, parts: Iterable[bytes]) -> tuple[str, int]:
+    def put(self, parts: Iterable[bytes | memoryview]) -> tuple[str, int]:
         """Store the concatenated parts as one blob; returns its sha256 and size."""
         ...
 

@@ -41,11 +41,11 @@ def is_text(column: pa.Array) -> bool:
     return pa.types.is_string(column.type) or pa.types.is_large_string(column.type)
 
 
-def normalized(name: str, column: pa.Array) -> pa.Array:
-    """The column as numbers (integers, floats, booleans, nulls) or as checked UTF-8 text:
+def normalized(name: str, column: pa.Array, check_text: bool) -> pa.Array:
+    """The column as numbers (integers, floats, booleans, nulls) or as UTF-8 text:
     dictionaries decoded, decimals as float64, string views as strings; INVALID_ARGUMENT
-    for any other type, or for text that is not UTF-8 (Parquet and JSON readers do not
-    check it)."""
+    for any other type, or (`check_text`: Parquet and JSON readers do not check it) for
+    text that is not UTF-8."""
     kind = column.type
     if pa.types.is_dictionary(kind):
         column = column.dictionary_decode()
@@ -64,7 +64,7 @@ def normalized(name: str, column: pa.Array) -> pa.Array:
         raise invalid(
             "chunk", f"column {name!r} holds {kind}; a feature or label is a number or text"
         )
-    if is_text(column):
+    if check_text and is_text(column):
         try:
             column.validate(full=True)
         except pa.ArrowInvalid:

@@ -41,6 +41,8 @@ T = TypeVar("T")
 class TableFile(Protocol):
     # What the file is, as messages name it: "CSV", "Parquet", "JSON Lines".
     kind: str
+    # Whether the reader has checked that its text columns hold UTF-8.
+    text_checked: bool
     columns: list[str]
 
     def batches(self) -> Iterator[pa.RecordBatch]: ...
@@ -117,6 +119,7 @@ class CsvTable:
     """A CSV file with a header row."""
 
     kind = "CSV"
+    text_checked = True
 
     def __init__(self, path: Path, block_bytes: int) -> None:
         self._path = path
@@ -226,6 +229,7 @@ class ParquetTable:
     `block_bytes` of numbers, a page at a time rather than a column chunk at a time."""
 
     kind = "Parquet"
+    text_checked = False
 
     def __init__(self, path: Path, block_bytes: int) -> None:
         self._path = path
@@ -265,6 +269,7 @@ class JsonLinesTable:
     whose JSON type changes, fails the upload."""
 
     kind = "JSON Lines"
+    text_checked = False
 
     def __init__(self, path: Path, block_bytes: int) -> None:
         self._path = path

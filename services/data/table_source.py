@@ -120,7 +120,7 @@ class TableSource:
         try:
             for batch in read_ahead(self._table.batches()):
                 rows += batch.num_rows
-                label = normalized(self._label, batch.column(self._label_index))
+                label = self._normalized(self._label, batch.column(self._label_index))
                 labels.update(value_counts(label))
                 check_label_counts(labels, self._max_categories)
                 numbers, spilled = self._profile_batch(batch, profiles, reference)
@@ -163,7 +163,7 @@ class TableSource:
         numbers = np.empty((batch.num_rows, len(profiles)))
         spilled = []
         for f, (index, profile) in enumerate(zip(self._feature_indexes, profiles, strict=True)):
-            column = normalized(self._feature_names[f], batch.column(index))
+            column = self._normalized(self._feature_names[f], batch.column(index))
             parsed = parse_numbers(column)
             finite = np.isfinite(parsed.numbers)
             profile.missing += int(parsed.missing.sum())
@@ -191,6 +191,9 @@ class TableSource:
                 pa.array(parsed.numbers) if numeric and parsed.clean and is_text(column) else column
             )
         return numbers, spilled
+
+    def _normalized(self, name: str, column: pa.Array) -> pa.Array:
+        return normalized(name, column, check_text=not self._table.text_checked)
 
     def _statistics(
         self,

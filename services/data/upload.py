@@ -110,7 +110,7 @@ class IngestSink:
         self._keeper = keeper
         self.digests: list[str] = []
 
-    def put(self, parts: Iterable[bytes]) -> tuple[str, int]:
+    def put(self, parts: Iterable[bytes | memoryview]) -> tuple[str, int]:
         writer = self._blobs.writer()
         try:
             for part in parts:
