@@ -28,8 +28,8 @@ def engines(database_url):
     theirs.dispose()
 
 
-async def test_a_commit_of_this_process_wakes_a_watcher_at_once(engines):
-    ours, _ = engines
+async def test_a_commit_of_this_process_wakes_a_watcher_once_it_is_visible(engines):
+    ours, theirs = engines
     bell = CommitBell(ours.engine)
     waiting = asyncio.create_task(bell.wait(bell.generation, LONG_S))
     await asyncio.sleep(0.05)
@@ -37,6 +37,30 @@ async def test_a_commit_of_this_process_wakes_a_watcher_at_once(engines):
     await asyncio.to_thread(ours.create, "job-ours", SPEC)
     await asyncio.wait_for(waiting, LONG_S / 2)
     assert time.monotonic() - started < LONG_S / 2
+    # Rung after the commit: another connection sees the job.
+    assert (await asyncio.to_thread(theirs.get, "job-ours")).job_id == "job-ours"
+
+
+async def test_reads_do_not_ring(engines):
+    ours, _ = engines
+    await asyncio.to_thread(ours.create, "job-read", SPEC)
+    bell = CommitBell(ours.engine)
+    seen = bell.generation
+    for _ in range(3):
+        await asyncio.to_thread(ours.get, "job-read")
+        await asyncio.to_thread(ours.events_since, "job-read", 0)
+    assert bell.generation == seen
+
+
+async def test_a_cancelled_wait_ends_cancelled(engines):
+    ours, _ = engines
+    bell = CommitBell(ours.engine)
+    waiting = asyncio.create_task(bell.wait(bell.generation, LONG_S))
+    await asyncio.sleep(0.05)
+    waiting.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await waiting
+    assert bell.generation == 0
 
 
 async def test_another_process_commit_waits_for_the_poll(engines):
