@@ -142,7 +142,7 @@ def open_source(
     """The upload at `path` as a source; a tabular one sets batches aside in `spill_dir`."""
     if not data_format.tabular:
         return NpzSource(path, label_column, limits.parse_block_bytes, limits.max_categories)
-    table = open_table(data_format, path, limits.parse_block_bytes)
+    table = open_table(data_format, path, limits.parse_block_bytes, label_column)
     return TableSource(table, label_column, limits.max_categories, spill_dir)
 
 

@@ -48,12 +48,14 @@ class TableFile(Protocol):
     def batches(self) -> Iterator[pa.RecordBatch]: ...
 
 
-def open_table(data_format: DataFormat, path: Path, block_bytes: int) -> TableFile:
+def open_table(
+    data_format: DataFormat, path: Path, block_bytes: int, label_column: str
+) -> TableFile:
     if data_format is DataFormat.CSV:
         return CsvTable(path, block_bytes)
     if data_format is DataFormat.PARQUET:
         return ParquetTable(path, block_bytes)
-    return JsonLinesTable(path, block_bytes)
+    return JsonLinesTable(path, block_bytes, label_column)
 
 
 def read_ahead(items: Iterator[T], depth: int = READ_AHEAD) -> Iterator[T]:
@@ -248,6 +250,8 @@ class ParquetTable:
     def _open(self) -> pq.ParquetFile:
         try:
             return pq.ParquetFile(self._path, buffer_size=PARQUET_BUFFER_BYTES, pre_buffer=False)
+        except UnicodeDecodeError:
+            raise invalid("chunk", "the Parquet file's column names are not UTF-8") from None
         except (pa.ArrowException, OSError) as error:
             raise _unreadable("Parquet", error) from None
 
@@ -263,15 +267,16 @@ class ParquetTable:
 
 class JsonLinesTable:
     """A JSON Lines file: one JSON object per line, its keys the columns. The types Arrow
-    infers from the first block are widened (whole numbers and nulls to float64, dates
-    and times to text) and held for the whole file, so a column may hold whole numbers
-    first and fractions later, or nulls first; a key the first block lacks, or a column
-    whose JSON type changes, fails the upload."""
+    infers from the first block are widened (a feature's whole numbers and nulls to
+    float64, dates and times to text) and held for the whole file, so a feature may hold
+    whole numbers first and fractions later, or nulls first; the label keeps its type
+    (whole-number classes keep their exact text). A key the first block lacks, or a
+    column whose JSON type changes, fails the upload."""
 
     kind = "JSON Lines"
     text_checked = False
 
-    def __init__(self, path: Path, block_bytes: int) -> None:
+    def __init__(self, path: Path, block_bytes: int, label_column: str) -> None:
         self._path = path
         self._block_bytes = block_bytes
         reader = self._open(None)
@@ -283,7 +288,12 @@ class JsonLinesTable:
         finally:
             reader.close()
         self.columns = check_columns("JSON Lines", names)
-        self._schema = pa.schema([pa.field(f.name, _widened(f.type)) for f in inferred])
+        self._schema = pa.schema(
+            [
+                pa.field(f.name, f.type if f.name == label_column else _widened(f.type))
+                for f in inferred
+            ]
+        )
 
     def _open(self, schema: pa.Schema | None) -> pa_json.JSONStreamingReader:
         parse = pa_json.ParseOptions(explicit_schema=schema, unexpected_field_behavior="error")

@@ -4,6 +4,7 @@ bad files of each format are INVALID_ARGUMENT with nothing stored."""
 
 from __future__ import annotations
 
+import contextlib
 import decimal
 import io
 import json
@@ -149,6 +150,13 @@ def _parquet(table: pa.Table) -> bytes:
     return out.getvalue()
 
 
+def _parquet_named_badly() -> bytes:
+    """A Parquet file whose first column's name is not UTF-8 (bytes patched in place)."""
+    out = io.BytesIO()
+    pq.write_table(pa.table({"aQZ": [1.0], "label": ["x"]}), out, store_schema=False)
+    return out.getvalue().replace(b"aQZ", b"a\xff\xfe")
+
+
 GOOD_PARQUET = _parquet(pa.table({"a": [1.0, 2.0], "label": ["x", "y"]}))
 BAD_FILES = {
     "csv ragged row": ("csv", b"a,b,label\n1,2,x\n3,y\n", "row 1 has 2 fields, the header has 3"),
@@ -206,6 +214,7 @@ BAD_FILES = {
         ),
         "column 'label' holds text that is not UTF-8",
     ),
+    "parquet name not utf-8": ("parquet", _parquet_named_badly(), "column names are not UTF-8"),
     "jsonl key after the first block": (
         "jsonl",
         b'{"a": 1, "label": "x"}\n' * 300 + b'{"a": 1, "label": "x", "b": 2}\n',
@@ -239,6 +248,18 @@ def test_json_lines_widen_whole_numbers_nulls_and_dates_across_blocks(core):
     }
     assert version.schema.features[2].vocabulary == ["2021-01-01", "later"]
     assert version.anomalies.counts == {AnomalyKind.MISSING_VALUE: 300}
+
+
+def test_json_lines_whole_number_labels_keep_their_text_and_split_like_csv(core):
+    labels = [10_000_000_000, 20_000_000_000, 2**53, 2**53 + 1]
+    rows = [{"a": i / 4, "label": labels[i % 4]} for i in range(200)]
+    table = pa.Table.from_pylist(rows)
+    versions = [
+        ingest(core, _as(table, data_format), dataset=data_format, format=data_format)[0]
+        for data_format in ("csv", "jsonl")
+    ]
+    assert [v.schema.label_vocabulary for v in versions] == [[str(n) for n in labels]] * 2
+    assert _rows_by_split(core, versions[0].name) == _rows_by_split(core, versions[1].name)
 
 
 def test_parquet_dictionaries_and_decimals_are_text_and_numbers(core):
@@ -288,20 +309,23 @@ def test_problems_past_the_first_block_are_named_as_such(core):
         ingest(core, cut)
 
 
-def test_a_failed_ingest_leaves_no_spill_open(core):
+def test_a_failed_ingest_leaves_no_spill_open(core, blobs):
     def spills() -> list[str]:
-        fds = Path("/proc/self/fd")
-        return [
-            target
-            for fd in fds.iterdir()
-            if "spill-" in (target := os.readlink(fd) if fd.is_symlink() else "")
-        ]
+        # The spill has no name (O_TMPFILE): its descriptor points into the temp folder.
+        found = []
+        for fd in Path("/proc/self/fd").iterdir():
+            with contextlib.suppress(OSError):
+                if os.readlink(fd).startswith(str(blobs.temp_dir)):
+                    found.append(fd.name)
+        return found
 
     before = spills()
-    rows = [[f"word{i}", "x"] for i in range(1200)]
-    with pytest.raises(InvalidArgument, match="mostly text"):
+    # Too many labels: found while the first pass reads, batches already set aside.
+    rows = [[i, f"class{i}"] for i in range(1200)]
+    with pytest.raises(InvalidArgument, match="more than 1000 distinct values") as caught:
         ingest(core, csv_bytes(["a", "label"], rows))
-    assert spills() == before
+    # Closed at once, not when the error's traceback (held here) lets the source go.
+    assert caught.traceback and spills() == before
 
 
 def test_a_range_too_narrow_for_bins_has_no_histogram(core):
