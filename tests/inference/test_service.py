@@ -294,8 +294,15 @@ async def test_a_queue_snapshot_shows_what_waits_behind_a_busy_version(stub):
     assert [(v.version, v.queued_rows, v.capacity_rows) for v in idle.versions] == [(1, 0, 2)]
     await stub.Predict(slow_request(0))  # the batch size seen once, so it runs on a thread
     busy = await fill_the_queue(stub, 2)
-    (queue,) = (await stub.GetQueue(pb.GetQueueRequest(model="slow"))).versions
-    # Two rows were seen queued; a batch (one row, 200 ms) may have ended since, taking one.
+    deadline = time.monotonic() + 2
+    while True:
+        (queue,) = (await stub.GetQueue(pb.GetQueueRequest(model="slow"))).versions
+        # Between one batch's end and the next one's start the snapshot may show none
+        # running for an instant: ask again (each batch, one row, takes 200 ms).
+        if queue.running_batches == 1 or time.monotonic() > deadline:
+            break
+        await asyncio.sleep(0.01)
+    # Two rows were seen queued; a batch may have ended since, taking one.
     assert queue.running_batches == 1
     assert 1 <= queue.queued_requests == queue.queued_rows <= 2
     assert 0 < queue.oldest_wait_seconds < 10
