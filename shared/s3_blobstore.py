@@ -43,7 +43,8 @@ _REFUSED = {"403", "AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch"
 RETRY_AFTER_S = 1.0
 
 
-def _endpoint() -> str:
+def endpoint_from_environment() -> str:
+    """The S3 endpoint the standard AWS variables name (empty: AWS itself)."""
     return os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL", "")
 
 
@@ -94,7 +95,7 @@ class S3BlobStore(BlobStore):
         parsed = urlparse(url)
         if not parsed.netloc:
             raise SettingsError(f"{setting}: {url!r} names no bucket (s3://bucket[/prefix])")
-        endpoint = _endpoint()
+        endpoint = endpoint_from_environment()
         return cls(
             s3_client(endpoint),
             parsed.netloc,

@@ -1,12 +1,19 @@
 """The data service as a `DataSource`: a version's shape and classes, its train-split
-normalization statistics, and its splits streamed with ReadBatches.
+normalization statistics, and its splits.
 
-Each split arrives as a server stream of float32 feature / int64 label tensors (decoded
-with `numpy.frombuffer`, no copies), read again from the start on a transient error
-within the deadline. The arrays then feed Keras through `tf.data` in the trainer. A
-version the data service does not know is NOT_FOUND on `spec.dataset_version`."""
+A split is read straight from the version's Parquet files where the data service stored
+them (services.training.version_files) when this process can reach them: a shared disk,
+or the same object store. Otherwise (files out of reach, a version stored before Parquet
+files, `direct_reads` off) it arrives as a ReadBatches server stream of float32 feature
+/ int64 label tensors (decoded with `numpy.frombuffer`, no copies), read again from the
+start on a transient error within the deadline. Either way the arrays are the same, and
+feed Keras through `tf.data` in the trainer. A version the data service does not know is
+NOT_FOUND on `spec.dataset_version`."""
 
 from __future__ import annotations
+
+import asyncio
+import logging
 
 import grpc
 import numpy as np
@@ -17,20 +24,27 @@ from services.training.datasource import (
     check_dataset_version,
     split_validation,
 )
+from services.training.metrics import SPLIT_READS
+from services.training.version_files import Unreachable, VersionFiles
 from shared.errors import NotFound, invalid
 from shared.retries import retry_idempotent
 from shared.tensors import from_tensor
 from tfmesh.data.v1 import data_pb2 as pb
 from tfmesh.data.v1 import data_pb2_grpc
 
+log = logging.getLogger(__name__)
+
 FIELD = "spec.dataset_version"
 READ_BATCH_ROWS = 4096
 
 
 class DataServiceSource:
-    def __init__(self, channel: grpc.aio.Channel, deadline_s: float = 120.0) -> None:
+    def __init__(
+        self, channel: grpc.aio.Channel, deadline_s: float = 120.0, direct_reads: bool = True
+    ) -> None:
         self._stub = data_pb2_grpc.DataServiceStub(channel)
         self._deadline_s = deadline_s
+        self._files = VersionFiles() if direct_reads else None
 
     async def _version(self, dataset_version: str) -> pb.DatasetVersion:
         check_dataset_version(dataset_version, FIELD)
@@ -46,7 +60,10 @@ class DataServiceSource:
         return response.version
 
     async def describe(self, dataset_version: str) -> DatasetInfo:
-        version = await self._version(dataset_version)
+        return self._info(await self._version(dataset_version))
+
+    @staticmethod
+    def _info(version: pb.DatasetVersion) -> DatasetInfo:
         schema = version.schema
         return DatasetInfo(
             version=version.name,
@@ -55,10 +72,34 @@ class DataServiceSource:
         )
 
     async def _read_split(
-        self, dataset_version: str, split: pb.Split.ValueType, feature_shape: tuple[int, ...]
+        self, version: pb.DatasetVersion, split: pb.Split.ValueType
     ) -> tuple[np.ndarray, np.ndarray]:
+        if self._files is not None:
+            request = pb.GetShardsRequest(
+                version=version.name, split=split, format=pb.SHARD_FORMAT_PARQUET
+            )
+            files = (await self._stub.GetShards(request, timeout=self._deadline_s)).shards
+            if files:
+                try:
+                    read = await asyncio.to_thread(self._files.read_split, files, version.schema)
+                except Unreachable as reason:
+                    log.warning(
+                        "reading the split through the data service: %s",
+                        reason,
+                        extra={"version": version.name},
+                    )
+                else:
+                    SPLIT_READS.labels("files").inc()
+                    return read
+        SPLIT_READS.labels("service").inc()
+        return await self._stream_split(version, split)
+
+    async def _stream_split(
+        self, version: pb.DatasetVersion, split: pb.Split.ValueType
+    ) -> tuple[np.ndarray, np.ndarray]:
+        feature_shape = tuple(int(dim) for dim in version.schema.feature_shape)
         request = pb.ReadBatchesRequest(
-            version=dataset_version, split=split, batch_size=READ_BATCH_ROWS
+            version=version.name, split=split, batch_size=READ_BATCH_ROWS
         )
 
         async def attempt(timeout_s: float | None) -> tuple[np.ndarray, np.ndarray]:
@@ -73,19 +114,19 @@ class DataServiceSource:
         return await retry_idempotent(attempt, deadline_s=self._deadline_s)
 
     async def load(self, dataset_version: str) -> TrainingData:
-        info = await self.describe(dataset_version)
+        version = await self._version(dataset_version)
+        info = self._info(version)
         statistics = await self._stub.GetStatistics(
-            pb.GetStatisticsRequest(version=dataset_version), timeout=self._deadline_s
+            pb.GetStatisticsRequest(version=version.name), timeout=self._deadline_s
         )
-        shape = info.feature_shape
-        x_train, y_train = await self._read_split(dataset_version, pb.SPLIT_TRAIN, shape)
-        x_val, y_val = await self._read_split(dataset_version, pb.SPLIT_VALIDATION, shape)
-        x_test, y_test = await self._read_split(dataset_version, pb.SPLIT_TEST, shape)
+        x_train, y_train = await self._read_split(version, pb.SPLIT_TRAIN)
+        x_val, y_val = await self._read_split(version, pb.SPLIT_VALIDATION)
+        x_test, y_test = await self._read_split(version, pb.SPLIT_TEST)
         if len(x_val) == 0:
             x_train, y_train, x_val, y_val = split_validation(x_train, y_train)
         normalization = statistics.normalization
         return TrainingData(
-            info=DatasetInfo(info.version, shape, info.num_classes),
+            info=info,
             x_train=x_train,
             y_train=y_train,
             x_val=x_val,

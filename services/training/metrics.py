@@ -1,4 +1,5 @@
-"""Prometheus metrics of the training service: jobs by state, jobs that ended, epoch times.
+"""Prometheus metrics of the training service: jobs by state, jobs that ended, epoch times,
+dataset splits read by path.
 
 Jobs by state are counted in the job store when Prometheus scrapes, so the figure is the
 durable queue's own, across restarts and replicas sharing one database. Jobs that ended
@@ -24,6 +25,12 @@ EPOCH_SECONDS = Histogram(
     "Wall time of one epoch of a job's final training, by the model the job registers.",
     ["model"],
     buckets=(0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800),
+)
+SPLIT_READS = Counter(
+    "tfmesh_training_dataset_split_reads_total",
+    "Dataset splits loaded for training, by path: `files` read straight from the version's"
+    " Parquet files, `service` streamed through the data service.",
+    ["path"],
 )
 # The model label of a job that registers nothing.
 UNREGISTERED = "none"

@@ -129,7 +129,7 @@ async def serve_with_peers(
     running = await start(
         settings,
         telemetry,
-        DataServiceSource(data_channel),
+        DataServiceSource(data_channel, direct_reads=settings.direct_reads),
         RegistryRegistrar(registry_channel, settings.registration_deadline_s),
     )
     await serve(running, settings, name)

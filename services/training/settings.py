@@ -26,6 +26,10 @@ class TrainingSettings(StatefulSettings):
     # Peers (`cli.stack` sets `TFMESH_TRAINING_<PEER>_ADDR`).
     data_addr: str = "127.0.0.1:50051"
     registry_addr: str = "127.0.0.1:50053"
+    # Read a dataset version's Parquet files where the data service stored them (its
+    # disk when this machine shares it, or the object store) instead of streaming the
+    # rows through the data service; a file out of reach is read through the service.
+    direct_reads: bool = True
     # Overall time a registration (upload with retries) may take.
     registration_deadline_s: float = Field(default=300.0, gt=0)
     # Recorded as lineage on every registered version.

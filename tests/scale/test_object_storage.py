@@ -1,7 +1,8 @@
 """The data and registry services keeping their blobs in a real S3 server (SeaweedFS on
 loopback): uploads and reads through the bucket, corruption answered with DATA_LOSS, and
 an object store stopped for 10 s under uploads: every upload completes or fails with a
-retryable code, nothing partial is ever readable, health says NOT_SERVING meanwhile."""
+retryable code, nothing partial is ever readable, health says NOT_SERVING meanwhile; and
+training reading a version's Parquet files straight from the bucket."""
 
 from __future__ import annotations
 
@@ -15,11 +16,13 @@ import grpc
 import numpy as np
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from prometheus_client import REGISTRY
 
 from cli.seaweedfs import LocalObjectStore
 from services.data.server import start_data
 from services.data.settings import DataSettings
 from services.registry.client import ArtifactFile, NewVersion, RegistryClient
+from services.training.data_service_source import DataServiceSource
 from shared.channels import open_channel
 from shared.telemetry import setup_telemetry
 from tests.data.conftest import numeric_table, upload
@@ -92,6 +95,37 @@ async def test_data_versions_live_in_the_bucket_and_corruption_is_data_loss(
             assert (await health(channel)) == health_pb2.HealthCheckResponse.SERVING
     finally:
         await running.stop(0)
+
+
+async def test_training_reads_a_versions_files_from_the_bucket(
+    object_store: LocalObjectStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings = DataSettings(home=tmp_path, port=0, parse_block_bytes=TINY, shard_bytes=TINY)
+    running = await start_data(settings, setup_telemetry("data-test", configure_logging=False))
+    try:
+        async with open_channel(running.address) as channel:
+            stub = data_pb2_grpc.DataServiceStub(channel)
+            _, _, content = numeric_table(400, features=4, classes=3, seed=8)
+            version = (await upload(stub, content, dataset="lake")).version
+            streamed = await DataServiceSource(channel, direct_reads=False).load(version.name)
+            before = split_reads("files")
+            direct = await DataServiceSource(channel).load(version.name)
+            assert split_reads("files") == before + 3
+            for name in ("x_train", "y_train", "x_val", "y_val", "x_test", "y_test"):
+                np.testing.assert_array_equal(getattr(direct, name), getattr(streamed, name))
+            # Credentials the bucket refuses: read through the data service, same rows.
+            monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "not-the-key")
+            before = split_reads("service")
+            refused = await DataServiceSource(channel).load(version.name)
+            assert split_reads("service") == before + 3
+            np.testing.assert_array_equal(refused.x_train, streamed.x_train)
+    finally:
+        await running.stop(0)
+
+
+def split_reads(path: str) -> float:
+    labels = {"path": path}
+    return REGISTRY.get_sample_value("tfmesh_training_dataset_split_reads_total", labels) or 0.0
 
 
 async def _read_all(stub, version: str, split) -> None:
