@@ -25,7 +25,7 @@ from services.training.datasource import (
     split_validation,
 )
 from services.training.metrics import SPLIT_READS
-from services.training.version_files import Unreachable, VersionFiles
+from services.training.version_files import Corrupt, Unreachable, VersionFiles
 from shared.errors import NotFound, invalid
 from shared.retries import retry_idempotent
 from shared.tensors import from_tensor
@@ -74,25 +74,36 @@ class DataServiceSource:
     async def _read_split(
         self, version: pb.DatasetVersion, split: pb.Split.ValueType
     ) -> tuple[np.ndarray, np.ndarray]:
-        if self._files is not None:
-            request = pb.GetShardsRequest(
-                version=version.name, split=split, format=pb.SHARD_FORMAT_PARQUET
-            )
-            files = (await self._stub.GetShards(request, timeout=self._deadline_s)).shards
-            if files:
-                try:
-                    read = await asyncio.to_thread(self._files.read_split, files, version.schema)
-                except Unreachable as reason:
-                    log.warning(
-                        "reading the split through the data service: %s",
-                        reason,
-                        extra={"version": version.name},
-                    )
-                else:
-                    SPLIT_READS.labels("files").inc()
-                    return read
+        if self._files is not None and (files := await self._parquet_files(version, split)):
+            try:
+                read = await asyncio.wait_for(
+                    asyncio.to_thread(self._files.read_split, files, version.schema),
+                    self._deadline_s,
+                )
+            except (Unreachable, TimeoutError) as reason:
+                level = logging.ERROR if isinstance(reason, Corrupt) else logging.WARNING
+                why = str(reason) or f"the files took longer than {self._deadline_s} s"
+                log.log(level, "reading the split through the data service: %s", why)
+            else:
+                SPLIT_READS.labels("files").inc()
+                return read
         SPLIT_READS.labels("service").inc()
         return await self._stream_split(version, split)
+
+    async def _parquet_files(
+        self, version: pb.DatasetVersion, split: pb.Split.ValueType
+    ) -> list[pb.Shard]:
+        """The split's Parquet files; none for a version stored before them, and none
+        when the data service does not answer (its stream then tells why)."""
+        request = pb.GetShardsRequest(
+            version=version.name, split=split, format=pb.SHARD_FORMAT_PARQUET
+        )
+        try:
+            shards = (await self._stub.GetShards(request, timeout=self._deadline_s)).shards
+        except grpc.aio.AioRpcError as error:
+            log.warning("no Parquet files listed: %s", error.details() or error.code())
+            return []
+        return [s for s in shards if s.format == pb.SHARD_FORMAT_PARQUET]
 
     async def _stream_split(
         self, version: pb.DatasetVersion, split: pb.Split.ValueType

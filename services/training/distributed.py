@@ -9,7 +9,8 @@ evaluates on the validation and test splits and exports the artifacts, with the
 normalization baked in, to `--output` (`metrics.json` last: its presence says the export
 is whole); the others only train. The job spec is the JSON the job store keeps
 (`services.training.spec.spec_to_dict`); the data is a version from the data service
-(`--data-addr`) or an .npz file (`--data-file`, see `datasource.save_npz`). A training
+(`--data-addr`; its Parquet files read where they lie unless `--no-direct-reads`) or an
+.npz file (`--data-file`, see `datasource.save_npz`). A training
 job with `workers: N` runs N of these (services.training.multiworker)."""
 
 from __future__ import annotations
@@ -39,7 +40,8 @@ def _load_data(args: argparse.Namespace, spec: JobSpec) -> TrainingData:
     async def fetch() -> TrainingData:
         channel = open_channel(args.data_addr, tls=tls_from_environment())
         async with RetryingChannel(channel) as retrying:
-            return await DataServiceSource(retrying).load(spec.dataset_version)
+            source = DataServiceSource(retrying, direct_reads=args.direct_reads)
+            return await source.load(spec.dataset_version)
 
     return asyncio.run(fetch())
 
@@ -138,6 +140,13 @@ def main(argv: list[str]) -> int:
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--data-file", type=Path, help="dataset .npz (datasource.save_npz)")
     source.add_argument("--data-addr", help="data service address host:port")
+    parser.add_argument(
+        "--direct-reads",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="with --data-addr: read the version's Parquet files where they lie, else"
+        " stream them through the data service (TFMESH_TRAINING_DIRECT_READS)",
+    )
     args = parser.parse_args(argv)
     if "TF_CONFIG" not in os.environ:
         parser.error("TF_CONFIG must describe the cluster and this worker's index")

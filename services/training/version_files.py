@@ -7,8 +7,10 @@ read whole, checked against its digest, and decoded by pyarrow into the arrays t
 trainer takes, the same ones ReadBatches gives: float32 features shaped like one example
 (a categorical feature as its index in the schema's vocabulary, an INT feature as its
 value) and int64 label indices into the label vocabulary. A file this process cannot
-read (not on its disk, no access to the bucket, a digest or a layout that does not
-match) raises `Unreachable`; the caller then reads the split through the data service."""
+read (not on its disk or not its user's to read: blobs are the data service's user's
+only; no access to the bucket) or decode (a layout that does not match) raises
+`Unreachable`, one whose content is not its digest `Corrupt`; the caller then reads the
+split through the data service."""
 
 from __future__ import annotations
 
@@ -27,7 +29,11 @@ from tfmesh.data.v1 import data_pb2 as pb
 
 
 class Unreachable(Exception):
-    """A version's file that this process cannot read or trust, and why."""
+    """A version's file that this process cannot read or decode, and why."""
+
+
+class Corrupt(Unreachable):
+    """A version's file whose content is not its digest's: the stored blob is damaged."""
 
 
 class VersionFiles:
@@ -47,7 +53,12 @@ class VersionFiles:
             table = self._table(file)
             if table.num_rows != file.rows:
                 raise Unreachable(f"{file.uri} holds {table.num_rows} rows, not {file.rows}")
-            x, y = decoded(table, schema)
+            try:
+                x, y = decoded(table, schema)
+            except Unreachable as error:
+                raise Unreachable(f"{file.uri}: {error}") from None
+            except (pa.ArrowException, ValueError, KeyError, TypeError) as error:
+                raise Unreachable(f"{file.uri} is not in the layout expected: {error}") from None
             features.append(x)
             labels.append(y)
         return np.concatenate(features), np.concatenate(labels)
@@ -55,7 +66,7 @@ class VersionFiles:
     def _table(self, file: pb.Shard) -> pa.Table:
         content = self._read(file.uri)
         if hashlib.sha256(content).hexdigest() != file.sha256:
-            raise Unreachable(f"{file.uri} does not hold the content of digest {file.sha256}")
+            raise Corrupt(f"{file.uri} does not hold the content of digest {file.sha256}")
         try:
             return pq.read_table(pa.BufferReader(content))
         except (pa.ArrowException, OSError) as error:
@@ -74,6 +85,7 @@ class VersionFiles:
 
     def _read_object(self, bucket: str, key: str, uri: str) -> bytes:
         from botocore.exceptions import BotoCoreError, ClientError
+        from urllib3.exceptions import HTTPError
 
         from shared.s3_blobstore import endpoint_from_environment, s3_client
 
@@ -81,7 +93,8 @@ class VersionFiles:
             if self._s3 is None:
                 self._s3 = s3_client(endpoint_from_environment())
             return self._s3.get_object(Bucket=bucket, Key=key)["Body"].read()
-        except (BotoCoreError, ClientError) as error:
+        # ValueError: an endpoint variable boto3 cannot parse.
+        except (BotoCoreError, ClientError, HTTPError, OSError, ValueError) as error:
             raise Unreachable(f"{uri} is not readable here: {error}") from None
 
 
@@ -111,11 +124,14 @@ def decoded(table: pa.Table, schema: pb.Schema) -> tuple[np.ndarray, np.ndarray]
 
 
 def _codes(column: pa.ChunkedArray, vocabulary: Sequence[str], name: str) -> np.ndarray:
-    """Each value's index in `vocabulary`, from dictionary chunks (each chunk's own
-    dictionary mapped once) or plain text."""
+    """Each value's index in `vocabulary`, from dictionary chunks of text (each chunk's
+    own dictionary mapped once) or plain text; any other type is not the layout."""
     values = pa.array(list(vocabulary), pa.string())
     parts = [np.zeros(0, np.int32)]
     for chunk in column.chunks:
+        text = chunk.type.value_type if pa.types.is_dictionary(chunk.type) else chunk.type
+        if not (pa.types.is_string(text) or pa.types.is_large_string(text)):
+            raise Unreachable(f"column {name!r} is {chunk.type}, not text")
         if pa.types.is_dictionary(chunk.type):
             mapping = pc.index_in(chunk.dictionary.cast(pa.string()), value_set=values)
             codes = pc.take(mapping, chunk.indices)

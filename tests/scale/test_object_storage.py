@@ -112,7 +112,9 @@ async def test_training_reads_a_versions_files_from_the_bucket(
             direct = await DataServiceSource(channel).load(version.name)
             assert split_reads("files") == before + 3
             for name in ("x_train", "y_train", "x_val", "y_val", "x_test", "y_test"):
-                np.testing.assert_array_equal(getattr(direct, name), getattr(streamed, name))
+                a, b = getattr(direct, name), getattr(streamed, name)
+                assert a.dtype == b.dtype
+                np.testing.assert_array_equal(a, b)
             # Credentials the bucket refuses: read through the data service, same rows.
             monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "not-the-key")
             before = split_reads("service")

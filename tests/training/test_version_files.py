@@ -1,16 +1,20 @@
 """Training reads a dataset version's splits straight from its Parquet files, against a
 real data service on loopback: the arrays equal the ones streamed through the service
-(a table of float, INT and categorical features with text labels, and an image version
-over several files each); a file deleted from the disk or rotten falls back to the
-service, with the same arrays, a warning and the fallback counted."""
+(a table of float, INT and categorical features with text labels, an image version and
+an NPZ of 1-D rows, over several files each); a file deleted from the disk, rotten, or
+in a layout that does not decode falls back to the service, with the same arrays, a log
+line and the fallback counted."""
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from pathlib import Path
 from urllib.parse import urlparse
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 from prometheus_client import REGISTRY
 
@@ -20,7 +24,7 @@ from services.training.data_service_source import DataServiceSource
 from services.training.datasource import TrainingData
 from shared.channels import open_channel
 from shared.telemetry import setup_telemetry
-from tests.data.conftest import csv_bytes, images, upload
+from tests.data.conftest import csv_bytes, images, npz_bytes, upload
 from tfmesh.data.v1 import data_pb2 as pb
 from tfmesh.data.v1 import data_pb2_grpc
 
@@ -74,9 +78,13 @@ async def test_splits_read_from_the_files_equal_the_service_stream(data_stub) ->
     table = (await upload(stub, mixed_table(900), dataset="mixed")).version
     _, _, npz = images(300)
     array = (await upload(stub, npz, dataset="pictures", format=pb.DATA_FORMAT_NPZ)).version
+    rng = np.random.default_rng(4)
+    rows = npz_bytes(rng.normal(size=(300, 4)).astype(np.float32), rng.integers(0, 3, 300))
+    flat = (await upload(stub, rows, dataset="vectors", format=pb.DATA_FORMAT_NPZ)).version
     kinds = [f.type for f in table.schema.features]
     assert kinds == [pb.FEATURE_TYPE_FLOAT, pb.FEATURE_TYPE_INT, pb.FEATURE_TYPE_CATEGORICAL]
-    for version in (table, array):
+    assert list(flat.schema.feature_shape) == [4]
+    for version in (table, array, flat):
         files = await parquet_files(stub, version.name)
         assert len([f for f in files if f.split == pb.SPLIT_TRAIN]) > 1, "several files a split"
         before = reads("files"), reads("service")
@@ -90,7 +98,7 @@ async def test_splits_read_from_the_files_equal_the_service_stream(data_stub) ->
         assert held == rows.train + rows.validation + rows.test
 
 
-@pytest.mark.parametrize("damage", ["deleted", "rotten"])
+@pytest.mark.parametrize("damage", ["deleted", "rotten", "relabelled"])
 async def test_a_file_out_of_reach_is_read_through_the_service(data_stub, damage, caplog) -> None:
     stub, channel = data_stub
     version = (await upload(stub, mixed_table(600), dataset="mixed")).version
@@ -99,15 +107,48 @@ async def test_a_file_out_of_reach_is_read_through_the_service(data_stub, damage
     path = Path(urlparse(train[-1].uri).path)
     if damage == "deleted":
         path.unlink()
-    else:
-        path.chmod(0o644)
+    elif damage == "rotten":
         path.write_bytes(path.read_bytes()[:-1] + b"!")
+    else:
+        # A whole Parquet file under its own digest whose label is numbers, not text:
+        # stands for a layout this reader does not know.
+        table = pq.read_table(path)
+        table = table.set_column(3, "label", pa.array(np.arange(table.num_rows)))
+        out = pa.BufferOutputStream()
+        pq.write_table(table, out)
+        content = out.getvalue().to_pybytes()
+        path.write_bytes(content)
+        files = [f for f in train if f.uri != train[-1].uri]
+        files.append(rebuilt(train[-1], content))
+        train = files
     before = reads("files"), reads("service")
     with caplog.at_level(logging.WARNING, "services.training.data_service_source"):
-        direct = await DataServiceSource(channel).load(version.name)
+        direct = await read_with_files(channel, version.name, train)
     assert_same(direct, streamed)
     # The train split through the service; validation and test from their files.
     assert (reads("files"), reads("service")) == (before[0] + 2, before[1] + 1)
-    warning = " ".join(r.getMessage() for r in caplog.records)
-    assert train[-1].uri in warning
-    assert ("not readable here" if damage == "deleted" else "does not hold") in warning
+    logged = {r.levelname: r.getMessage() for r in caplog.records}
+    reason = {"deleted": "not readable here", "rotten": "does not hold"}.get(damage, "not text")
+    level = "ERROR" if damage == "rotten" else "WARNING"
+    assert train[-1].uri in logged[level] and reason in logged[level]
+
+
+def rebuilt(file: pb.Shard, content: bytes) -> pb.Shard:
+    changed = pb.Shard()
+    changed.CopyFrom(file)
+    changed.sha256 = hashlib.sha256(content).hexdigest()
+    changed.size_bytes = len(content)
+    return changed
+
+
+async def read_with_files(channel, version: str, train: list[pb.Shard]):
+    """Load `version` with the train split's file list replaced by `train` (how a file
+    under its own digest in an unknown layout reaches the reader)."""
+    source = DataServiceSource(channel)
+    listed = source._parquet_files
+
+    async def files(version_message, split):
+        return train if split == pb.SPLIT_TRAIN else await listed(version_message, split)
+
+    source._parquet_files = files  # type: ignore[method-assign]
+    return await source.load(version)
