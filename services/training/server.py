@@ -63,6 +63,7 @@ async def worker_pool(
         settings.idle_poll_s,
         claim_s=settings.claim_s,
         mirror=CheckpointMirror(blobs, store) if blobs.shared else None,
+        checkpoint_interval_s=settings.checkpoint_interval_s,
     )
 
 

@@ -20,6 +20,10 @@ class TrainingSettings(StatefulSettings):
     # every third of it); then any worker puts the job back in the queue, and the next
     # to claim it resumes it from its last checkpoint.
     claim_s: float = Field(default=15.0, gt=0)
+    # A job's final training writes a checkpoint (and, with a shared blob store, uploads
+    # it) at the end of the first epoch this long after the last one, and after its last
+    # epoch; 0 checkpoints every epoch. A worker killed meanwhile loses the epochs since.
+    checkpoint_interval_s: float = Field(default=10.0, ge=0)
     # A worker process's gRPC port (health only) and Prometheus port (0: free ones).
     worker_port: int = Field(default=0, ge=0, le=65535)
     worker_metrics_port: int = Field(default=-1, ge=-1, le=65535)

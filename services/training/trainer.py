@@ -241,12 +241,16 @@ class Trainer:
         workdir: Path,
         reporter: Reporter,
         should_stop: StopCheck,
+        checkpoint_interval_s: float = 0.0,
     ) -> None:
         self.spec = spec
         self.data = data
         self.workdir = workdir
         self.reporter = reporter
         self.should_stop = should_stop
+        # The final training's checkpoints: at the end of the first epoch this long after
+        # the last (0: every epoch), and at its end.
+        self.checkpoint_interval_s = checkpoint_interval_s
         self.runner = TrialRunner(spec, data, should_stop)
         self.checkpoints = CheckpointDir(workdir / "checkpoints")
 
@@ -338,16 +342,18 @@ class Trainer:
         state: CheckpointState,
         best_weights: list[Any] | None,
     ) -> Checkpoint | None:
-        """Train the epochs left. Each epoch's arrays are copied on this thread; its
-        checkpoint folder, upload and event are written behind the training
-        (services.training.write_behind); a failed write (ClaimLost, say) stops the
-        training at its next batch and is raised. The last checkpoint written."""
+        """Train the epochs left. Each epoch's event, and the checkpoint of an epoch that
+        ends `checkpoint_interval_s` or more after the last one (and of the last epoch),
+        are written behind the training (services.training.write_behind), the arrays
+        copied on this thread; a failed write (ClaimLost, say) stops the training at its
+        next batch and is raised. The last checkpoint written."""
         hp = self.spec.hyperparameters
         rule = hp.early_stopping
         writes = WriteBehind()
         written: list[Checkpoint] = []
 
         lap = [time.monotonic()]
+        checkpointed = [lap[0]]
 
         def write(snapshot: CheckpointArrays, metrics: dict[str, float], seconds: float) -> None:
             written.append(self.checkpoints.write(snapshot))
@@ -367,6 +373,11 @@ class Trainer:
                     model.stop_training = True
                     state.finished = True
             state.finished = state.finished or epoch >= hp.epochs
+            if not state.finished and lap[0] - checkpointed[0] < self.checkpoint_interval_s:
+                event = self.reporter.epoch_ended
+                writes.submit(functools.partial(event, 0, epoch, hp.epochs, metrics, seconds))
+                return
+            checkpointed[0] = lap[0]
             snapshot = self.checkpoints.snapshot(model, best_weights, state)
             writes.submit(functools.partial(write, snapshot, metrics, seconds))
 

@@ -131,6 +131,7 @@ class WorkerPool:
         worker: str = "",
         claim_s: float = 15.0,
         mirror: CheckpointMirror | None = None,
+        checkpoint_interval_s: float = 0.0,
     ) -> None:
         # This process as a claimant of jobs; its claims lapse `claim_s` after its last
         # heartbeat (one every third of that), and then any worker requeues its jobs.
@@ -139,6 +140,7 @@ class WorkerPool:
         # Where checkpoints go so that another worker can resume the job (None: this
         # host's disk only, as with one worker).
         self._mirror = mirror
+        self._checkpoint_interval_s = checkpoint_interval_s
         self._store = store
         self._data_source = data_source
         self._registrar = registrar
@@ -361,7 +363,7 @@ class WorkerPool:
             return MultiWorkerTraining(job.spec, data, workdir, reporter, signal).run()
         if self._mirror is not None:
             self._mirror.restore(job.job_id, workdir / "checkpoints")
-        trainer = Trainer(job.spec, data, workdir, reporter, signal)
+        trainer = Trainer(job.spec, data, workdir, reporter, signal, self._checkpoint_interval_s)
         return trainer.run(self._board, job.job_id)
 
     async def _register(

@@ -115,6 +115,8 @@ async def running_fleet(tmp_path: Path, postgres_server: PostgresServer) -> Asyn
         "TFMESH_TRAINING_REGISTRY_ADDR": registry.address,
         "TFMESH_TRAINING_IDLE_POLL_S": "0.2",
         "TFMESH_TRAINING_CLAIM_S": str(CLAIM_S),
+        # Every epoch, so that the kill lands after some checkpoint.
+        "TFMESH_TRAINING_CHECKPOINT_INTERVAL_S": "0",
     }
     api = service_process(
         "services.training.server",

@@ -30,6 +30,8 @@ def stack(tmp_path):
         TFMESH_TRAINING_DATA_ADDR=data.address,
         TFMESH_TRAINING_REGISTRY_ADDR=registry.address,
         TFMESH_TRAINING_IDLE_POLL_S="0.2",
+        # Every epoch, so that the kill lands after some checkpoint.
+        TFMESH_TRAINING_CHECKPOINT_INTERVAL_S="0",
     )
     yield registry, data, training
     for process in (training, data, registry):

@@ -123,6 +123,32 @@ def test_digits_mlp_reaches_95_percent_test_accuracy(digits, tmp_path):
     )
 
 
+def test_a_checkpoint_interval_checkpoints_the_last_epoch_and_reports_every_one(digits, tmp_path):
+    spec = digits_spec(4, batch_size=128)
+    batches_per_epoch = int(np.ceil(len(digits.x_train) / 128))
+    hour = 3600.0
+    stopped = Recorder()
+    with pytest.raises(StopRequested):
+        # Stopped in epoch 3, within the interval: nothing checkpointed, both epochs told.
+        stop = stop_after_batches(2 * batches_per_epoch + 1)
+        Trainer(spec, digits, tmp_path / "a", stopped, stop, checkpoint_interval_s=hour).run()
+    assert [epoch for _, epoch, _ in stopped.epochs] == [1, 2] and stopped.checkpoints == []
+    assert CheckpointDir(tmp_path / "a" / "checkpoints").latest() is None
+
+    recorder = Recorder()
+    trainer = Trainer(
+        spec, digits, tmp_path / "b", recorder, never_stop, checkpoint_interval_s=hour
+    )
+    outcome = trainer.run()
+    assert [epoch for _, epoch, _ in recorder.epochs] == [1, 2, 3, 4]
+    assert recorder.checkpoints == [4] and outcome.epochs_completed == 4
+    assert CheckpointDir(tmp_path / "b" / "checkpoints").latest().state.epochs_completed == 4
+
+    every = Recorder()
+    Trainer(spec, digits, tmp_path / "c", every, never_stop, checkpoint_interval_s=0.0).run()
+    assert every.checkpoints == [1, 2, 3, 4]
+
+
 def test_resume_continues_from_the_checkpointed_epoch_with_optimizer_state(digits, tmp_path):
     spec = digits_spec(6, batch_size=64)
     batches_per_epoch = int(np.ceil(len(digits.x_train) / 64))
