@@ -75,12 +75,19 @@ class BlobWriter:
     def sha256(self) -> str:
         return self._hash.hexdigest()
 
+    def seal(self) -> Path:
+        """Flush, fsync and close the content written so far; it may then be read at the
+        returned path (a temp file) until `commit` or `abort`."""
+        if not self._file.closed:
+            self._file.flush()
+            os.fsync(self._file.fileno())
+            self._file.close()
+        return self._temp
+
     def commit(self) -> str:
         """Make the blob durable and visible; returns its sha256."""
         digest = self.sha256
-        self._file.flush()
-        os.fsync(self._file.fileno())
-        self._file.close()
+        self.seal()
         try:
             self._store.publish(self._temp, digest, self.size)
         finally:

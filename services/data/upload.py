@@ -1,11 +1,13 @@
 """One upload's way from its first chunk to a committed version.
 
-The upload streams into a temp blob while it is hashed; on `finish` the blob commits as
-the version's source, and the version's name follows from the source's digest and how
-it is read (format, label column, split ratios, reference), so identical content returns
-the existing version without any work. Otherwise ingest reads the source twice and
-writes shard blobs; the version's metadata commits last, so a crash at any point leaves
-no visible version, only blobs that `BlobKeeper.collect` removes at the next start.
+The upload streams into a temp blob while it is hashed; on `finish` the version's name
+follows from that digest and how the source is read (format, label column, split ratios,
+reference), so identical content returns the existing version without any work (and the
+temp blob is dropped). Otherwise ingest reads the temp file itself (no second read to
+verify it, no download back from object storage) and writes shard and Parquet blobs;
+then the temp blob commits as the version's source, and the version's metadata commits
+last, so a crash at any point leaves no visible version, only blobs that
+`BlobKeeper.collect` removes at the next start.
 Blobs a running ingest has written are held until it ends: deleting a version, or
 rejecting an upload, never removes a blob another ingest of the same content is about
 to name."""
@@ -20,6 +22,7 @@ from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 
 from services.data.entities import DataFormat, DatasetVersion, SplitRatios, version_name
 from services.data.ingest import (
@@ -159,15 +162,20 @@ class Upload:
             raise invalid("chunk", "no content: send the file in chunk messages after the header")
         request = self._request
         source_bytes = self._writer.size
-        source_sha256 = self._keeper.commit(self._writer)
+        source_sha256 = self._writer.sha256
         sink = IngestSink(self._blobs, self._keeper)
+        committed: list[str] = []
         try:
             digest = request.version_digest(source_sha256)
             name = version_name(request.dataset, digest)
             known = self._store.find(name)
             if known is not None:
+                self.abort()
                 return self._existing(*known)
-            version, result = self._ingest(name, digest, source_sha256, source_bytes, sink)
+            # Ingested from the upload's own temp file, hashed as it arrived: no second
+            # read to verify it, nor a download back from object storage.
+            version, result = self._ingest(name, digest, self._writer.seal(), source_bytes, sink)
+            committed.append(self._keeper.commit(self._writer))
             with self._keeper.lock:
                 known = self._store.find(name)
                 if known is not None:
@@ -186,34 +194,32 @@ class Upload:
                 },
             )
             return version, True
+        except BaseException:
+            self.abort()
+            raise
         finally:
-            self._keeper.release([source_sha256, *sink.digests])
+            self._keeper.release([*committed, *sink.digests])
 
     def _ingest(
-        self, name: str, digest: str, source_sha256: str, source_bytes: int, sink: IngestSink
+        self, name: str, digest: str, source_path: Path, source_bytes: int, sink: IngestSink
     ) -> tuple[DatasetVersion, IngestResult]:
         request = self._request
-        with self._blobs.local_copy(source_sha256) as source_path:
-            source = open_source(
-                request.format,
-                source_path,
-                request.label_column,
-                self._limits,
-                self._blobs.temp_dir,
-            )
-            result = ingest(
-                source,
-                request.ratios,
-                request.max_bad_row_fraction,
-                request.reference.schema if request.reference else None,
-                self._limits,
-                sink,
-            )
+        source = open_source(
+            request.format, source_path, request.label_column, self._limits, self._blobs.temp_dir
+        )
+        result = ingest(
+            source,
+            request.ratios,
+            request.max_bad_row_fraction,
+            request.reference.schema if request.reference else None,
+            self._limits,
+            sink,
+        )
         version = DatasetVersion(
             name=name,
             dataset=request.dataset,
             digest=digest,
-            source_sha256=source_sha256,
+            source_sha256=self._writer.sha256,
             source_bytes=source_bytes,
             format=request.format,
             label_column=request.label_column,
