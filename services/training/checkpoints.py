@@ -1,5 +1,5 @@
-"""Per-epoch checkpoints of a job's final training, written so that a SIGKILL never leaves a
-half-written one behind.
+"""Checkpoints of a job's final training (at epoch ends: services.training.epoch_writes
+says which), written so that a SIGKILL never leaves a half-written one behind.
 
 A checkpoint is a folder `epoch-<n>` under the job's checkpoint directory holding the
 arrays of the training (`weights.npz`: the model's weights, its optimizer's variables

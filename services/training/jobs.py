@@ -75,6 +75,13 @@ class JobRecord:
     error: str = ""
 
 
+# Why a running job stops (`StopRequested.reason`).
+CANCELLED = "cancelled"
+SHUTDOWN = "shutdown"
+# The worker's claim lapsed and another worker took the job: stop without writing.
+LOST = "claim lost"
+
+
 class StopRequested(Exception):
     """A running job was asked to stop ("cancelled" or "shutdown") and did, at a batch end."""
 

@@ -3,18 +3,18 @@
 `Trainer.run` does, in order: the search when the spec has a search space (its trials
 are shared with other workers through a `SearchBoard`: this worker runs queued trials
 until none is left, then waits for those others run; trials finished by an earlier
-attempt are not run again), the final training with the best parameters (a checkpoint
-after every epoch, written with the epoch's event behind the training; a restart loads
-the latest one and continues at its epoch), evaluation
-on the test split and export. `Trainer.run_trial` runs one claimed trial, for this job's
-worker or for a helping one. Data always reaches Keras through `tf.data`. A stop request
-(cancel, shutdown) is checked after every batch; it ends the run with `StopRequested`,
-leaving the last complete epoch's checkpoint for the next attempt. Progress goes to a
-`Reporter` (the job store)."""
+attempt are not run again), the final training with the best parameters (every epoch's
+event, and a checkpoint every `checkpoint_interval_s` and after the last epoch, written
+behind the training by services.training.epoch_writes; a restart loads the latest one
+and continues at its epoch), evaluation on the test split and export.
+`Trainer.run_trial` runs one claimed trial, for this job's worker or for a helping one.
+Data always reaches Keras through `tf.data`. A stop request (cancel, shutdown) is
+checked after every batch; it ends the run with `StopRequested`, a shutdown leaving the
+last complete epoch's checkpoint for the next attempt. Progress goes to a `Reporter`
+(the job store)."""
 
 from __future__ import annotations
 
-import functools
 import logging
 import time
 from collections import OrderedDict
@@ -29,18 +29,17 @@ import tensorflow as tf
 
 from services.training.checkpoints import (
     Checkpoint,
-    CheckpointArrays,
     CheckpointDir,
     CheckpointState,
     StoppingState,
 )
 from services.training.datasource import TrainingData
+from services.training.epoch_writes import FinalEpochWrites
 from services.training.evaluation import write_evaluation
 from services.training.export import export_model
 from services.training.jobs import ArtifactFile, ClaimLost, StopRequested
 from services.training.models import build_model
 from services.training.spec import JobSpec, TrialParams, base_params, params_with
-from services.training.write_behind import WriteBehind
 
 if TYPE_CHECKING:
     from services.training.search import SearchBoard
@@ -242,6 +241,7 @@ class Trainer:
         reporter: Reporter,
         should_stop: StopCheck,
         checkpoint_interval_s: float = 0.0,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.spec = spec
         self.data = data
@@ -251,6 +251,7 @@ class Trainer:
         # The final training's checkpoints: at the end of the first epoch this long after
         # the last (0: every epoch), and at its end.
         self.checkpoint_interval_s = checkpoint_interval_s
+        self.clock = clock
         self.runner = TrialRunner(spec, data, should_stop)
         self.checkpoints = CheckpointDir(workdir / "checkpoints")
 
@@ -342,28 +343,18 @@ class Trainer:
         state: CheckpointState,
         best_weights: list[Any] | None,
     ) -> Checkpoint | None:
-        """Train the epochs left. Each epoch's event, and the checkpoint of an epoch that
-        ends `checkpoint_interval_s` or more after the last one (and of the last epoch),
-        are written behind the training (services.training.write_behind), the arrays
-        copied on this thread; a failed write (ClaimLost, say) stops the training at its
-        next batch and is raised. The last checkpoint written."""
+        """Train the epochs left. Each epoch's arrays are copied on this thread; its
+        event, and its checkpoint when one is due, are written behind the training
+        (services.training.epoch_writes); a failed write (ClaimLost, say) stops the
+        training at its next batch and is raised. The last checkpoint written."""
         hp = self.spec.hyperparameters
         rule = hp.early_stopping
-        writes = WriteBehind()
-        written: list[Checkpoint] = []
-
-        lap = [time.monotonic()]
-        checkpointed = [lap[0]]
-
-        def write(snapshot: CheckpointArrays, metrics: dict[str, float], seconds: float) -> None:
-            written.append(self.checkpoints.write(snapshot))
-            self.reporter.checkpoint_saved(written[-1])
-            epoch = snapshot.state.epochs_completed
-            self.reporter.epoch_ended(0, epoch, hp.epochs, metrics, seconds)
+        writes = FinalEpochWrites(
+            self.checkpoints, self.reporter, hp.epochs, self.checkpoint_interval_s, self.clock
+        )
 
         def on_epoch(epoch: int, metrics: dict[str, float]) -> None:
             nonlocal best_weights
-            seconds, lap[0] = time.monotonic() - lap[0], time.monotonic()
             state.epochs_completed = epoch
             if rule is not None:
                 higher = rule.monitor == "val_accuracy"
@@ -373,13 +364,7 @@ class Trainer:
                     model.stop_training = True
                     state.finished = True
             state.finished = state.finished or epoch >= hp.epochs
-            if not state.finished and lap[0] - checkpointed[0] < self.checkpoint_interval_s:
-                event = self.reporter.epoch_ended
-                writes.submit(functools.partial(event, 0, epoch, hp.epochs, metrics, seconds))
-                return
-            checkpointed[0] = lap[0]
-            snapshot = self.checkpoints.snapshot(model, best_weights, state)
-            writes.submit(functools.partial(write, snapshot, metrics, seconds))
+            writes.epoch_ended(self.checkpoints.snapshot(model, best_weights, state), metrics)
 
         stop = writes.stop_check(self.should_stop)
         try:
@@ -387,12 +372,12 @@ class Trainer:
                 model, params, hp.epochs, state.epochs_completed, on_epoch, self.spec.seed, stop
             )
         except BaseException as stopped:
-            if (failure := writes.close()) is not None:
+            if (failure := writes.close(stopped)) is not None:
                 raise failure from stopped
             raise
         if (failure := writes.close()) is not None:
             raise failure
-        return written[-1] if written else None
+        return writes.written[-1] if writes.written else None
 
     def _evaluate(self, model: keras.Model, checkpoint: Checkpoint) -> dict[str, float]:
         batch = 256

@@ -28,6 +28,9 @@ from typing import TYPE_CHECKING
 
 from services.training.datasource import DataSource, TrainingData
 from services.training.jobs import (
+    CANCELLED,
+    LOST,
+    SHUTDOWN,
     Claim,
     ClaimLost,
     JobRecord,
@@ -50,11 +53,6 @@ if TYPE_CHECKING:
     from services.training.trials import TrialTicket
 
 log = logging.getLogger(__name__)
-
-CANCELLED = "cancelled"
-SHUTDOWN = "shutdown"
-# The worker's claim lapsed and another worker took the job: stop without writing.
-LOST = "claim lost"
 
 
 class StopSignal:

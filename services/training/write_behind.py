@@ -1,8 +1,8 @@
-"""The writes a training hands off (each epoch's checkpoint folder, its upload and the
-job's event rows), done in order on one thread of their own, so that an epoch waits for
-the disk, the blob store or the database only when `depth` writes are already waiting (a
-slow disk then slows training rather than filling memory with snapshots). A worker killed
-meanwhile loses those epochs: it resumes from the last one written.
+"""The writes a training hands off (checkpoint folders, their upload and the job's event
+rows), done in order on one thread of their own, so that an epoch waits for the disk,
+the blob store or the database only when `depth` writes are already waiting (a slow disk
+then slows training rather than filling memory with snapshots). A worker killed
+meanwhile loses those writes: it resumes from the last checkpoint written.
 
 After the first write that fails (ClaimLost: another worker holds the job now; a full
 disk) nothing more is written: `stop_check` stops the training at its next batch, and

@@ -123,30 +123,52 @@ def test_digits_mlp_reaches_95_percent_test_accuracy(digits, tmp_path):
     )
 
 
-def test_a_checkpoint_interval_checkpoints_the_last_epoch_and_reports_every_one(digits, tmp_path):
-    spec = digits_spec(4, batch_size=128)
-    batches_per_epoch = int(np.ceil(len(digits.x_train) / 128))
-    hour = 3600.0
-    stopped = Recorder()
-    with pytest.raises(StopRequested):
-        # Stopped in epoch 3, within the interval: nothing checkpointed, both epochs told.
-        stop = stop_after_batches(2 * batches_per_epoch + 1)
-        Trainer(spec, digits, tmp_path / "a", stopped, stop, checkpoint_interval_s=hour).run()
-    assert [epoch for _, epoch, _ in stopped.epochs] == [1, 2] and stopped.checkpoints == []
-    assert CheckpointDir(tmp_path / "a" / "checkpoints").latest() is None
+def ticks(step: float = 1.0):
+    """A clock that moves `step` seconds each time it is read (one read an epoch)."""
+    now = [0.0]
 
+    def clock() -> float:
+        now[0] += step
+        return now[0] - step
+
+    return clock
+
+
+def test_a_checkpoint_interval_checkpoints_the_first_epoch_past_it_and_the_last(digits, tmp_path):
+    spec = digits_spec(6, batch_size=128)
     recorder = Recorder()
     trainer = Trainer(
-        spec, digits, tmp_path / "b", recorder, never_stop, checkpoint_interval_s=hour
+        spec, digits, tmp_path, recorder, never_stop, checkpoint_interval_s=2.5, clock=ticks()
     )
     outcome = trainer.run()
-    assert [epoch for _, epoch, _ in recorder.epochs] == [1, 2, 3, 4]
-    assert recorder.checkpoints == [4] and outcome.epochs_completed == 4
-    assert CheckpointDir(tmp_path / "b" / "checkpoints").latest().state.epochs_completed == 4
+    # Epochs end at 1, 2, 3 (2.5 s past the start: checkpoint), 4, 5, and 6 (the last).
+    assert [epoch for _, epoch, _ in recorder.epochs] == [1, 2, 3, 4, 5, 6]
+    assert recorder.checkpoints == [3, 6] and outcome.epochs_completed == 6
+    assert CheckpointDir(tmp_path / "checkpoints").latest().state.epochs_completed == 6
 
     every = Recorder()
-    Trainer(spec, digits, tmp_path / "c", every, never_stop, checkpoint_interval_s=0.0).run()
-    assert every.checkpoints == [1, 2, 3, 4]
+    Trainer(spec, digits, tmp_path / "every", every, never_stop, checkpoint_interval_s=0.0).run()
+    assert every.checkpoints == [1, 2, 3, 4, 5, 6]
+
+
+@pytest.mark.parametrize(("reason", "kept"), [("shutdown", [2]), ("cancelled", [])])
+def test_a_shutdown_within_the_interval_checkpoints_the_last_complete_epoch(
+    digits, tmp_path, reason, kept
+):
+    spec = digits_spec(4, batch_size=128)
+    batches_per_epoch = int(np.ceil(len(digits.x_train) / 128))
+    stopped = Recorder()
+    stop = stop_after_batches(2 * batches_per_epoch + 1, reason)
+    with pytest.raises(StopRequested):
+        # Stopped in epoch 3, an hour's interval from any checkpoint.
+        Trainer(spec, digits, tmp_path, stopped, stop, checkpoint_interval_s=3600.0).run()
+    assert [epoch for _, epoch, _ in stopped.epochs] == [1, 2] and stopped.checkpoints == kept
+    latest = CheckpointDir(tmp_path / "checkpoints").latest()
+    assert (latest.state.epochs_completed if latest else None) == (kept[-1] if kept else None)
+    if kept:
+        resumed = Recorder()
+        Trainer(spec, digits, tmp_path, resumed, never_stop, checkpoint_interval_s=3600.0).run()
+        assert resumed.resumed_at == [2] and [e for _, e, _ in resumed.epochs] == [3, 4]
 
 
 def test_resume_continues_from_the_checkpointed_epoch_with_optimizer_state(digits, tmp_path):
