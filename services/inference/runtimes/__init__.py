@@ -56,6 +56,7 @@ class RuntimeKind:
 RUNTIMES: dict[str, RuntimeKind] = {
     "tensorflow": RuntimeKind("services.inference.runtimes.tensorflow_runtime", "saved_model.tar"),
     "keras_jax": RuntimeKind("services.inference.runtimes.keras_jax_runtime", "model.keras"),
+    "litert": RuntimeKind("services.inference.runtimes.litert_runtime", "model.tflite"),
     "noop": RuntimeKind("services.inference.runtimes.noop_runtime", ""),
 }
 

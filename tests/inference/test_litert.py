@@ -1,0 +1,158 @@
+"""The LiteRT runtime: `.tflite` conversions of the digits test model (float, dynamic-range
+quantized, full-integer int8 with int8 inputs and outputs) load under the SavedModel's
+input and output names, shapes and dtypes and answer like it at any batch size; int8 I/O
+is served as float; a corrupt file or one whose only signature is another fails its load
+with the reason; and the inference service started with the runtime from a static model config
+answers over its own API and KServe v2 as the interpreter does."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import grpc
+import numpy as np
+import pytest
+
+from inference import grpc_predict_v2_pb2 as v2
+from inference import grpc_predict_v2_pb2_grpc
+from services.inference.runtimes import load_runtime
+from shared.tensors import from_tensor, to_tensor
+from tests.inference.conftest import write_model_config
+from tests.inference.models import build_digits_model, digits_rows
+from tests.support.processes import service_process
+from tfmesh.inference.v1 import inference_pb2 as pb
+from tfmesh.inference.v1 import inference_pb2_grpc
+
+
+def convert(saved_model: Path, out: Path, method: str) -> Path:
+    """`saved_model` as a `.tflite` file: `float`, `dynamic` range or `int8` (integer I/O)."""
+    import tensorflow as tf
+
+    converter = tf.lite.TFLiteConverter.from_saved_model(str(saved_model))
+    if method != "float":
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    if method == "int8":
+        rows = digits_rows(200, seed=9)
+
+        def representative():
+            for row in rows:
+                yield [row[None, :]]
+
+        converter.representative_dataset = representative
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+        converter.inference_input_type = tf.int8
+        converter.inference_output_type = tf.int8
+    out.write_bytes(converter.convert())
+    return out
+
+
+@pytest.fixture(scope="module")
+def digits(tmp_path_factory):
+    """The digits test model's SavedModel runtime and its three `.tflite` conversions."""
+    import tensorflow as tf
+
+    root = tmp_path_factory.mktemp("litert")
+    model = build_digits_model(seed=3)
+    saved_model = root / "saved_model"
+    signature = [tf.TensorSpec((None, 64), tf.float32, name="x")]
+    model.export(str(saved_model), format="tf_saved_model", input_signature=signature, verbose=0)
+    files = {m: convert(saved_model, root / f"{m}.tflite", m) for m in ("float", "dynamic", "int8")}
+    return load_runtime("tensorflow", saved_model, {}), files
+
+
+@pytest.mark.parametrize(("method", "tolerance"), [("float", 1e-5), ("dynamic", 0.05)])
+def test_a_tflite_version_answers_like_its_saved_model(digits, method, tolerance):
+    reference, files = digits
+    runtime = load_runtime("litert", files[method], {"threads": 1})
+    assert runtime.signature == reference.signature
+    for rows in (1, 7, 3):  # new batch sizes, then a smaller one again
+        batch = digits_rows(rows, seed=rows)
+        expected = reference.predict({"x": batch})
+        answered = runtime.predict({"x": batch})
+        assert answered.keys() == expected.keys()
+        for name, value in answered.items():
+            assert value.dtype == expected[name].dtype and value.shape == expected[name].shape
+            np.testing.assert_allclose(value, expected[name], atol=tolerance)
+    runtime.unload()
+
+
+def test_int8_inputs_and_outputs_are_served_as_float(digits):
+    reference, files = digits
+    runtime = load_runtime("litert", files["int8"], {})
+    assert runtime.signature == reference.signature, "float in, float out, as the SavedModel"
+    batch = digits_rows(300, seed=11)
+    ((name, answered),) = runtime.predict({"x": batch}).items()
+    expected = reference.predict({"x": batch})[name]
+    assert answered.dtype == np.float32
+    assert np.abs(answered - expected).max() < 0.05
+    assert np.mean(answered.argmax(axis=1) == expected.argmax(axis=1)) >= 0.9
+
+
+def test_a_corrupt_file_or_one_without_a_serving_signature_fails_its_load(digits, tmp_path):
+    _, files = digits
+    corrupt = tmp_path / "corrupt.tflite"
+    corrupt.write_bytes(files["float"].read_bytes()[:200])
+    with pytest.raises(ValueError):
+        load_runtime("litert", corrupt, {})
+    import tensorflow as tf
+
+    module = tf.Module()
+    module.double = tf.function(
+        lambda x: {"y": 2 * x}, input_signature=[tf.TensorSpec([None], tf.float32)]
+    )
+    other = tmp_path / "other"
+    tf.saved_model.save(module, str(other), signatures={"double": module.double})
+    converter = tf.lite.TFLiteConverter.from_saved_model(str(other), signature_keys=["double"])
+    bare = tmp_path / "bare.tflite"
+    bare.write_bytes(converter.convert())
+    with pytest.raises(ValueError, match="serving_default"):
+        load_runtime("litert", bare, {})
+
+
+@pytest.fixture(scope="module")
+def litert_server(tmp_path_factory, digits):
+    _, files = digits
+    home = tmp_path_factory.mktemp("litert-server")
+    config = write_model_config(
+        home,
+        [
+            {
+                "name": "lite",
+                "runtime": "litert",
+                "versions": [{"version": 1, "path": str(files["dynamic"])}],
+                "batching": {"max_batch_size": 8},
+            }
+        ],
+    )
+    process = service_process(
+        "services.inference.server",
+        "TFMESH_INFERENCE_",
+        home,
+        TFMESH_INFERENCE_MODEL_CONFIG_FILE=str(config),
+    )
+    process.start(timeout_s=120)
+    yield process
+    assert process.terminate() == 0
+
+
+def test_the_service_serves_a_tflite_version(litert_server, digits):
+    _, files = digits
+    rows = digits_rows(5, seed=21)
+    expected = load_runtime("litert", files["dynamic"], {}).predict({"x": rows})["output_0"]
+    with grpc.insecure_channel(litert_server.address) as channel:
+        stub = inference_pb2_grpc.InferenceServiceStub(channel)
+        (version,) = stub.GetModelStatus(pb.GetModelStatusRequest(model="lite")).status.versions
+        assert (version.runtime, version.device) == ("litert", "cpu")
+        assert version.state == pb.VersionStatus.STATE_AVAILABLE
+        answer = stub.Predict(pb.PredictRequest(model="lite", inputs={"x": to_tensor(rows)}))
+        np.testing.assert_allclose(from_tensor(answer.outputs["output_0"]), expected, atol=1e-6)
+        kserve = grpc_predict_v2_pb2_grpc.GRPCInferenceServiceStub(channel)
+        metadata = kserve.ModelMetadata(v2.ModelMetadataRequest(name="lite"))
+        assert [(t.name, t.datatype, list(t.shape)) for t in metadata.inputs] == [
+            ("x", "FP32", [-1, 64])
+        ]
+        request = v2.ModelInferRequest(model_name="lite")
+        request.inputs.add(name="x", datatype="FP32", shape=rows.shape)
+        request.raw_input_contents.append(rows.tobytes())
+        raw = kserve.ModelInfer(request).raw_output_contents[0]
+        np.testing.assert_allclose(np.frombuffer(raw, "<f4").reshape(5, 10), expected, atol=1e-6)
