@@ -24,6 +24,10 @@ class AliasFeed(Protocol):
         """The artifact's local path, complete and verified."""
         ...
 
+    async def artifacts(self, model: str, version: int) -> list[str]:
+        """The names of the version's artifacts."""
+        ...
+
     async def follow(
         self, on_event: Callable[[AliasEvent], None], on_connected: Callable[[], None]
     ) -> None:

@@ -22,7 +22,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from services.inference.batcher import BatchingOptions, powers_of_two_up_to
-from services.inference.runtimes import RUNTIMES
+from services.inference.runtimes import known_runtime
 from services.inference.settings import InferenceSettings
 from shared.aliases import CANARY, PRODUCTION
 from shared.names import name_problem
@@ -102,9 +102,7 @@ def batching_options(settings: InferenceSettings, entry: BatchingEntry) -> Batch
 
 
 def _spec(entry: ModelEntry, settings: InferenceSettings, base: Path) -> ModelSpec:
-    runtime = entry.runtime or settings.runtime
-    if runtime not in RUNTIMES:
-        raise ValueError(f"unknown runtime {runtime!r}; one of {sorted(RUNTIMES)}")
+    runtime = known_runtime(entry.runtime or settings.runtime)
     if problem := name_problem(entry.name):
         raise ValueError(f"model name {entry.name!r} {problem}")
     options = {"gpu_memory_limit_mb": settings.gpu_memory_limit_mb, **entry.runtime_options}

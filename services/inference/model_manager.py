@@ -40,7 +40,15 @@ from services.inference.feedback import PredictionLog
 from services.inference.live_drift import LiveDrift
 from services.inference.metrics import BatcherMetrics
 from services.inference.routing import RoutingTable
-from services.inference.runtimes import RUNTIMES, Runtime, Signature, load_runtime, zero_inputs
+from services.inference.runtimes import (
+    AUTO,
+    RUNTIMES,
+    Runtime,
+    Signature,
+    load_runtime,
+    runtime_for,
+    zero_inputs,
+)
 from services.inference.statistics import VersionStatistics
 from shared.aliases import CANARY, PRODUCTION
 from shared.errors import NotFound
@@ -225,7 +233,7 @@ class ModelManager:
     async def _load_static(self, served: ServedModel) -> None:
         spec = served.spec
         for version, path in sorted(spec.static_versions.items()):
-            await self._load(served, version, functools.partial(_local_file, path))
+            await self._load(served, version, functools.partial(_local_file, spec.runtime, path))
         by_label = {
             label: record.loaded
             for label, version in spec.static_labels.items()
@@ -264,14 +272,21 @@ class ModelManager:
                 log.exception("reconciling model failed", extra={"model": served.name})
 
     async def _reconcile(self, served: ServedModel) -> None:
-        assert self._source is not None
-        fetch = self._source.fetch
-        artifact = RUNTIMES[served.spec.runtime].artifact
         for version in sorted({version for version, _ in served.desired.values()}):
             record = served.records.get(version)
             if record is None or record.state in (VersionState.FAILED, VersionState.END):
-                await self._load(served, version, lambda v: fetch(served.name, v, artifact))
+                await self._load(served, version, functools.partial(self._fetch, served.spec))
         self._swap(served, dict(served.desired))
+
+    async def _fetch(self, spec: ModelSpec, version: int) -> tuple[str, Path | None]:
+        """The runtime that loads a registry version, and its artifact downloaded: with
+        `auto`, the runtime of the first artifact (in PREFERENCE order) the version has."""
+        assert self._source is not None
+        runtime = spec.runtime
+        if runtime == AUTO:
+            runtime = runtime_for(await self._source.artifacts(spec.name, version))
+        path = await self._source.fetch(spec.name, version, RUNTIMES[runtime].artifact)
+        return runtime, path
 
     def _swap(self, served: ServedModel, desired: dict[str, tuple[int, int]]) -> None:
         old = served.table
@@ -306,7 +321,10 @@ class ModelManager:
                 self._begin_unload(served, record, "no served alias names it any more")
 
     async def _load(
-        self, served: ServedModel, version: int, locate: Callable[[int], Awaitable[Path | None]]
+        self,
+        served: ServedModel,
+        version: int,
+        locate: Callable[[int], Awaitable[tuple[str, Path | None]]],
     ) -> None:
         spec = served.spec
         record = VersionRecord(version, VersionState.LOADING, spec.runtime)
@@ -314,10 +332,10 @@ class ModelManager:
         self._changed()
         stage = "download"
         try:
-            path = await locate(version)
+            record.runtime, path = await locate(version)
             stage = "load"
             runtime = await asyncio.to_thread(
-                load_runtime, spec.runtime, path, spec.runtime_options
+                load_runtime, record.runtime, path, spec.runtime_options
             )
             stage = "warmup"
             await asyncio.to_thread(warm_up, runtime, spec.batching)
@@ -426,5 +444,9 @@ def traffic_shares(table: RoutingTable[LoadedVersion]) -> dict[int, float]:
     return shares
 
 
-async def _local_file(path: Path | None, version: int) -> Path | None:
-    return path
+async def _local_file(runtime: str, path: Path | None, version: int) -> tuple[str, Path | None]:
+    """A static version's runtime (`auto`: by its file's name) and file."""
+    if runtime == AUTO:
+        assert path is not None, "config requires a path of every auto version"
+        runtime = runtime_for([path.name])
+    return runtime, path

@@ -65,6 +65,15 @@ class RegistrySource:
             ) from None
         return destination
 
+    async def artifacts(self, model: str, version: int) -> list[str]:
+        try:
+            found = await self._client.get_version(model, version)
+        except grpc.aio.AioRpcError as error:
+            raise Unavailable(
+                f"reading {model}/{version} failed: {error.code().name}: {error.details()}"
+            ) from None
+        return [artifact.name for artifact in found.artifacts]
+
     async def follow(
         self, on_event: Callable[[AliasEvent], None], on_connected: Callable[[], None]
     ) -> None:

@@ -74,7 +74,8 @@ class InferenceSettings(ServiceSettings):
     # `canary` its weight's share.
     aliases: CommaList = Field(default_factory=lambda: list(FOLLOWED))
     model_config_file: Path | None = None
-    # Runtime of registry models: tensorflow (SavedModel) or keras_jax (.keras via XLA).
+    # Runtime of registry models: tensorflow (SavedModel), keras_jax (.keras via XLA),
+    # litert (.tflite), or auto (per version, by the artifact it has).
     runtime: str = "tensorflow"
     # TensorFlow on a GPU: 0 grows memory as needed, otherwise a cap in MiB.
     gpu_memory_limit_mb: int = Field(default=0, ge=0)
@@ -122,8 +123,6 @@ class InferenceSettings(ServiceSettings):
     @field_validator("runtime")
     @classmethod
     def _known_runtime(cls, value: str) -> str:
-        from services.inference.runtimes import RUNTIMES
+        from services.inference.runtimes import known_runtime
 
-        if value not in RUNTIMES:
-            raise ValueError(f"unknown runtime {value!r}; one of {sorted(RUNTIMES)}")
-        return value
+        return known_runtime(value)

@@ -3,10 +3,13 @@ quantized, full-integer int8 with int8 inputs and outputs) load under the SavedM
 input and output names, shapes and dtypes and answer like it at any batch size; int8 I/O
 is served as float; a corrupt file or one whose only signature is another fails its load
 with the reason; and the inference service started with the runtime from a static model config
-answers over its own API and KServe v2 as the interpreter does."""
+answers over its own API and KServe v2 as the interpreter does. A model on the `auto`
+runtime loads each version with the runtime of the artifact it has: a SavedModel version
+and a `.tflite`-only one serve side by side, and one with neither fails its load alone."""
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import grpc
@@ -15,10 +18,15 @@ import pytest
 
 from inference import grpc_predict_v2_pb2 as v2
 from inference import grpc_predict_v2_pb2_grpc
-from services.inference.runtimes import load_runtime
+from services.inference.alias_feed import AliasEvent
+from services.inference.batcher import BatchingOptions
+from services.inference.config import ModelSpec
+from services.inference.model_manager import ModelManager, VersionState
+from services.inference.runtimes import load_runtime, runtime_for
 from shared.tensors import from_tensor, to_tensor
 from tests.inference.conftest import write_model_config
 from tests.inference.models import build_digits_model, digits_rows
+from tests.inference.test_batcher import wait_until
 from tests.support.processes import service_process
 from tfmesh.inference.v1 import inference_pb2 as pb
 from tfmesh.inference.v1 import inference_pb2_grpc
@@ -57,6 +65,7 @@ def digits(tmp_path_factory):
     signature = [tf.TensorSpec((None, 64), tf.float32, name="x")]
     model.export(str(saved_model), format="tf_saved_model", input_signature=signature, verbose=0)
     files = {m: convert(saved_model, root / f"{m}.tflite", m) for m in ("float", "dynamic", "int8")}
+    files["saved_model"] = saved_model
     return load_runtime("tensorflow", saved_model, {}), files
 
 
@@ -156,3 +165,65 @@ def test_the_service_serves_a_tflite_version(litert_server, digits):
         request.raw_input_contents.append(rows.tobytes())
         raw = kserve.ModelInfer(request).raw_output_contents[0]
         np.testing.assert_allclose(np.frombuffer(raw, "<f4").reshape(5, 10), expected, atol=1e-6)
+
+
+def test_auto_picks_each_versions_runtime_by_its_artifacts():
+    assert runtime_for(["saved_model.tar", "model.keras", "model.tflite"]) == "tensorflow"
+    assert runtime_for(["model.tflite", "model.keras", "evaluation.json"]) == "litert"
+    assert runtime_for(["model.keras"]) == "keras_jax"
+    assert runtime_for(["v3.tflite"]) == "litert"
+    with pytest.raises(ValueError, match="no artifact a runtime loads"):
+        runtime_for(["evaluation.json"])
+
+
+class ArtifactSource:
+    """A registry stand-in whose versions have the artifacts `listed` (files in `paths`);
+    the real registry drives the process tests."""
+
+    def __init__(self, listed: dict[int, list[str]], paths: dict[str, Path]) -> None:
+        self.listed = listed
+        self.paths = paths
+        self.events: asyncio.Queue[AliasEvent] = asyncio.Queue()
+
+    async def artifacts(self, model: str, version: int) -> list[str]:
+        return self.listed[version]
+
+    async def fetch(self, model: str, version: int, artifact: str) -> Path:
+        return self.paths[artifact]
+
+    async def follow(self, on_event, on_connected) -> None:
+        on_connected()
+        while True:
+            on_event(await self.events.get())
+
+
+async def test_an_auto_model_serves_a_saved_model_and_a_tflite_version_side_by_side(digits):
+    _, files = digits
+    source = ArtifactSource(
+        {1: ["saved_model.tar", "model.tflite"], 2: ["model.tflite"], 3: ["evaluation.json"]},
+        {"saved_model.tar": files["saved_model"], "model.tflite": files["int8"]},
+    )
+    spec = ModelSpec(
+        "m", "auto", BatchingOptions(max_batch_size=4), aliases=("production", "canary")
+    )
+    manager = ModelManager([spec], source=source, settle_s=0.01)  # type: ignore[arg-type]
+    await manager.start()
+    try:
+        served = manager.model("m")
+        await source.events.put(AliasEvent("m", "production", 1, 0))
+        await source.events.put(AliasEvent("m", "canary", 2, 20))
+        await wait_until(lambda: len(served.table.by_label) == 2, timeout_s=60)
+        runtimes = {v: served.records[v].runtime for v in (1, 2)}
+        assert runtimes == {1: "tensorflow", 2: "litert"}
+        rows = digits_rows(4, seed=2)
+        float_answer = served.table.by_label["production"].runtime.predict({"x": rows})
+        int8_answer = served.table.by_label["canary"].runtime.predict({"x": rows})
+        assert np.abs(float_answer["output_0"] - int8_answer["output_0"]).max() < 0.05
+        await source.events.put(AliasEvent("m", "canary", 3, 20))
+        await wait_until(
+            lambda: 3 in served.records and served.records[3].state is VersionState.FAILED
+        )
+        assert "no artifact a runtime loads" in served.records[3].reason
+        assert served.table.by_label["canary"].version == 2, "the working canary stays"
+    finally:
+        await manager.stop()

@@ -4,12 +4,15 @@ A runtime loads one model version from a local path, describes its signature (in
 output names, dtypes, shapes with None for the row dimension), runs `predict` on a batch
 of numpy arrays from a worker thread, and says where its weights live. Each runtime
 imports its framework inside its own module, which `load_runtime` imports only when that
-runtime is asked for: a machine with JAX and no TensorFlow serves the `keras_jax` runtime."""
+runtime is asked for: a machine with JAX and no TensorFlow serves the `keras_jax` runtime.
+A model may name `auto` instead of a runtime: each of its versions is then loaded by the
+first runtime of `PREFERENCE` whose artifact it has, so a float SavedModel version and
+its compressed `.tflite` one serve side by side."""
 
 from __future__ import annotations
 
 import importlib
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -59,6 +62,31 @@ RUNTIMES: dict[str, RuntimeKind] = {
     "litert": RuntimeKind("services.inference.runtimes.litert_runtime", "model.tflite"),
     "noop": RuntimeKind("services.inference.runtimes.noop_runtime", ""),
 }
+
+
+# A model whose runtime is chosen per version, from the artifact the version has.
+AUTO = "auto"
+# `auto`'s order: the first runtime whose artifact a version has loads it.
+PREFERENCE = ("tensorflow", "litert", "keras_jax")
+
+
+def known_runtime(kind: str) -> str:
+    """`kind` if it names a runtime or `auto`; else ValueError naming them."""
+    if kind != AUTO and kind not in RUNTIMES:
+        raise ValueError(f"unknown runtime {kind!r}; one of {sorted([*RUNTIMES, AUTO])}")
+    return kind
+
+
+def runtime_for(artifacts: Collection[str]) -> str:
+    """The runtime `auto` picks for a version with these artifact names (or file names:
+    a SavedModel folder or `.tar`, a `.tflite` or a `.keras` file)."""
+    for kind in PREFERENCE:
+        artifact = RUNTIMES[kind].artifact
+        suffix = Path(artifact).suffix
+        if any(name == artifact or name.endswith(suffix) for name in artifacts):
+            return kind
+    wanted = ", ".join(RUNTIMES[kind].artifact for kind in PREFERENCE)
+    raise ValueError(f"no artifact a runtime loads among {sorted(artifacts)} (one of {wanted})")
 
 
 def load_runtime(kind: str, path: Path | None, options: Mapping[str, Any]) -> Runtime:
