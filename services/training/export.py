@@ -18,6 +18,7 @@ import tensorflow as tf
 
 from services.training.jobs import ArtifactFile
 from services.training.models import INPUT_NAME
+from services.training.quantization import quantize
 
 SAVED_MODEL_ARTIFACT = "saved_model.tar"
 KERAS_ARTIFACT = "model.keras"
@@ -49,9 +50,7 @@ def export_saved_model(model: keras.Model, folder: Path) -> None:
 
 
 def export_tflite(saved_model: Path, destination: Path) -> None:
-    converter = tf.lite.TFLiteConverter.from_saved_model(str(saved_model))
-    converter.optimizations = [tf.lite.Optimize.DEFAULT]
-    destination.write_bytes(converter.convert())
+    destination.write_bytes(quantize(saved_model, "dynamic"))
 
 
 def export_model(model: keras.Model, out_dir: Path, with_tflite: bool) -> list[ArtifactFile]:

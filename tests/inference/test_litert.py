@@ -1,15 +1,19 @@
-"""The LiteRT runtime: `.tflite` conversions of the digits test model (float, dynamic-range
-quantized, full-integer int8 with int8 inputs and outputs) load under the SavedModel's
-input and output names, shapes and dtypes and answer like it at any batch size; int8 I/O
-is served as float; a corrupt file or one whose only signature is another fails its load
-with the reason; and the inference service started with the runtime from a static model config
-answers over its own API and KServe v2 as the interpreter does. A model on the `auto`
-runtime loads each version with the runtime of the artifact it has: a SavedModel version
-and a `.tflite`-only one serve side by side, and one with neither fails its load alone."""
+"""The LiteRT runtime: `.tflite` conversions of the digits test model (float, and quantized
+by services.training.quantization: dynamic range, float16, full-integer int8 with int8
+inputs and outputs) load under the SavedModel's input and output names, shapes and dtypes
+and answer like it at any batch size, batches at once included; int8 I/O is served as
+float; a corrupt file or one
+whose only signature is another fails its load with the reason; and the inference service
+started with the runtime from a static model config answers over its own API and KServe
+v2 as the interpreter does. A model on the `auto` runtime loads each version with the
+runtime of the artifact it has: a SavedModel version and a `.tflite`-only one serve side
+by side, and one with neither fails its load alone. An unknown method, or int8 without
+representative rows, is refused."""
 
 from __future__ import annotations
 
 import asyncio
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import grpc
@@ -33,24 +37,17 @@ from tfmesh.inference.v1 import inference_pb2_grpc
 
 
 def convert(saved_model: Path, out: Path, method: str) -> Path:
-    """`saved_model` as a `.tflite` file: `float`, `dynamic` range or `int8` (integer I/O)."""
+    """`saved_model` as a `.tflite` file: `float` (no quantization), or a method of
+    services.training.quantization."""
     import tensorflow as tf
 
-    converter = tf.lite.TFLiteConverter.from_saved_model(str(saved_model))
-    if method != "float":
-        converter.optimizations = [tf.lite.Optimize.DEFAULT]
-    if method == "int8":
-        rows = digits_rows(200, seed=9)
+    from services.training.quantization import quantize
 
-        def representative():
-            for row in rows:
-                yield [row[None, :]]
-
-        converter.representative_dataset = representative
-        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-        converter.inference_input_type = tf.int8
-        converter.inference_output_type = tf.int8
-    out.write_bytes(converter.convert())
+    if method == "float":
+        content = tf.lite.TFLiteConverter.from_saved_model(str(saved_model)).convert()
+    else:
+        content = quantize(saved_model, method, digits_rows(200, seed=9))
+    out.write_bytes(content)
     return out
 
 
@@ -64,12 +61,15 @@ def digits(tmp_path_factory):
     saved_model = root / "saved_model"
     signature = [tf.TensorSpec((None, 64), tf.float32, name="x")]
     model.export(str(saved_model), format="tf_saved_model", input_signature=signature, verbose=0)
-    files = {m: convert(saved_model, root / f"{m}.tflite", m) for m in ("float", "dynamic", "int8")}
+    methods = ("float", "dynamic", "float16", "int8")
+    files = {m: convert(saved_model, root / f"{m}.tflite", m) for m in methods}
     files["saved_model"] = saved_model
     return load_runtime("tensorflow", saved_model, {}), files
 
 
-@pytest.mark.parametrize(("method", "tolerance"), [("float", 1e-5), ("dynamic", 0.05)])
+@pytest.mark.parametrize(
+    ("method", "tolerance"), [("float", 1e-5), ("dynamic", 0.05), ("float16", 1e-2)]
+)
 def test_a_tflite_version_answers_like_its_saved_model(digits, method, tolerance):
     reference, files = digits
     runtime = load_runtime("litert", files[method], {"threads": 1})
@@ -83,6 +83,17 @@ def test_a_tflite_version_answers_like_its_saved_model(digits, method, tolerance
             assert value.dtype == expected[name].dtype and value.shape == expected[name].shape
             np.testing.assert_allclose(value, expected[name], atol=tolerance)
     runtime.unload()
+
+
+def test_batches_at_once_each_get_an_interpreter_and_the_same_answers(digits):
+    _, files = digits
+    runtime = load_runtime("litert", files["dynamic"], {"threads": 1})
+    batches = [digits_rows(size, seed=size) for size in (1, 3, 8, 2) * 4]
+    alone = [runtime.predict({"x": batch})["output_0"] for batch in batches]
+    with ThreadPoolExecutor(4) as pool:
+        together = list(pool.map(lambda b: runtime.predict({"x": b})["output_0"], batches))
+    for one, other in zip(alone, together, strict=True):
+        np.testing.assert_array_equal(one, other)
 
 
 def test_int8_inputs_and_outputs_are_served_as_float(digits):
@@ -165,6 +176,16 @@ def test_the_service_serves_a_tflite_version(litert_server, digits):
         request.raw_input_contents.append(rows.tobytes())
         raw = kserve.ModelInfer(request).raw_output_contents[0]
         np.testing.assert_allclose(np.frombuffer(raw, "<f4").reshape(5, 10), expected, atol=1e-6)
+
+
+def test_an_unknown_method_or_int8_without_rows_is_refused(digits):
+    from services.training.quantization import quantize
+
+    _, files = digits
+    with pytest.raises(ValueError, match="unknown quantization method"):
+        quantize(files["saved_model"], "int4")
+    with pytest.raises(ValueError, match="representative rows"):
+        quantize(files["saved_model"], "int8")
 
 
 def test_auto_picks_each_versions_runtime_by_its_artifacts():
