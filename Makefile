@@ -162,6 +162,7 @@ bench: setup triton peer pytriton
 	$(PY) -m bench.search_bench
 	$(PY) -m bench.object_storage_bench
 	$(PY) -m bench.inference_bench run
+	$(PY) -m bench.compression_bench
 	$(PY) -m bench.peer_bench
 	$(PY) -m bench.overhead_bench
 	$(PY) -m bench.monitoring_bench
