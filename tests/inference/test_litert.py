@@ -2,13 +2,13 @@
 by services.training.quantization: dynamic range, float16, full-integer int8 with int8
 inputs and outputs) load under the SavedModel's input and output names, shapes and dtypes
 and answer like it at any batch size, batches at once included; int8 I/O is served as
-float; a corrupt file or one
-whose only signature is another fails its load with the reason; and the inference service
-started with the runtime from a static model config answers over its own API and KServe
-v2 as the interpreter does. A model on the `auto` runtime loads each version with the
-runtime of the artifact it has: a SavedModel version and a `.tflite`-only one serve side
-by side, and one with neither fails its load alone. An unknown method, or int8 without
-representative rows, is refused."""
+float; a corrupt file or one whose only signature is another fails its load with the
+reason; and the inference service started with the runtime from a static model config
+answers over its own API, KServe v2 and TF Serving's REST API as the interpreter does.
+A model on the `auto` runtime loads each version with the runtime of the artifact it
+has: a SavedModel version and a `.tflite`-only one serve side by side, and one with
+neither fails its load alone. An unknown method, or int8 without representative rows,
+is refused."""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import grpc
+import httpx
 import numpy as np
 import pytest
 
@@ -176,6 +177,14 @@ def test_the_service_serves_a_tflite_version(litert_server, digits):
         request.raw_input_contents.append(rows.tobytes())
         raw = kserve.ModelInfer(request).raw_output_contents[0]
         np.testing.assert_allclose(np.frombuffer(raw, "<f4").reshape(5, 10), expected, atol=1e-6)
+    # TF Serving's REST API, as its documented curl calls use it.
+    http = f"http://127.0.0.1:{litert_server.env['TFMESH_INFERENCE_HTTP_PORT']}"
+    answer = httpx.post(f"{http}/v1/models/lite:predict", json={"instances": rows.tolist()})
+    assert answer.status_code == 200, answer.text
+    np.testing.assert_allclose(np.array(answer.json()["predictions"]), expected, atol=1e-6)
+    metadata = httpx.get(f"{http}/v1/models/lite/metadata").json()
+    served = metadata["metadata"]["signature_def"]["signature_def"]["serving_default"]
+    assert list(served["inputs"]) == ["x"] and list(served["outputs"]) == ["output_0"]
 
 
 def test_an_unknown_method_or_int8_without_rows_is_refused(digits):
