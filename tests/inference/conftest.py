@@ -19,6 +19,7 @@ from shared.channels import open_channel
 from shared.server import RunningServer
 from shared.telemetry import setup_telemetry
 from tests.inference.models import build_digits_model, export_artifacts
+from tests.support.processes import service_process
 
 
 @pytest.fixture(scope="session")
@@ -35,6 +36,25 @@ def write_model_config(folder: Path, models: list[dict]) -> Path:
     path = folder / "models.json"
     path.write_text(json.dumps({"models": models}))
     return path
+
+
+def one_model_server(home: Path, name: str, runtime: str, path: Path, **env: str):
+    """An inference service process (not started) serving `path` as version 1 of `name`
+    on `runtime`, from a static model config, batches of up to 8 rows."""
+    entry = {
+        "name": name,
+        "runtime": runtime,
+        "versions": [{"version": 1, "path": str(path)}],
+        "batching": {"max_batch_size": 8},
+    }
+    config = write_model_config(home, [entry])
+    return service_process(
+        "services.inference.server",
+        "TFMESH_INFERENCE_",
+        home,
+        TFMESH_INFERENCE_MODEL_CONFIG_FILE=str(config),
+        **env,
+    )
 
 
 def slow_model_entry(name: str = "slow", delay_ms: float = 200, **batching) -> dict:

@@ -19,8 +19,8 @@ import pytest
 from inference import grpc_predict_v2_pb2 as v2
 from inference import grpc_predict_v2_pb2_grpc
 from shared.tensors import from_tensor, to_tensor
-from tests.inference.conftest import write_model_config
-from tests.support.processes import REPO, service_process
+from tests.inference.conftest import one_model_server
+from tests.support.processes import REPO
 from tfmesh.inference.v1 import inference_pb2 as pb
 from tfmesh.inference.v1 import inference_pb2_grpc
 
@@ -62,22 +62,11 @@ def keras_artifacts(tmp_path_factory):
 @pytest.fixture(scope="module")
 def jax_server(tmp_path_factory, keras_artifacts, no_tensorflow):
     home = tmp_path_factory.mktemp("jax-server")
-    config = write_model_config(
+    process = one_model_server(
         home,
-        [
-            {
-                "name": "mlp",
-                "runtime": "keras_jax",
-                "versions": [{"version": 1, "path": str(keras_artifacts / "mlp.keras")}],
-                "batching": {"max_batch_size": 8},
-            }
-        ],
-    )
-    process = service_process(
-        "services.inference.server",
-        "TFMESH_INFERENCE_",
-        home,
-        TFMESH_INFERENCE_MODEL_CONFIG_FILE=str(config),
+        "mlp",
+        "keras_jax",
+        keras_artifacts / "mlp.keras",
         KERAS_BACKEND="jax",
         PYTHONPATH=no_tensorflow,
     )

@@ -29,10 +29,9 @@ from services.inference.config import ModelSpec
 from services.inference.model_manager import ModelManager, VersionState
 from services.inference.runtimes import load_runtime, runtime_for
 from shared.tensors import from_tensor, to_tensor
-from tests.inference.conftest import write_model_config
+from tests.inference.conftest import one_model_server
 from tests.inference.models import build_digits_model, digits_rows
 from tests.inference.test_batcher import wait_until
-from tests.support.processes import service_process
 from tfmesh.inference.v1 import inference_pb2 as pb
 from tfmesh.inference.v1 import inference_pb2_grpc
 
@@ -134,23 +133,7 @@ def test_a_corrupt_file_or_one_without_a_serving_signature_fails_its_load(digits
 def litert_server(tmp_path_factory, digits):
     _, files = digits
     home = tmp_path_factory.mktemp("litert-server")
-    config = write_model_config(
-        home,
-        [
-            {
-                "name": "lite",
-                "runtime": "litert",
-                "versions": [{"version": 1, "path": str(files["dynamic"])}],
-                "batching": {"max_batch_size": 8},
-            }
-        ],
-    )
-    process = service_process(
-        "services.inference.server",
-        "TFMESH_INFERENCE_",
-        home,
-        TFMESH_INFERENCE_MODEL_CONFIG_FILE=str(config),
-    )
+    process = one_model_server(home, "lite", "litert", files["dynamic"])
     process.start(timeout_s=120)
     yield process
     assert process.terminate() == 0

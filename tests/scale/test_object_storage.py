@@ -7,9 +7,11 @@ training reading a version's Parquet files straight from the bucket."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import os
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import grpc
@@ -61,68 +63,69 @@ async def health(channel: grpc.aio.Channel) -> int:
     return (await stub.Check(health_pb2.HealthCheckRequest(service=""), timeout=5)).status
 
 
-async def test_data_versions_live_in_the_bucket_and_corruption_is_data_loss(
-    object_store: LocalObjectStore, tmp_path: Path
-) -> None:
+@contextlib.asynccontextmanager
+async def bucket_data_service(tmp_path: Path) -> AsyncIterator[grpc.aio.Channel]:
+    """A data service on this test's bucket prefix, with tiny blocks and shards; a channel
+    to it."""
     settings = DataSettings(home=tmp_path, port=0, parse_block_bytes=TINY, shard_bytes=TINY)
     running = await start_data(settings, setup_telemetry("data-test", configure_logging=False))
     try:
         async with open_channel(running.address) as channel:
-            stub = data_pb2_grpc.DataServiceStub(channel)
-            x, y, content = numeric_table(300, features=3, classes=3, seed=5)
-            version = (await upload(stub, content, dataset="lake")).version
-            shards = await stub.GetShards(pb.GetShardsRequest(version=version.name))
-            assert shards.shards and all(s.uri.startswith("s3://tfmesh/") for s in shards.shards)
-            rows = 0
-            async for batch in stub.ReadBatches(
-                pb.ReadBatchesRequest(version=version.name, split=pb.SPLIT_TRAIN)
-            ):
-                rows += len(np.frombuffer(batch.labels.content, dtype=np.int64))
-            assert rows == version.rows.train
-            # Nothing of the service's is on its own disk beyond the database.
-            assert not (tmp_path / "data" / "blobs").exists()
-            assert assert_every_object_whole(object_store, blob_prefix("data")) >= len(
-                shards.shards
-            )
-
-            first = shards.shards[0]
-            key = first.uri.removeprefix("s3://tfmesh/")
-            object_store.client().put_object(Bucket="tfmesh", Key=key, Body=b"rotten")
-            error = await expect_error(
-                _read_all(stub, version.name, first.split), grpc.StatusCode.DATA_LOSS
-            )
-            assert first.sha256 in (error.details() or "")
-            assert (await health(channel)) == health_pb2.HealthCheckResponse.SERVING
+            yield channel
     finally:
         await running.stop(0)
+
+
+async def test_data_versions_live_in_the_bucket_and_corruption_is_data_loss(
+    object_store: LocalObjectStore, tmp_path: Path
+) -> None:
+    async with bucket_data_service(tmp_path) as channel:
+        stub = data_pb2_grpc.DataServiceStub(channel)
+        x, y, content = numeric_table(300, features=3, classes=3, seed=5)
+        version = (await upload(stub, content, dataset="lake")).version
+        shards = await stub.GetShards(pb.GetShardsRequest(version=version.name))
+        assert shards.shards and all(s.uri.startswith("s3://tfmesh/") for s in shards.shards)
+        rows = 0
+        async for batch in stub.ReadBatches(
+            pb.ReadBatchesRequest(version=version.name, split=pb.SPLIT_TRAIN)
+        ):
+            rows += len(np.frombuffer(batch.labels.content, dtype=np.int64))
+        assert rows == version.rows.train
+        # Nothing of the service's is on its own disk beyond the database.
+        assert not (tmp_path / "data" / "blobs").exists()
+        assert assert_every_object_whole(object_store, blob_prefix("data")) >= len(shards.shards)
+
+        first = shards.shards[0]
+        key = first.uri.removeprefix("s3://tfmesh/")
+        object_store.client().put_object(Bucket="tfmesh", Key=key, Body=b"rotten")
+        error = await expect_error(
+            _read_all(stub, version.name, first.split), grpc.StatusCode.DATA_LOSS
+        )
+        assert first.sha256 in (error.details() or "")
+        assert (await health(channel)) == health_pb2.HealthCheckResponse.SERVING
 
 
 async def test_training_reads_a_versions_files_from_the_bucket(
     object_store: LocalObjectStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    settings = DataSettings(home=tmp_path, port=0, parse_block_bytes=TINY, shard_bytes=TINY)
-    running = await start_data(settings, setup_telemetry("data-test", configure_logging=False))
-    try:
-        async with open_channel(running.address) as channel:
-            stub = data_pb2_grpc.DataServiceStub(channel)
-            _, _, content = numeric_table(400, features=4, classes=3, seed=8)
-            version = (await upload(stub, content, dataset="lake")).version
-            streamed = await DataServiceSource(channel, direct_reads=False).load(version.name)
-            before = split_reads("files")
-            direct = await DataServiceSource(channel).load(version.name)
-            assert split_reads("files") == before + 3
-            for name in ("x_train", "y_train", "x_val", "y_val", "x_test", "y_test"):
-                a, b = getattr(direct, name), getattr(streamed, name)
-                assert a.dtype == b.dtype
-                np.testing.assert_array_equal(a, b)
-            # Credentials the bucket refuses: read through the data service, same rows.
-            monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "not-the-key")
-            before = split_reads("service")
-            refused = await DataServiceSource(channel).load(version.name)
-            assert split_reads("service") == before + 3
-            np.testing.assert_array_equal(refused.x_train, streamed.x_train)
-    finally:
-        await running.stop(0)
+    async with bucket_data_service(tmp_path) as channel:
+        stub = data_pb2_grpc.DataServiceStub(channel)
+        _, _, content = numeric_table(400, features=4, classes=3, seed=8)
+        version = (await upload(stub, content, dataset="lake")).version
+        streamed = await DataServiceSource(channel, direct_reads=False).load(version.name)
+        before = split_reads("files")
+        direct = await DataServiceSource(channel).load(version.name)
+        assert split_reads("files") == before + 3
+        for name in ("x_train", "y_train", "x_val", "y_val", "x_test", "y_test"):
+            a, b = getattr(direct, name), getattr(streamed, name)
+            assert a.dtype == b.dtype
+            np.testing.assert_array_equal(a, b)
+        # Credentials the bucket refuses: read through the data service, same rows.
+        monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "not-the-key")
+        before = split_reads("service")
+        refused = await DataServiceSource(channel).load(version.name)
+        assert split_reads("service") == before + 3
+        np.testing.assert_array_equal(refused.x_train, streamed.x_train)
 
 
 def split_reads(path: str) -> float:
