@@ -18,7 +18,7 @@ SUCCEEDED: data load, evaluation and export included), and the ratios to plain f
 steady epoch (the time from the first epoch's end to the last's, per epoch: what a long
 training runs at) is given on both sides, and what the service spends once per job (before
 its first epoch, after its last) in seconds, so that a run of any length can be read off.
-The default 60 epochs (about 6 s of plain fit here) keep those fixed seconds from being
+The default 60 epochs (4-7 s of plain fit here) keep those fixed seconds from being
 most of the figure; `--epochs 20` is the shorter run measured before. Besides the fastest
 of each side, each round's ratios (its service run against its own faster plain fit, run
 just before on the same machine) and their median are given: two runs of this bench on

@@ -189,7 +189,7 @@ class BlobStore(ABC):
     @abstractmethod
     def local_copy(self, digest: str) -> AbstractContextManager[Path]:
         """A context manager giving a local file with the blob's content, verified first,
-        for readers that need a path (the ingest of an upload)."""
+        for readers that need a path (a checkpoint archive to unpack)."""
 
     @abstractmethod
     def delete(self, digest: str) -> None: ...

@@ -47,6 +47,7 @@ from services.inference.runtimes import (
     Signature,
     load_runtime,
     runtime_for,
+    runtime_for_file,
     zero_inputs,
 )
 from services.inference.statistics import VersionStatistics
@@ -448,5 +449,5 @@ async def _local_file(runtime: str, path: Path | None, version: int) -> tuple[st
     """A static version's runtime (`auto`: by its file's name) and file."""
     if runtime == AUTO:
         assert path is not None, "config requires a path of every auto version"
-        runtime = runtime_for([path.name])
+        runtime = runtime_for_file(path)
     return runtime, path

@@ -106,7 +106,7 @@ async def test_sigkill_mid_ingest_leaves_no_partial_version(data_process, tmp_pa
         call = asyncio.ensure_future(
             stub.UploadDataset(upload_requests(HEADER, content, CHUNK), timeout=120)
         )
-        # The source blob, then shards: the ingest is writing shards, not yet its metadata.
+        # Shards committed: the ingest is writing them, not yet its source or metadata.
         await wait_for(lambda: len(committed(blobs)) >= 10 or call.done())
         assert not call.done(), "the ingest finished before it could be killed"
         data_process.kill()

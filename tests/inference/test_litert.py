@@ -27,7 +27,7 @@ from services.inference.alias_feed import AliasEvent
 from services.inference.batcher import BatchingOptions
 from services.inference.config import ModelSpec
 from services.inference.model_manager import ModelManager, VersionState
-from services.inference.runtimes import load_runtime, runtime_for
+from services.inference.runtimes import load_runtime, runtime_for, runtime_for_file
 from shared.tensors import from_tensor, to_tensor
 from tests.inference.conftest import one_model_server
 from tests.inference.models import build_digits_model, digits_rows
@@ -180,13 +180,19 @@ def test_an_unknown_method_or_int8_without_rows_is_refused(digits):
         quantize(files["saved_model"], "int8")
 
 
-def test_auto_picks_each_versions_runtime_by_its_artifacts():
+def test_auto_picks_each_versions_runtime_by_its_artifacts(digits):
+    _, files = digits
     assert runtime_for(["saved_model.tar", "model.keras", "model.tflite"]) == "tensorflow"
     assert runtime_for(["model.tflite", "model.keras", "evaluation.json"]) == "litert"
     assert runtime_for(["model.keras"]) == "keras_jax"
-    assert runtime_for(["v3.tflite"]) == "litert"
     with pytest.raises(ValueError, match="no artifact a runtime loads"):
-        runtime_for(["evaluation.json"])
+        # Only the names training registers: any other is not fetched by auto.
+        runtime_for(["evaluation.json", "model_int8.tflite", "other.tar"])
+    assert runtime_for_file(files["saved_model"]) == "tensorflow"
+    assert runtime_for_file(files["int8"]) == "litert"
+    assert runtime_for_file(Path("v3.keras")) == "keras_jax"
+    with pytest.raises(ValueError, match="not a SavedModel folder"):
+        runtime_for_file(Path("weights.h5"))
 
 
 class ArtifactSource:

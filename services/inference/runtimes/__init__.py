@@ -78,15 +78,23 @@ def known_runtime(kind: str) -> str:
 
 
 def runtime_for(artifacts: Collection[str]) -> str:
-    """The runtime `auto` picks for a version with these artifact names (or file names:
-    a SavedModel folder or `.tar`, a `.tflite` or a `.keras` file)."""
+    """The runtime `auto` picks for a registry version with these artifacts."""
     for kind in PREFERENCE:
-        artifact = RUNTIMES[kind].artifact
-        suffix = Path(artifact).suffix
-        if any(name == artifact or name.endswith(suffix) for name in artifacts):
+        if RUNTIMES[kind].artifact in artifacts:
             return kind
     wanted = ", ".join(RUNTIMES[kind].artifact for kind in PREFERENCE)
     raise ValueError(f"no artifact a runtime loads among {sorted(artifacts)} (one of {wanted})")
+
+
+def runtime_for_file(path: Path) -> str:
+    """The runtime `auto` picks for a static version's file: a SavedModel folder or `.tar`,
+    a `.tflite` or a `.keras` file."""
+    if path.is_dir():
+        return "tensorflow"
+    for kind in PREFERENCE:
+        if path.suffix == Path(RUNTIMES[kind].artifact).suffix:
+            return kind
+    raise ValueError(f"{path.name}: not a SavedModel folder nor a .tar, .tflite or .keras file")
 
 
 def load_runtime(kind: str, path: Path | None, options: Mapping[str, Any]) -> Runtime:
