@@ -63,3 +63,9 @@ _.tf_status
 _.tf_metadata
 _.tf_predict
 _.tf_unimplemented
+# TFLiteConverter's settings, read by its convert() (services.training.quantization).
+_.supported_types
+_.representative_dataset
+_.supported_ops
+_.inference_input_type
+_.inference_output_type
