@@ -1,8 +1,8 @@
 """gRPC server interceptors: domain errors to `google.rpc.Status`, and RPC metrics.
 
 This is the one place where exceptions become status codes: a `DomainError` keeps its
-code and typed details, a database that does not answer is UNAVAILABLE (retryable), any
-other exception becomes INTERNAL with its message logged
+code and typed details, a database that does not answer is UNAVAILABLE (retryable), a
+full disk RESOURCE_EXHAUSTED, any other exception INTERNAL with its message logged
 (never leaked) so a bug in one call never takes the server down. Request bytes that do
 not parse as the method's message are the caller's mistake: INVALID_ARGUMENT naming the
 message type, for a unary request and for any message of a request stream alike (gRPC
@@ -13,6 +13,7 @@ ecosystem's metric names (shared.grpc_metrics)."""
 
 from __future__ import annotations
 
+import errno
 import inspect
 import logging
 import sys
@@ -24,7 +25,7 @@ from google.protobuf.message import DecodeError
 from grpc_status import rpc_status
 
 from shared.auth import Authenticator, act_as
-from shared.errors import DomainError, invalid
+from shared.errors import DomainError, ResourceExhausted, invalid
 from shared.grpc_metrics import ServerCall, call_type
 
 log = logging.getLogger(__name__)
@@ -33,6 +34,11 @@ log = logging.getLogger(__name__)
 def status_of(error: BaseException) -> tuple[grpc.StatusCode, str, tuple[tuple[str, Any], ...]]:
     """The status a handler's exception becomes: its code, its message and the trailing
     metadata that carry its typed details."""
+    if isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT):
+        # A full disk (or quota): the operator's to fix, the caller's to retry later; what
+        # gRPC's own codes name RESOURCE_EXHAUSTED ("the entire file system is out of space").
+        log.error("no space left on the service's disk", exc_info=error)
+        error = ResourceExhausted("no space left on the service's disk")
     if isinstance(error, DomainError):
         status = rpc_status.to_status(error.to_status())
         return status.code, status.details, tuple(status.trailing_metadata)

@@ -1,9 +1,11 @@
 """Domain errors through the shared interceptor on a real server: each becomes its gRPC code
-with typed `google.rpc.Status` details, anything else becomes INTERNAL without leaking its
-message, for unary and server-streaming handlers, and the server keeps serving."""
+with typed `google.rpc.Status` details, a full disk RESOURCE_EXHAUSTED, anything else
+INTERNAL without leaking its message, for unary and server-streaming handlers, and the
+server keeps serving."""
 
 from __future__ import annotations
 
+import errno
 from collections.abc import AsyncIterator
 from typing import TypeVar
 
@@ -68,6 +70,8 @@ def raise_on_request(request: Request) -> None:
         raise NotImplementedError("Method not implemented!")
     if request.service == "bug":
         raise ValueError(f"connect failed with {SECRET}")
+    if request.service == "disk-full":
+        raise OSError(errno.ENOSPC, "No space left on device", "/data/spool/upload-1")
     if request.service == "database-away":
         # What SQLAlchemy raises when PostgreSQL restarts under a query.
         raise sqlalchemy.exc.OperationalError("SELECT 1", {}, ConnectionError(SECRET))
@@ -214,6 +218,13 @@ async def test_a_database_that_does_not_answer_is_unavailable_not_internal(
 ) -> None:
     code, details, _ = await unary_failure(probe, "database-away")
     assert (code, details) == (grpc.StatusCode.UNAVAILABLE, "the database is not available now")
+    await assert_still_serving(probe)
+
+
+async def test_a_full_disk_is_resource_exhausted_not_internal(probe: RunningServer) -> None:
+    code, details, _ = await unary_failure(probe, "disk-full")
+    assert code == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert details == "no space left on the service's disk"
     await assert_still_serving(probe)
 
 
