@@ -47,7 +47,7 @@ from services.inference.runtimes import (
     Signature,
     load_runtime,
     runtime_for,
-    runtime_for_file,
+    static_runtime,
     zero_inputs,
 )
 from services.inference.statistics import VersionStatistics
@@ -446,8 +446,5 @@ def traffic_shares(table: RoutingTable[LoadedVersion]) -> dict[int, float]:
 
 
 async def _local_file(runtime: str, path: Path | None, version: int) -> tuple[str, Path | None]:
-    """A static version's runtime (`auto`: by its file's name) and file."""
-    if runtime == AUTO:
-        assert path is not None, "config requires a path of every auto version"
-        runtime = runtime_for_file(path)
-    return runtime, path
+    """A static version's runtime (`auto`: by its file) and file."""
+    return static_runtime(runtime, path), path

@@ -27,7 +27,7 @@ from services.inference.alias_feed import AliasEvent
 from services.inference.batcher import BatchingOptions
 from services.inference.config import ModelSpec
 from services.inference.model_manager import ModelManager, VersionState
-from services.inference.runtimes import load_runtime, runtime_for, runtime_for_file
+from services.inference.runtimes import load_runtime, runtime_for, static_runtime
 from shared.tensors import from_tensor, to_tensor
 from tests.inference.conftest import one_model_server
 from tests.inference.models import build_digits_model, digits_rows
@@ -188,11 +188,12 @@ def test_auto_picks_each_versions_runtime_by_its_artifacts(digits):
     with pytest.raises(ValueError, match="no artifact a runtime loads"):
         # Only the names training registers: any other is not fetched by auto.
         runtime_for(["evaluation.json", "model_int8.tflite", "other.tar"])
-    assert runtime_for_file(files["saved_model"]) == "tensorflow"
-    assert runtime_for_file(files["int8"]) == "litert"
-    assert runtime_for_file(Path("v3.keras")) == "keras_jax"
+    assert static_runtime("auto", files["saved_model"]) == "tensorflow"
+    assert static_runtime("auto", files["int8"]) == "litert"
+    assert static_runtime("auto", Path("v3.keras")) == "keras_jax"
+    assert static_runtime("litert", Path("v3.keras")) == "litert", "a named runtime stays"
     with pytest.raises(ValueError, match="not a SavedModel folder"):
-        runtime_for_file(Path("weights.h5"))
+        static_runtime("auto", Path("weights.h5"))
 
 
 class ArtifactSource:

@@ -86,14 +86,18 @@ def runtime_for(artifacts: Collection[str]) -> str:
     raise ValueError(f"no artifact a runtime loads among {sorted(artifacts)} (one of {wanted})")
 
 
-def runtime_for_file(path: Path) -> str:
-    """The runtime `auto` picks for a static version's file: a SavedModel folder or `.tar`,
-    a `.tflite` or a `.keras` file."""
+def static_runtime(kind: str, path: Path | None) -> str:
+    """`kind`, or with `auto` the runtime for a static version's file: a SavedModel folder
+    or `.tar`, a `.tflite` or a `.keras` file."""
+    if kind != AUTO:
+        return kind
+    if path is None:
+        raise ValueError("an auto version needs a file")
     if path.is_dir():
         return "tensorflow"
-    for kind in PREFERENCE:
-        if path.suffix == Path(RUNTIMES[kind].artifact).suffix:
-            return kind
+    for runtime in PREFERENCE:
+        if path.suffix == Path(RUNTIMES[runtime].artifact).suffix:
+            return runtime
     raise ValueError(f"{path.name}: not a SavedModel folder nor a .tar, .tflite or .keras file")
 
 
