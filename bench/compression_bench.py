@@ -26,13 +26,12 @@ import argparse
 import json
 import os
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from bench.inference_bench import BATCHING_PARAMETERS, python_load, start_server
+from bench.inference_bench import BATCHING_PARAMETERS, python_load, start_server, time_calls
 
 RESULTS = Path(__file__).resolve().parent / "results" / "compression.json"
 METHODS = ("dynamic", "float16", "int8")
@@ -75,16 +74,8 @@ def build(kind: str, shape: tuple[int, ...]) -> Any:
     return model
 
 
-def latency_ms(runtime: Any, row: np.ndarray, batch: int) -> float:
-    inputs = {"x": np.repeat(row[None, ...], batch, axis=0)}
-    runtime.predict(inputs)
-    times: list[float] = []
-    started = time.perf_counter()
-    while time.perf_counter() - started < 1.0 or len(times) < 20:
-        begun = time.perf_counter()
-        runtime.predict(inputs)
-        times.append(time.perf_counter() - begun)
-    return float(np.median(times) * 1e3)
+def median_ms(runtime: Any, kind: str, batch: int) -> float:
+    return float(np.median(time_calls(runtime, kind, batch, 1.0, 20)) * 1e3)
 
 
 def variables_bytes(saved_model: Path) -> int:
@@ -116,8 +107,8 @@ def compress(kind: str, data: tuple[np.ndarray, ...], work: Path) -> dict[str, A
             "bytes": size,
             "smaller_than_parent": round(parent_bytes / size, 2),
             "test_accuracy": round(float(np.mean(output.argmax(axis=1) == y_test)), 4),
-            "latency_ms_batch_1": round(latency_ms(runtime, x_test[0], 1), 4),
-            "latency_ms_batch_64": round(latency_ms(runtime, x_test[0], 64), 4),
+            "latency_ms_batch_1": round(median_ms(runtime, kind, 1), 4),
+            "latency_ms_batch_64": round(median_ms(runtime, kind, 64), 4),
         }
         runtime.unload()
     return {

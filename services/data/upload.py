@@ -174,7 +174,8 @@ class Upload:
                 return self._existing(*known)
             # Ingested from the upload's own temp file, hashed as it arrived: no second
             # read to verify it, nor a download back from object storage.
-            version, result = self._ingest(name, digest, self._writer.seal(), source_bytes, sink)
+            source = self._writer.seal()
+            version, result = self._ingest(name, digest, source, source_sha256, source_bytes, sink)
             committed.append(self._keeper.commit(self._writer))
             with self._keeper.lock:
                 known = self._store.find(name)
@@ -201,7 +202,13 @@ class Upload:
             self._keeper.release([*committed, *sink.digests])
 
     def _ingest(
-        self, name: str, digest: str, source_path: Path, source_bytes: int, sink: IngestSink
+        self,
+        name: str,
+        digest: str,
+        source_path: Path,
+        source_sha256: str,
+        source_bytes: int,
+        sink: IngestSink,
     ) -> tuple[DatasetVersion, IngestResult]:
         request = self._request
         source = open_source(
@@ -219,7 +226,7 @@ class Upload:
             name=name,
             dataset=request.dataset,
             digest=digest,
-            source_sha256=self._writer.sha256,
+            source_sha256=source_sha256,
             source_bytes=source_bytes,
             format=request.format,
             label_column=request.label_column,
